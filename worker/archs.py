@@ -1,0 +1,159 @@
+"""Model architectures by name. Keras is imported inside the builders, never at import time.
+
+``worker-cnn`` is the default: batch norm, three conv blocks, trained with light augmentation
+(shifts, small rotations and scaling). The others are the seeds' architectures, kept so their
+numbers can be reproduced and compared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from worker.errors import ConfigError
+
+INPUT_SHAPE = (28, 28, 1)
+
+
+@dataclass(frozen=True)
+class Arch:
+    name: str
+    build: Callable[[int], object]  # num_classes -> keras.Model
+    augment: bool  # train with random shifts/rotations/zoom
+    description: str
+
+
+def _worker_cnn(num_classes: int):
+    import keras
+    from keras import layers
+
+    def block(x, filters, kernel):
+        x = layers.Conv2D(filters, kernel, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization(momentum=0.9)(x)
+        x = layers.ReLU()(x)
+        return layers.MaxPooling2D()(x)
+
+    inputs = keras.Input(INPUT_SHAPE)
+    x = block(inputs, 32, 5)  # 14x14
+    x = block(x, 64, 3)  # 7x7
+    x = block(x, 128, 3)  # 3x3
+    x = layers.Flatten()(x)
+    x = layers.Dropout(0.3)(x)
+    x = layers.Dense(128, use_bias=False)(x)
+    x = layers.BatchNormalization(momentum=0.9)(x)
+    x = layers.ReLU()(x)
+    x = layers.Dropout(0.3)(x)
+    outputs = layers.Dense(num_classes, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="worker_cnn")
+
+
+def _seed_cnn(num_classes: int):
+    import keras
+    from keras import layers
+
+    return keras.Sequential(
+        [
+            keras.Input(INPUT_SHAPE),
+            layers.Conv2D(32, 5, activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Conv2D(32, 3, activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Dropout(0.25),
+            layers.Flatten(),
+            layers.Dense(128, activation="relu"),
+            layers.Dense(num_classes, activation="softmax"),
+        ],
+        name="seed_cnn",
+    )
+
+
+def _seed_3conv(num_classes: int):
+    import keras
+    from keras import layers
+
+    convs = []
+    for _ in range(3):
+        convs += [layers.Conv2D(64, 3, activation="relu"), layers.MaxPooling2D()]
+    return keras.Sequential(
+        [
+            keras.Input(INPUT_SHAPE),
+            *convs,
+            layers.Flatten(),
+            layers.Dense(64, activation="relu"),
+            layers.Dense(32, activation="relu"),
+            layers.Dense(num_classes, activation="softmax"),
+        ],
+        name="seed_3conv",
+    )
+
+
+def _lenet(num_classes: int):
+    import keras
+    from keras import layers
+
+    return keras.Sequential(
+        [
+            keras.Input(INPUT_SHAPE),
+            layers.Conv2D(6, 5, padding="same", activation="relu"),
+            layers.AveragePooling2D(2),
+            layers.Conv2D(16, 5, activation="relu"),
+            layers.AveragePooling2D(2),
+            layers.Flatten(),
+            layers.Dense(120, activation="relu"),
+            layers.Dense(84, activation="relu"),
+            layers.Dense(num_classes, activation="softmax"),
+        ],
+        name="lenet",
+    )
+
+
+def _fashion_cnn(num_classes: int):
+    import keras
+    from keras import layers
+
+    def block(filters, dropout):
+        return [
+            layers.Conv2D(filters, 3, padding="same"),
+            layers.LeakyReLU(negative_slope=0.1),
+            layers.MaxPooling2D(padding="same"),
+            layers.Dropout(dropout),
+        ]
+
+    return keras.Sequential(
+        [
+            keras.Input(INPUT_SHAPE),
+            *block(32, 0.25),
+            *block(64, 0.25),
+            *block(128, 0.4),
+            layers.Flatten(),
+            layers.Dense(128),
+            layers.LeakyReLU(negative_slope=0.1),
+            layers.Dropout(0.3),
+            layers.Dense(num_classes, activation="softmax"),
+        ],
+        name="fashion_cnn",
+    )
+
+
+ARCHS = {
+    a.name: a
+    for a in (
+        Arch("worker-cnn", _worker_cnn, True, "default: 3 conv blocks with batch norm, augmented"),
+        Arch("seed-cnn", _seed_cnn, False, "seed 001: Conv32 5x5, Conv32 3x3, Dense128"),
+        Arch("seed-3conv", _seed_3conv, False, "seed 002: three Conv64 3x3, Dense64, Dense32"),
+        Arch("lenet", _lenet, False, "seed 003: LeNet-5"),
+        Arch("fashion-cnn", _fashion_cnn, False, "seed 004: LeakyReLU 32/64/128 convs"),
+    )
+}
+DEFAULT_ARCH = "worker-cnn"
+
+
+def get_arch(name: str) -> Arch:
+    try:
+        return ARCHS[name]
+    except KeyError:
+        raise ConfigError(f"unknown architecture {name!r}; choose one of: {', '.join(ARCHS)}") from None
+
+
+def build(name: str, num_classes: int = 10):
+    return get_arch(name).build(num_classes)

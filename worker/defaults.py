@@ -1,0 +1,37 @@
+"""Default settings, each in one place with the reason for its value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# The repository root: defaults point at its inbox/, outbox/ and models/ so a fresh clone works.
+REPO_ROOT = Path(__file__).resolve().parent.parent
+INBOX = REPO_ROOT / "inbox"
+OUTBOX = REPO_ROOT / "outbox"
+MODELS_DIR = REPO_ROOT / "models"
+# The shipped MNIST model; `worker watch` and `worker predict` use it unless told otherwise.
+MODEL = MODELS_DIR / "mnist.keras"
+
+# Files up to 64 MiB: a big flatbed scan is a few MB; anything larger is almost surely not a scan.
+MAX_FILE_BYTES = 64 * 1024 * 1024
+# 50 megapixels (e.g. 600 dpi A4 is 35 MP). Checked from the header, before any decoding,
+# so a 4 KB PNG that claims 60000x60000 pixels never allocates gigabytes.
+MAX_PIXELS = 50_000_000
+
+# Batch up to 256 images per model call: one call per batch is what makes serving fast,
+# and 256 28x28 images are only 800 KB of input.
+BATCH_SIZE = 256
+# How long (ms) the daemon may wait to fill a batch. A lone file is never held back longer.
+MAX_DELAY_MS = 20
+# A file with no close event (e.g. copied over SMB) is ready once unchanged for this long.
+SETTLE_SECONDS = 1.0
+# Full rescan of the inbox this often, because inotify events can be lost (queue overflow).
+RESCAN_SECONDS = 300.0
+# Bound on queued paths, so a backlog of a million files is never held in memory at once.
+QUEUE_LIMIT = 4096
+
+# Training: 5,000 images held out of the training split for validation and best-epoch choice.
+VALIDATION_SIZE = 5000
+EPOCHS = 20
+TRAIN_BATCH_SIZE = 128
+SEED = 42

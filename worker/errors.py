@@ -1,0 +1,40 @@
+"""Every error the worker raises on purpose derives from ``WorkerError``.
+
+    WorkerError                  one red line in the CLI, exit code 1
+    ├── ConfigError              a setting is invalid (bad folder, bad number, ...)
+    ├── DatasetError             a dataset cannot be found, fetched or verified
+    ├── ModelError               the model file or its card is missing or does not fit
+    └── InputError               one input file cannot be classified; has a ``kind``
+                                 (empty, not-an-image, truncated, too-large, unsupported,
+                                 no-ink, not-a-regular-file, permission-denied, ...)
+
+Messages say what to do next. An ``InputError`` never stops the daemon: the file is
+quarantined with its ``kind`` and message.
+"""
+
+from __future__ import annotations
+
+
+class WorkerError(Exception):
+    """Root of the worker's own errors."""
+
+
+class ConfigError(WorkerError):
+    """A setting is invalid."""
+
+
+class DatasetError(WorkerError):
+    """A dataset cannot be loaded or verified."""
+
+
+class ModelError(WorkerError):
+    """The model or its card is missing, corrupt or inconsistent."""
+
+
+class InputError(WorkerError):
+    """One input cannot be classified. ``kind`` is a short machine-readable reason."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message

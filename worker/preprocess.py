@@ -1,0 +1,350 @@
+"""Turn any image file into the 28x28x1 float32 input the model was trained on.
+
+MNIST digits are white ink on black, the ink size-normalised into a 20x20 box and centred by
+centre of mass in a 28x28 field. A scan is dark ink on a big, noisy, unevenly lit page. The
+steps, shared by training and serving (training runs the dataset through ``normalize`` too):
+
+1. ``read_image``: open only regular files, check size and the header's pixel count *before*
+   decoding, decode with OpenCV to 8-bit grey (alpha flattened onto white, 16-bit scaled).
+2. ``normalize``: detect polarity (the page is the majority: if light, invert), shrink huge
+   pages, flatten uneven light (subtract a morphological background), find the ink (Otsu,
+   then drop speckles much smaller than the largest ink blob), crop to it, fit it into the
+   profile's box keeping the aspect ratio, centre it, scale to [0, 1].
+
+Fashion-MNIST was made differently (the item fills the 28x28 frame, centred by its box), so the
+model card names a ``Profile`` and serving uses the one the model was trained with.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import stat
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from worker import defaults
+from worker.errors import InputError
+
+cv2.setNumThreads(1)  # one image is tiny work; OpenCV's own thread pool only adds overhead
+
+SIZE = 28
+# Formats as Pillow names them in the header; what OpenCV decodes and scanners write.
+FORMATS = {"PNG", "JPEG", "BMP", "TIFF", "WEBP", "PPM"}
+# Suffixes that promise an image; a file with one that is no image is "not-an-image".
+IMAGE_SUFFIXES = {
+    ".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".pgm", ".ppm",
+    ".pbm", ".pnm",
+}
+# Pages are shrunk to this longest side before finding the ink: a digit of 1/10 of the page
+# still spans ~80 px, far more than the 20 px it ends as, and big scans stay fast.
+WORK_SIDE = 800
+# Below this contrast (0-255) between ink and paper, there is nothing to classify.
+MIN_CONTRAST = 40
+# Ink blobs smaller than this fraction of the largest are paper noise (dust, JPEG speckles).
+MIN_BLOB_FRACTION = 0.05
+# A filled object (a garment) is every pixel brighter than this above the paper, not just the
+# brightest half that Otsu would pick: a dark shirt's folds are still shirt.
+OBJECT_LEVEL = 24
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How ink is fitted into the 28x28 field; recorded in the model card."""
+
+    name: str
+    box: int  # the ink's longest side after scaling
+    centre: str  # "mass": by centre of mass (MNIST); "box": by bounding box (Fashion-MNIST)
+    flatten: bool  # subtract uneven paper light (thin strokes); off for filled objects
+    stretch: bool  # scale the ink so its strokes reach full white (digits)
+    paper: str  # where to sample the paper for polarity: "median" of all pixels, or "border"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# Ink is a minority of a digit page, so the median pixel is paper (and dark scanner edges
+# cannot flip it); a garment may fill most of its frame, so there the border is the paper.
+DIGITS = Profile(
+    name="digits-v1", box=20, centre="mass", flatten=True, stretch=True, paper="median"
+)
+OBJECTS = Profile(
+    name="objects-v1", box=28, centre="box", flatten=False, stretch=False, paper="border"
+)
+PROFILES = {p.name: p for p in (DIGITS, OBJECTS)}
+
+
+def profile_from_dict(data: dict) -> Profile:
+    fields = ("name", "box", "centre", "flatten", "stretch", "paper")
+    return Profile(**{k: data[k] for k in fields})
+
+
+# --- reading ------------------------------------------------------------------------------
+
+
+def read_bytes(path: Path, *, max_bytes: int, follow_symlinks: bool = True) -> bytes:
+    """Read a regular file, never blocking on a FIFO or reading a device forever."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow_symlinks else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except PermissionError as exc:
+        raise InputError("permission-denied", f"cannot read {path.name}: permission denied") from exc
+    except FileNotFoundError as exc:
+        raise InputError("missing", f"{path.name} disappeared before it could be read") from exc
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InputError("not-a-regular-file", f"{path.name} is a symlink; not followed") from exc
+        raise InputError("unreadable", f"cannot open {path.name}: {exc.strerror}") from exc
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise InputError("not-a-regular-file", f"{path.name} is not a regular file")
+        if info.st_size == 0:
+            raise InputError("empty", f"{path.name} is empty (0 bytes)")
+        if info.st_size > max_bytes:
+            raise InputError(
+                "too-large", f"{path.name} is {info.st_size} bytes, over the {max_bytes} limit"
+            )
+        chunks, remaining = [], info.st_size
+        while remaining > 0:
+            chunk = os.read(fd, min(remaining, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise InputError("unreadable", f"cannot read {path.name}: {exc.strerror}") from exc
+    finally:
+        os.close(fd)
+
+
+def check_header(data: bytes, name: str, *, max_pixels: int) -> str:
+    """Identify the format from the header alone and refuse oversized images; return format."""
+    from PIL import Image, UnidentifiedImageError
+
+    suffix = Path(name).suffix.lower()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:  # reads the header only
+                fmt, (width, height) = img.format, img.size
+    except Image.DecompressionBombError as exc:
+        raise InputError("too-large", f"{name} claims too many pixels ({exc})") from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        if suffix in IMAGE_SUFFIXES:
+            raise InputError("not-an-image", f"{name} is not a readable image") from exc
+        raise InputError("unsupported", f"{name} is not a supported image file") from exc
+    if fmt not in FORMATS:
+        raise InputError(
+            "unsupported", f"{name} is {fmt}; supported: {', '.join(sorted(FORMATS))}"
+        )
+    if width * height > max_pixels:
+        raise InputError(
+            "too-large",
+            f"{name} is {width}x{height} pixels, over the {max_pixels:,} pixel limit",
+        )
+    if _looks_truncated(data, fmt):
+        raise InputError("truncated", f"{name} is truncated ({fmt} end marker missing)")
+    return fmt
+
+
+def _looks_truncated(data: bytes, fmt: str) -> bool:
+    if fmt == "PNG":
+        return b"IEND" not in data[-64:]
+    if fmt == "JPEG":
+        return b"\xff\xd9" not in data[-1024:]
+    return False
+
+
+def to_grey(image: np.ndarray) -> np.ndarray:
+    """8-bit grey from whatever OpenCV decoded: 16-bit or float scaled, alpha on white."""
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        image = image.astype(np.float32)
+        peak = float(image.max()) if image.size else 1.0
+        image = np.clip(image * (255.0 if peak <= 1.0 else 255.0 / peak), 0, 255).astype(np.uint8)
+    if image.ndim == 2:
+        return image
+    channels = image.shape[2]
+    if channels == 1:
+        return image[:, :, 0]
+    alpha = None
+    if channels in (2, 4):
+        alpha = image[:, :, -1]
+        image = image[:, :, :-1]
+    grey = image[:, :, 0] if image.shape[2] == 1 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    if alpha is None:
+        return grey
+    return _flatten_alpha(grey, alpha)
+
+
+def _flatten_alpha(grey: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Composite on white paper; if that leaves no contrast, the shape lives in alpha alone."""
+    a = alpha.astype(np.float32) / 255.0
+    flat = (grey.astype(np.float32) * a + 255.0 * (1.0 - a)).astype(np.uint8)
+    if int(flat.max()) - int(flat.min()) < MIN_CONTRAST <= int(alpha.max()) - int(alpha.min()):
+        return 255 - alpha
+    return flat
+
+
+def decode(data: bytes, name: str) -> np.ndarray:
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None or image.size == 0:
+        raise InputError("corrupt", f"{name} could not be decoded (corrupt image data)")
+    return to_grey(image)
+
+
+def read_image(
+    path: Path,
+    *,
+    max_bytes: int = defaults.MAX_FILE_BYTES,
+    max_pixels: int = defaults.MAX_PIXELS,
+    follow_symlinks: bool = True,
+) -> np.ndarray:
+    """Read and decode an image file to 8-bit grey, refusing bad files with an InputError."""
+    path = Path(path)
+    data = read_bytes(path, max_bytes=max_bytes, follow_symlinks=follow_symlinks)
+    check_header(data, path.name, max_pixels=max_pixels)
+    return decode(data, path.name)
+
+
+# --- normalising -----------------------------------------------------------------------------
+
+
+def normalize(grey: np.ndarray, profile: Profile = DIGITS) -> np.ndarray:
+    """8-bit grey image of any size -> float32 (28, 28, 1) in [0, 1], MNIST-style."""
+    ink = _ink_bright(_shrink(grey), profile.paper)
+    if profile.flatten:
+        ink = _flatten_light(ink)
+    if int(ink.max()) - int(ink.min()) < MIN_CONTRAST:
+        raise InputError("no-ink", "the image is blank: no ink found on the page")
+    ink, (x, y, w, h) = _keep_ink(ink, clear_background=profile.stretch)
+    patch = ink[y : y + h, x : x + w]
+    if profile.stretch:
+        patch = _stretch(patch)
+    patch = _fit(patch, profile.box)
+    field = _place(patch, profile.centre)
+    return (field.astype(np.float32) / 255.0)[:, :, None]
+
+
+def _shrink(grey: np.ndarray) -> np.ndarray:
+    longest = max(grey.shape)
+    if longest <= WORK_SIDE:
+        return grey
+    scale = WORK_SIDE / longest
+    size = (max(1, round(grey.shape[1] * scale)), max(1, round(grey.shape[0] * scale)))
+    return cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+
+
+def _ink_bright(grey: np.ndarray, paper: str) -> np.ndarray:
+    """Make ink the bright part: if the paper is light, invert."""
+    if paper == "border":
+        sample = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    else:
+        step = max(1, min(grey.shape) // 64)
+        sample = grey[::step, ::step]
+    return cv2.bitwise_not(grey) if np.median(sample) > 127 else grey
+
+
+def _flatten_light(ink: np.ndarray) -> np.ndarray:
+    """Subtract the paper's own brightness (uneven light, shadows) estimated by an opening
+    much wider than a pen stroke; small images (already clean, like MNIST) are left alone."""
+    side = min(ink.shape)
+    if side < 64:
+        return ink
+    k = max(15, side // 6) | 1
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (k, k))
+    background = cv2.morphologyEx(ink, cv2.MORPH_OPEN, kernel)
+    background = cv2.blur(background, (k, k))
+    return cv2.subtract(ink, background)
+
+
+def _keep_ink(ink: np.ndarray, *, clear_background: bool) -> tuple[np.ndarray, tuple]:
+    """Find the ink (Otsu), drop speckles, return the cleaned image and the ink's bounding box."""
+    threshold, mask = cv2.threshold(ink, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    if not clear_background:  # a filled object: everything above the paper is the object
+        _, mask = cv2.threshold(ink, OBJECT_LEVEL, 255, cv2.THRESH_BINARY)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    if count <= 1 or areas.max() == 0:
+        raise InputError("no-ink", "no ink found on the page")
+    keep = np.flatnonzero(areas >= MIN_BLOB_FRACTION * areas.max()) + 1
+    xs, ys = stats[keep, cv2.CC_STAT_LEFT], stats[keep, cv2.CC_STAT_TOP]
+    x0, y0 = int(xs.min()), int(ys.min())
+    x1 = int((xs + stats[keep, cv2.CC_STAT_WIDTH]).max())
+    y1 = int((ys + stats[keep, cv2.CC_STAT_HEIGHT]).max())
+    cleaned = ink.copy()
+    dropped = np.isin(labels, keep, invert=True) & (labels > 0)
+    cleaned[dropped] = 0
+    if clear_background:
+        cleaned[cleaned < 0.35 * threshold] = 0  # paper grain below the ink's faint edges
+    return cleaned, (x0, y0, x1 - x0, y1 - y0)
+
+
+def _stretch(patch: np.ndarray) -> np.ndarray:
+    """Scale so the stroke cores reach white, as MNIST's do (pencil is grey, MNIST is not)."""
+    strokes = patch[patch > 0]
+    peak = float(np.percentile(strokes, 95)) if strokes.size else 255.0
+    if peak >= 250 or peak <= 0:
+        return patch
+    return np.clip(patch.astype(np.float32) * (255.0 / peak), 0, 255).astype(np.uint8)
+
+
+def _fit(patch: np.ndarray, box: int) -> np.ndarray:
+    """Scale so the longest side is ``box`` pixels, keeping the aspect ratio."""
+    h, w = patch.shape
+    scale = box / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    if size == (w, h):
+        return patch
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    return cv2.resize(patch, size, interpolation=interpolation)
+
+
+def _place(patch: np.ndarray, centre: str) -> np.ndarray:
+    """Put the patch into the 28x28 field, centred by mass or by its box."""
+    h, w = patch.shape
+    if centre == "mass":
+        m = cv2.moments(patch, binaryImage=False)
+        cy = m["m01"] / m["m00"] if m["m00"] else h / 2
+        cx = m["m10"] / m["m00"] if m["m00"] else w / 2
+    else:
+        cy, cx = h / 2, w / 2
+    top = int(np.clip(round(SIZE / 2 - cy), 0, SIZE - h))
+    left = int(np.clip(round(SIZE / 2 - cx), 0, SIZE - w))
+    field = np.zeros((SIZE, SIZE), dtype=np.uint8)
+    field[top : top + h, left : left + w] = patch
+    return field
+
+
+def load_input(
+    path: Path,
+    profile: Profile = DIGITS,
+    *,
+    max_bytes: int = defaults.MAX_FILE_BYTES,
+    max_pixels: int = defaults.MAX_PIXELS,
+    follow_symlinks: bool = True,
+) -> np.ndarray:
+    """File -> model input (28, 28, 1) float32, or InputError with a kind."""
+    grey = read_image(
+        path, max_bytes=max_bytes, max_pixels=max_pixels, follow_symlinks=follow_symlinks
+    )
+    return normalize(grey, profile)
+
+
+def normalize_many(images: np.ndarray, profile: Profile = DIGITS) -> np.ndarray:
+    """Run a dataset (N, 28, 28) uint8 through ``normalize``; blank images stay blank."""
+    out = np.zeros((len(images), SIZE, SIZE, 1), dtype=np.float32)
+    for i, image in enumerate(images):
+        try:
+            out[i] = normalize(image, profile)
+        except InputError:
+            out[i] = (image.astype(np.float32) / 255.0)[:, :, None]
+    return out

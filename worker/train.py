@@ -1,0 +1,227 @@
+"""``worker train``: fit an architecture on a dataset, keep the best epoch, evaluate, save.
+
+The dataset goes through the same ``preprocess.normalize`` as served files, so what the model
+learns is exactly what it will see. The best epoch is the one with the lowest validation loss;
+training stops when that has not improved for ``patience`` epochs. The test split is evaluated
+through the exported LiteRT file, i.e. the way the daemon will serve it.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from worker import __version__, archs, datasets, defaults
+from worker import model as model_io
+from worker.errors import ConfigError
+from worker.preprocess import DIGITS, OBJECTS, normalize_many
+
+log = logging.getLogger(__name__)
+
+PATIENCE = 5  # epochs without a better validation loss before stopping
+PROFILE_FOR = {"mnist": DIGITS, "fashion-mnist": OBJECTS}
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    model_path: Path
+    card: dict
+
+
+def _augmenter(dataset: str, seed: int):
+    """Light augmentation: digits shift, rotate and scale a little; garments also mirror."""
+    import keras
+    from keras import layers
+
+    if dataset == "fashion-mnist":
+        steps = [layers.RandomFlip("horizontal", seed=seed)]
+        steps.append(layers.RandomTranslation(0.08, 0.08, fill_mode="constant", seed=seed))
+    else:
+        steps = [
+            layers.RandomRotation(10 / 360, fill_mode="constant", seed=seed),
+            layers.RandomZoom(0.1, fill_mode="constant", seed=seed),
+            layers.RandomTranslation(0.1, 0.1, fill_mode="constant", seed=seed),
+        ]
+    return keras.Sequential(steps)
+
+
+def _split(x: np.ndarray, y: np.ndarray, validation: int, seed: int):
+    order = np.random.default_rng(seed).permutation(len(x))
+    val, train = order[:validation], order[validation:]
+    return (x[train], y[train]), (x[val], y[val])
+
+
+def _make_datasets(x_train, y_train, x_val, y_val, *, batch_size, augment, seed):
+    import tensorflow as tf
+
+    train = tf.data.Dataset.from_tensor_slices((x_train, y_train))
+    train = train.shuffle(len(x_train), seed=seed, reshuffle_each_iteration=True)
+    train = train.batch(batch_size)
+    if augment is not None:
+        train = train.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=1)
+    train = train.prefetch(2)
+    val = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(512)
+    return train, val
+
+
+def _epoch_log():
+    """A Keras callback that keeps the best weights by validation loss and each epoch's time.
+    Built in a function so Keras is imported only when training."""
+    import keras
+
+    class EpochLog(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.best_loss, self.best_epoch, self.best_weights = np.inf, 0, None
+            self.seconds: list[float] = []
+            self._start = 0.0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self._start)
+            if logs["val_loss"] < self.best_loss:
+                self.best_loss, self.best_epoch = logs["val_loss"], epoch + 1
+                self.best_weights = self.model.get_weights()
+
+    return EpochLog()
+
+
+def _evaluate(classifier: model_io.Classifier, x: np.ndarray, y: np.ndarray) -> dict:
+    probs = np.concatenate([classifier.predict_proba(x[i : i + 1000]) for i in range(0, len(x), 1000)])
+    pred = probs.argmax(axis=1)
+    n = len(classifier.class_names)
+    confusion = np.zeros((n, n), dtype=int)
+    np.add.at(confusion, (y.astype(int), pred), 1)
+    per_class = confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)
+    return {
+        "test_accuracy": round(float((pred == y).mean()), 5),
+        "per_class_test_accuracy": {
+            name: round(float(acc), 5) for name, acc in zip(classifier.class_names, per_class)
+        },
+        "confusion_matrix": confusion.tolist(),
+    }
+
+
+def _versions() -> dict:
+    import cv2
+    import keras
+    import tensorflow as tf
+
+    return {
+        "worker": __version__,
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "opencv": cv2.__version__,
+    }
+
+
+def train(
+    *,
+    dataset: str = "mnist",
+    arch: str = archs.DEFAULT_ARCH,
+    epochs: int = defaults.EPOCHS,
+    batch_size: int = defaults.TRAIN_BATCH_SIZE,
+    seed: int = defaults.SEED,
+    validation: int = defaults.VALIDATION_SIZE,
+    data: Path | None = None,
+    output: Path | None = None,
+    limit: int | None = None,
+    verbose: int = 2,
+) -> TrainResult:
+    """Train ``arch`` on ``dataset`` and save model, LiteRT file and card at ``output``.
+
+    ``limit`` trains on the first N training images only (for smoke tests).
+    """
+    if epochs < 1 or batch_size < 1:
+        raise ConfigError("--epochs and --batch-size must be at least 1")
+    spec = datasets.get_spec(dataset)
+    architecture = archs.get_arch(arch)
+    output = Path(output) if output else defaults.MODELS_DIR / f"{spec.name}.keras"
+    if output.suffix != ".keras":
+        raise ConfigError(f"--output {output} must end in .keras")
+
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    data_set = datasets.load(spec.name, data)
+    profile = PROFILE_FOR[spec.name]
+    x_all, y_all = data_set.train_images, data_set.train_labels
+    if limit:
+        x_all, y_all = x_all[:limit], y_all[:limit]
+    if not 0 < validation < len(x_all):
+        raise ConfigError(f"--validation must be between 1 and {len(x_all) - 1}")
+    log.info("preprocessing %d training and %d test images", len(x_all), len(data_set.test_images))
+    x_all = normalize_many(x_all, profile)
+    x_test = normalize_many(data_set.test_images, profile)
+    (x_train, y_train), (x_val, y_val) = _split(x_all, y_all, validation, seed)
+
+    net = architecture.build(len(spec.class_names))
+    steps = int(np.ceil(len(x_train) / batch_size)) * epochs
+    schedule = keras.optimizers.schedules.CosineDecay(
+        1e-4, decay_steps=steps, warmup_target=2e-3, warmup_steps=max(1, steps // 20)
+    )
+    net.compile(
+        optimizer=keras.optimizers.Adam(schedule),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    augment = _augmenter(spec.name, seed) if architecture.augment else None
+    train_ds, val_ds = _make_datasets(
+        x_train, y_train, x_val, y_val, batch_size=batch_size, augment=augment, seed=seed
+    )
+    epoch_log = _epoch_log()
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=PATIENCE)
+    log.info("training %s on %s: %d epochs at most, batch %d, seed %d",
+             arch, spec.name, epochs, batch_size, seed)
+    started = time.perf_counter()
+    history = net.fit(train_ds, validation_data=val_ds, epochs=epochs,
+                      callbacks=[epoch_log, stop], verbose=verbose)
+    training_seconds = time.perf_counter() - started
+    net.set_weights(epoch_log.best_weights)
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    net.save(output)
+    model_io.export_serving(net, output)
+    best = epoch_log.best_epoch - 1
+    card = {
+        "name": output.stem,
+        "dataset": spec.name,
+        "dataset_source": data_set.source,
+        "class_names": list(spec.class_names),
+        "input_shape": model_io.INPUT_SHAPE,
+        "preprocessing": profile.to_dict(),
+        "arch": arch,
+        "arch_description": architecture.description,
+        "params": int(net.count_params()),
+        "augmented": architecture.augment,
+        "epochs": epochs,
+        "epochs_run": len(epoch_log.seconds),
+        "best_epoch": epoch_log.best_epoch,
+        "batch_size": batch_size,
+        "seed": seed,
+        "train_size": len(x_train),
+        "validation_size": len(x_val),
+        "validation_accuracy": round(float(history.history["val_accuracy"][best]), 5),
+        "validation_loss": round(float(epoch_log.best_loss), 5),
+        "training_seconds": round(training_seconds, 1),
+        "seconds_per_epoch": round(float(np.mean(epoch_log.seconds)), 1),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": _versions(),
+    }
+    model_io.write_card(output, card)
+    classifier = model_io.Classifier(output)
+    card.update(_evaluate(classifier, x_test, data_set.test_labels))
+    card["serving_runtime"] = classifier.runtime
+    model_io.write_card(output, card)
+    log.info("test accuracy %.4f; saved %s", card["test_accuracy"], output)
+    return TrainResult(model_path=output, card=card)
