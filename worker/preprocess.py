@@ -18,6 +18,7 @@ model card names a ``Profile`` and serving uses the one the model was trained wi
 from __future__ import annotations
 
 import errno
+import hashlib
 import io
 import os
 import stat
@@ -324,6 +325,12 @@ def _place(patch: np.ndarray, centre: str) -> np.ndarray:
     return field
 
 
+@dataclass(frozen=True)
+class LoadedInput:
+    pixels: np.ndarray  # (28, 28, 1) float32 in [0, 1]
+    sha256: str  # of the file's bytes, as read
+
+
 def load_input(
     path: Path,
     profile: Profile = DIGITS,
@@ -331,12 +338,13 @@ def load_input(
     max_bytes: int = defaults.MAX_FILE_BYTES,
     max_pixels: int = defaults.MAX_PIXELS,
     follow_symlinks: bool = True,
-) -> np.ndarray:
-    """File -> model input (28, 28, 1) float32, or InputError with a kind."""
-    grey = read_image(
-        path, max_bytes=max_bytes, max_pixels=max_pixels, follow_symlinks=follow_symlinks
-    )
-    return normalize(grey, profile)
+) -> LoadedInput:
+    """File -> model input and the sha256 of the bytes it came from, or InputError."""
+    path = Path(path)
+    data = read_bytes(path, max_bytes=max_bytes, follow_symlinks=follow_symlinks)
+    digest = hashlib.sha256(data).hexdigest()
+    check_header(data, path.name, max_pixels=max_pixels)
+    return LoadedInput(pixels=normalize(decode(data, path.name), profile), sha256=digest)
 
 
 def normalize_many(images: np.ndarray, profile: Profile = DIGITS) -> np.ndarray:

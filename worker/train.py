@@ -104,7 +104,7 @@ def _evaluate(classifier: model_io.Classifier, x: np.ndarray, y: np.ndarray) -> 
     return {
         "test_accuracy": round(float((pred == y).mean()), 5),
         "per_class_test_accuracy": {
-            name: round(float(acc), 5) for name, acc in zip(classifier.class_names, per_class)
+            name: round(float(acc), 5) for name, acc in zip(classifier.class_names, per_class, strict=True)
         },
         "confusion_matrix": confusion.tolist(),
     }

@@ -1,0 +1,106 @@
+"""Classify files in batches: decode each (in a small thread pool), one model call per batch.
+
+Shared by ``worker predict`` and the daemon. A file that cannot be read or decoded gives an
+``Outcome`` with an ``InputError``; it never fails the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from worker import defaults
+from worker.errors import InputError
+from worker.model import Classifier, Prediction
+from worker.preprocess import load_input
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-file limits, checked before decoding."""
+
+    max_bytes: int = defaults.MAX_FILE_BYTES
+    max_pixels: int = defaults.MAX_PIXELS
+
+
+@dataclass
+class Outcome:
+    path: Path
+    prediction: Prediction | None = None
+    error: InputError | None = None
+    sha256: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _load(path: Path, classifier: Classifier, limits: Limits, follow_symlinks: bool):
+    try:
+        return load_input(
+            path, classifier.profile, max_bytes=limits.max_bytes, max_pixels=limits.max_pixels,
+            follow_symlinks=follow_symlinks,
+        )
+    except InputError as exc:
+        return exc
+    except Exception as exc:  # noqa: BLE001 - a decoder bug must not take the batch down
+        log.exception("unexpected error reading %s", path)
+        return InputError("internal", f"unexpected error reading {path.name}: {exc}")
+
+
+def classify_batch(
+    paths: list[Path],
+    classifier: Classifier,
+    *,
+    pool: Executor | None = None,
+    limits: Limits = Limits(),
+    follow_symlinks: bool = True,
+) -> list[Outcome]:
+    """One outcome per path, in order; one model call for all the readable ones."""
+    def load_one(path):
+        return _load(path, classifier, limits, follow_symlinks)
+
+    loaded = list(pool.map(load_one, paths)) if pool else [load_one(p) for p in paths]
+    outcomes = [Outcome(path=p) for p in paths]
+    good = [i for i, item in enumerate(loaded) if not isinstance(item, InputError)]
+    for i, item in enumerate(loaded):
+        if isinstance(item, InputError):
+            outcomes[i].error = item
+    if good:
+        probabilities = classifier.predict_proba(np.stack([loaded[i].pixels for i in good]))
+        for i, probs in zip(good, probabilities, strict=True):
+            outcomes[i].prediction = classifier.to_prediction(probs)
+            outcomes[i].sha256 = loaded[i].sha256
+    return outcomes
+
+
+def chunked(items: Iterable[Path], size: int) -> Iterator[list[Path]]:
+    chunk: list[Path] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def expand_paths(paths: Iterable[Path]) -> Iterator[Path]:
+    """Files as given, folders walked recursively in sorted order (hidden entries skipped)."""
+    for path in paths:
+        path = Path(path)
+        if path.is_dir():
+            for child in sorted(path.rglob("*")):
+                parts = child.relative_to(path).parts
+                if child.is_dir() or any(part.startswith(".") for part in parts):
+                    continue
+                yield child
+        else:
+            yield path

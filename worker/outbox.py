@@ -1,0 +1,247 @@
+"""Durable records in the outbox: ``predictions.jsonl`` and ``predictions.csv``, and the
+archive folders ``processed/`` and ``failed/``.
+
+Durability: a batch is appended to the JSONL file and fsynced, then to the CSV file and fsynced,
+and only then are its inputs moved out of ``.work/``. A crash can therefore leave, at most, a
+torn last record (repaired at start by cutting the file back to its last whole record) and inputs
+whose rows are already written (found again by their claim ``id`` and not written twice). Since
+the JSONL file is always synced first, a row in the CSV implies the same row in the JSONL.
+
+Moves into ``processed/`` and ``failed/`` never overwrite: a second ``x.png`` becomes
+``x.<id>.png``. The move is a hard link then an unlink, so a replay can tell by inode whether
+the input already reached its (deterministic) destination.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import io
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from worker.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+FIXED_COLUMNS = [
+    "file", "label", "confidence", "class_index", "sha256", "model", "processed_at", "id",
+]
+
+
+@dataclass(frozen=True)
+class Row:
+    id: str
+    file: str  # relative to the inbox, "/" separated
+    label: str
+    confidence: float
+    class_index: int
+    sha256: str
+    model: str
+    processed_at: str
+    probabilities: dict[str, float]
+
+    def to_json(self) -> dict:
+        return {
+            "file": self.file, "label": self.label, "confidence": round(self.confidence, 6),
+            "class_index": self.class_index, "sha256": self.sha256, "model": self.model,
+            "processed_at": self.processed_at, "id": self.id, "probabilities": self.probabilities,
+        }
+
+
+def csv_columns(class_names: Iterable[str]) -> list[str]:
+    return FIXED_COLUMNS + [f"p_{name}" for name in class_names]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def last_csv_record_end(data: bytes) -> int:
+    """Offset just past the last complete CSV record: a CRLF outside quotes (quotes pair up)."""
+    end, quotes, pos = 0, 0, 0
+    while True:
+        nl = data.find(b"\r\n", pos)
+        if nl < 0:
+            return end
+        quotes += data.count(b'"', pos, nl)
+        pos = nl + 2
+        if quotes % 2 == 0:
+            end = pos
+
+
+def repair_tail(path: Path, kind: str) -> int:
+    """Cut a torn last record off ``path``; return the number of bytes removed."""
+    if not path.exists():
+        return 0
+    with open(path, "rb+") as fh:
+        data = fh.read()
+        if kind == "csv":
+            end = last_csv_record_end(data)
+        else:
+            end = data.rfind(b"\n") + 1
+        if end == len(data):
+            return 0
+        fh.truncate(end)
+        fh.flush()
+        os.fsync(fh.fileno())
+    log.warning("repaired %s: removed a torn last record (%d bytes)", path, len(data) - end)
+    return len(data) - end
+
+
+class Outbox:
+    """The outbox folder. ``append`` makes a batch of rows durable in both files."""
+
+    def __init__(self, root: Path, class_names: list[str]) -> None:
+        self.root = Path(root)
+        self.processed = self.root / "processed"
+        self.failed = self.root / "failed"
+        self.jsonl_path = self.root / "predictions.jsonl"
+        self.csv_path = self.root / "predictions.csv"
+        self.columns = csv_columns(class_names)
+        try:
+            for folder in (self.root, self.processed, self.failed):
+                folder.mkdir(parents=True, exist_ok=True)
+            repair_tail(self.jsonl_path, "jsonl")
+            repair_tail(self.csv_path, "csv")
+            self._check_header()
+            self._jsonl = os.open(self.jsonl_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._csv = os.open(self.csv_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise ConfigError(f"outbox {self.root} is not writable: {exc.strerror or exc}") from exc
+        if os.fstat(self._csv).st_size == 0:
+            self._write(self._csv, self._csv_text([], header=True))
+
+    def _check_header(self) -> None:
+        if not self.csv_path.exists() or self.csv_path.stat().st_size == 0:
+            return
+        with open(self.csv_path, newline="", encoding="utf-8") as fh:
+            header = next(csv.reader(fh), [])
+        if header != self.columns:
+            raise ConfigError(
+                f"{self.csv_path} has columns for another model ({', '.join(header[8:11])}…); "
+                "use another --outbox for this model, or move the old files away"
+            )
+
+    def close(self) -> None:
+        for fd in (self._jsonl, self._csv):
+            os.close(fd)
+
+    @staticmethod
+    def _write(fd: int, text: str) -> None:
+        data = text.encode("utf-8")
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+
+    def _csv_text(self, rows: list[Row], *, header: bool = False) -> str:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\r\n")
+        if header:
+            writer.writerow(self.columns)
+        for row in rows:
+            writer.writerow(
+                [row.file, row.label, f"{row.confidence:.6f}", row.class_index, row.sha256,
+                 row.model, row.processed_at, row.id,
+                 *(f"{p:.6f}" for p in row.probabilities.values())]
+            )
+        return buffer.getvalue()
+
+    def append(self, rows: list[Row], *, skip_csv: frozenset[str] = frozenset(),
+               skip_jsonl: frozenset[str] = frozenset()) -> None:
+        """Write rows durably: JSONL (fsync), then CSV (fsync). Ids in skip_* are already there."""
+        jsonl_rows = [r for r in rows if r.id not in skip_jsonl]
+        csv_rows = [r for r in rows if r.id not in skip_csv]
+        if jsonl_rows:
+            lines = "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in jsonl_rows)
+            self._write(self._jsonl, lines)
+        if csv_rows:
+            self._write(self._csv, self._csv_text(csv_rows))
+
+    def written_ids(self, wanted: set[str]) -> tuple[frozenset[str], frozenset[str]]:
+        """Which of ``wanted`` claim ids already have a row in the CSV and in the JSONL."""
+        if not wanted:
+            return frozenset(), frozenset()
+        in_jsonl = set()
+        with open(self.jsonl_path, encoding="utf-8") as fh:
+            for line in fh:
+                if any(w in line for w in wanted):
+                    record_id = json.loads(line).get("id")
+                    if record_id in wanted:
+                        in_jsonl.add(record_id)
+        in_csv = set()
+        id_column = self.columns.index("id")
+        with open(self.csv_path, newline="", encoding="utf-8") as fh:
+            for record in csv.reader(fh):
+                if len(record) > id_column and record[id_column] in wanted:
+                    in_csv.add(record[id_column])
+        return frozenset(in_csv), frozenset(in_jsonl)
+
+
+def _same_inode(a: Path, b: Path) -> bool:
+    try:
+        sa, sb = os.lstat(a), os.lstat(b)
+    except FileNotFoundError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def destinations(folder: Path, rel: str, claim_id: str) -> tuple[Path, Path]:
+    """The plain destination and the one used if the plain one is taken."""
+    plain = folder / rel
+    suffix = "".join(plain.suffixes[-1:])
+    stem = plain.name[: len(plain.name) - len(suffix)] if suffix else plain.name
+    return plain, plain.with_name(f"{stem}.{claim_id}{suffix}")
+
+
+def place(src: Path, folder: Path, rel: str, claim_id: str) -> Path:
+    """Link ``src`` into ``folder/rel`` without overwriting (``x.<id>.png`` if taken) and
+    return where it is; ``src`` stays. Idempotent: a replay finds the link it made before."""
+    plain, unique = destinations(folder, rel, claim_id)
+    for dest in (plain, unique):
+        if _same_inode(src, dest):
+            return dest
+    plain.parent.mkdir(parents=True, exist_ok=True)
+    for dest in (plain, unique):
+        try:
+            os.link(src, dest, follow_symlinks=False)
+            return dest
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:  # only "the outbox is on another file system" is ok
+                raise
+            if not dest.exists():
+                shutil.copy2(src, dest, follow_symlinks=False)
+                return dest
+    raise FileExistsError(f"both {plain} and {unique} exist")
+
+
+def move_unique(src: Path, folder: Path, rel: str, claim_id: str) -> Path:
+    """Move ``src`` to ``folder/rel`` without overwriting; idempotent after a crash."""
+    dest = place(src, folder, rel, claim_id)
+    os.unlink(src)
+    return dest
+
+
+def write_error_record(path: Path, record: dict) -> None:
+    """``<archived name>.error.json``, written atomically and synced."""
+    target = path.with_name(path.name + ".error.json")
+    tmp = target.with_name(target.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(record, fh, ensure_ascii=False, indent=2)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, target)

@@ -1,0 +1,177 @@
+"""What in the inbox is a candidate, and when a candidate is complete enough to claim.
+
+Small units, each tested alone; ``daemon.py`` drives them:
+
+- ``is_ignored``: junk and temporary files that are never touched (hidden, ``.part``, ``~``,
+  ``Thumbs.db``, ``@eaDir``…). Everything else ends as a row or an error record.
+- ``StabilityTracker``: a file is ready at once when its writer closed it or it was moved in
+  whole; otherwise once its size and mtime have not changed for ``settle`` seconds. A file that
+  keeps changing is never given up on.
+- ``InboxEvents``: a watchdog handler that feeds a bounded queue; on overflow it raises a flag
+  so the daemon rescans instead of growing without limit.
+- ``scan``: a lazy walk of the inbox (``os.scandir``), so a huge backlog is read in slices.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from watchdog.events import (
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+
+log = logging.getLogger(__name__)
+
+WORK_DIR = ".work"
+IGNORED_NAMES = {".ds_store", "thumbs.db", "desktop.ini"}
+IGNORED_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", ".swp", "~")
+IGNORED_DIRS = {"@eadir", "#recycle", "$recycle.bin", "lost+found"}
+# watchdog reports every open and read of ours too; only these kinds say a file changed.
+EVENT_FILTER = [FileCreatedEvent, FileModifiedEvent, FileClosedEvent, FileMovedEvent]
+# A file whose change time is this much later than its last write was moved in, not written.
+MOVED_IN_GAP = 0.05
+
+
+def is_ignored(rel: str) -> bool:
+    """True for junk and temporary files (and anything in a hidden or system folder)."""
+    parts = rel.split("/")
+    name = parts[-1].lower()
+    if any(part.startswith(".") or part.lower() in IGNORED_DIRS for part in parts[:-1]):
+        return True
+    return (
+        name.startswith(".")
+        or name in IGNORED_NAMES
+        or name.endswith(IGNORED_SUFFIXES)
+    )
+
+
+def relative(inbox: Path, path: str | Path) -> str | None:
+    """The inbox-relative "/" path of ``path``, or None if it lies outside the inbox."""
+    try:
+        return Path(path).relative_to(inbox).as_posix()
+    except ValueError:
+        return None
+
+
+@dataclass
+class _Seen:
+    size: int
+    mtime_ns: int
+    since: float  # when size and mtime were last seen to change
+    closed: bool  # the writer closed it (or it was moved in whole)
+
+
+class StabilityTracker:
+    """Tracks candidate files until they are ready to claim."""
+
+    def __init__(self, settle: float) -> None:
+        self.settle = settle
+        self._seen: dict[str, _Seen] = {}
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def __contains__(self, rel: str) -> bool:
+        return rel in self._seen
+
+    def note(self, rel: str, *, closed: bool = False) -> None:
+        entry = self._seen.get(rel)
+        if entry is None:
+            self._seen[rel] = _Seen(size=-1, mtime_ns=-1, since=0.0, closed=closed)
+        elif closed:
+            entry.closed = True
+
+    def forget(self, rel: str) -> None:
+        self._seen.pop(rel, None)
+
+    def pop_ready(self, inbox: Path, now: float, limit: int) -> list[tuple[str, int]]:
+        """Up to ``limit`` (rel, size) pairs that are ready; gone files are forgotten."""
+        ready = []
+        for rel, entry in list(self._seen.items()):
+            if len(ready) >= limit:
+                break
+            try:
+                info = os.lstat(inbox / rel)
+            except OSError:  # deleted before it was claimed: simply gone
+                del self._seen[rel]
+                continue
+            if self._is_ready(entry, info, now):
+                del self._seen[rel]
+                ready.append((rel, info.st_size))
+        return ready
+
+    def _is_ready(self, entry: _Seen, info: os.stat_result, now: float) -> bool:
+        """``now`` is wall-clock time, comparable with mtimes."""
+        if not stat.S_ISREG(info.st_mode):
+            return True  # FIFOs, symlinks, devices: claimed and refused, never read
+        changed = (info.st_size, info.st_mtime_ns) != (entry.size, entry.mtime_ns)
+        if changed:
+            entry.size, entry.mtime_ns, entry.since = info.st_size, info.st_mtime_ns, now
+        quiet_since_write = now - info.st_mtime_ns / 1e9 >= self.settle
+        if info.st_size > 0 and (entry.closed or moved_in(info) or quiet_since_write):
+            return True
+        # Empty files, and mtimes from a skewed clock: wait until we see no change for a while.
+        return not changed and now - entry.since >= self.settle
+
+
+def moved_in(info: os.stat_result) -> bool:
+    """Renamed into place after being written: the inode changed well after its last write."""
+    return info.st_ctime_ns - info.st_mtime_ns > MOVED_IN_GAP * 1e9
+
+
+class InboxEvents(FileSystemEventHandler):
+    """Puts (rel, closed) pairs on a bounded queue; sets ``overflowed`` when it is full."""
+
+    def __init__(self, inbox: Path, limit: int, recursive: bool) -> None:
+        self.inbox = inbox
+        self.recursive = recursive
+        self.queue: queue.Queue[tuple[str, bool]] = queue.Queue(maxsize=limit)
+        self.overflowed = False
+
+    def dispatch(self, event: FileSystemEvent) -> None:
+        if event.is_directory:
+            if isinstance(event, FileMovedEvent) or event.event_type == "moved":
+                self.overflowed = True  # a folder moved in: let a scan find its files
+            return
+        path = event.dest_path if event.event_type == "moved" else event.src_path
+        rel = relative(self.inbox, os.fsdecode(path))
+        if rel is None or is_ignored(rel) or (not self.recursive and "/" in rel):
+            return
+        closed = event.event_type in ("closed", "moved")
+        try:
+            self.queue.put_nowait((rel, closed))
+        except queue.Full:
+            self.overflowed = True
+
+
+def scan(inbox: Path, recursive: bool) -> Iterator[str]:
+    """Yield candidate rel paths lazily; never descends into hidden folders such as ``.work``."""
+    stack = [inbox]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = os.scandir(folder)
+        except OSError as exc:
+            log.warning("cannot scan %s: %s", folder, exc.strerror)
+            continue
+        with entries:
+            for entry in entries:
+                rel = relative(inbox, entry.path)
+                if rel is None or is_ignored(rel):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    if recursive:
+                        stack.append(Path(entry.path))
+                    continue
+                yield rel
