@@ -42,6 +42,9 @@ IMAGE_SUFFIXES = {
     ".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".pgm", ".ppm",
     ".pbm", ".pnm",
 }
+# The first bytes of each supported format: a file that starts so but has no readable header
+# was cut off (an interrupted copy), rather than not being an image at all.
+SIGNATURES = (b"\x89PNG", b"\xff\xd8\xff", b"BM", b"II*\x00", b"MM\x00*", b"RIFF")
 # Pages are shrunk to this longest side before finding the ink: a digit of 1/10 of the page
 # still spans ~80 px, far more than the 20 px it ends as, and big scans stay fast.
 WORK_SIDE = 800
@@ -138,6 +141,8 @@ def check_header(data: bytes, name: str, *, max_pixels: int) -> str:
     except Image.DecompressionBombError as exc:
         raise InputError("too-large", f"{name} claims too many pixels ({exc})") from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        if data.startswith(SIGNATURES):
+            raise InputError("truncated", f"{name} starts like an image but ends too soon") from exc
         if suffix in IMAGE_SUFFIXES:
             raise InputError("not-an-image", f"{name} is not a readable image") from exc
         raise InputError("unsupported", f"{name} is not a supported image file") from exc

@@ -1,0 +1,62 @@
+"""Claiming by rename, and adopting the claims of a dead daemon (never a live one's)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from worker.claims import Claims
+
+
+def test_claim_moves_file_into_work(tmp_path):
+    (tmp_path / "a b,c.png").write_bytes(b"data")
+    claims = Claims(tmp_path)
+    claim = claims.claim("a b,c.png")
+    assert claim is not None and claim.path.read_bytes() == b"data"
+    assert not (tmp_path / "a b,c.png").exists()
+    claims.finish(claim)
+    claims.close()
+    assert os.listdir(tmp_path / ".work") == []
+
+
+def test_claim_of_vanished_file_is_none(tmp_path):
+    claims = Claims(tmp_path)
+    assert claims.claim("nope.png") is None
+    claims.close()
+
+
+def test_two_daemons_one_file_one_winner(tmp_path):
+    (tmp_path / "x.png").write_bytes(b"1")
+    a, b = Claims(tmp_path), Claims(tmp_path)
+    results = [a.claim("x.png"), b.claim("x.png")]
+    assert sum(r is not None for r in results) == 1
+    a.close()
+    b.close()
+
+
+def test_live_daemons_claims_are_not_adopted(tmp_path):
+    (tmp_path / "x.png").write_bytes(b"1")
+    alive = Claims(tmp_path)
+    alive.claim("x.png")
+    other = Claims(tmp_path)
+    assert other.recover() == []
+    other.close()
+    alive.close()
+
+
+def test_dead_daemons_claims_are_adopted(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "x.png").write_bytes(b"1")
+    code = (
+        "import os,sys; from worker.claims import Claims; c=Claims(sys.argv[1]); "
+        "c.claim('sub/x.png'); os._exit(0)"  # dies holding a claim, like kill -9
+    )
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True)
+    survivor = Claims(tmp_path)
+    recovered = survivor.recover()
+    assert [c.rel for c in recovered] == ["sub/x.png"]
+    assert recovered[0].path.read_bytes() == b"1"
+    assert sorted(os.listdir(tmp_path / ".work")) == sorted([survivor.owner, f"{survivor.owner}.lock"])
+    survivor.finish(recovered[0])
+    survivor.close()

@@ -1,0 +1,221 @@
+"""The daemon loop, driven one step at a time with a fake classifier (no threads, no sleeps),
+and once with a real watchdog observer."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+from factories import digit_stroke, wait_for, write
+
+from worker.daemon import Daemon, Settings
+from worker.errors import ConfigError
+
+
+@pytest.fixture
+def boxes(tmp_path):
+    inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
+    inbox.mkdir()
+    return inbox, outbox
+
+
+def _daemon(boxes, classifier, **kw) -> Daemon:
+    inbox, outbox = boxes
+    settings = Settings(inbox=inbox, outbox=outbox, once=True, settle=0.2, **kw)
+    daemon = Daemon(settings, classifier)
+    daemon.start()
+    return daemon
+
+
+def _drain(daemon: Daemon, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not daemon.idle() and time.monotonic() < deadline:
+        if daemon.step() == 0:
+            daemon._wait(0.05)
+
+
+def _rows(outbox) -> list[dict]:
+    with open(outbox / "predictions.csv", newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _errors(outbox) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((outbox / "failed").rglob("*.error.json"))]
+
+
+def _old(path):
+    os.utime(path, (time.time() - 10, time.time() - 10))
+    return path
+
+
+def test_files_become_rows_and_are_archived(boxes, fake_classifier):
+    inbox, outbox = boxes
+    for i in range(5):
+        _old(write(inbox / f"{i}.png", digit_stroke()))
+    daemon = _daemon(boxes, fake_classifier)
+    _drain(daemon)
+    daemon.close()
+    assert sorted(r["file"] for r in _rows(outbox)) == [f"{i}.png" for i in range(5)]
+    assert sorted(os.listdir(outbox / "processed")) == [f"{i}.png" for i in range(5)]
+    assert [p for p in inbox.iterdir()] == [inbox / ".work"]
+    assert fake_classifier.calls == 1, "one model call for the batch"
+
+
+def test_bad_inputs_get_error_records_and_good_still_work(boxes, fake_classifier):
+    inbox, outbox = boxes
+    (inbox / "empty.png").write_bytes(b"")
+    (inbox / "text.png").write_text("not an image")
+    (inbox / "notes.txt").write_text("hello")
+    os.mkfifo(inbox / "pipe.png")
+    (inbox / "zero.png").symlink_to("/dev/zero")
+    outside = write(boxes[0].parent / "outside.png", digit_stroke())
+    (inbox / "escape.png").symlink_to(outside)
+    png = write(inbox / "trunc.png", np.full((50, 50), 200, np.uint8))
+    png.write_bytes(png.read_bytes()[:40])
+    for p in inbox.iterdir():
+        os.utime(p, (time.time() - 10, time.time() - 10), follow_symlinks=False)
+    daemon = _daemon(boxes, fake_classifier)
+    _drain(daemon)
+    kinds = {e["file"]: e["kind"] for e in _errors(outbox)}
+    assert kinds == {
+        "empty.png": "empty", "text.png": "not-an-image", "notes.txt": "unsupported",
+        "pipe.png": "not-a-regular-file", "zero.png": "not-a-regular-file",
+        "escape.png": "not-a-regular-file", "trunc.png": "truncated",
+    }
+    for e in _errors(outbox):
+        assert {"file", "kind", "message", "time"} <= set(e)
+    assert outside.exists(), "the symlink's target outside the inbox is untouched"
+    _old(write(inbox / "good.png", digit_stroke()))
+    daemon._begin_scan(time.time())
+    _drain(daemon)
+    daemon.close()
+    assert [r["file"] for r in _rows(outbox)] == ["good.png"]
+
+
+def test_same_name_twice_never_overwrites(boxes, fake_classifier):
+    inbox, outbox = boxes
+    daemon = _daemon(boxes, fake_classifier)
+    for _ in range(2):
+        _old(write(inbox / "x.png", digit_stroke()))
+        daemon._begin_scan(time.time())
+        _drain(daemon)
+    daemon.close()
+    assert len(_rows(outbox)) == 2
+    assert len(os.listdir(outbox / "processed")) == 2
+
+
+def test_recursive_keeps_relative_paths(boxes, fake_classifier):
+    inbox, outbox = boxes
+    _old(write(inbox / "a" / "b" / "x.png", digit_stroke()))
+    daemon = _daemon(boxes, fake_classifier, recursive=True)
+    _drain(daemon)
+    daemon.close()
+    assert [r["file"] for r in _rows(outbox)] == ["a/b/x.png"]
+    assert (outbox / "processed" / "a" / "b" / "x.png").exists()
+
+
+def test_on_success_delete(boxes, fake_classifier):
+    inbox, outbox = boxes
+    _old(write(inbox / "x.png", digit_stroke()))
+    daemon = _daemon(boxes, fake_classifier, on_success="delete")
+    _drain(daemon)
+    daemon.close()
+    assert len(_rows(outbox)) == 1 and os.listdir(outbox / "processed") == []
+
+
+def test_replay_after_crash_writes_no_row_twice(boxes, fake_classifier):
+    """Crash after the rows were durable but before the inputs left .work/."""
+    inbox, outbox = boxes
+    for i in range(3):
+        _old(write(inbox / f"{i}.png", digit_stroke()))
+    daemon = _daemon(boxes, fake_classifier)
+    daemon.claims.finish = lambda claim: None  # the crash: inputs stay claimed
+    daemon._archive = lambda claim: None
+    daemon.step()
+    assert len(_rows(outbox)) == 3
+    os.close(daemon.claims._lock_fd)  # the process dies: its lock goes with it
+    daemon.outbox.close()
+    restarted = _daemon(boxes, fake_classifier)
+    _drain(restarted)
+    restarted.close()
+    assert sorted(r["file"] for r in _rows(outbox)) == ["0.png", "1.png", "2.png"]
+    assert len((outbox / "predictions.jsonl").read_text().splitlines()) == 3
+    assert len(os.listdir(outbox / "processed")) == 3
+
+
+def test_bounded_queue_on_big_backlog(boxes, fake_classifier):
+    inbox, outbox = boxes
+    for i in range(50):
+        _old(write(inbox / f"{i}.png", digit_stroke()))
+    daemon = _daemon(boxes, fake_classifier, queue_limit=8, batch_size=4)
+    daemon._fill_from_scan()
+    assert len(daemon.tracker) == 8
+    _drain(daemon)
+    daemon.close()
+    assert len(_rows(outbox)) == 50
+
+
+def test_settings_are_validated(boxes, fake_classifier):
+    inbox, outbox = boxes
+    with pytest.raises(ConfigError, match="not a folder"):
+        Daemon(Settings(inbox=inbox / "missing", outbox=outbox), fake_classifier)
+    with pytest.raises(ConfigError, match="inside the inbox"):
+        Daemon(Settings(inbox=inbox, outbox=inbox / "out"), fake_classifier)
+    with pytest.raises(ConfigError, match="on-success"):
+        Daemon(Settings(inbox=inbox, outbox=outbox, on_success="shred"), fake_classifier)
+
+
+@pytest.mark.parametrize("poll", [None, 0.1])
+def test_real_observer_sees_new_files(boxes, fake_classifier, poll):
+    inbox, outbox = boxes
+    settings = Settings(inbox=inbox, outbox=outbox, settle=0.3, poll=poll)
+    daemon = Daemon(settings, fake_classifier)
+    stop = threading.Event()
+    thread = threading.Thread(target=daemon.run, args=(stop,))
+    thread.start()
+    try:
+        for i in range(20):
+            write(inbox / f"{i}.png", digit_stroke())
+        tmp = write(boxes[0].parent / "moved.png", digit_stroke())
+        os.rename(tmp, inbox / "moved.png")
+        assert wait_for(lambda: (outbox / "predictions.csv").exists() and len(_rows(outbox)) == 21)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive()
+    assert len(os.listdir(outbox / "processed")) == 21
+
+
+def test_slow_writer_gives_one_row_from_the_complete_image(boxes, fake_classifier):
+    inbox, outbox = boxes
+    data = write(boxes[0].parent / "src.png", np.full((300, 300), 230, np.uint8) - cv2_digit()).read_bytes()
+    settings = Settings(inbox=inbox, outbox=outbox, settle=0.5)
+    daemon = Daemon(settings, fake_classifier)
+    stop = threading.Event()
+    thread = threading.Thread(target=daemon.run, args=(stop,))
+    thread.start()
+    try:
+        with open(inbox / "slow.png", "wb") as fh:
+            for i in range(0, len(data), 100):
+                fh.write(data[i : i + 100])
+                fh.flush()
+                time.sleep(2 / (len(data) / 100))
+        assert wait_for(lambda: (outbox / "predictions.csv").exists() and len(_rows(outbox)) == 1)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert _errors(outbox) == []
+    assert (outbox / "processed" / "slow.png").read_bytes() == data
+
+
+def cv2_digit():
+    import cv2
+    big = cv2.resize(digit_stroke(), (100, 100))
+    page = np.zeros((300, 300), np.uint8)
+    page[100:200, 100:200] = big // 2
+    return page

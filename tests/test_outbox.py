@@ -1,0 +1,99 @@
+"""Durable rows, torn-tail repair, replay lookup, and moves that never overwrite."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from worker.errors import ConfigError
+from worker.outbox import Outbox, Row, last_csv_record_end, move_unique, place, repair_tail
+
+NAMES = [str(d) for d in range(10)]
+NASTY = 'a, "quoted"\nnew line ünï.png'
+
+
+def _row(i: int, file: str = "x.png") -> Row:
+    return Row(id=f"id{i}", file=file, label="3", confidence=0.9, class_index=3, sha256="ab" * 32,
+               model="m", processed_at="2026-01-01T00:00:00.000Z",
+               probabilities={n: (0.9 if n == "3" else 0.01) for n in NAMES})
+
+
+def test_rows_land_in_both_files_and_parse(tmp_path):
+    box = Outbox(tmp_path, NAMES)
+    box.append([_row(1, NASTY), _row(2)])
+    box.close()
+    with open(tmp_path / "predictions.csv", newline="", encoding="utf-8") as fh:
+        records = list(csv.DictReader(fh))
+    assert [r["file"] for r in records] == [NASTY, "x.png"]
+    assert list(records[0])[:3] == ["file", "label", "confidence"]
+    assert {"class_index", "sha256", "model", "processed_at", "p_0", "p_9"} <= set(records[0])
+    lines = (tmp_path / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
+    assert json.loads(lines[0])["file"] == NASTY
+
+
+def test_header_written_once(tmp_path):
+    for i in range(3):
+        box = Outbox(tmp_path, NAMES)
+        box.append([_row(i)])
+        box.close()
+    text = (tmp_path / "predictions.csv").read_text(encoding="utf-8")
+    assert text.count("file,label,confidence") == 1
+
+
+def test_other_models_outbox_is_refused(tmp_path):
+    Outbox(tmp_path, NAMES).close()
+    with pytest.raises(ConfigError, match="another model"):
+        Outbox(tmp_path, ["T-shirt/top"] * 10)
+
+
+def test_torn_tail_is_cut_back(tmp_path):
+    box = Outbox(tmp_path, NAMES)
+    box.append([_row(1, NASTY)])
+    box.close()
+    with open(tmp_path / "predictions.csv", "ab") as fh:
+        fh.write(b'"half, a record\r\nstill inside quotes')
+    with open(tmp_path / "predictions.jsonl", "ab") as fh:
+        fh.write(b'{"file": "torn')
+    Outbox(tmp_path, NAMES).close()
+    with open(tmp_path / "predictions.csv", newline="", encoding="utf-8") as fh:
+        assert [r["file"] for r in csv.DictReader(fh)] == [NASTY]
+    assert (tmp_path / "predictions.jsonl").read_text().endswith("}\n")
+
+
+def test_csv_record_end_respects_quotes():
+    data = b'a,b\r\n"x\r\ny",z\r\n"open\r\n'
+    assert last_csv_record_end(data) == len(b'a,b\r\n"x\r\ny",z\r\n')
+
+
+def test_repair_is_noop_on_clean_file(tmp_path):
+    (tmp_path / "f.jsonl").write_text("{}\n")
+    assert repair_tail(tmp_path / "f.jsonl", "jsonl") == 0
+
+
+def test_written_ids_for_replay(tmp_path):
+    box = Outbox(tmp_path, NAMES)
+    box.append([_row(1), _row(2)])
+    box.append([_row(3)], skip_csv=frozenset({"id3"}))
+    in_csv, in_jsonl = box.written_ids({"id1", "id3", "id9"})
+    box.close()
+    assert in_csv == {"id1"} and in_jsonl == {"id1", "id3"}
+
+
+def test_move_never_overwrites(tmp_path):
+    dest = tmp_path / "processed"
+    for i in range(2):
+        src = tmp_path / f"src{i}.png"
+        src.write_bytes(bytes([i]))
+        move_unique(src, dest, "x.png", f"c{i}")
+    assert (dest / "x.png").read_bytes() == b"\x00"
+    assert (dest / "x.c1.png").read_bytes() == b"\x01"
+
+
+def test_place_is_idempotent(tmp_path):
+    src = tmp_path / "s.png"
+    src.write_bytes(b"1")
+    first = place(src, tmp_path / "failed", "x.png", "c1")
+    again = place(src, tmp_path / "failed", "x.png", "c1")
+    assert first == again and len(list((tmp_path / "failed").iterdir())) == 1

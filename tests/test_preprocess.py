@@ -1,0 +1,201 @@
+"""Preprocessing on each kind of input a user may drop, and the refusals with their kinds."""
+
+from __future__ import annotations
+
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+from factories import digit_stroke, scan_page, write
+
+from worker.errors import InputError
+from worker.preprocess import DIGITS, OBJECTS, load_input, normalize, read_image
+
+
+def _centre_of_mass(x: np.ndarray) -> tuple[float, float]:
+    m = cv2.moments(x[:, :, 0])
+    return m["m01"] / m["m00"], m["m10"] / m["m00"]
+
+
+def _check_mnist_like(x: np.ndarray) -> None:
+    assert x.shape == (28, 28, 1) and x.dtype == np.float32
+    assert 0.0 <= x.min() and x.max() <= 1.0
+    assert x.max() > 0.9, "strokes should reach full white"
+    assert x[0].max() == 0 and x[:, 0].max() == 0, "border stays black"
+    cy, cx = _centre_of_mass(x)
+    assert abs(cy - 14) < 1.5 and abs(cx - 14) < 1.5
+    ys, xs = np.nonzero(x[:, :, 0] > 0.05)
+    assert max(ys.max() - ys.min(), xs.max() - xs.min()) <= 21
+
+
+def _page(tmp_path, name="page.png", **kw) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return scan_page(digit_stroke(), rng, **kw)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".bmp", ".tif", ".webp"])
+def test_formats_decode_to_mnist_style(tmp_path, suffix):
+    path = write(tmp_path / f"page{suffix}", _page(tmp_path))
+    _check_mnist_like(load_input(path).pixels)
+
+
+def test_dark_ink_on_light_paper_is_inverted(tmp_path):
+    image = 255 - cv2.resize(digit_stroke(), (300, 300))
+    x = normalize(image)
+    _check_mnist_like(x)
+
+
+def test_mnist_style_light_on_dark_is_kept():
+    x = normalize(digit_stroke())
+    _check_mnist_like(x)
+
+
+def test_colour_page(tmp_path):
+    path = write(tmp_path / "colour.jpg", _page(tmp_path, colour=True))
+    _check_mnist_like(load_input(path).pixels)
+
+
+def test_sixteen_bit_png(tmp_path):
+    image = (255 - cv2.resize(digit_stroke(), (200, 200))).astype(np.uint16) * 257
+    path = write(tmp_path / "deep.png", image)
+    assert cv2.imread(str(path), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+    _check_mnist_like(load_input(path).pixels)
+
+
+def test_alpha_is_flattened_onto_white(tmp_path):
+    ink = cv2.resize(digit_stroke(), (100, 100))
+    bgra = np.zeros((100, 100, 4), np.uint8)  # black ink, transparent paper
+    bgra[:, :, 3] = ink
+    _check_mnist_like(load_input(write(tmp_path / "alpha.png", bgra)).pixels)
+
+
+def test_off_centre_noisy_page_is_centred(tmp_path):
+    page = np.full((900, 700), 230, np.uint8)
+    glyph = 255 - cv2.resize(digit_stroke(), (120, 120))
+    page[700:820, 40:160] = glyph
+    noise = np.random.default_rng(1).normal(0, 6, page.shape)
+    page = np.clip(page + noise, 0, 255).astype(np.uint8)
+    _check_mnist_like(normalize(page))
+
+
+def test_uneven_light_does_not_become_ink():
+    gradient = np.tile(np.linspace(120, 250, 800, dtype=np.float32), (600, 1))
+    page = gradient.copy()
+    glyph = cv2.resize(digit_stroke(), (100, 100)).astype(np.float32) / 255
+    page[250:350, 600:700] -= glyph * (page[250:350, 600:700] - 30)
+    x = normalize(page.astype(np.uint8))
+    _check_mnist_like(x)
+
+
+def test_dust_specks_are_dropped():
+    page = np.full((600, 600), 235, np.uint8)
+    page[200:320, 200:320] = 255 - cv2.resize(digit_stroke(), (120, 120))
+    for x, y in [(20, 20), (580, 30), (40, 560), (570, 570)]:
+        cv2.circle(page, (x, y), 2, 60, -1)
+    x = normalize(page)
+    _check_mnist_like(x)
+
+
+def test_objects_profile_fills_the_frame():
+    item = np.zeros((60, 40), np.uint8)
+    item[5:55, 5:35] = 180
+    x = normalize(item, OBJECTS)
+    ys, xs = np.nonzero(x[:, :, 0])
+    assert ys.max() - ys.min() + 1 == 28
+    assert x.shape == (28, 28, 1)
+
+
+def test_blank_page_is_no_ink(tmp_path):
+    path = write(tmp_path / "blank.png", np.full((300, 200), 240, np.uint8))
+    with pytest.raises(InputError) as err:
+        load_input(path)
+    assert err.value.kind == "no-ink"
+
+
+def _refusal(path, **kw) -> str:
+    with pytest.raises(InputError) as err:
+        load_input(path, DIGITS, **kw)
+    return err.value.kind
+
+
+def test_empty_file(tmp_path):
+    (tmp_path / "e.png").write_bytes(b"")
+    assert _refusal(tmp_path / "e.png") == "empty"
+
+
+def test_text_file_named_png_is_not_an_image(tmp_path):
+    (tmp_path / "t.png").write_text("hello")
+    assert _refusal(tmp_path / "t.png") == "not-an-image"
+
+
+def test_pdf_is_unsupported(tmp_path):
+    (tmp_path / "doc.pdf").write_bytes(b"%PDF-1.4\n%...\n")
+    assert _refusal(tmp_path / "doc.pdf") == "unsupported"
+
+
+def test_gif_is_unsupported(tmp_path):
+    gif = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+    (tmp_path / "a.gif").write_bytes(gif)
+    assert _refusal(tmp_path / "a.gif") == "unsupported"
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_truncated(tmp_path, suffix):
+    path = write(tmp_path / f"t{suffix}", _page(tmp_path))
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    assert _refusal(path) == "truncated"
+
+
+def test_file_over_byte_limit(tmp_path):
+    path = write(tmp_path / "big.png", _page(tmp_path))
+    assert _refusal(path, max_bytes=100) == "too-large"
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims a huge size (a decompression bomb's header)."""
+    def chunk(kind, data):
+        body = kind + data
+        return len(data).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
+    ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 0, 0, 0, 0])
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def test_decompression_bomb_refused_from_header(tmp_path):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_png_claiming(60000, 60000))
+    assert path.stat().st_size < 4096
+    assert _refusal(path) == "too-large"
+
+
+def test_pixel_limit_is_configurable(tmp_path):
+    path = write(tmp_path / "p.png", np.zeros((100, 100), np.uint8))
+    assert _refusal(path, max_pixels=5000) == "too-large"
+
+
+def test_fifo_does_not_hang(tmp_path):
+    import os
+    os.mkfifo(tmp_path / "pipe.png")
+    assert _refusal(tmp_path / "pipe.png") == "not-a-regular-file"
+
+
+def test_symlink_to_device_is_refused(tmp_path):
+    (tmp_path / "zero.png").symlink_to("/dev/zero")
+    assert _refusal(tmp_path / "zero.png") == "not-a-regular-file"
+
+
+def test_symlink_not_followed_when_asked(tmp_path):
+    target = write(tmp_path / "real.png", digit_stroke())
+    (tmp_path / "link.png").symlink_to(target)
+    assert _refusal(tmp_path / "link.png", follow_symlinks=False) == "not-a-regular-file"
+
+
+def test_read_image_returns_grey(tmp_path):
+    path = write(tmp_path / "c.png", np.zeros((10, 12, 3), np.uint8))
+    assert read_image(path).shape == (10, 12)
+
+
+def test_sha256_is_of_the_file_bytes(tmp_path):
+    import hashlib
+    path = write(tmp_path / "d.png", digit_stroke())
+    assert load_input(path).sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
