@@ -62,7 +62,7 @@ def test_files_become_rows_and_are_archived(boxes, fake_classifier):
     daemon.close()
     assert sorted(r["file"] for r in _rows(outbox)) == [f"{i}.png" for i in range(5)]
     assert sorted(os.listdir(outbox / "processed")) == [f"{i}.png" for i in range(5)]
-    assert [p for p in inbox.iterdir()] == [inbox / ".work"]
+    assert list(inbox.iterdir()) == [inbox / ".work"]
     assert fake_classifier.calls == 1, "one model call for the batch"
 
 

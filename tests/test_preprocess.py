@@ -135,8 +135,9 @@ def test_pdf_is_unsupported(tmp_path):
 
 
 def test_gif_is_unsupported(tmp_path):
-    gif = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
-    (tmp_path / "a.gif").write_bytes(gif)
+    from PIL import Image
+
+    Image.new("L", (4, 4)).save(tmp_path / "a.gif")
     assert _refusal(tmp_path / "a.gif") == "unsupported"
 
 
@@ -158,7 +159,8 @@ def _png_claiming(width: int, height: int) -> bytes:
         body = kind + data
         return len(data).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
     ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 0, 0, 0, 0])
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    idat = chunk(b"IDAT", zlib.compress(b"\0" * 64))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + idat + chunk(b"IEND", b"")
 
 
 def test_decompression_bomb_refused_from_header(tmp_path):

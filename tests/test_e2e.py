@@ -1,0 +1,212 @@
+"""End to end: the real ``worker watch`` in a subprocess, real files, the shipped model.
+
+Every file dropped must end as exactly one row or one error record, whatever happens.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+from factories import wait_for
+
+from worker import datasets
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def mnist_test():
+    data = datasets.load("mnist")
+    return data.test_images, data.test_labels
+
+
+@pytest.fixture
+def boxes(tmp_path):
+    inbox, outbox, staging = tmp_path / "inbox", tmp_path / "outbox", tmp_path / "staging"
+    for folder in (inbox, staging):
+        folder.mkdir()
+    return inbox, outbox, staging
+
+
+def _stage(staging: Path, images, count: int, start: int = 0) -> list[Path]:
+    paths = []
+    for i in range(start, start + count):
+        path = staging / f"{i:05d}.png"
+        path.write_bytes(cv2.imencode(".png", images[i % len(images)])[1].tobytes())
+        paths.append(path)
+    return paths
+
+
+def _drop(paths: list[Path], inbox: Path) -> None:
+    for path in paths:
+        os.rename(path, inbox / path.name)
+
+
+class Watcher:
+    """A ``worker watch`` subprocess; its log goes to a file so it can never block on a pipe."""
+
+    def __init__(self, inbox: Path, outbox: Path, *extra: str) -> None:
+        self.log = outbox.parent / f"watch-{random.random():.8f}.log"
+        self.log_fh = open(self.log, "w")
+        args = [sys.executable, "-m", "worker", "watch", "--inbox", str(inbox),
+                "--outbox", str(outbox), "--settle", "0.2", *extra]
+        self.proc = subprocess.Popen(args, stdout=self.log_fh, stderr=subprocess.STDOUT)
+
+    def ready(self) -> bool:
+        return "ready:" in self.log.read_text()
+
+    def wait_ready(self) -> None:
+        assert wait_for(lambda: self.ready() or self.proc.poll() is not None, 60), self.output()
+        assert self.proc.poll() is None, self.output()
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        code = self.proc.wait(timeout)
+        self.log_fh.close()
+        return code
+
+
+def _run_once(inbox: Path, outbox: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "worker", "watch", "--once", "--inbox", str(inbox),
+         "--outbox", str(outbox), "--settle", "0.2"],
+        capture_output=True, text=True, timeout=300,
+    )
+
+
+def _records(outbox: Path) -> tuple[list[dict], list[dict]]:
+    """JSONL rows and CSV rows, both fully parsed (either failing to parse fails the test)."""
+    jsonl = [json.loads(line) for line in (outbox / "predictions.jsonl").read_text().splitlines()]
+    with open(outbox / "predictions.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    return jsonl, rows
+
+
+def _errors(outbox: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in (outbox / "failed").rglob("*.error.json")]
+
+
+def _assert_exactly_once(outbox: Path, names: set[str]) -> list[dict]:
+    jsonl, rows = _records(outbox)
+    errors = _errors(outbox)
+    files = [r["file"] for r in jsonl] + [e["file"] for e in errors]
+    assert len(files) == len(set(files)), "a file has two records"
+    assert set(files) == names, f"missing: {sorted(names - set(files))[:5]}"
+    assert [r["id"] for r in rows] == [r["id"] for r in jsonl], "CSV and JSONL disagree"
+    return jsonl
+
+
+def _nothing_left(inbox: Path) -> bool:
+    leftovers = [  # os.walk, unlike rglob, tolerates folders a daemon removes meanwhile
+        name for _, _, names in os.walk(inbox / ".work") for name in names
+        if not name.endswith(".lock")
+    ]
+    return not leftovers and not [p for p in inbox.iterdir() if p.name != ".work"]
+
+
+def test_burst_of_2000_while_running(boxes, mnist_test):
+    inbox, outbox, staging = boxes
+    images, labels = mnist_test
+    paths = _stage(staging, images, 2000)
+    watcher = Watcher(inbox, outbox)
+    watcher.wait_ready()
+    _drop(paths, inbox)
+    assert wait_for(lambda: (outbox / "predictions.jsonl").exists()
+                    and len((outbox / "predictions.jsonl").read_text().splitlines()) >= 2000, 120)
+    assert watcher.stop() == 0, watcher.output()
+    rows = _assert_exactly_once(outbox, {p.name for p in paths})
+    assert len(os.listdir(outbox / "processed")) == 2000
+    assert _nothing_left(inbox)
+    correct = sum(int(r["label"]) == labels[int(r["file"][:5])] for r in rows)
+    assert correct / len(rows) >= 0.99, "the shipped model reads the digits"
+
+
+def test_backlog_and_crash_leftovers_each_processed_once(boxes, mnist_test):
+    inbox, outbox, staging = boxes
+    images, _ = mnist_test
+    _drop(_stage(staging, images, 300), inbox)
+    orphan = inbox / ".work" / "deadbeefdeadbeef" / "0123456789abcdef"
+    orphan.mkdir(parents=True)
+    left = _stage(staging, images, 5, start=300)
+    for path in left:
+        os.rename(path, orphan / path.name) if path == left[0] else None
+    _drop(left[1:], inbox)
+    result = _run_once(inbox, outbox)
+    assert result.returncode == 0, result.stderr
+    _assert_exactly_once(outbox, {f"{i:05d}.png" for i in range(305)})
+    assert _nothing_left(inbox)
+
+
+def test_kill_9_during_burst_loses_nothing_and_duplicates_nothing(boxes, mnist_test):
+    inbox, outbox, staging = boxes
+    images, _ = mnist_test
+    names = {p.name for p in _stage(staging, images, 5000)}
+    paths = sorted(staging.iterdir())
+    (staging / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    paths.append(staging / "corrupt.png")
+    names.add("corrupt.png")
+    rng = random.Random(7)
+    dropped = 0
+    for _kill in range(6):
+        watcher = Watcher(inbox, outbox)
+        watcher.wait_ready()
+        chunk = paths[dropped : dropped + 900]
+        _drop(chunk, inbox)
+        dropped += len(chunk)
+        wait_for(lambda: False, rng.uniform(0.05, 0.6))  # let it get mid-batch, then kill
+        assert watcher.stop(signal.SIGKILL) == -signal.SIGKILL
+    _drop(paths[dropped:], inbox)
+    result = _run_once(inbox, outbox)
+    assert result.returncode == 0, result.stderr
+    _assert_exactly_once(outbox, names)
+    assert _nothing_left(inbox)
+
+
+def test_two_daemons_share_an_inbox(boxes, mnist_test):
+    inbox, outbox, staging = boxes
+    images, _ = mnist_test
+    paths = _stage(staging, images, 2000)
+    watchers = [Watcher(inbox, outbox), Watcher(inbox, outbox)]
+    for w in watchers:
+        w.wait_ready()
+    _drop(paths, inbox)
+    assert wait_for(lambda: _nothing_left(inbox), 120)
+    for w in watchers:
+        assert w.stop() == 0, w.output()
+    _assert_exactly_once(outbox, {p.name for p in paths})
+
+
+def test_sigterm_mid_burst_exits_0_and_loses_nothing(boxes, mnist_test):
+    inbox, outbox, staging = boxes
+    images, _ = mnist_test
+    paths = _stage(staging, images, 3000)
+    watcher = Watcher(inbox, outbox)
+    watcher.wait_ready()
+    _drop(paths, inbox)
+    wait_for(lambda: (outbox / "predictions.jsonl").exists(), 30)
+    assert watcher.stop(signal.SIGTERM) == 0, watcher.output()
+    assert "stopped after" in watcher.output()
+    result = _run_once(inbox, outbox)
+    assert result.returncode == 0, result.stderr
+    _assert_exactly_once(outbox, {p.name for p in paths})
+
+
+def test_once_exits_1_when_outbox_unwritable(boxes):
+    inbox, outbox, _ = boxes
+    outbox.write_text("a file, not a folder")
+    result = _run_once(inbox, outbox)
+    assert result.returncode == 1
+    assert "outbox" in result.stderr and "Traceback" not in result.stderr
