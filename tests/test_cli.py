@@ -1,0 +1,106 @@
+"""The command line through typer's CliRunner: help, predict formats and errors, report."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+from factories import digit_stroke, write
+from typer.testing import CliRunner
+
+from worker.cli import app
+
+runner = CliRunner()
+COMMANDS = ["train", "predict", "watch", "report"]
+
+
+def test_top_level_help_lists_every_command():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0, result.output
+    for command in COMMANDS:
+        assert command in result.output
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_complete_help(command):
+    result = runner.invoke(app, [command, "--help"])
+    assert result.exit_code == 0, result.output
+    options = re.findall(r"--[a-z][a-z-]+", result.output)
+    assert options, result.output
+    assert len(result.output.strip().splitlines()) > 3
+
+
+def test_watch_help_documents_the_contract_options():
+    output = runner.invoke(app, ["watch", "--help"]).output
+    for option in ["--inbox", "--outbox", "--model", "--once", "--poll"]:
+        assert option in output
+
+
+def test_train_help_documents_the_contract_options():
+    output = runner.invoke(app, ["train", "--help"]).output
+    for option in ["--dataset", "--arch", "--epochs", "--batch-size", "--seed", "--data", "--output"]:
+        assert option in output
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.startswith("worker ")
+
+
+def test_missing_model_is_one_line_exit_1(tmp_path):
+    result = runner.invoke(app, ["predict", str(tmp_path), "--model", str(tmp_path / "none.keras")])
+    assert result.exit_code == 1
+    assert "error:" in result.output and "Traceback" not in result.output
+
+
+def test_unknown_arch_is_one_line_exit_1(tmp_path):
+    result = runner.invoke(app, ["train", "--arch", "resnet-9000", "--output", str(tmp_path / "m.keras")])
+    assert result.exit_code == 1
+    assert "unknown architecture" in result.output
+
+
+def test_env_variable_sets_an_option(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKER_MODEL", str(tmp_path / "from-env.keras"))
+    result = runner.invoke(app, ["predict", str(tmp_path)])
+    assert result.exit_code == 1 and "from-env" in result.output
+
+
+def test_report_on_empty_outbox(tmp_path):
+    result = runner.invoke(app, ["report", "--outbox", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "0 predictions, 0 failed" in result.output
+
+
+@pytest.mark.slow
+def test_predict_table_and_json_and_errors(tmp_path, real_model_path):
+    good = write(tmp_path / "in" / "one.png", 255 - np.pad(digit_stroke(100), 50))
+    (tmp_path / "in" / "sub").mkdir()
+    bad = tmp_path / "in" / "sub" / "bad.png"
+    bad.write_text("nope")
+    table = runner.invoke(app, ["predict", str(tmp_path / "in"), "--model", str(real_model_path)])
+    assert table.exit_code == 1
+    lines = table.stdout.strip().splitlines()
+    assert lines[0].startswith(f"{good}\t1\t")
+    assert "not-an-image" in lines[1]
+    as_json = runner.invoke(app, ["predict", str(good), str(bad), "--json", "--model", str(real_model_path)])
+    records = [json.loads(line) for line in as_json.stdout.strip().splitlines()]
+    assert records[0]["label"] == "1" and records[0]["class_index"] == 1
+    assert set(records[0]) == {"file", "label", "confidence", "class_index", "probabilities"}
+    assert abs(sum(records[0]["probabilities"]) - 1) < 1e-3
+    assert records[1]["error"]["kind"] == "not-an-image"
+    assert as_json.exit_code == 1
+
+
+@pytest.mark.slow
+def test_predict_then_report_after_watch_once(tmp_path, real_model_path):
+    inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
+    write(inbox / "a.png", digit_stroke())
+    (inbox / "b.png").write_bytes(b"")
+    result = runner.invoke(app, ["watch", "--once", "--settle", "0", "--inbox", str(inbox),
+                                 "--outbox", str(outbox), "--model", str(real_model_path)])
+    assert result.exit_code == 0, result.output
+    report = runner.invoke(app, ["report", "--outbox", str(outbox), "--json"])
+    summary = json.loads(report.stdout)
+    assert summary["predictions"] == 1 and summary["failures_by_kind"] == {"empty": 1}

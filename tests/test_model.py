@@ -1,0 +1,87 @@
+"""The shipped models: LiteRT and Keras agree, test-split accuracy holds, bad models fail clearly."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from worker import datasets
+from worker.errors import ModelError
+from worker.model import Classifier
+from worker.preprocess import normalize_many
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    return datasets.load("mnist")
+
+
+def test_litert_and_keras_agree_on_1000_test_images(real_model_path, mnist):
+    x = normalize_many(mnist.test_images[:1000])
+    lite = Classifier(real_model_path, runtime="litert")
+    keras = Classifier(real_model_path, runtime="keras")
+    assert (lite.runtime, keras.runtime) == ("litert", "keras")
+    p_lite, p_keras = lite.predict_proba(x), keras.predict_proba(x)
+    assert np.array_equal(p_lite.argmax(1), p_keras.argmax(1))
+    assert np.abs(p_lite - p_keras).max() < 1e-4
+
+
+def test_shipped_mnist_model_meets_996_on_the_test_split(real_model_path, mnist):
+    classifier = Classifier(real_model_path)
+    x = normalize_many(mnist.test_images, classifier.profile)
+    pred = np.concatenate([classifier.predict_proba(x[i : i + 1000]).argmax(1) for i in range(0, 10000, 1000)])
+    accuracy = float((pred == mnist.test_labels).mean())
+    assert accuracy >= 0.996, accuracy
+    assert json.loads(real_model_path.with_suffix(".json").read_text())["test_accuracy"] >= 0.996
+
+
+def test_shipped_fashion_model_meets_935(real_model_path):
+    path = real_model_path.with_name("fashion-mnist.keras")
+    if not path.exists():
+        pytest.fail(f"{path} is missing")
+    fashion = datasets.load("fashion-mnist")
+    classifier = Classifier(path)
+    x = normalize_many(fashion.test_images, classifier.profile)
+    pred = np.concatenate([classifier.predict_proba(x[i : i + 1000]).argmax(1) for i in range(0, 10000, 1000)])
+    assert float((pred == fashion.test_labels).mean()) >= 0.935
+    assert classifier.class_names[9] == "Ankle boot"
+
+
+def _copy_model(real_model_path, tmp_path):
+    for suffix in (".keras", ".tflite", ".json"):
+        shutil.copy(real_model_path.with_suffix(suffix), tmp_path / f"m{suffix}")
+    return tmp_path / "m.keras"
+
+
+def test_missing_card_is_explained(real_model_path, tmp_path):
+    path = _copy_model(real_model_path, tmp_path)
+    path.with_suffix(".json").unlink()
+    with pytest.raises(ModelError, match="card .* is missing"):
+        Classifier(path)
+
+
+def test_card_with_wrong_class_count_is_refused(real_model_path, tmp_path):
+    path = _copy_model(real_model_path, tmp_path)
+    card = json.loads(path.with_suffix(".json").read_text())
+    card["class_names"] = card["class_names"][:5]
+    path.with_suffix(".json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="does not belong"):
+        Classifier(path)
+
+
+def test_corrupt_model_is_explained(real_model_path, tmp_path):
+    path = _copy_model(real_model_path, tmp_path)
+    path.with_suffix(".tflite").unlink()
+    path.write_bytes(b"not a model")
+    with pytest.raises(ModelError, match="cannot load model"):
+        Classifier(path)
+
+
+def test_missing_model_is_explained(tmp_path):
+    with pytest.raises(ModelError, match="card"):
+        Classifier(tmp_path / "nothing.keras")

@@ -1,0 +1,35 @@
+"""Architectures by parameter count, and a real (short) training run end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from worker import archs
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [("seed-cnn", 113_898), ("fashion-cnn", 356_234), ("lenet", 61_706), ("seed-3conv", 81_066),
+     ("worker-cnn", 243_114)],
+)
+def test_parameter_counts(name, params):
+    assert archs.build(name).count_params() == params
+
+
+def test_short_training_run_saves_a_serving_model(tmp_path):
+    from worker.model import Classifier
+    from worker.train import train
+
+    result = train(dataset="mnist", arch="seed-cnn", epochs=1, limit=6000, validation=1000,
+                   output=tmp_path / "tiny.keras", verbose=0)
+    for suffix in (".keras", ".tflite", ".json"):
+        assert (tmp_path / f"tiny{suffix}").is_file()
+    card = json.loads((tmp_path / "tiny.json").read_text())
+    assert card["params"] == 113_898 and card["epochs_run"] == 1 and card["best_epoch"] == 1
+    assert len(card["confusion_matrix"]) == 10
+    assert card["test_accuracy"] > 0.85, "even one epoch on 5,000 digits learns something"
+    assert Classifier(result.model_path).runtime == "litert"
