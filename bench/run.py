@@ -1,0 +1,271 @@
+"""Benchmark the real ``worker watch`` end to end against the naive way, in one run.
+
+    .venv/bin/python bench/run.py            # the full table (about 6-9 minutes)
+    .venv/bin/python bench/run.py --quick    # CI smoke: 1,000 files; exits 1 if not faster
+
+Every measure runs the daemon as a user would (a subprocess, real files, the shipped model) and
+prints ours, the baseline, and the ratio. Timings on shared 2-core machines are noisy: read the
+ratios, not the absolute numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
+
+from factories import scan_page, wait_for  # noqa: E402
+
+from worker import datasets, defaults  # noqa: E402
+
+PYTHON = sys.executable
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+@dataclass
+class Measure:
+    name: str
+    ours: float
+    baseline: float
+    unit: str
+    higher_is_better: bool = True
+
+    @property
+    def ratio(self) -> float:
+        if self.higher_is_better:
+            return self.ours / self.baseline if self.baseline else float("inf")
+        return self.baseline / self.ours if self.ours else float("inf")
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def write_digits(folder: Path, images: np.ndarray, count: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        path = folder / f"{i:05d}.png"
+        path.write_bytes(cv2.imencode(".png", images[i % len(images)])[1].tobytes())
+        paths.append(path)
+    return paths
+
+
+def write_pages(folder: Path, images: np.ndarray, count: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        page = scan_page(images[i], rng, colour=i % 2 == 1)
+        page = cv2.resize(page, (1000, 1400))  # page-sized, as the issue specifies
+        cv2.imwrite(str(folder / f"{i:05d}.jpg"), page, [cv2.IMWRITE_JPEG_QUALITY, 85])
+
+
+def rows(outbox: Path) -> int:
+    try:
+        with open(outbox / "predictions.jsonl", "rb") as fh:
+            return fh.read().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def watch_args(inbox: Path, outbox: Path, *extra: str) -> list[str]:
+    return [PYTHON, "-m", "worker", "-q", "watch", "--inbox", str(inbox), "--outbox", str(outbox),
+            "--settle", "0.2", *extra]
+
+
+def run_once(inbox: Path, outbox: Path, *extra: str) -> tuple[float, int]:
+    """Seconds for ``worker watch --once`` and its peak RSS in MB."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(watch_args(inbox, outbox, "--once", *extra), env=ENV)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    assert proc.returncode == 0, "worker watch --once failed"
+    return time.perf_counter() - started, usage.ru_maxrss // 1024
+
+
+class Daemon:
+    def __init__(self, inbox: Path, outbox: Path) -> None:
+        self.log = outbox.parent / "daemon.log"
+        outbox.mkdir(parents=True, exist_ok=True)
+        self.started = time.perf_counter()
+        args = watch_args(inbox, outbox)
+        args[3] = "-v"  # INFO, so the "ready:" line shows
+        self.proc = subprocess.Popen(args, env=ENV, stderr=open(self.log, "w"))
+        assert wait_for(lambda: "ready:" in self.log.read_text(), 60), self.log.read_text()
+        self.ready_seconds = time.perf_counter() - self.started
+
+    def rss_mb(self, field: str = "VmHWM") -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith(field):
+                return int(line.split()[1]) // 1024
+        return 0
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(60)
+
+
+def naive_files_per_second(model: Path, files: list[Path]) -> float:
+    out = subprocess.run([PYTHON, str(REPO / "bench" / "naive.py"), str(model), *map(str, files)],
+                         env=ENV, capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def tensorflow_start(model: Path) -> tuple[float, int]:
+    """Seconds and peak MB to import TensorFlow and load the Keras model (the seeds' start)."""
+    code = ("import keras,numpy as np;"
+            f"m=keras.saving.load_model('{model}',compile=False);m.predict(np.zeros((1,28,28,1)),verbose=0)")
+    return _time_python(code)
+
+
+def litert_start(model: Path) -> tuple[float, int]:
+    code = f"from worker.model import Classifier;Classifier('{model}')"
+    return _time_python(code)
+
+
+def _time_python(code: str) -> tuple[float, int]:
+    started = time.perf_counter()
+    proc = subprocess.Popen([PYTHON, "-c", code], env=ENV, cwd=REPO)
+    _, status, usage = os.wait4(proc.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, code
+    return time.perf_counter() - started, usage.ru_maxrss // 1024
+
+
+# --- the measures ---------------------------------------------------------------------------
+
+
+def bulk_and_burst(work: Path, images, count: int, naive_count: int, model: Path) -> list[Measure]:
+    staging = work / "digits"
+    files = write_digits(staging, images, count)
+    naive = naive_files_per_second(model, files[:naive_count])
+
+    inbox, outbox = work / "bulk-in", work / "bulk-out"
+    inbox.mkdir()
+    for path in files:
+        os.link(path, inbox / path.name)
+    seconds, peak_bulk = run_once(inbox, outbox)
+    bulk = count / seconds
+
+    inbox, outbox = work / "burst-in", work / "burst-out"
+    inbox.mkdir()
+    daemon = Daemon(inbox, outbox)
+    idle_rss = daemon.rss_mb()
+    started = time.perf_counter()
+    for path in files:
+        os.rename(path, inbox / path.name)
+    assert wait_for(lambda: rows(outbox) >= count, 600, interval=0.005)
+    burst = count / (time.perf_counter() - started)
+    daemon.stop()
+    tf_seconds, tf_rss = tensorflow_start(model)
+    return [
+        Measure(f"bulk backlog ({count} x 28x28 PNG, --once)", bulk, naive, "files/s"),
+        Measure(f"live burst ({count} renamed in)", burst, naive, "files/s"),
+        Measure("start -> ready", daemon.ready_seconds, tf_seconds, "s", higher_is_better=False),
+        Measure("peak RSS idle", idle_rss, tf_rss, "MB", higher_is_better=False),
+        Measure("peak RSS during bulk run", peak_bulk, tf_rss, "MB", higher_is_better=False),
+    ]
+
+
+def pages(work: Path, images, count: int) -> list[Measure]:
+    staging = work / "pages"
+    write_pages(staging, images, count)
+    speeds = {}
+    for threads in (2, 1):
+        inbox, outbox = work / f"pages-in-{threads}", work / f"pages-out-{threads}"
+        inbox.mkdir()
+        for path in staging.iterdir():
+            os.link(path, inbox / path.name)
+        seconds, _ = run_once(inbox, outbox, "--decode-threads", str(threads))
+        speeds[threads] = count / seconds
+    return [Measure(f"scanned pages ({count} x 1000x1400 JPEG)", speeds[2], speeds[1], "pages/s")]
+
+
+def latency(work: Path, images, count: int) -> list[Measure]:
+    inbox, outbox = work / "lat-in", work / "lat-out"
+    inbox.mkdir()
+    daemon = Daemon(inbox, outbox)
+    data = cv2.imencode(".png", images[0])[1].tobytes()
+    delays = []
+    for i in range(count):
+        started = time.perf_counter()
+        with open(inbox / f"{i:05d}.png", "wb") as fh:
+            fh.write(data)
+        closed = time.perf_counter()
+        while rows(outbox) <= i:
+            time.sleep(0.0002)
+        delays.append((time.perf_counter() - closed) * 1000)
+        time.sleep(max(0.0, 0.1 - (time.perf_counter() - started)))
+    daemon.stop()
+    delays.sort()
+    p99 = delays[min(len(delays) - 1, int(len(delays) * 0.99))]
+    return [
+        Measure("one file close -> row, p50", statistics.median(delays), 10.0, "ms", False),
+        Measure("one file close -> row, p99", p99, 50.0, "ms", False),
+    ]
+
+
+def training(work: Path) -> list[Measure]:
+    """Seconds per full epoch for each arch, from one epoch on 10,000 images."""
+    from worker.archs import ARCHS
+
+    found = []
+    for arch in ARCHS:
+        code = (
+            "from worker.train import train;"
+            f"r=train(arch='{arch}',epochs=1,limit=11000,validation=1000,"
+            f"output='{work}/t-{arch}.keras',verbose=0);print(r.card['seconds_per_epoch'])"
+        )
+        out = subprocess.run([PYTHON, "-c", code], env=ENV, cwd=REPO, capture_output=True,
+                             text=True, check=True)
+        per_10k = float(out.stdout.strip().splitlines()[-1])
+        found.append(Measure(f"training {arch}, s/epoch (55k images)", per_10k * 5.5, 0, "s"))
+    return found
+
+
+def print_table(measures: list[Measure]) -> None:
+    print(f"\n{'measure':<44}{'ours':>10}{'baseline':>11}{'ratio':>9}  unit")
+    for m in measures:
+        ratio = f"{m.ratio:8.1f}x" if m.baseline else "        -"
+        print(f"{m.name:<44}{m.ours:>10.1f}{m.baseline:>11.1f}{ratio}  {m.unit}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="CI smoke: 1,000 files, no pages/training")
+    parser.add_argument("--model", type=Path, default=defaults.MODEL)
+    args = parser.parse_args()
+    images = datasets.load("mnist").test_images
+    print(f"{time.strftime('%Y-%m-%d')} on {platform.node()}: {os.cpu_count()} cores, "
+          f"Python {platform.python_version()}, model {args.model.name}")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        if args.quick:
+            measures = bulk_and_burst(work, images, 1000, 100, args.model)
+        else:
+            measures = bulk_and_burst(work, images, 10000, 1000, args.model)
+            measures += pages(work, images, 1000)
+            measures += latency(work, images, 200)
+            measures += training(work)
+    print_table(measures)
+    if args.quick and measures[0].ratio <= 1:
+        print("FAIL: the daemon is not faster than the naive per-file path", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
