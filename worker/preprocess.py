@@ -256,7 +256,8 @@ def _ink_bright(grey: np.ndarray, paper: str) -> np.ndarray:
     else:
         step = max(1, min(grey.shape) // 64)
         sample = grey[::step, ::step]
-    return cv2.bitwise_not(grey) if np.median(sample) > 127 else grey
+    light = np.count_nonzero(sample > 127) * 2 > sample.size  # the median is light
+    return cv2.bitwise_not(grey) if light else grey
 
 
 def _flatten_light(ink: np.ndarray) -> np.ndarray:
@@ -287,8 +288,11 @@ def _keep_ink(ink: np.ndarray, *, clear_background: bool) -> tuple[np.ndarray, t
     x1 = int((xs + stats[keep, cv2.CC_STAT_WIDTH]).max())
     y1 = int((ys + stats[keep, cv2.CC_STAT_HEIGHT]).max())
     cleaned = ink.copy()
-    dropped = np.isin(labels, keep, invert=True) & (labels > 0)
-    cleaned[dropped] = 0
+    if len(keep) < count - 1:
+        dropped = np.ones(count, dtype=bool)  # a lookup table: label -> dropped?
+        dropped[0] = False
+        dropped[keep] = False
+        cleaned[dropped[labels]] = 0
     if clear_background:
         cleaned[cleaned < 0.35 * threshold] = 0  # paper grain below the ink's faint edges
     return cleaned, (x0, y0, x1 - x0, y1 - y0)
@@ -297,10 +301,22 @@ def _keep_ink(ink: np.ndarray, *, clear_background: bool) -> tuple[np.ndarray, t
 def _stretch(patch: np.ndarray) -> np.ndarray:
     """Scale so the stroke cores reach white, as MNIST's do (pencil is grey, MNIST is not)."""
     strokes = patch[patch > 0]
-    peak = float(np.percentile(strokes, 95)) if strokes.size else 255.0
+    if strokes.size == 0:
+        return patch
+    peak = _percentile(strokes, 0.95)
     if peak >= 250 or peak <= 0:
         return patch
     return np.clip(patch.astype(np.float32) * (255.0 / peak), 0, 255).astype(np.uint8)
+
+
+def _percentile(values: np.ndarray, q: float) -> float:
+    """``np.percentile(values, 100 * q)`` (linear), by partition: 4x faster on small arrays."""
+    position = q * (values.size - 1)
+    low = int(position)
+    high = min(low + 1, values.size - 1)
+    part = np.partition(values, [low, high])
+    a, b, t = float(part[low]), float(part[high]), position - low
+    return a + (b - a) * t if t < 0.5 else b - (b - a) * (1 - t)  # numpy's own lerp
 
 
 def _fit(patch: np.ndarray, box: int) -> np.ndarray:
@@ -323,8 +339,8 @@ def _place(patch: np.ndarray, centre: str) -> np.ndarray:
         cx = m["m10"] / m["m00"] if m["m00"] else w / 2
     else:
         cy, cx = h / 2, w / 2
-    top = int(np.clip(round(SIZE / 2 - cy), 0, SIZE - h))
-    left = int(np.clip(round(SIZE / 2 - cx), 0, SIZE - w))
+    top = min(max(round(SIZE / 2 - cy), 0), SIZE - h)
+    left = min(max(round(SIZE / 2 - cx), 0), SIZE - w)
     field = np.zeros((SIZE, SIZE), dtype=np.uint8)
     field[top : top + h, left : left + w] = patch
     return field
