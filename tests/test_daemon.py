@@ -219,3 +219,38 @@ def cv2_digit():
     page = np.zeros((300, 300), np.uint8)
     page[100:200, 100:200] = big // 2
     return page
+
+
+def test_disk_trouble_mid_batch_loses_nothing(boxes, fake_classifier, monkeypatch):
+    """The first append fails half-way (disk full); the daemon repairs, retries, and every
+    file still ends as exactly one row."""
+    import errno
+
+    import worker.daemon
+
+    inbox, outbox = boxes
+    for i in range(6):
+        _old(write(inbox / f"{i}.png", digit_stroke()))
+    monkeypatch.setattr(worker.daemon, "RETRY_SECONDS", 0.01)
+    daemon = Daemon(Settings(inbox=inbox, outbox=outbox, settle=0.2), fake_classifier)
+    real_write = daemon.outbox._write
+    failures = []
+
+    def flaky_write(fd, text):
+        if not failures:
+            failures.append(fd)
+            os.write(fd, text.encode()[:25])  # a torn half record, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(fd, text)
+
+    daemon.outbox._write = flaky_write
+    stop = threading.Event()
+    thread = threading.Thread(target=daemon.run, args=(stop,))
+    thread.start()
+    try:
+        assert wait_for(lambda: len(_rows(outbox)) == 6 and daemon.idle())
+    finally:
+        stop.set()
+        thread.join(10)
+    lines = (outbox / "predictions.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line)["file"] for line in lines) == [f"{i}.png" for i in range(6)]

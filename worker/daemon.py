@@ -25,7 +25,7 @@ from pathlib import Path
 from worker import defaults
 from worker.claims import Claim, Claims
 from worker.classify import Limits, Outcome, classify_batch
-from worker.errors import ConfigError
+from worker.errors import ConfigError, WorkerError
 from worker.model import Classifier
 from worker.outbox import Outbox, Row, move_unique, place, write_error_record
 from worker.watch import EVENT_FILTER, InboxEvents, StabilityTracker, scan
@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 # Inputs averaging more bytes than this are decoded on the thread pool: a page-sized JPEG
 # takes milliseconds to decode (worth a thread); a 28x28 PNG takes microseconds (it is not).
 POOL_MIN_AVERAGE_BYTES = 32 * 1024
+# After a failed write (disk full, I/O error), wait this long before trying again.
+RETRY_SECONDS = 5.0
 ON_SUCCESS = ("keep", "delete")
 
 
@@ -152,7 +154,11 @@ class Daemon:
             on_ready()
         try:
             while not stop.is_set():
-                done = self.step()
+                try:
+                    done = self.step()
+                except OSError as exc:
+                    self._after_write_failure(exc, stop)
+                    continue
                 if self.settings.once and self.idle():
                     break
                 if done == 0:
@@ -161,6 +167,15 @@ class Daemon:
             self.close()
         log.info("stopped after %d files", self.finished)
         return self.finished
+
+    def _after_write_failure(self, exc: OSError, stop: threading.Event) -> None:
+        """Disk trouble: nothing is lost (inputs stay claimed); repair, wait, finish them later."""
+        if self.settings.once:
+            raise WorkerError(f"cannot write to the outbox or archive: {exc}") from exc
+        log.error("cannot write results (%s); retrying in %.0f s", exc, RETRY_SECONDS)
+        stop.wait(RETRY_SECONDS)
+        self.outbox.repair()
+        self._recovered = self.claims.recover()
 
     # --- one step ---------------------------------------------------------------------------
 

@@ -111,8 +111,7 @@ class Outbox:
         try:
             for folder in (self.root, self.processed, self.failed):
                 folder.mkdir(parents=True, exist_ok=True)
-            repair_tail(self.jsonl_path, "jsonl")
-            repair_tail(self.csv_path, "csv")
+            self.repair()
             self._check_header()
             self._jsonl = os.open(self.jsonl_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             self._csv = os.open(self.csv_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -131,6 +130,11 @@ class Outbox:
                 f"{self.csv_path} has columns for another model ({', '.join(header[8:11])}…); "
                 "use another --outbox for this model, or move the old files away"
             )
+
+    def repair(self) -> None:
+        """Cut torn tails after a failed write (disk full), so the next append starts clean."""
+        repair_tail(self.jsonl_path, "jsonl")
+        repair_tail(self.csv_path, "csv")
 
     def close(self) -> None:
         for fd in (self._jsonl, self._csv):
