@@ -97,6 +97,20 @@ def test_bad_inputs_get_error_records_and_good_still_work(boxes, fake_classifier
     assert [r["file"] for r in _rows(outbox)] == ["good.png"]
 
 
+def test_hostile_names_survive_into_csv_and_jsonl(boxes, fake_classifier):
+    inbox, outbox = boxes
+    names = ['comma, "quote".png', "new\nline.png", "spaces  here.png", "ünï cödé 数字.png", "x;y|z$.png"]
+    for name in names:
+        _old(write(inbox / name, digit_stroke()))
+    daemon = _daemon(boxes, fake_classifier)
+    _drain(daemon)
+    daemon.close()
+    assert sorted(r["file"] for r in _rows(outbox)) == sorted(names)
+    lines = (outbox / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
+    assert sorted(json.loads(line)["file"] for line in lines) == sorted(names)
+    assert sorted(os.listdir(outbox / "processed")) == sorted(names)
+
+
 def test_same_name_twice_never_overwrites(boxes, fake_classifier):
     inbox, outbox = boxes
     daemon = _daemon(boxes, fake_classifier)

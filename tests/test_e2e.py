@@ -204,6 +204,35 @@ def test_sigterm_mid_burst_exits_0_and_loses_nothing(boxes, mnist_test):
     _assert_exactly_once(outbox, {p.name for p in paths})
 
 
+def test_slow_writer_and_bad_inputs_then_a_good_file(boxes, mnist_test):
+    inbox, outbox, staging = boxes
+    images, labels = mnist_test
+    watcher = Watcher(inbox, outbox)
+    watcher.wait_ready()
+    page = cv2.imencode(".png", 255 - cv2.resize(images[0], (280, 280)))[1].tobytes()
+    with open(inbox / "slow.png", "wb") as fh:  # 100-byte chunks over about 2 s
+        for i in range(0, len(page), 100):
+            fh.write(page[i : i + 100])
+            fh.flush()
+            wait_for(lambda: False, 2 / (len(page) / 100))
+    (inbox / "empty.png").write_bytes(b"")
+    (inbox / "text.png").write_text("not an image")
+    (inbox / "notes.pdf").write_bytes(b"%PDF-1.4")
+    os.mkfifo(inbox / "pipe.png")
+    (inbox / "zero.png").symlink_to("/dev/zero")
+    (inbox / "out.png").symlink_to(staging)
+    _drop(_stage(staging, images, 1), inbox)
+    assert wait_for(lambda: _nothing_left(inbox), 60), watcher.output()
+    assert watcher.stop() == 0
+    rows = {r["file"]: r for r in _records(outbox)[0]}
+    assert set(rows) == {"slow.png", "00000.png"}
+    assert rows["slow.png"]["label"] == str(labels[0]) == rows["00000.png"]["label"]
+    kinds = {e["file"]: e["kind"] for e in _errors(outbox)}
+    assert kinds == {"empty.png": "empty", "text.png": "not-an-image", "notes.pdf": "unsupported",
+                     "pipe.png": "not-a-regular-file", "zero.png": "not-a-regular-file",
+                     "out.png": "not-a-regular-file"}
+
+
 def test_once_exits_1_when_outbox_unwritable(boxes):
     inbox, outbox, _ = boxes
     outbox.write_text("a file, not a folder")
