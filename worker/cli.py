@@ -119,14 +119,17 @@ def predict(
     batch_size: Annotated[int, typer.Option(envvar=_env("batch_size"), help="Images per model call.")] = defaults.BATCH_SIZE,
 ) -> None:
     """Classify files or folders once and print the predictions; exit 1 if any file failed."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from worker.classify import chunked, classify_batch, expand_paths
 
     classifier = _load_classifier(model)
     failed = 0
-    for batch in chunked(expand_paths(paths), batch_size):
-        for outcome in classify_batch(batch, classifier):
-            failed += not outcome.ok
-            typer.echo(_format_outcome(outcome, as_json))
+    with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
+        for batch in chunked(expand_paths(paths), batch_size):
+            for outcome in classify_batch(batch, classifier, pool=pool):
+                failed += not outcome.ok
+                typer.echo(_format_outcome(outcome, as_json))
     if failed:
         raise _fail(f"{failed} file(s) could not be classified")
 

@@ -32,9 +32,6 @@ from worker.watch import EVENT_FILTER, InboxEvents, StabilityTracker, scan
 
 log = logging.getLogger(__name__)
 
-# Inputs averaging more bytes than this are decoded on the thread pool: a page-sized JPEG
-# takes milliseconds to decode (worth a thread); a 28x28 PNG takes microseconds (it is not).
-POOL_MIN_AVERAGE_BYTES = 32 * 1024
 # After a failed write (disk full, I/O error), wait this long before trying again.
 RETRY_SECONDS = 5.0
 ON_SUCCESS = ("keep", "delete")
@@ -245,7 +242,7 @@ class Daemon:
     def _process(self, claims: list[Claim], *, replay: bool = False) -> int:
         started = time.perf_counter()
         outcomes = classify_batch(
-            [c.path for c in claims], self.classifier, pool=self._pool_for(claims),
+            [c.path for c in claims], self.classifier, pool=self.pool,
             limits=self.settings.limits, follow_symlinks=False,
         )
         processed_at = utc_now()
@@ -271,16 +268,6 @@ class Daemon:
             (time.perf_counter() - started) * 1000, " (recovered)" if replay else "",
         )
         return len(claims)
-
-    def _pool_for(self, claims: list[Claim]):
-        sizes = []
-        for claim in claims:
-            try:
-                sizes.append(os.lstat(claim.path).st_size)
-            except OSError:
-                sizes.append(0)
-        average = sum(sizes) / max(len(sizes), 1)
-        return self.pool if len(claims) > 1 and average >= POOL_MIN_AVERAGE_BYTES else None
 
     def _row(self, claim: Claim, outcome: Outcome, processed_at: str) -> Row:
         p = outcome.prediction
