@@ -46,9 +46,11 @@ class Claims:
         self.work = self.inbox / WORK_DIR
         self.owner = new_id()
         self.mine = self.work / self.owner
-        self.mine.mkdir(parents=True, exist_ok=True)
+        # Lock first, folder second: a folder without a lock file is taken for a dead one's.
+        self.work.mkdir(parents=True, exist_ok=True)
         self._lock_fd = os.open(self.work / f"{self.owner}.lock", os.O_CREAT | os.O_RDWR, 0o644)
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self.mine.mkdir()
 
     def close(self) -> None:
         """Give up our folder (it must be empty: unfinished claims stay for the next start)."""
@@ -113,9 +115,21 @@ class Claims:
             os.close(fd)
 
     def _adopt(self, folder: Path) -> None:
-        for claim_dir in folder.iterdir():
-            os.rename(claim_dir, self.mine / claim_dir.name)
-        folder.rmdir()
+        """Move a dead daemon's claims into ours; another daemon adopting too is harmless:
+        each claim folder is renamed once, by whoever gets there first."""
+        try:
+            claim_dirs = list(folder.iterdir())
+        except FileNotFoundError:
+            return
+        for claim_dir in claim_dirs:
+            try:
+                os.rename(claim_dir, self.mine / claim_dir.name)
+            except FileNotFoundError:
+                continue
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
         log.warning("recovered unfinished claims of a stopped worker from %s", folder)
 
     def _adopt_loose(self, path: Path) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -61,9 +62,10 @@ class Settings:
             self.inbox.resolve()
         ):
             raise ConfigError("the outbox must not be inside the inbox")
-        for name in ("rescan", "settle"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"--{name} must not be negative")
+        if self.settle < 0:
+            raise ConfigError("--settle must not be negative")
+        if self.rescan <= 0:
+            raise ConfigError("--rescan must be a positive number of seconds")
         if self.poll is not None and self.poll <= 0:
             raise ConfigError("--poll must be a positive number of seconds")
         if self.batch_size < 1 or self.decode_threads < 1 or self.queue_limit < 1:
@@ -212,7 +214,7 @@ class Daemon:
         while len(self.tracker) < self.settings.queue_limit:
             try:
                 rel, closed = self.events.queue.get_nowait()
-            except Exception:  # queue.Empty
+            except queue.Empty:
                 return
             self.tracker.note(rel, closed=closed)
 
@@ -233,7 +235,7 @@ class Daemon:
     def _wait(self, timeout: float) -> None:
         try:
             rel, closed = self.events.queue.get(timeout=timeout)
-        except Exception:  # queue.Empty
+        except queue.Empty:
             return
         self.tracker.note(rel, closed=closed)
 
