@@ -117,13 +117,19 @@ def _nothing_left(inbox: Path) -> bool:
     return not leftovers and not [p for p in inbox.iterdir() if p.name != ".work"]
 
 
-def test_burst_of_2000_while_running(boxes, mnist_test):
+def _burst_into_running_watcher(boxes, images, count: int) -> tuple[Watcher, list[Path]]:
     inbox, outbox, staging = boxes
-    images, labels = mnist_test
-    paths = _stage(staging, images, 2000)
+    paths = _stage(staging, images, count)
     watcher = Watcher(inbox, outbox)
     watcher.wait_ready()
     _drop(paths, inbox)
+    return watcher, paths
+
+
+def test_burst_of_2000_while_running(boxes, mnist_test):
+    inbox, outbox, _ = boxes
+    images, labels = mnist_test
+    watcher, paths = _burst_into_running_watcher(boxes, images, 2000)
     assert wait_for(lambda: (outbox / "predictions.jsonl").exists()
                     and len((outbox / "predictions.jsonl").read_text().splitlines()) >= 2000, 120)
     assert watcher.stop() == 0, watcher.output()
@@ -190,12 +196,8 @@ def test_two_daemons_share_an_inbox(boxes, mnist_test):
 
 
 def test_sigterm_mid_burst_exits_0_and_loses_nothing(boxes, mnist_test):
-    inbox, outbox, staging = boxes
-    images, _ = mnist_test
-    paths = _stage(staging, images, 3000)
-    watcher = Watcher(inbox, outbox)
-    watcher.wait_ready()
-    _drop(paths, inbox)
+    inbox, outbox, _ = boxes
+    watcher, paths = _burst_into_running_watcher(boxes, mnist_test[0], 3000)
     wait_for(lambda: (outbox / "predictions.jsonl").exists(), 30)
     assert watcher.stop(signal.SIGTERM) == 0, watcher.output()
     assert "stopped after" in watcher.output()
