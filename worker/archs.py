@@ -38,11 +38,11 @@ def _worker_cnn(num_classes: int):
     x = block(x, 64, 3)  # 7x7
     x = block(x, 128, 3)  # 3x3
     x = layers.Flatten()(x)
-    x = layers.Dropout(0.3)(x)
+    x = layers.Dropout(0.25)(x)
     x = layers.Dense(128, use_bias=False)(x)
     x = layers.BatchNormalization(momentum=0.9)(x)
     x = layers.ReLU()(x)
-    x = layers.Dropout(0.3)(x)
+    x = layers.Dropout(0.25)(x)
     outputs = layers.Dense(num_classes, activation="softmax")(x)
     return keras.Model(inputs, outputs, name="worker_cnn")
 
