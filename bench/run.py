@@ -248,6 +248,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="CI smoke: 1,000 files, no pages/training")
     parser.add_argument("--model", type=Path, default=defaults.MODEL)
     args = parser.parse_args()
+    ENV["WORKER_MODEL"] = str(args.model.resolve())  # every daemon started here serves this model
     images = datasets.load("mnist").test_images
     print(f"{time.strftime('%Y-%m-%d')} on {platform.node()}: {os.cpu_count()} cores, "
           f"Python {platform.python_version()}, model {args.model.name}")

@@ -15,6 +15,7 @@ def test_claim_moves_file_into_work(tmp_path):
     claim = claims.claim("a b,c.png")
     assert claim is not None and claim.path.read_bytes() == b"data"
     assert not (tmp_path / "a b,c.png").exists()
+    claim.path.unlink()  # archived or quarantined: the claim is finished after it left
     claims.finish(claim)
     claims.close()
     assert os.listdir(tmp_path / ".work") == []
@@ -60,3 +61,26 @@ def test_dead_daemons_claims_are_adopted(tmp_path):
     assert sorted(os.listdir(tmp_path / ".work")) == sorted([survivor.owner, f"{survivor.owner}.lock"])
     survivor.finish(recovered[0])
     survivor.close()
+
+
+def test_flat_name_round_trips_any_relative_path():
+    from worker.claims import flat_name, parse_flat_name
+
+    for rel in ["x.png", "a/b/x.png", "100%/a%2Fb.png", "we=ird=.png", "ünï/数字 %25.png"]:
+        assert parse_flat_name(flat_name("0123456789abcdef", rel)) == ("0123456789abcdef", rel)
+
+
+def test_too_long_name_is_claimed_nested_and_recovered(tmp_path):
+    name = "x" * 240 + ".png"
+    (tmp_path / name).write_bytes(b"1")
+    claims = Claims(tmp_path)
+    claim = claims.claim(name)
+    assert claim.folder is not None and claim.path.read_bytes() == b"1"
+    os.close(claims._lock_fd)  # dies
+    survivor = Claims(tmp_path)
+    [recovered] = survivor.recover()
+    assert (recovered.id, recovered.rel) == (claim.id, name)
+    recovered.path.unlink()
+    survivor.finish(recovered)
+    survivor.close()
+    assert not (tmp_path / ".work" / survivor.owner).exists()

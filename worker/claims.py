@@ -2,8 +2,10 @@
 
 Each daemon has an id, a lock file ``.work/<id>.lock`` it holds with ``flock`` for its whole life,
 and a folder ``.work/<id>/``. Claiming ``inbox/a/x.png`` renames it to
-``.work/<id>/<claim-id>/a/x.png``: the rename is atomic, so of two daemons racing for one file
-exactly one wins, and the claim keeps the file's exact relative path.
+``.work/<id>/<claim-id>=a%2Fx.png`` (the relative path with ``%`` and ``/`` escaped): one atomic
+rename, so of two daemons racing for one file exactly one wins, and the claim keeps the exact
+relative path. A name too long for that form is claimed as ``.work/<id>/<claim-id>/a/x.png``
+instead (two extra folder operations, which is why it is not the usual form).
 
 The kernel drops a ``flock`` when its process dies, even by kill -9. So at start (and at each
 rescan) a daemon can tell a dead daemon's folder from a live one's: if it can take the lock, the
@@ -16,28 +18,40 @@ import fcntl
 import logging
 import os
 import shutil
+import stat
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote
 
 from worker.watch import WORK_DIR
 
 log = logging.getLogger(__name__)
+
+NAME_MAX = 255  # bytes in one file name on Linux file systems
+SEPARATOR = "="  # between claim id (hex) and the escaped relative path
 
 
 @dataclass(frozen=True)
 class Claim:
     id: str
     rel: str  # path relative to the inbox, "/" separated
-    folder: Path  # .work/<daemon>/<claim-id>
-
-    @property
-    def path(self) -> Path:
-        return self.folder / self.rel
+    path: Path  # where the claimed file is now
+    folder: Path | None = None  # the claim's own folder, for the nested form only
 
 
 def new_id() -> str:
     return uuid.uuid4().hex[:16]
+
+
+def flat_name(claim_id: str, rel: str) -> str:
+    return claim_id + SEPARATOR + rel.replace("%", "%25").replace("/", "%2F")
+
+
+def parse_flat_name(name: str) -> tuple[str, str]:
+    claim_id, escaped = name.split(SEPARATOR, 1)
+    return claim_id, unquote(escaped)  # every "%" in it starts one of our two escapes
 
 
 class Claims:
@@ -64,22 +78,36 @@ class Claims:
     def claim(self, rel: str) -> Claim | None:
         """Rename inbox/rel into our work folder; None if it is gone or another daemon won."""
         claim_id = new_id()
-        claim = Claim(id=claim_id, rel=rel, folder=self.mine / claim_id)
-        target = claim.path
-        target.parent.mkdir(parents=True, exist_ok=True)
+        name = flat_name(claim_id, rel)
+        if len(os.fsencode(name)) <= NAME_MAX:
+            claim = Claim(id=claim_id, rel=rel, path=self.mine / name)
+        else:
+            folder = self.mine / claim_id
+            claim = Claim(id=claim_id, rel=rel, path=folder / rel, folder=folder)
+            claim.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            os.rename(self.inbox / rel, target)
-        except FileNotFoundError:
-            shutil.rmtree(claim.folder, ignore_errors=True)
-            return None
+            os.rename(self.inbox / rel, claim.path)
         except OSError as exc:
-            shutil.rmtree(claim.folder, ignore_errors=True)
-            log.error("cannot claim %s: %s", rel, exc.strerror)
+            if claim.folder is not None:
+                shutil.rmtree(claim.folder, ignore_errors=True)
+            if not isinstance(exc, FileNotFoundError):
+                log.error("cannot claim %s: %s", rel, exc.strerror)
             return None
         return claim
 
     def finish(self, claim: Claim) -> None:
-        shutil.rmtree(claim.folder, ignore_errors=True)
+        """After the claimed file has left: remove a nested claim's (now empty) folders."""
+        if claim.folder is None:
+            return
+        folder = claim.path.parent
+        try:
+            while True:
+                os.rmdir(folder)
+                if folder == claim.folder:
+                    return
+                folder = folder.parent
+        except OSError:
+            shutil.rmtree(claim.folder, ignore_errors=True)
 
     def recover(self) -> list[Claim]:
         """Adopt the claims of dead daemons (and our own leftovers); return them all."""
@@ -92,7 +120,7 @@ class Claims:
                 if not (self.work / f"{entry.name}.lock").exists():
                     self._adopt(entry)
             elif not entry.is_dir():  # a loose file in .work: treat it as a fresh claim
-                self._adopt_loose(entry)
+                os.rename(entry, self.mine / flat_name(new_id(), entry.name))
         return list(self._own_claims())
 
     def _adopt_if_dead(self, owner: str) -> None:
@@ -116,14 +144,14 @@ class Claims:
 
     def _adopt(self, folder: Path) -> None:
         """Move a dead daemon's claims into ours; another daemon adopting too is harmless:
-        each claim folder is renamed once, by whoever gets there first."""
+        each claim is renamed once, by whoever gets there first."""
         try:
-            claim_dirs = list(folder.iterdir())
+            entries = list(folder.iterdir())
         except FileNotFoundError:
             return
-        for claim_dir in claim_dirs:
+        for entry in entries:
             try:
-                os.rename(claim_dir, self.mine / claim_dir.name)
+                os.rename(entry, self.mine / entry.name)
             except FileNotFoundError:
                 continue
         try:
@@ -132,23 +160,19 @@ class Claims:
             pass
         log.warning("recovered unfinished claims of a stopped worker from %s", folder)
 
-    def _adopt_loose(self, path: Path) -> None:
-        claim_id = new_id()
-        (self.mine / claim_id).mkdir()
-        os.rename(path, self.mine / claim_id / path.name)
-
-    def _own_claims(self):
-        for claim_dir in sorted(self.mine.iterdir()):
+    def _own_claims(self) -> Iterator[Claim]:
+        for entry in sorted(self.mine.iterdir()):
+            if not stat.S_ISDIR(os.lstat(entry).st_mode):
+                claim_id, rel = parse_flat_name(entry.name)
+                yield Claim(id=claim_id, rel=rel, path=entry)
+                continue
             files = [
                 Path(root, name)
-                for root, dirs, names in os.walk(claim_dir)
+                for root, dirs, names in os.walk(entry)
                 for name in names + [d for d in dirs if Path(root, d).is_symlink()]
             ]
             if not files:  # crashed after the input left: nothing to do
-                shutil.rmtree(claim_dir, ignore_errors=True)
-                continue
+                shutil.rmtree(entry, ignore_errors=True)
             for file in files:
-                yield Claim(
-                    id=claim_dir.name, rel=file.relative_to(claim_dir).as_posix(),
-                    folder=claim_dir,
-                )
+                rel = file.relative_to(entry).as_posix()
+                yield Claim(id=entry.name, rel=rel, path=file, folder=entry)

@@ -128,8 +128,19 @@ def read_bytes(path: Path, *, max_bytes: int, follow_symlinks: bool = True) -> b
         os.close(fd)
 
 
+def _png_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from a PNG's IHDR chunk; None if ``data`` is not a well-formed start."""
+    if len(data) >= 24 and data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR":
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    return None
+
+
 def check_header(data: bytes, name: str, *, max_pixels: int) -> str:
-    """Identify the format from the header alone and refuse oversized images; return format."""
+    """Identify the format from the header alone and refuse oversized images; return format.
+    PNG (the common small file) is read directly; Pillow reads the other headers."""
+    png = _png_size(data)
+    if png is not None:
+        return _check_size_and_end("PNG", *png, data=data, name=name, max_pixels=max_pixels)
     from PIL import Image, UnidentifiedImageError
 
     suffix = Path(name).suffix.lower()
@@ -150,6 +161,10 @@ def check_header(data: bytes, name: str, *, max_pixels: int) -> str:
         raise InputError(
             "unsupported", f"{name} is {fmt}; supported: {', '.join(sorted(FORMATS))}"
         )
+    return _check_size_and_end(fmt, width, height, data=data, name=name, max_pixels=max_pixels)
+
+
+def _check_size_and_end(fmt: str, width: int, height: int, *, data: bytes, name: str, max_pixels: int) -> str:
     if width * height > max_pixels:
         raise InputError(
             "too-large",
