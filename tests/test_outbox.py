@@ -8,7 +8,7 @@ import json
 import pytest
 
 from worker.errors import ConfigError
-from worker.outbox import Outbox, Row, last_csv_record_end, move_unique, place, repair_tail
+from worker.outbox import Outbox, Row, move_unique, place, repair_tail
 
 NAMES = [str(d) for d in range(10)]
 NASTY = 'a, "quoted"\nnew line ünï.png'
@@ -62,9 +62,19 @@ def test_torn_tail_is_cut_back(tmp_path):
     assert (tmp_path / "predictions.jsonl").read_text().endswith("}\n")
 
 
-def test_csv_record_end_respects_quotes():
-    data = b'a,b\r\n"x\r\ny",z\r\n"open\r\n'
-    assert last_csv_record_end(data) == len(b'a,b\r\n"x\r\ny",z\r\n')
+@pytest.mark.parametrize("torn", [b'"open\r\n', b'"open\r\nmore, "and"\r\n', b"half", b""])
+def test_csv_record_end_respects_quotes(tmp_path, torn):
+    whole = b'a,b\r\n"x\r\ny",z\r\n' + b"c,d\r\n" * 300_000  # past one read chunk
+    (tmp_path / "p.csv").write_bytes(whole + torn)
+    assert repair_tail(tmp_path / "p.csv", "csv") == len(torn)
+    assert (tmp_path / "p.csv").read_bytes() == whole
+
+
+def test_jsonl_tail_found_across_chunks(tmp_path):
+    whole = b"{}\n" + b"x" * 3_000_000 + b"\n"
+    (tmp_path / "p.jsonl").write_bytes(whole + b'{"torn')
+    assert repair_tail(tmp_path / "p.jsonl", "jsonl") == 6
+    assert (tmp_path / "p.jsonl").read_bytes() == whole
 
 
 def test_repair_is_noop_on_clean_file(tmp_path):

@@ -20,6 +20,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from worker.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+# The claim id as ``Row.to_json`` writes it (json.dumps' default separators).
+JSON_ID = re.compile(r'"id": "([^"\\]+)"')
 FIXED_COLUMNS = [
     "file", "label", "confidence", "class_index", "sha256", "model", "processed_at", "id",
 ]
@@ -66,17 +69,39 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def last_csv_record_end(data: bytes) -> int:
-    """Offset just past the last complete CSV record: a CRLF outside quotes (quotes pair up)."""
-    end, quotes, pos = 0, 0, 0
-    while True:
-        nl = data.find(b"\r\n", pos)
-        if nl < 0:
-            return end
-        quotes += data.count(b'"', pos, nl)
-        pos = nl + 2
-        if quotes % 2 == 0:
-            end = pos
+CHUNK = 1 << 20
+
+
+def _csv_end(fh, size: int) -> int:
+    """Where the last whole CSV record ends, streaming. Fast path: a file ending in CRLF with
+    an even number of quotes ends on a record boundary (inside quotes the count is odd)."""
+    quotes = 0
+    while chunk := fh.read(CHUNK):
+        quotes += chunk.count(b'"')
+    fh.seek(max(0, size - 2))
+    if quotes % 2 == 0 and fh.read(2) == b"\r\n":
+        return size
+    end = offset = quotes = 0
+    fh.seek(0)
+    for line in fh:  # split at b"\n"; a record ends at a CRLF with the quotes paired
+        offset += len(line)
+        quotes += line.count(b'"')
+        if line.endswith(b"\r\n") and quotes % 2 == 0:
+            end = offset
+    return end
+
+
+def _jsonl_end(fh, size: int) -> int:
+    """Where the last whole JSON line ends: just past the last newline (JSON escapes its own)."""
+    position = size
+    while position > 0:
+        start = max(0, position - CHUNK)
+        fh.seek(start)
+        newline = fh.read(position - start).rfind(b"\n")
+        if newline >= 0:
+            return start + newline + 1
+        position = start
+    return 0
 
 
 def repair_tail(path: Path, kind: str) -> int:
@@ -84,18 +109,15 @@ def repair_tail(path: Path, kind: str) -> int:
     if not path.exists():
         return 0
     with open(path, "rb+") as fh:
-        data = fh.read()
-        if kind == "csv":
-            end = last_csv_record_end(data)
-        else:
-            end = data.rfind(b"\n") + 1
-        if end == len(data):
+        size = os.fstat(fh.fileno()).st_size
+        end = _csv_end(fh, size) if kind == "csv" else _jsonl_end(fh, size)
+        if end == size:
             return 0
         fh.truncate(end)
         fh.flush()
         os.fsync(fh.fileno())
-    log.warning("repaired %s: removed a torn last record (%d bytes)", path, len(data) - end)
-    return len(data) - end
+    log.warning("repaired %s: removed a torn last record (%d bytes)", path, size - end)
+    return size - end
 
 
 class Outbox:
@@ -180,10 +202,9 @@ class Outbox:
         in_jsonl = set()
         with open(self.jsonl_path, encoding="utf-8") as fh:
             for line in fh:
-                if any(w in line for w in wanted):
-                    record_id = json.loads(line).get("id")
-                    if record_id in wanted:
-                        in_jsonl.add(record_id)
+                match = JSON_ID.search(line)
+                if match and match.group(1) in wanted:
+                    in_jsonl.add(match.group(1))
         in_csv = set()
         id_column = self.columns.index("id")
         with open(self.csv_path, newline="", encoding="utf-8") as fh:
