@@ -33,6 +33,9 @@ from worker.watch import EVENT_FILTER, InboxEvents, StabilityTracker, scan
 
 log = logging.getLogger(__name__)
 
+# This many events in one step mean a burst: scanning the folder finds the whole burst at once,
+# where watchdog reports it slowly (it holds events back to pair up moves).
+BURST_EVENTS = 32
 # After a failed write (disk full, I/O error), wait this long before trying again.
 RETRY_SECONDS = 5.0
 ON_SUCCESS = ("keep", "delete")
@@ -187,8 +190,8 @@ class Daemon:
                 self._recovered[self.settings.batch_size :],
             )
             return self._process(batch, replay=True)
-        self._drain_events()
-        if self.events.overflowed or now - self._last_scan >= self.settings.rescan:
+        burst = self._drain_events() >= BURST_EVENTS and self._scanner is None
+        if burst or self.events.overflowed or now - self._last_scan >= self.settings.rescan:
             self.events.overflowed = False
             self._recovered = self.claims.recover()
             self._begin_scan(now)
@@ -210,13 +213,17 @@ class Daemon:
             else:
                 self.tracker.note(rel)
 
-    def _drain_events(self) -> None:
+    def _drain_events(self) -> int:
+        """Move queued events into the tracker (up to its limit); return how many."""
+        count = 0
         while len(self.tracker) < self.settings.queue_limit:
             try:
                 rel, closed = self.events.queue.get_nowait()
             except queue.Empty:
-                return
+                break
             self.tracker.note(rel, closed=closed)
+            count += 1
+        return count
 
     def _gather(self, now: float) -> list[str]:
         """Ready files for one batch; while events keep coming, wait up to max-delay to fill it.

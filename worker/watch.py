@@ -141,7 +141,7 @@ class InboxEvents(FileSystemEventHandler):
 
     def dispatch(self, event: FileSystemEvent) -> None:
         if event.is_directory:
-            if isinstance(event, FileMovedEvent) or event.event_type == "moved":
+            if event.event_type == "moved":
                 self.overflowed = True  # a folder moved in: let a scan find its files
             return
         path = event.dest_path if event.event_type == "moved" else event.src_path
