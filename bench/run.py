@@ -82,9 +82,10 @@ def rows(outbox: Path) -> int:
         return 0
 
 
-def watch_args(inbox: Path, outbox: Path, *extra: str) -> list[str]:
-    return [PYTHON, "-m", "worker", "-q", "watch", "--inbox", str(inbox), "--outbox", str(outbox),
-            "--settle", "0.2", *extra]
+def watch_args(inbox: Path, outbox: Path, *extra: str, quiet: bool = True) -> list[str]:
+    """``worker watch`` as a user runs it; quiet (-q) unless we need its "ready:" INFO line."""
+    return [PYTHON, "-m", "worker", *(["-q"] if quiet else []), "watch", "--inbox", str(inbox),
+            "--outbox", str(outbox), "--settle", "0.2", *extra]
 
 
 def run_once(inbox: Path, outbox: Path, *extra: str) -> tuple[float, int]:
@@ -102,8 +103,7 @@ class Daemon:
         self.log = outbox.parent / "daemon.log"
         outbox.mkdir(parents=True, exist_ok=True)
         self.started = time.perf_counter()
-        args = watch_args(inbox, outbox)
-        args[3] = "-v"  # INFO, so the "ready:" line shows
+        args = watch_args(inbox, outbox, quiet=False)
         self.proc = subprocess.Popen(args, env=ENV, stderr=open(self.log, "w"))
         assert wait_for(lambda: "ready:" in self.log.read_text(), 60), self.log.read_text()
         self.ready_seconds = time.perf_counter() - self.started

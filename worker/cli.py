@@ -57,7 +57,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
-    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log output (-vv: per file).")] = 0,
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="Log every file, not just every batch.")] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = False,
 ) -> None:
