@@ -33,3 +33,21 @@ def test_short_training_run_saves_a_serving_model(tmp_path):
     assert len(card["confusion_matrix"]) == 10
     assert card["test_accuracy"] > 0.85, "even one epoch on 5,000 digits learns something"
     assert Classifier(result.model_path).runtime == "litert"
+
+    again = train(dataset="mnist", arch="seed-cnn", epochs=1, limit=6000, validation=1000,
+                  learning_rate=5e-4, init_from=result.model_path, output=tmp_path / "again.keras",
+                  verbose=0)
+    assert again.card["init_from"]["test_accuracy"] == card["test_accuracy"]
+    assert again.card["learning_rate"] == 5e-4
+    assert again.card["test_accuracy"] > card["test_accuracy"] - 0.02, "a warm restart starts trained"
+
+
+def test_init_from_another_arch_is_refused(tmp_path):
+    from worker.errors import ConfigError
+    from worker.train import train
+
+    first = train(dataset="mnist", arch="lenet", epochs=1, limit=2000, validation=500,
+                  output=tmp_path / "lenet.keras", verbose=0)
+    with pytest.raises(ConfigError, match="not seed-cnn"):
+        train(dataset="mnist", arch="seed-cnn", epochs=1, limit=2000, validation=500,
+              init_from=first.model_path, output=tmp_path / "x.keras", verbose=0)
