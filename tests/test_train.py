@@ -35,11 +35,12 @@ def test_short_training_run_saves_a_serving_model(tmp_path):
     assert Classifier(result.model_path).runtime == "litert"
 
     again = train(dataset="mnist", arch="seed-cnn", epochs=1, limit=6000, validation=1000,
-                  learning_rate=5e-4, init_from=result.model_path, output=tmp_path / "again.keras",
+                  learning_rate=1e-9, init_from=result.model_path, output=tmp_path / "again.keras",
                   verbose=0)
     assert again.card["init_from"]["test_accuracy"] == card["test_accuracy"]
-    assert again.card["learning_rate"] == 5e-4
-    assert again.card["test_accuracy"] > card["test_accuracy"] - 0.02, "a warm restart starts trained"
+    assert again.card["learning_rate"] == 1e-9
+    # with a learning rate of ~0 nothing moves: the same accuracy proves the weights were loaded
+    assert abs(again.card["test_accuracy"] - card["test_accuracy"]) < 0.005
 
 
 def test_init_from_another_arch_is_refused(tmp_path):
