@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "params"),
     [("seed-cnn", 113_898), ("fashion-cnn", 356_234), ("lenet", 61_706), ("seed-3conv", 81_066),
-     ("worker-cnn", 243_114)],
+     ("worker-cnn", 326_826), ("worker-cnn-lite", 243_114)],
 )
 def test_parameter_counts(name, params):
     assert archs.build(name).count_params() == params
