@@ -29,7 +29,7 @@ from worker.classify import Limits, Outcome, classify_batch
 from worker.errors import ConfigError, WorkerError
 from worker.model import Classifier
 from worker.outbox import Outbox, Row, move_unique, place, write_error_record
-from worker.watch import EVENT_FILTER, InboxEvents, StabilityTracker, scan
+from worker.watch import EVENT_FILTER, InboxEvents, StabilityTracker, arrivals_observer, scan
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +126,7 @@ class Daemon:
 
             self.observer = PollingObserver(timeout=self.settings.poll)
         else:
-            from watchdog.observers import Observer
-
-            self.observer = Observer()
+            self.observer = arrivals_observer()
         self.observer.schedule(
             self.events, str(self.inbox), recursive=self.settings.recursive,
             event_filter=EVENT_FILTER,
