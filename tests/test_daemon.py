@@ -89,6 +89,7 @@ def test_bad_inputs_get_error_records_and_good_still_work(boxes, fake_classifier
     }
     for e in _errors(outbox):
         assert {"file", "kind", "message", "time"} <= set(e)
+        assert e["message"].startswith(e["file"]), "messages name the user's file, not the claim"
     assert outside.exists(), "the symlink's target outside the inbox is untouched"
     _old(write(inbox / "good.png", digit_stroke()))
     daemon._begin_scan(time.time())

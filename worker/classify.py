@@ -47,17 +47,17 @@ class Outcome:
         return self.error is None
 
 
-def _load(path: Path, classifier: Classifier, limits: Limits, follow_symlinks: bool):
+def _load(path: Path, name: str, classifier: Classifier, limits: Limits, follow_symlinks: bool):
     try:
         return load_input(
             path, classifier.profile, max_bytes=limits.max_bytes, max_pixels=limits.max_pixels,
-            follow_symlinks=follow_symlinks,
+            follow_symlinks=follow_symlinks, name=name,
         )
     except InputError as exc:
         return exc
     except Exception as exc:  # noqa: BLE001 - a decoder bug must not take the batch down
         log.exception("unexpected error reading %s", path)
-        return InputError("internal", f"unexpected error reading {path.name}: {exc}")
+        return InputError("internal", f"unexpected error reading {name}: {exc}")
 
 
 def classify_batch(
@@ -67,14 +67,19 @@ def classify_batch(
     pool: Executor | None = None,
     limits: Limits = Limits(),
     follow_symlinks: bool = True,
+    names: list[str] | None = None,
 ) -> list[Outcome]:
     """One outcome per path, in order; one model call for all the readable ones. Big files are
-    decoded on ``pool`` (OpenCV releases the GIL, so both cores work); small ones inline."""
-    def load_one(path):
-        return _load(path, classifier, limits, follow_symlinks)
+    decoded on ``pool`` (OpenCV releases the GIL, so both cores work); small ones inline.
+    ``names`` are how error messages call the files (default: their file names)."""
+    names = names or [p.name for p in paths]
 
+    def load_one(path_and_name):
+        return _load(*path_and_name, classifier, limits, follow_symlinks)
+
+    jobs = list(zip(paths, names, strict=True))
     use_pool = pool is not None and len(paths) > 1 and _average_size(paths) >= POOL_MIN_AVERAGE_BYTES
-    loaded = list(pool.map(load_one, paths)) if use_pool else [load_one(p) for p in paths]
+    loaded = list(pool.map(load_one, jobs)) if use_pool else [load_one(job) for job in jobs]
     outcomes = [Outcome(path=p) for p in paths]
     good = [i for i, item in enumerate(loaded) if not isinstance(item, InputError)]
     for i, item in enumerate(loaded):

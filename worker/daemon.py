@@ -250,7 +250,7 @@ class Daemon:
         started = time.perf_counter()
         outcomes = classify_batch(
             [c.path for c in claims], self.classifier, pool=self.pool,
-            limits=self.settings.limits, follow_symlinks=False,
+            limits=self.settings.limits, follow_symlinks=False, names=[c.rel for c in claims],
         )
         processed_at = utc_now()
         rows = [

@@ -91,28 +91,32 @@ def profile_from_dict(data: dict) -> Profile:
 # --- reading ------------------------------------------------------------------------------
 
 
-def read_bytes(path: Path, *, max_bytes: int, follow_symlinks: bool = True) -> bytes:
-    """Read a regular file, never blocking on a FIFO or reading a device forever."""
+def read_bytes(
+    path: Path, *, max_bytes: int, follow_symlinks: bool = True, name: str | None = None
+) -> bytes:
+    """Read a regular file, never blocking on a FIFO or reading a device forever.
+    ``name`` is how messages call the file (default: its file name)."""
+    name = name or path.name
     flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow_symlinks else os.O_NOFOLLOW)
     try:
         fd = os.open(path, flags)
     except PermissionError as exc:
-        raise InputError("permission-denied", f"cannot read {path.name}: permission denied") from exc
+        raise InputError("permission-denied", f"cannot read {name}: permission denied") from exc
     except FileNotFoundError as exc:
-        raise InputError("missing", f"{path.name} disappeared before it could be read") from exc
+        raise InputError("missing", f"{name} disappeared before it could be read") from exc
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise InputError("not-a-regular-file", f"{path.name} is a symlink; not followed") from exc
-        raise InputError("unreadable", f"cannot open {path.name}: {exc.strerror}") from exc
+            raise InputError("not-a-regular-file", f"{name} is a symlink; not followed") from exc
+        raise InputError("unreadable", f"cannot open {name}: {exc.strerror}") from exc
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise InputError("not-a-regular-file", f"{path.name} is not a regular file")
+            raise InputError("not-a-regular-file", f"{name} is not a regular file")
         if info.st_size == 0:
-            raise InputError("empty", f"{path.name} is empty (0 bytes)")
+            raise InputError("empty", f"{name} is empty (0 bytes)")
         if info.st_size > max_bytes:
             raise InputError(
-                "too-large", f"{path.name} is {info.st_size} bytes, over the {max_bytes} limit"
+                "too-large", f"{name} is {info.st_size} bytes, over the {max_bytes} limit"
             )
         chunks, remaining = [], info.st_size
         while remaining > 0:
@@ -123,7 +127,7 @@ def read_bytes(path: Path, *, max_bytes: int, follow_symlinks: bool = True) -> b
             remaining -= len(chunk)
         return b"".join(chunks)
     except OSError as exc:
-        raise InputError("unreadable", f"cannot read {path.name}: {exc.strerror}") from exc
+        raise InputError("unreadable", f"cannot read {name}: {exc.strerror}") from exc
     finally:
         os.close(fd)
 
@@ -374,13 +378,16 @@ def load_input(
     max_bytes: int = defaults.MAX_FILE_BYTES,
     max_pixels: int = defaults.MAX_PIXELS,
     follow_symlinks: bool = True,
+    name: str | None = None,
 ) -> LoadedInput:
-    """File -> model input and the sha256 of the bytes it came from, or InputError."""
+    """File -> model input and the sha256 of the bytes it came from, or InputError.
+    ``name`` is how messages call the file (the daemon passes the inbox-relative path)."""
     path = Path(path)
-    data = read_bytes(path, max_bytes=max_bytes, follow_symlinks=follow_symlinks)
+    name = name or path.name
+    data = read_bytes(path, max_bytes=max_bytes, follow_symlinks=follow_symlinks, name=name)
     digest = hashlib.sha256(data).hexdigest()
-    check_header(data, path.name, max_pixels=max_pixels)
-    return LoadedInput(pixels=normalize(decode(data, path.name), profile), sha256=digest)
+    check_header(data, name, max_pixels=max_pixels)
+    return LoadedInput(pixels=normalize(decode(data, name), profile), sha256=digest)
 
 
 def normalize_many(images: np.ndarray, profile: Profile = DIGITS) -> np.ndarray:
