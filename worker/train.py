@@ -242,6 +242,7 @@ def train(
         "validation_loss": round(float(epoch_log.best_loss), 5),
         "training_seconds": round(training_seconds, 1),
         "seconds_per_epoch": round(float(np.mean(epoch_log.seconds)), 1),
+        "epoch_seconds": [round(x, 1) for x in epoch_log.seconds],
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": _versions(),
     }
