@@ -91,6 +91,8 @@ def train(
     limit: Annotated[int | None, typer.Option(envvar=_env("limit"), help="Train on the first N images only (quick checks).")] = None,
     learning_rate: Annotated[float, typer.Option(envvar=_env("learning_rate"), help="Peak learning rate of the cosine schedule.")] = defaults.LEARNING_RATE,
     init_from: Annotated[Path | None, typer.Option(envvar=_env("init_from"), help="Start from this trained model's weights (a warm restart: one more cosine cycle).")] = None,
+    patience: Annotated[int, typer.Option(envvar=_env("patience"), help="Stop after this many epochs without a better validation loss.")] = defaults.PATIENCE,
+    augment: Annotated[float, typer.Option(envvar=_env("augment"), help="Augmentation strength s: shifts/zoom up to s, rotations up to 100*s degrees (0: none).")] = defaults.AUGMENT,
 ) -> None:
     """Train a model, keep the best epoch, evaluate on the test split, save model and card."""
     from worker.train import train as run_training
@@ -98,7 +100,8 @@ def train(
     result = _run(
         run_training, dataset=dataset.value, arch=arch, epochs=epochs, batch_size=batch_size,
         seed=seed, validation=validation, data=data, output=output, limit=limit,
-        learning_rate=learning_rate, init_from=init_from, verbose=1 if sys.stderr.isatty() else 2,
+        learning_rate=learning_rate, init_from=init_from, patience=patience, augment=augment,
+        verbose=1 if sys.stderr.isatty() else 2,
     )
     card = result.card
     typer.echo(

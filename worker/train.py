@@ -24,9 +24,6 @@ from worker.preprocess import DIGITS, OBJECTS, normalize_many
 
 log = logging.getLogger(__name__)
 
-# Epochs without a better validation loss before stopping. Generous, because the cosine
-# schedule's low-rate tail is where validation loss improves last (5 cut a run short).
-PATIENCE = 8
 PROFILE_FOR = {"mnist": DIGITS, "fashion-mnist": OBJECTS}
 
 
@@ -36,21 +33,20 @@ class TrainResult:
     card: dict
 
 
-def _augmenter(dataset: str, seed: int):
-    """Light augmentation: digits shift, rotate and scale a little; garments also mirror."""
+def _augmenter(dataset: str, strength: float, seed: int):
+    """Light augmentation of strength s: digits shift and scale by up to s and rotate by up to
+    100*s degrees; garments shift by up to s and mirror (a left shoe is a shoe)."""
     import keras
     from keras import layers
 
+    shift = layers.RandomTranslation(strength, strength, fill_mode="constant", seed=seed)
     if dataset == "fashion-mnist":
-        steps = [layers.RandomFlip("horizontal", seed=seed)]
-        steps.append(layers.RandomTranslation(0.08, 0.08, fill_mode="constant", seed=seed))
-    else:
-        steps = [
-            layers.RandomRotation(10 / 360, fill_mode="constant", seed=seed),
-            layers.RandomZoom(0.1, fill_mode="constant", seed=seed),
-            layers.RandomTranslation(0.1, 0.1, fill_mode="constant", seed=seed),
-        ]
-    return keras.Sequential(steps)
+        return keras.Sequential([layers.RandomFlip("horizontal", seed=seed), shift])
+    return keras.Sequential([
+        layers.RandomRotation(100 * strength / 360, fill_mode="constant", seed=seed),
+        layers.RandomZoom(strength, fill_mode="constant", seed=seed),
+        shift,
+    ])
 
 
 def _split(x: np.ndarray, y: np.ndarray, validation: int, seed: int):
@@ -157,6 +153,8 @@ def train(
     limit: int | None = None,
     learning_rate: float = defaults.LEARNING_RATE,
     init_from: Path | None = None,
+    patience: int = defaults.PATIENCE,
+    augment: float = defaults.AUGMENT,
     verbose: int = 2,
 ) -> TrainResult:
     """Train ``arch`` on ``dataset`` and save model, LiteRT file and card at ``output``.
@@ -200,12 +198,13 @@ def train(
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
-    augment = _augmenter(spec.name, seed) if architecture.augment else None
+    augment = augment if architecture.augment else 0.0
+    augmenter = _augmenter(spec.name, augment, seed) if augment > 0 else None
     train_ds, val_ds = _make_datasets(
-        x_train, y_train, x_val, y_val, batch_size=batch_size, augment=augment, seed=seed
+        x_train, y_train, x_val, y_val, batch_size=batch_size, augment=augmenter, seed=seed
     )
     epoch_log = _epoch_log()
-    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=PATIENCE)
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience)
     log.info("training %s on %s: %d epochs at most, batch %d, seed %d",
              arch, spec.name, epochs, batch_size, seed)
     started = time.perf_counter()
@@ -228,8 +227,9 @@ def train(
         "arch": arch,
         "arch_description": architecture.description,
         "params": int(net.count_params()),
-        "augmented": architecture.augment,
+        "augment": augment,
         "epochs": epochs,
+        "patience": patience,
         "epochs_run": len(epoch_log.seconds),
         "best_epoch": epoch_log.best_epoch,
         "batch_size": batch_size,
