@@ -183,21 +183,21 @@ def arrivals_observer():
 
 def scan(inbox: Path, recursive: bool) -> Iterator[str]:
     """Yield candidate rel paths lazily; never descends into hidden folders such as ``.work``."""
-    stack = [inbox]
+    stack = [""]  # folders to read, as "/"-terminated paths relative to the inbox
     while stack:
-        folder = stack.pop()
+        prefix = stack.pop()
         try:
-            entries = os.scandir(folder)
+            entries = os.scandir(inbox / prefix if prefix else inbox)
         except OSError as exc:
-            log.warning("cannot scan %s: %s", folder, exc.strerror)
+            log.warning("cannot scan %s: %s", inbox / prefix, exc.strerror)
             continue
         with entries:
             for entry in entries:
-                rel = relative(inbox, entry.path)
-                if rel is None or is_ignored(rel):
+                rel = prefix + entry.name
+                if is_ignored(rel):
                     continue
                 if entry.is_dir(follow_symlinks=False):
                     if recursive:
-                        stack.append(Path(entry.path))
+                        stack.append(rel + "/")
                     continue
                 yield rel
