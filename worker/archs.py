@@ -23,33 +23,40 @@ class Arch:
     description: str
 
 
+def _conv_bn_relu(x, filters: int, kernel: int, strides: int = 1, padding: str = "valid"):
+    from keras import layers
+
+    x = layers.Conv2D(filters, kernel, strides=strides, padding=padding, use_bias=False)(x)
+    x = layers.BatchNormalization(momentum=0.9)(x)
+    return layers.ReLU()(x)
+
+
+def _dense_head(x, num_classes: int, dropout: float):
+    """Flatten, dropout, Dense128 with batch norm, dropout, softmax."""
+    from keras import layers
+
+    x = layers.Dropout(dropout)(layers.Flatten()(x))
+    x = layers.Dense(128, use_bias=False)(x)
+    x = layers.BatchNormalization(momentum=0.9)(x)
+    x = layers.Dropout(dropout)(layers.ReLU()(x))
+    return layers.Dense(num_classes, activation="softmax")(x)
+
+
 def _worker_cnn(num_classes: int):
     """Two 3x3 convs then a strided 5x5 conv (a learned pooling) per block, batch norm after
     each: a well-tried MNIST design (about 15 M multiply-adds per image)."""
     import keras
     from keras import layers
 
-    def conv(x, filters, kernel, strides=1, padding="valid"):
-        x = layers.Conv2D(filters, kernel, strides=strides, padding=padding, use_bias=False)(x)
-        x = layers.BatchNormalization(momentum=0.9)(x)
-        return layers.ReLU()(x)
-
     inputs = keras.Input(INPUT_SHAPE)
-    x = conv(inputs, 32, 3)  # 26
-    x = conv(x, 32, 3)  # 24
-    x = conv(x, 32, 5, strides=2, padding="same")  # 12
+    x = _conv_bn_relu(inputs, 32, 3)  # 26
+    x = _conv_bn_relu(x, 32, 3)  # 24
+    x = _conv_bn_relu(x, 32, 5, strides=2, padding="same")  # 12
     x = layers.Dropout(0.3)(x)
-    x = conv(x, 64, 3)  # 10
-    x = conv(x, 64, 3)  # 8
-    x = conv(x, 64, 5, strides=2, padding="same")  # 4
-    x = layers.Dropout(0.3)(x)
-    x = layers.Flatten()(x)
-    x = layers.Dense(128, use_bias=False)(x)
-    x = layers.BatchNormalization(momentum=0.9)(x)
-    x = layers.ReLU()(x)
-    x = layers.Dropout(0.3)(x)
-    outputs = layers.Dense(num_classes, activation="softmax")(x)
-    return keras.Model(inputs, outputs, name="worker_cnn")
+    x = _conv_bn_relu(x, 64, 3)  # 10
+    x = _conv_bn_relu(x, 64, 3)  # 8
+    x = _conv_bn_relu(x, 64, 5, strides=2, padding="same")  # 4
+    return keras.Model(inputs, _dense_head(x, num_classes, 0.3), name="worker_cnn")
 
 
 def _worker_cnn_lite(num_classes: int):
@@ -57,24 +64,10 @@ def _worker_cnn_lite(num_classes: int):
     import keras
     from keras import layers
 
-    def block(x, filters, kernel):
-        x = layers.Conv2D(filters, kernel, padding="same", use_bias=False)(x)
-        x = layers.BatchNormalization(momentum=0.9)(x)
-        x = layers.ReLU()(x)
-        return layers.MaxPooling2D()(x)
-
-    inputs = keras.Input(INPUT_SHAPE)
-    x = block(inputs, 32, 5)  # 14x14
-    x = block(x, 64, 3)  # 7x7
-    x = block(x, 128, 3)  # 3x3
-    x = layers.Flatten()(x)
-    x = layers.Dropout(0.25)(x)
-    x = layers.Dense(128, use_bias=False)(x)
-    x = layers.BatchNormalization(momentum=0.9)(x)
-    x = layers.ReLU()(x)
-    x = layers.Dropout(0.25)(x)
-    outputs = layers.Dense(num_classes, activation="softmax")(x)
-    return keras.Model(inputs, outputs, name="worker_cnn_lite")
+    x = inputs = keras.Input(INPUT_SHAPE)
+    for filters, kernel in ((32, 5), (64, 3), (128, 3)):  # 14x14, 7x7, 3x3
+        x = layers.MaxPooling2D()(_conv_bn_relu(x, filters, kernel, padding="same"))
+    return keras.Model(inputs, _dense_head(x, num_classes, 0.25), name="worker_cnn_lite")
 
 
 def _seed_cnn(num_classes: int):
