@@ -10,7 +10,7 @@ import pytest
 from factories import digit_stroke, scan_page, write
 
 from worker.errors import InputError
-from worker.preprocess import DIGITS, OBJECTS, load_input, normalize, read_image
+from worker.preprocess import DIGITS, OBJECTS, decode, load_input, normalize
 
 
 def _centre_of_mass(x: np.ndarray) -> tuple[float, float]:
@@ -192,9 +192,9 @@ def test_symlink_not_followed_when_asked(tmp_path):
     assert _refusal(tmp_path / "link.png", follow_symlinks=False) == "not-a-regular-file"
 
 
-def test_read_image_returns_grey(tmp_path):
+def test_colour_decodes_to_grey(tmp_path):
     path = write(tmp_path / "c.png", np.zeros((10, 12, 3), np.uint8))
-    assert read_image(path).shape == (10, 12)
+    assert decode(path.read_bytes(), path.name).shape == (10, 12)
 
 
 def test_sha256_is_of_the_file_bytes(tmp_path):

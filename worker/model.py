@@ -153,9 +153,6 @@ class Classifier:
     def predict_proba(self, batch: np.ndarray) -> np.ndarray:
         return self._run(np.ascontiguousarray(batch, dtype=np.float32))
 
-    def predict(self, batch: np.ndarray) -> list[Prediction]:
-        return [self.to_prediction(p) for p in self.predict_proba(batch)]
-
     def to_prediction(self, probabilities: np.ndarray) -> Prediction:
         index = int(np.argmax(probabilities))
         return Prediction(

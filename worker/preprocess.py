@@ -4,7 +4,7 @@ MNIST digits are white ink on black, the ink size-normalised into a 20x20 box an
 centre of mass in a 28x28 field. A scan is dark ink on a big, noisy, unevenly lit page. The
 steps, shared by training and serving (training runs the dataset through ``normalize`` too):
 
-1. ``read_image``: open only regular files, check size and the header's pixel count *before*
+1. ``load_input`` (reading): open only regular files, check size and the header's pixel count *before*
    decoding, decode with OpenCV to 8-bit grey (alpha flattened onto white, 16-bit scaled).
 2. ``normalize``: detect polarity (the page is the majority: if light, invert), shrink huge
    pages, flatten uneven light (subtract a morphological background), find the ink (Otsu,
@@ -80,7 +80,6 @@ DIGITS = Profile(
 OBJECTS = Profile(
     name="objects-v1", box=28, centre="box", flatten=False, stretch=False, paper="border"
 )
-PROFILES = {p.name: p for p in (DIGITS, OBJECTS)}
 
 
 def profile_from_dict(data: dict) -> Profile:
@@ -224,20 +223,6 @@ def decode(data: bytes, name: str) -> np.ndarray:
     if image is None or image.size == 0:
         raise InputError("corrupt", f"{name} could not be decoded (corrupt image data)")
     return to_grey(image)
-
-
-def read_image(
-    path: Path,
-    *,
-    max_bytes: int = defaults.MAX_FILE_BYTES,
-    max_pixels: int = defaults.MAX_PIXELS,
-    follow_symlinks: bool = True,
-) -> np.ndarray:
-    """Read and decode an image file to 8-bit grey, refusing bad files with an InputError."""
-    path = Path(path)
-    data = read_bytes(path, max_bytes=max_bytes, follow_symlinks=follow_symlinks)
-    check_header(data, path.name, max_pixels=max_pixels)
-    return decode(data, path.name)
 
 
 # --- normalising -----------------------------------------------------------------------------
