@@ -189,10 +189,12 @@ class Daemon:
             )
             return self._process(batch, replay=True)
         burst = self._drain_events() >= BURST_EVENTS and self._scanner is None
-        if burst or self.events.overflowed or now - self._last_scan >= self.settings.rescan:
-            self.events.overflowed = False
-            self._recovered = self.claims.recover()
+        if now - self._last_scan >= self.settings.rescan:
+            self._recovered = self.claims.recover()  # a worker that died since: adopt its claims
             self._begin_scan(now)
+        elif burst or self.events.overflowed:  # events lost or slow: a scan finds the files now
+            self._scanner = scan(self.inbox, self.settings.recursive)
+        self.events.overflowed = False
         self._fill_from_scan()
         ready = self._gather(now)
         claims = [c for rel in ready if (c := self.claims.claim(rel)) is not None]
