@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import threading
 
 import pytest
 
@@ -40,6 +41,30 @@ def test_header_written_once(tmp_path):
         box.close()
     text = (tmp_path / "predictions.csv").read_text(encoding="utf-8")
     assert text.count("file,label,confidence") == 1
+
+
+def test_daemons_sharing_an_outbox_take_turns(tmp_path):
+    """Two daemons starting on a new outbox write one header, and their batches land whole
+    and in the same order in both files (each Outbox holds its own lock)."""
+    start = threading.Barrier(2)
+
+    def daemon(first: int) -> None:
+        start.wait()
+        box = Outbox(tmp_path, NAMES)
+        for i in range(first, first + 200, 10):
+            box.append([_row(n, NASTY) for n in range(i, i + 10)])
+        box.close()
+
+    threads = [threading.Thread(target=daemon, args=(first,)) for first in (0, 1000)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with open(tmp_path / "predictions.csv", newline="", encoding="utf-8") as fh:
+        csv_ids = [r["id"] for r in csv.DictReader(fh)]
+    lines = (tmp_path / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
+    assert csv_ids == [json.loads(line)["id"] for line in lines]
+    assert sorted(csv_ids) == sorted(f"id{n}" for n in [*range(200), *range(1000, 1200)])
 
 
 def test_other_models_outbox_is_refused(tmp_path):

@@ -6,6 +6,9 @@ and only then are its inputs moved out of ``.work/``. A crash can therefore leav
 torn last record (repaired at start by cutting the file back to its last whole record) and inputs
 whose rows are already written (found again by their claim ``id`` and not written twice). Since
 the JSONL file is always synced first, a row in the CSV implies the same row in the JSONL.
+Daemons sharing an outbox take turns (an exclusive ``flock`` on the JSONL file) to write the CSV
+header, append a batch to both files, or cut a torn tail, so the two files list rows in the same
+order and no daemon ever mistakes another's half-written batch for a torn record.
 
 Moves into ``processed/`` and ``failed/`` never overwrite: a second ``x.png`` becomes
 ``x.<id>.png``. The move is a hard link then an unlink, so a replay can tell by inode whether
@@ -16,13 +19,15 @@ from __future__ import annotations
 
 import csv
 import errno
+import fcntl
 import io
 import json
 import logging
 import os
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,14 +138,24 @@ class Outbox:
         try:
             for folder in (self.root, self.processed, self.failed):
                 folder.mkdir(parents=True, exist_ok=True)
-            self.repair()
-            self._check_header()
             self._jsonl = os.open(self.jsonl_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             self._csv = os.open(self.csv_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            with self._locked():
+                self._repair_tails()
+                self._check_header()
+                if os.fstat(self._csv).st_size == 0:
+                    self._write(self._csv, self._csv_text([], header=True))
         except OSError as exc:
             raise ConfigError(f"outbox {self.root} is not writable: {exc.strerror or exc}") from exc
-        if os.fstat(self._csv).st_size == 0:
-            self._write(self._csv, self._csv_text([], header=True))
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Exclusive use of both files among the daemons sharing this outbox."""
+        fcntl.flock(self._jsonl, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._jsonl, fcntl.LOCK_UN)
 
     def _check_header(self) -> None:
         if not self.csv_path.exists() or self.csv_path.stat().st_size == 0:
@@ -155,6 +170,10 @@ class Outbox:
 
     def repair(self) -> None:
         """Cut torn tails after a failed write (disk full), so the next append starts clean."""
+        with self._locked():
+            self._repair_tails()
+
+    def _repair_tails(self) -> None:
         repair_tail(self.jsonl_path, "jsonl")
         repair_tail(self.csv_path, "csv")
 
@@ -189,11 +208,13 @@ class Outbox:
         """Write rows durably: JSONL (fsync), then CSV (fsync). Ids in skip_* are already there."""
         jsonl_rows = [r for r in rows if r.id not in skip_jsonl]
         csv_rows = [r for r in rows if r.id not in skip_csv]
-        if jsonl_rows:
-            lines = "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in jsonl_rows)
-            self._write(self._jsonl, lines)
-        if csv_rows:
-            self._write(self._csv, self._csv_text(csv_rows))
+        lines = "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in jsonl_rows)
+        records = self._csv_text(csv_rows)
+        with self._locked():
+            if lines:
+                self._write(self._jsonl, lines)
+            if records:
+                self._write(self._csv, records)
 
     def written_ids(self, wanted: set[str]) -> tuple[frozenset[str], frozenset[str]]:
         """Which of ``wanted`` claim ids already have a row in the CSV and in the JSONL."""
