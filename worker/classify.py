@@ -18,7 +18,7 @@ import numpy as np
 from worker import defaults
 from worker.errors import InputError
 from worker.model import Classifier, Prediction
-from worker.preprocess import load_input
+from worker.preprocess import LoadedInput, load_input
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +69,24 @@ def classify_batch(
     follow_symlinks: bool = True,
     names: list[str] | None = None,
 ) -> list[Outcome]:
-    """One outcome per path, in order; one model call for all the readable ones. Big files are
-    decoded on ``pool`` (OpenCV releases the GIL, so both cores work); small ones inline.
-    ``names`` are how error messages call the files (default: their file names)."""
+    """One outcome per path, in order; one model call for all the readable ones."""
+    loaded = load_batch(paths, classifier, pool=pool, limits=limits,
+                        follow_symlinks=follow_symlinks, names=names)
+    return predict_loaded(paths, loaded, classifier)
+
+
+def load_batch(
+    paths: list[Path],
+    classifier: Classifier,
+    *,
+    pool: Executor | None = None,
+    limits: Limits = Limits(),
+    follow_symlinks: bool = True,
+    names: list[str] | None = None,
+) -> list[LoadedInput | InputError]:
+    """Read, check and preprocess each file: its model input, or why it cannot be classified.
+    Big files are decoded on ``pool`` (OpenCV releases the GIL, so both cores work); small ones
+    inline. ``names`` are how error messages call the files (default: their file names)."""
     names = names or [p.name for p in paths]
 
     def load_one(path_and_name):
@@ -79,7 +94,13 @@ def classify_batch(
 
     jobs = list(zip(paths, names, strict=True))
     use_pool = pool is not None and len(paths) > 1 and _average_size(paths) >= POOL_MIN_AVERAGE_BYTES
-    loaded = list(pool.map(load_one, jobs)) if use_pool else [load_one(job) for job in jobs]
+    return list(pool.map(load_one, jobs)) if use_pool else [load_one(job) for job in jobs]
+
+
+def predict_loaded(
+    paths: list[Path], loaded: list[LoadedInput | InputError], classifier: Classifier
+) -> list[Outcome]:
+    """Outcomes for ``load_batch``'s results: one model call for all the good inputs."""
     outcomes = [Outcome(path=p) for p in paths]
     good = [i for i, item in enumerate(loaded) if not isinstance(item, InputError)]
     for i, item in enumerate(loaded):

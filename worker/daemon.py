@@ -8,6 +8,12 @@ watchdog observer feeding events. The order inside a batch is what makes it cras
 
 A kill -9 anywhere leaves inputs in ``.work/``; the next start adopts them, finds which already
 have rows (by claim id) and finishes them without writing any row twice.
+
+``run()`` overlaps two batches: while the writer thread runs the model on one batch, writes its
+rows and archives its inputs, the loop claims and loads the next (reading and preprocessing are
+Python work; the model call and the syncs release the GIL, so both cores stay busy). Only one
+batch is ever in the writer's hands, and its errors surface in the loop before the next is handed
+over. ``step()`` called on its own (as tests do) finishes its batch before returning.
 """
 
 from __future__ import annotations
@@ -18,14 +24,15 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 from worker import defaults
 from worker.claims import Claim, Claims
-from worker.classify import Limits, Outcome, classify_batch
+from worker.classify import Limits, Outcome, load_batch, predict_loaded
 from worker.errors import ConfigError, WorkerError
 from worker.model import Classifier
 from worker.outbox import Outbox, Row, move_unique, place, write_error_record
@@ -104,6 +111,8 @@ class Daemon:
         self.events = InboxEvents(self.inbox, settings.queue_limit, settings.recursive)
         self.pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
         self.observer = None
+        self._writer: ThreadPoolExecutor | None = None  # set by run(): batches overlap
+        self._writing: Future | None = None
         self._scanner: Iterator[str] | None = None
         self._last_scan = 0.0
         self._recovered: list[Claim] = []
@@ -134,6 +143,10 @@ class Daemon:
         self.observer.start()
 
     def close(self) -> None:
+        if self._writer is not None:
+            self._settle_writer()
+            self._writer.shutdown()
+            self._writer = None
         if self.observer is not None:
             self.observer.stop()
             self.observer.join()
@@ -149,6 +162,7 @@ class Daemon:
     def run(self, stop: threading.Event, on_ready: Callable[[], None] | None = None) -> int:
         """Loop until ``stop`` is set (or, with --once, until the inbox is drained)."""
         self.start()
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="writer")
         log.info("ready: %s", self.settings.describe())
         if on_ready:
             on_ready()
@@ -156,6 +170,8 @@ class Daemon:
             while not stop.is_set():
                 try:
                     done = self.step()
+                    if done == 0 or (self.settings.once and self.idle()):
+                        self._wait_for_writer()
                 except OSError as exc:
                     self._after_write_failure(exc, stop)
                     continue
@@ -173,6 +189,7 @@ class Daemon:
         if self.settings.once:
             raise WorkerError(f"cannot write to the outbox or archive: {exc}") from exc
         log.error("cannot write results (%s); retrying in %.0f s", exc, RETRY_SECONDS)
+        self._settle_writer()
         stop.wait(RETRY_SECONDS)
         self.outbox.repair()
         self._recovered = self.claims.recover()
@@ -190,6 +207,7 @@ class Daemon:
             return self._process(batch, replay=True)
         burst = self._drain_events() >= BURST_EVENTS and self._scanner is None
         if now - self._last_scan >= self.settings.rescan:
+            self._wait_for_writer()  # recover() lists our own claims too: none may be in flight
             self._recovered = self.claims.recover()  # a worker that died since: adopt its claims
             self._begin_scan(now)
         elif burst or self.events.overflowed:  # events lost or slow: a scan finds the files now
@@ -249,11 +267,37 @@ class Daemon:
     # --- a batch ----------------------------------------------------------------------------
 
     def _process(self, claims: list[Claim], *, replay: bool = False) -> int:
+        """Load the claimed files, then finish the batch here or hand it to the writer."""
         started = time.perf_counter()
-        outcomes = classify_batch(
+        loaded = load_batch(
             [c.path for c in claims], self.classifier, pool=self.pool,
             limits=self.settings.limits, follow_symlinks=False, names=[c.rel for c in claims],
         )
+        finish = partial(self._finish, claims, loaded, replay=replay, started=started)
+        if self._writer is None:
+            finish()
+        else:
+            self._wait_for_writer()
+            self._writing = self._writer.submit(finish)
+        return len(claims)
+
+    def _wait_for_writer(self) -> None:
+        """Wait for the batch in the writer's hands; its OSError (disk trouble) is raised here."""
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            writing.result()
+
+    def _settle_writer(self) -> None:
+        """Let the writer's batch end either way: if it fails, its files stay claimed, and are
+        found again by the next recovery (or the next start)."""
+        try:
+            self._wait_for_writer()
+        except OSError as exc:
+            log.error("cannot finish a batch (%s); its files stay claimed for a retry", exc)
+
+    def _finish(self, claims: list[Claim], loaded: list, *, replay: bool, started: float) -> None:
+        """Classify the loaded batch, make its rows durable, and only then archive its inputs."""
+        outcomes = predict_loaded([c.path for c in claims], loaded, self.classifier)
         processed_at = utc_now()
         rows = [
             self._row(claim, outcome, processed_at)
@@ -276,7 +320,6 @@ class Daemon:
             "batch: %d files, %d rows, %d failed, %.1f ms%s", len(claims), len(rows), failed,
             (time.perf_counter() - started) * 1000, " (recovered)" if replay else "",
         )
-        return len(claims)
 
     def _row(self, claim: Claim, outcome: Outcome, processed_at: str) -> Row:
         p = outcome.prediction
