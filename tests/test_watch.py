@@ -34,7 +34,7 @@ def test_closed_file_is_ready_at_once(tmp_path):
     _touch(tmp_path / "a.png")
     tracker = StabilityTracker(settle=5)
     tracker.note("a.png", closed=True)
-    assert tracker.pop_ready(tmp_path, time.time(), 10) == [("a.png", 1)]
+    assert tracker.pop_ready(tmp_path, time.time(), 10) == ["a.png"]
     assert len(tracker) == 0
 
 
@@ -42,7 +42,7 @@ def test_old_file_from_scan_is_ready_at_once(tmp_path):
     _touch(tmp_path / "a.png", mtime=time.time() - 60)
     tracker = StabilityTracker(settle=1)
     tracker.note("a.png")
-    assert [r for r, _ in tracker.pop_ready(tmp_path, time.time(), 10)] == ["a.png"]
+    assert tracker.pop_ready(tmp_path, time.time(), 10) == ["a.png"]
 
 
 def test_file_being_written_waits_until_settled(tmp_path):
@@ -53,7 +53,7 @@ def test_file_being_written_waits_until_settled(tmp_path):
     assert tracker.pop_ready(tmp_path, now, 10) == []
     _touch(tmp_path / "a.png", b"1234", mtime=now + 0.5)  # still growing
     assert tracker.pop_ready(tmp_path, now + 0.9, 10) == []
-    assert tracker.pop_ready(tmp_path, now + 1.6, 10) == [("a.png", 4)]
+    assert tracker.pop_ready(tmp_path, now + 1.6, 10) == ["a.png"]
 
 
 def test_never_gives_up_on_a_changing_file(tmp_path):
@@ -79,14 +79,14 @@ def test_empty_file_waits_for_settle_even_if_closed(tmp_path):
     tracker = StabilityTracker(settle=1)
     tracker.note("e.png", closed=True)
     assert tracker.pop_ready(tmp_path, now, 10) == []
-    assert tracker.pop_ready(tmp_path, now + 1.5, 10) == [("e.png", 0)]
+    assert tracker.pop_ready(tmp_path, now + 1.5, 10) == ["e.png"]
 
 
 def test_fifo_is_ready_without_reading(tmp_path):
     os.mkfifo(tmp_path / "p.png")
     tracker = StabilityTracker(settle=10)
     tracker.note("p.png")
-    assert [r for r, _ in tracker.pop_ready(tmp_path, time.time(), 10)] == ["p.png"]
+    assert tracker.pop_ready(tmp_path, time.time(), 10) == ["p.png"]
 
 
 def test_limit_is_respected(tmp_path):

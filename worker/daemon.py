@@ -247,14 +247,13 @@ class Daemon:
         """Ready files for one batch; while events keep coming, wait up to max-delay to fill it.
         A lone file is not held back: with no event pending, the batch goes at once."""
         limit = self.settings.batch_size
-        ready = [rel for rel, _ in self.tracker.pop_ready(self.inbox, now, limit)]
+        ready = self.tracker.pop_ready(self.inbox, now, limit)
         deadline = time.monotonic() + self.settings.max_delay_ms / 1000
         while ready and len(ready) < limit and not self.events.queue.empty():
             if time.monotonic() > deadline:
                 break
             self._drain_events()
-            more = self.tracker.pop_ready(self.inbox, time.time(), limit - len(ready))
-            ready += [rel for rel, _ in more]
+            ready += self.tracker.pop_ready(self.inbox, time.time(), limit - len(ready))
         return ready
 
     def _wait(self, timeout: float) -> None:

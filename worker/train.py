@@ -209,7 +209,8 @@ def train(
              arch, spec.name, epochs, batch_size, seed)
     started = time.perf_counter()
     history = net.fit(train_ds, validation_data=val_ds, epochs=epochs,
-                      callbacks=[epoch_log, stop], verbose=verbose)
+                      callbacks=[epoch_log, stop], verbose=verbose,
+                      shuffle=False)  # train_ds reshuffles itself each epoch
     training_seconds = time.perf_counter() - started
     net.set_weights(epoch_log.best_weights)
 

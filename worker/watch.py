@@ -96,8 +96,8 @@ class StabilityTracker:
     def forget(self, rel: str) -> None:
         self._seen.pop(rel, None)
 
-    def pop_ready(self, inbox: Path, now: float, limit: int) -> list[tuple[str, int]]:
-        """Up to ``limit`` (rel, size) pairs that are ready; gone files are forgotten."""
+    def pop_ready(self, inbox: Path, now: float, limit: int) -> list[str]:
+        """Up to ``limit`` ready files (paths relative to the inbox); gone files are forgotten."""
         ready = []
         for rel, entry in list(self._seen.items()):
             if len(ready) >= limit:
@@ -109,7 +109,7 @@ class StabilityTracker:
                 continue
             if self._is_ready(entry, info, now):
                 del self._seen[rel]
-                ready.append((rel, info.st_size))
+                ready.append(rel)
         return ready
 
     def _is_ready(self, entry: _Seen, info: os.stat_result, now: float) -> bool:
