@@ -60,19 +60,10 @@ def _load(path: Path, name: str, classifier: Classifier, limits: Limits, follow_
         return InputError("internal", f"unexpected error reading {name}: {exc}")
 
 
-def classify_batch(
-    paths: list[Path],
-    classifier: Classifier,
-    *,
-    pool: Executor | None = None,
-    limits: Limits = Limits(),
-    follow_symlinks: bool = True,
-    names: list[str] | None = None,
-) -> list[Outcome]:
-    """One outcome per path, in order; one model call for all the readable ones."""
-    loaded = load_batch(paths, classifier, pool=pool, limits=limits,
-                        follow_symlinks=follow_symlinks, names=names)
-    return predict_loaded(paths, loaded, classifier)
+def classify_batch(paths: list[Path], classifier: Classifier, **load_options) -> list[Outcome]:
+    """One outcome per path, in order; one model call for all the readable ones.
+    ``load_options`` are ``load_batch``'s (pool, limits, follow_symlinks, names)."""
+    return predict_loaded(paths, load_batch(paths, classifier, **load_options), classifier)
 
 
 def load_batch(
