@@ -137,6 +137,20 @@ def litert_start(model: Path) -> tuple[float, int]:
     return _time_python(code)
 
 
+def model_only_files_per_second(model: Path, count: int) -> float:
+    """The ceiling for the daemon: the served model alone on preprocessed images, in batches of
+    256 (no files, no preprocessing, no writes)."""
+    code = (
+        "import time,numpy as np;from worker.model import Classifier;"
+        f"c=Classifier('{model}');x=np.random.default_rng(0).random(({count},28,28,1),np.float32);"
+        "t=time.perf_counter();[c.predict_proba(x[i:i+256]) for i in range(0,len(x),256)];"
+        "print(len(x)/(time.perf_counter()-t))"
+    )
+    out = subprocess.run([PYTHON, "-c", code], env=ENV, cwd=REPO, capture_output=True, text=True,
+                         check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def _time_python(code: str) -> tuple[float, int]:
     started = time.perf_counter()
     proc = subprocess.Popen([PYTHON, "-c", code], env=ENV, cwd=REPO)
@@ -171,9 +185,11 @@ def bulk_and_burst(work: Path, images, count: int, naive_count: int, model: Path
     burst = count / (time.perf_counter() - started)
     daemon.stop()
     tf_seconds, tf_rss = tensorflow_start(model)
+    ceiling = model_only_files_per_second(model, count)
     return [
         Measure(f"bulk backlog ({count} x 28x28 PNG, --once)", bulk, naive, "files/s"),
         Measure(f"live burst ({count} renamed in)", burst, naive, "files/s"),
+        Measure("ceiling: the model alone, batches of 256", ceiling, naive, "files/s"),
         Measure("start -> ready", daemon.ready_seconds, tf_seconds, "s", higher_is_better=False),
         Measure("peak RSS idle", idle_rss, tf_rss, "MB", higher_is_better=False),
         Measure("peak RSS during bulk run", peak_bulk, tf_rss, "MB", higher_is_better=False),
