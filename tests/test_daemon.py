@@ -237,23 +237,24 @@ def cv2_digit():
 
 
 def test_disk_trouble_mid_batch_loses_nothing(boxes, fake_classifier, monkeypatch):
-    """The first append fails half-way (disk full); the daemon repairs, retries, and every
-    file still ends as exactly one row."""
+    """An append fails half-way (disk full) while the next batch is already claimed and
+    loaded; the daemon repairs, retries, and every file still ends as exactly one row."""
     import errno
 
     import worker.daemon
 
     inbox, outbox = boxes
-    for i in range(6):
+    for i in range(40):
         _old(write(inbox / f"{i}.png", digit_stroke()))
     monkeypatch.setattr(worker.daemon, "RETRY_SECONDS", 0.01)
-    daemon = Daemon(Settings(inbox=inbox, outbox=outbox, settle=0.2), fake_classifier)
+    settings = Settings(inbox=inbox, outbox=outbox, settle=0.2, batch_size=4)
+    daemon = Daemon(settings, fake_classifier)
     real_write = daemon.outbox._write
-    failures = []
+    calls = []
 
     def flaky_write(fd, text):
-        if not failures:
-            failures.append(fd)
+        calls.append(fd)
+        if len(calls) == 5:  # the third batch's JSONL append
             os.write(fd, text.encode()[:25])  # a torn half record, then the disk is full
             raise OSError(errno.ENOSPC, "No space left on device")
         real_write(fd, text)
@@ -263,9 +264,12 @@ def test_disk_trouble_mid_batch_loses_nothing(boxes, fake_classifier, monkeypatc
     thread = threading.Thread(target=daemon.run, args=(stop,))
     thread.start()
     try:
-        assert wait_for(lambda: len(_rows(outbox)) == 6 and daemon.idle())
+        assert wait_for(lambda: len(_rows(outbox)) == 40 and daemon.idle())
     finally:
         stop.set()
         thread.join(10)
     lines = (outbox / "predictions.jsonl").read_text().splitlines()
-    assert sorted(json.loads(line)["file"] for line in lines) == [f"{i}.png" for i in range(6)]
+    assert sorted(json.loads(line)["file"] for line in lines) == sorted(f"{i}.png" for i in range(40))
+    assert len(calls) > 5, "the failure never happened"
+    assert len(os.listdir(outbox / "processed")) == 40
+    assert list((inbox / ".work").iterdir()) == []  # nothing left claimed
