@@ -106,6 +106,16 @@ def test_objects_profile_fills_the_frame():
     assert x.shape == (28, 28, 1)
 
 
+def test_objects_profile_takes_a_framed_28x28_image_as_it_is():
+    """Fashion-MNIST style: already framed, only the polarity is made ink-bright."""
+    item = np.zeros((28, 28), np.uint8)
+    item[3:25, 8:20] = 180
+    item[10, 2] = 30  # a faint detail outside the main blob survives
+    assert np.array_equal(normalize(item, OBJECTS)[:, :, 0], item.astype(np.float32) / 255)
+    on_paper = 255 - item  # a dark garment on white paper
+    assert np.array_equal(normalize(on_paper, OBJECTS)[:, :, 0], item.astype(np.float32) / 255)
+
+
 def test_blank_page_is_no_ink(tmp_path):
     path = write(tmp_path / "blank.png", np.full((300, 200), 240, np.uint8))
     with pytest.raises(InputError) as err:
