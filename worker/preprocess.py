@@ -24,7 +24,7 @@ import math
 import os
 import stat
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import cv2
@@ -88,8 +88,9 @@ OBJECTS = Profile(
 
 
 def profile_from_dict(data: dict) -> Profile:
-    fields = ("name", "box", "centre", "flatten", "stretch", "paper")
-    return Profile(**{k: data[k] for k in fields}, framed_as_is=data.get("framed_as_is", False))
+    """The profile a card records; fields added since (with defaults) may be missing from it."""
+    known = {f.name for f in fields(Profile)}
+    return Profile(**{k: v for k, v in data.items() if k in known})
 
 
 # --- reading ------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ Small units, each tested alone; ``daemon.py`` drives them:
 - ``InboxEvents``: a watchdog handler that feeds a bounded queue; on overflow it raises a flag
   so the daemon rescans instead of growing without limit.
 - ``scan``: a lazy walk of the inbox (``os.scandir``), so a huge backlog is read in slices.
-- ``ArrivalsObserver``: watchdog's inotify observer, minus departures (see its docstring).
+- ``arrivals_observer``: watchdog's inotify observer, minus departures (see its docstring).
 """
 
 from __future__ import annotations
