@@ -1,3 +1,4 @@
 from worker.cli import app
 
-app(prog_name="worker")
+if __name__ == "__main__":  # not when a decode worker's start imports the main module
+    app(prog_name="worker")
