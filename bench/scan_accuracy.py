@@ -25,7 +25,6 @@ from factories import write_scan  # noqa: E402
 
 from worker import datasets, defaults  # noqa: E402
 from worker.classify import chunked, classify_batch  # noqa: E402
-from worker.loading import Loaders, LoadOptions  # noqa: E402
 from worker.model import Classifier  # noqa: E402
 
 
@@ -50,11 +49,9 @@ def main() -> None:
         for i in range(args.count):
             suffix = ".jpg" if rng.random() < 0.7 else ".png"
             paths.append(write_scan(Path(tmp) / f"{i:05d}{suffix}", mnist.test_images[i], rng))
-        loaders = Loaders(defaults.DECODE_WORKERS, LoadOptions(classifier.profile))
         started = time.perf_counter()
-        outcomes = [o for b in chunked(paths, 256) for o in classify_batch(b, classifier, loaders)]
+        outcomes = [o for batch in chunked(paths, 256) for o in classify_batch(batch, classifier)]
         ours_seconds = time.perf_counter() - started
-        loaders.close()
         ours = np.array([int(o.prediction.label) if o.ok else -1 for o in outcomes])
         naive = classifier.predict_proba(naive_inputs(paths)).argmax(axis=1)
     failed = sum(not o.ok for o in outcomes)

@@ -1,4 +1,4 @@
-"""Classify files in batches: load each (see ``loading``), one model call per batch.
+"""Classify files in batches: decode each (in a small thread pool), one model call per batch.
 
 Shared by ``worker predict`` and the daemon. A file that cannot be read or decoded gives an
 ``Outcome`` with an ``InputError``; it never fails the batch.
@@ -6,15 +6,33 @@ Shared by ``worker predict`` and the daemon. A file that cannot be read or decod
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from worker import defaults
 from worker.errors import InputError
-from worker.loading import Loaded, Loaders
 from worker.model import Classifier, Prediction
+from worker.preprocess import LoadedInput, load_input
+
+log = logging.getLogger(__name__)
+
+# Inputs averaging more bytes than this are decoded on the thread pool: a page-sized JPEG
+# takes milliseconds to decode (worth a thread); a 28x28 PNG takes microseconds (it is not).
+POOL_MIN_AVERAGE_BYTES = 32 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-file limits, checked before decoding."""
+
+    max_bytes: int = defaults.MAX_FILE_BYTES
+    max_pixels: int = defaults.MAX_PIXELS
 
 
 @dataclass
@@ -29,13 +47,51 @@ class Outcome:
         return self.error is None
 
 
-def classify_batch(paths: list[Path], classifier: Classifier, loaders: Loaders) -> list[Outcome]:
-    """One outcome per path, in order; one model call for all the readable ones."""
-    return predict_loaded(paths, loaders.load(paths), classifier)
+def _load(path: Path, name: str, classifier: Classifier, limits: Limits, follow_symlinks: bool):
+    try:
+        return load_input(
+            path, classifier.profile, max_bytes=limits.max_bytes, max_pixels=limits.max_pixels,
+            follow_symlinks=follow_symlinks, name=name,
+        )
+    except InputError as exc:
+        return exc
+    except Exception as exc:  # noqa: BLE001 - a decoder bug must not take the batch down
+        log.exception("unexpected error reading %s", path)
+        return InputError("internal", f"unexpected error reading {name}: {exc}")
 
 
-def predict_loaded(paths: list[Path], loaded: list[Loaded], classifier: Classifier) -> list[Outcome]:
-    """Outcomes for loaded inputs: one model call for all the good ones."""
+def classify_batch(paths: list[Path], classifier: Classifier, **load_options) -> list[Outcome]:
+    """One outcome per path, in order; one model call for all the readable ones.
+    ``load_options`` are ``load_batch``'s (pool, limits, follow_symlinks, names)."""
+    return predict_loaded(paths, load_batch(paths, classifier, **load_options), classifier)
+
+
+def load_batch(
+    paths: list[Path],
+    classifier: Classifier,
+    *,
+    pool: Executor | None = None,
+    limits: Limits = Limits(),
+    follow_symlinks: bool = True,
+    names: list[str] | None = None,
+) -> list[LoadedInput | InputError]:
+    """Read, check and preprocess each file: its model input, or why it cannot be classified.
+    Big files are decoded on ``pool`` (OpenCV releases the GIL, so both cores work); small ones
+    inline. ``names`` are how error messages call the files (default: their file names)."""
+    names = names or [p.name for p in paths]
+
+    def load_one(path_and_name):
+        return _load(*path_and_name, classifier, limits, follow_symlinks)
+
+    jobs = list(zip(paths, names, strict=True))
+    use_pool = pool is not None and len(paths) > 1 and _average_size(paths) >= POOL_MIN_AVERAGE_BYTES
+    return list(pool.map(load_one, jobs)) if use_pool else [load_one(job) for job in jobs]
+
+
+def predict_loaded(
+    paths: list[Path], loaded: list[LoadedInput | InputError], classifier: Classifier
+) -> list[Outcome]:
+    """Outcomes for ``load_batch``'s results: one model call for all the good inputs."""
     outcomes = [Outcome(path=p) for p in paths]
     good = [i for i, item in enumerate(loaded) if not isinstance(item, InputError)]
     for i, item in enumerate(loaded):
@@ -47,6 +103,16 @@ def predict_loaded(paths: list[Path], loaded: list[Loaded], classifier: Classifi
             outcomes[i].prediction = classifier.to_prediction(probs)
             outcomes[i].sha256 = loaded[i].sha256
     return outcomes
+
+
+def _average_size(paths: list[Path]) -> float:
+    total = 0
+    for path in paths:
+        try:
+            total += os.lstat(path).st_size
+        except OSError:
+            pass
+    return total / len(paths)
 
 
 def chunked(items: Iterable[Path], size: int) -> Iterator[list[Path]]:

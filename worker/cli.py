@@ -124,19 +124,17 @@ def predict(
     batch_size: Annotated[int, typer.Option(envvar=_env("batch_size"), help="Images per model call.")] = defaults.BATCH_SIZE,
 ) -> None:
     """Classify files or folders once and print the predictions; exit 1 if any file failed."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from worker.classify import chunked, classify_batch, expand_paths
-    from worker.loading import Loaders, LoadOptions
 
     classifier = _load_classifier(model)
     failed = 0
-    loaders = Loaders(defaults.DECODE_WORKERS, LoadOptions(classifier.profile))
-    try:
+    with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
         for batch in chunked(expand_paths(paths), batch_size):
-            for outcome in classify_batch(batch, classifier, loaders):
+            for outcome in classify_batch(batch, classifier, pool=pool):
                 failed += not outcome.ok
                 typer.echo(_format_outcome(outcome, as_json))
-    finally:
-        loaders.close()
     if failed:
         raise _fail(f"{failed} file(s) could not be classified")
 
@@ -197,17 +195,17 @@ def watch(
     batch_size: Annotated[int, typer.Option(envvar=_env("batch_size"), help="Most files per model call.")] = defaults.BATCH_SIZE,
     max_delay: Annotated[int, typer.Option(envvar=_env("max_delay"), help="Most ms to wait while filling a batch.")] = defaults.MAX_DELAY_MS,
     on_success: Annotated[OnSuccess, typer.Option(envvar=_env("on_success"), help="keep: move inputs to outbox/processed/; delete: remove them.")] = OnSuccess.keep,
-    decode_workers: Annotated[int, typer.Option(envvar=_env("decode_workers"), help="Processes loading big batches (0: all in the daemon's own process).")] = defaults.DECODE_WORKERS,
+    decode_threads: Annotated[int, typer.Option(envvar=_env("decode_threads"), help="Threads decoding large images.")] = 2,
     max_pixels: Annotated[int, typer.Option(envvar=_env("max_pixels"), help="Refuse images with more pixels (checked before decoding).")] = defaults.MAX_PIXELS,
 ) -> None:
     """Watch the inbox and classify every image dropped into it (the daemon)."""
+    from worker.classify import Limits
     from worker.daemon import Daemon, Settings
-    from worker.loading import Limits
 
     settings = Settings(
         inbox=inbox, outbox=outbox, model=model, once=once, poll=poll, rescan=rescan,
         settle=settle, recursive=recursive, batch_size=batch_size, max_delay_ms=max_delay,
-        on_success=on_success.value, decode_workers=decode_workers,
+        on_success=on_success.value, decode_threads=decode_threads,
         limits=Limits(max_pixels=max_pixels),
     )
     classifier = _load_classifier(model)

@@ -10,8 +10,8 @@ A kill -9 anywhere leaves inputs in ``.work/``; the next start adopts them, find
 have rows (by claim id) and finishes them without writing any row twice.
 
 ``run()`` overlaps two batches: while the writer thread runs the model on one batch, writes its
-rows and archives its inputs, the loop claims and loads the next (big batches load on decode
-worker processes, see ``loading``; the model call and the syncs release the GIL). Only one
+rows and archives its inputs, the loop claims and loads the next (reading and preprocessing are
+Python work; the model call and the syncs release the GIL, so both cores stay busy). Only one
 batch is ever in the writer's hands, and its errors surface in the loop before the next is handed
 over. ``step()`` called on its own (as tests do) finishes its batch before returning.
 """
@@ -32,9 +32,8 @@ from pathlib import Path
 
 from worker import defaults
 from worker.claims import Claim, Claims
-from worker.classify import Outcome, predict_loaded
+from worker.classify import Limits, Outcome, load_batch, predict_loaded
 from worker.errors import ConfigError, WorkerError
-from worker.loading import Limits, Loaders, LoadOptions
 from worker.model import Classifier
 from worker.outbox import Outbox, Row, move_unique, place, write_error_record
 from worker.watch import EVENT_FILTER, InboxEvents, StabilityTracker, arrivals_observer, scan
@@ -62,7 +61,7 @@ class Settings:
     batch_size: int = defaults.BATCH_SIZE
     max_delay_ms: int = defaults.MAX_DELAY_MS
     on_success: str = "keep"
-    decode_workers: int = defaults.DECODE_WORKERS
+    decode_threads: int = 2
     queue_limit: int = defaults.QUEUE_LIMIT
     limits: Limits = field(default_factory=Limits)
 
@@ -79,10 +78,8 @@ class Settings:
             raise ConfigError("--rescan must be a positive number of seconds")
         if self.poll is not None and self.poll <= 0:
             raise ConfigError("--poll must be a positive number of seconds")
-        if self.batch_size < 1 or self.queue_limit < 1:
-            raise ConfigError("--batch-size must be at least 1")
-        if self.decode_workers < 0:
-            raise ConfigError("--decode-workers must not be negative")
+        if self.batch_size < 1 or self.decode_threads < 1 or self.queue_limit < 1:
+            raise ConfigError("--batch-size and --decode-threads must be at least 1")
         if self.max_delay_ms < 0:
             raise ConfigError("--max-delay must not be negative")
         if self.on_success not in ON_SUCCESS:
@@ -95,7 +92,7 @@ class Settings:
             f"mode={mode} inbox={self.inbox} outbox={self.outbox} model={self.model} "
             f"recursive={self.recursive} settle={self.settle}s rescan={self.rescan}s "
             f"batch={self.batch_size} max_delay={self.max_delay_ms}ms on_success={self.on_success} "
-            f"decode_workers={self.decode_workers} max_pixels={self.limits.max_pixels}"
+            f"decode_threads={self.decode_threads} max_pixels={self.limits.max_pixels}"
         )
 
 
@@ -112,10 +109,7 @@ class Daemon:
         self.claims = Claims(self.inbox)
         self.tracker = StabilityTracker(settings.settle)
         self.events = InboxEvents(self.inbox, settings.queue_limit, settings.recursive)
-        self.loaders = Loaders(
-            settings.decode_workers,
-            LoadOptions(classifier.profile, settings.limits, follow_symlinks=False),
-        )
+        self.pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
         self.observer = None
         self._writer: ThreadPoolExecutor | None = None  # set by run(): batches overlap
         self._writing: Future | None = None
@@ -157,7 +151,7 @@ class Daemon:
             self.observer.stop()
             self.observer.join()
             self.observer = None
-        self.loaders.close()
+        self.pool.shutdown()
         self.outbox.close()
         self.claims.close()
 
@@ -184,7 +178,6 @@ class Daemon:
                 if self.settings.once and self.idle():
                     break
                 if done == 0:
-                    self.loaders.release_if_idle()
                     self._wait(timeout=0.05 if self.settings.once else 0.2)
         finally:
             self.close()
@@ -275,7 +268,10 @@ class Daemon:
     def _process(self, claims: list[Claim], *, replay: bool = False) -> int:
         """Load the claimed files, then finish the batch here or hand it to the writer."""
         started = time.perf_counter()
-        loaded = self.loaders.load([c.path for c in claims], [c.rel for c in claims])
+        loaded = load_batch(
+            [c.path for c in claims], self.classifier, pool=self.pool,
+            limits=self.settings.limits, follow_symlinks=False, names=[c.rel for c in claims],
+        )
         finish = partial(self._finish, claims, loaded, replay=replay, started=started)
         if self._writer is None:
             finish()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 # The repository root: defaults point at its inbox/, outbox/ and models/ so a fresh clone works.
@@ -24,8 +23,6 @@ MAX_PIXELS = 50_000_000
 BATCH_SIZE = 256
 # How long (ms) the daemon may wait to fill a batch. A lone file is never held back longer.
 MAX_DELAY_MS = 20
-# Processes loading big batches: one per core, so preprocessing runs beside the model call.
-DECODE_WORKERS = os.cpu_count() or 2
 # A file with no close event (e.g. copied over SMB) is ready once unchanged for this long.
 SETTLE_SECONDS = 1.0
 # Full rescan of the inbox this often, because inotify events can be lost (queue overflow).

@@ -38,6 +38,3 @@ class InputError(WorkerError):
         super().__init__(message)
         self.kind = kind
         self.message = message
-
-    def __reduce__(self):  # pickled back from decode workers with both fields
-        return (InputError, (self.kind, self.message))
