@@ -6,8 +6,16 @@ import os
 import time
 
 import pytest
+from factories import wait_for
 
-from worker.watch import StabilityTracker, is_ignored, scan
+from worker.watch import (
+    EVENT_FILTER,
+    InboxEvents,
+    StabilityTracker,
+    arrivals_observer,
+    is_ignored,
+    scan,
+)
 
 
 @pytest.mark.parametrize(
@@ -104,3 +112,36 @@ def test_scan_skips_work_and_junk_and_respects_recursive(tmp_path):
         (tmp_path / rel).write_bytes(b"1")
     assert sorted(scan(tmp_path, recursive=False)) == ["a.png", "b.txt"]
     assert sorted(scan(tmp_path, recursive=True)) == ["a.png", "b.txt", "sub/c.png"]
+
+
+def test_arrivals_observer_reports_arrivals_only_and_never_pairs_moves(tmp_path):
+    inbox, elsewhere = tmp_path / "inbox", tmp_path / "elsewhere"
+    inbox.mkdir()
+    elsewhere.mkdir()
+    for i in range(300):
+        (elsewhere / f"{i:03d}.png").write_bytes(b"x")
+    (inbox / "leaving.png").write_bytes(b"x")
+    events = InboxEvents(inbox, limit=10_000, recursive=False)
+    observer = arrivals_observer()
+    observer.schedule(events, str(inbox), event_filter=EVENT_FILTER)
+    observer.start()
+    try:
+        (emitter,) = observer.emitters
+        # watchdog's pairing search made bursts quadratic; a watchdog upgrade must not bring it back
+        assert type(emitter._inotify._move_event_grouper).__name__ == "UnpairedMoves"
+        os.rename(inbox / "leaving.png", elsewhere / "leaving.png")
+        for i in range(300):
+            os.rename(elsewhere / f"{i:03d}.png", inbox / f"{i:03d}.png")
+        seen = []
+        assert wait_for(lambda: seen.extend(_drain(events)) or len(seen) >= 300, 10)
+    finally:
+        observer.stop()
+        observer.join()
+    assert sorted(rel for rel, _ in seen) == [f"{i:03d}.png" for i in range(300)]  # no departure
+
+
+def _drain(events: InboxEvents) -> list:
+    items = []
+    while not events.queue.empty():
+        items.append(events.queue.get_nowait())
+    return items
