@@ -14,6 +14,7 @@ from worker.watch import (
     StabilityTracker,
     arrivals_observer,
     is_ignored,
+    relative,
     scan,
 )
 
@@ -112,6 +113,14 @@ def test_scan_skips_work_and_junk_and_respects_recursive(tmp_path):
         (tmp_path / rel).write_bytes(b"1")
     assert sorted(scan(tmp_path, recursive=False)) == ["a.png", "b.txt"]
     assert sorted(scan(tmp_path, recursive=True)) == ["a.png", "b.txt", "sub/c.png"]
+
+
+def test_relative_paths_of_watchdog_events(tmp_path):
+    inbox = tmp_path / "inbox"
+    assert relative(inbox, f"{inbox}/a.png") == "a.png"
+    assert relative(inbox, f"{inbox}/sub/a.png") == "sub/a.png"
+    assert relative(inbox, str(inbox)) is None
+    assert relative(inbox, f"{inbox}-other/a.png") is None
 
 
 def test_arrivals_observer_reports_arrivals_only_and_never_pairs_moves(tmp_path):

@@ -57,12 +57,11 @@ def is_ignored(rel: str) -> bool:
     )
 
 
-def relative(inbox: Path, path: str | Path) -> str | None:
-    """The inbox-relative "/" path of ``path``, or None if it lies outside the inbox."""
-    try:
-        return Path(path).relative_to(inbox).as_posix()
-    except ValueError:
-        return None
+def relative(inbox: Path, path: str) -> str | None:
+    """The inbox-relative "/" path of ``path`` (as watchdog joins it onto the watched folder),
+    or None if it lies outside the inbox. String work: it runs once per event."""
+    prefix = f"{inbox}/"
+    return path[len(prefix) :] if path.startswith(prefix) and len(path) > len(prefix) else None
 
 
 @dataclass
