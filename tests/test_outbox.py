@@ -132,3 +132,14 @@ def test_place_is_idempotent(tmp_path):
     first = place(src, tmp_path / "failed", "x.png", "c1")
     again = place(src, tmp_path / "failed", "x.png", "c1")
     assert first == again and len(list((tmp_path / "failed").iterdir())) == 1
+
+
+def test_place_refuses_when_both_destinations_are_taken(tmp_path):
+    dest = tmp_path / "processed"
+    dest.mkdir()
+    (dest / "x.png").write_bytes(b"a")
+    (dest / "x.c1.png").write_bytes(b"b")
+    src = tmp_path / "s.png"
+    src.write_bytes(b"c")
+    with pytest.raises(FileExistsError, match=r"x\.png and .*x\.c1\.png"):
+        place(src, dest, "x.png", "c1")

@@ -243,12 +243,14 @@ def _same_inode(a: Path, b: Path) -> bool:
     return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
-def destinations(folder: Path, rel: str, claim_id: str) -> tuple[Path, Path]:
-    """The plain destination and the one used if the plain one is taken."""
+def destinations(folder: Path, rel: str, claim_id: str) -> Iterator[Path]:
+    """The plain destination, then the one used if the plain one is taken (made only then:
+    this runs once per archived file)."""
     plain = folder / rel
+    yield plain
     suffix = "".join(plain.suffixes[-1:])
     stem = plain.name[: len(plain.name) - len(suffix)] if suffix else plain.name
-    return plain, plain.with_name(f"{stem}.{claim_id}{suffix}")
+    yield plain.with_name(f"{stem}.{claim_id}{suffix}")
 
 
 _made_folders: set[Path] = set()
@@ -264,9 +266,10 @@ def _make_parent(path: Path) -> None:
 def place(src: Path, folder: Path, rel: str, claim_id: str) -> Path:
     """Link ``src`` into ``folder/rel`` without overwriting (``x.<id>.png`` if taken) and
     return where it is; ``src`` stays. Idempotent: a replay finds the link it made before."""
-    plain, unique = destinations(folder, rel, claim_id)
-    _make_parent(plain)
-    for dest in (plain, unique):
+    tried = []
+    for dest in destinations(folder, rel, claim_id):
+        tried.append(dest)
+        _make_parent(dest)  # once per folder: both destinations share it
         try:
             os.link(src, dest, follow_symlinks=False)
             return dest
@@ -274,8 +277,8 @@ def place(src: Path, folder: Path, rel: str, claim_id: str) -> Path:
             if _same_inode(src, dest):  # a replay: the previous attempt got this far
                 return dest
         except FileNotFoundError:  # the folder was removed under us: make it again
-            _made_folders.discard(plain.parent)
-            _make_parent(plain)
+            _made_folders.discard(dest.parent)
+            _make_parent(dest)
             os.link(src, dest, follow_symlinks=False)
             return dest
         except OSError as exc:
@@ -284,7 +287,7 @@ def place(src: Path, folder: Path, rel: str, claim_id: str) -> Path:
             if not dest.exists():
                 shutil.copy2(src, dest, follow_symlinks=False)
                 return dest
-    raise FileExistsError(f"both {plain} and {unique} exist")
+    raise FileExistsError(f"both {tried[0]} and {tried[1]} exist")
 
 
 def move_unique(src: Path, folder: Path, rel: str, claim_id: str) -> Path:
