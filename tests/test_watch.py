@@ -136,7 +136,8 @@ def test_arrivals_observer_reports_arrivals_only_and_never_pairs_moves(tmp_path)
     observer.start()
     try:
         (emitter,) = observer.emitters
-        # watchdog's pairing search made bursts quadratic; a watchdog upgrade must not bring it back
+        # watchdog's pairing search cost more per event the bigger the burst; an upgrade must not
+        # bring it back
         assert type(emitter._inotify._move_event_grouper).__name__ == "UnpairedMoves"
         os.rename(inbox / "leaving.png", elsewhere / "leaving.png")
         for i in range(300):
