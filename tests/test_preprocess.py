@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from factories import digit_stroke, scan_page, write
 
+from worker import preprocess
 from worker.errors import InputError
-from worker.preprocess import DIGITS, OBJECTS, decode, load_input, normalize
+from worker.preprocess import DIGITS, OBJECTS, decode, load_input, load_many, normalize
 
 
 def _centre_of_mass(x: np.ndarray) -> tuple[float, float]:
@@ -211,3 +212,30 @@ def test_sha256_is_of_the_file_bytes(tmp_path):
     import hashlib
     path = write(tmp_path / "d.png", digit_stroke())
     assert load_input(path).sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_load_many_equals_file_by_file_with_errors_in_place(tmp_path, monkeypatch):
+    """Steps run across the files and runs of decoded images are cut by pixels; the results
+    are still each file's own, in order, and a decoder bug fails only its file."""
+    rng = np.random.default_rng(1)
+    paths = [write(tmp_path / f"{i}.png", digit_stroke()) for i in range(3)]
+    paths.append(write(tmp_path / "page.jpg", scan_page(digit_stroke(), rng)))
+    (tmp_path / "e.png").write_bytes(b"")
+    paths.insert(2, tmp_path / "e.png")
+    monkeypatch.setattr(preprocess, "RUN_PIXELS", 2000)  # a run ends every 2-3 small images
+    loaded = load_many(paths, names=[p.name for p in paths])
+    assert loaded[2].kind == "empty"
+    for path, item in zip(paths, loaded, strict=True):
+        if path.name != "e.png":
+            one = load_input(path)
+            assert np.array_equal(item.pixels, one.pixels) and item.sha256 == one.sha256
+
+    def broken(data, name):
+        if name == "1.png":
+            raise ValueError("decoder bug")
+        return decode(data, name)
+
+    monkeypatch.setattr(preprocess, "decode", broken)
+    loaded = load_many(paths[:2], names=["0.png", "1.png"])
+    assert loaded[1].kind == "internal" and "decoder bug" in loaded[1].message
+    assert loaded[0].pixels.shape == (28, 28, 1)

@@ -6,11 +6,11 @@ Shared by ``worker predict`` and the daemon. A file that cannot be read or decod
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +18,7 @@ import numpy as np
 from worker import defaults
 from worker.errors import InputError
 from worker.model import Classifier, Prediction
-from worker.preprocess import LoadedInput, load_input
-
-log = logging.getLogger(__name__)
+from worker.preprocess import LoadedInput, load_many
 
 # Inputs averaging more bytes than this are decoded on the thread pool: a page-sized JPEG
 # takes milliseconds to decode (worth a thread); a 28x28 PNG takes microseconds (it is not).
@@ -47,19 +45,6 @@ class Outcome:
         return self.error is None
 
 
-def _load(path: Path, name: str, classifier: Classifier, limits: Limits, follow_symlinks: bool):
-    try:
-        return load_input(
-            path, classifier.profile, max_bytes=limits.max_bytes, max_pixels=limits.max_pixels,
-            follow_symlinks=follow_symlinks, name=name,
-        )
-    except InputError as exc:
-        return exc
-    except Exception as exc:  # noqa: BLE001 - a decoder bug must not take the batch down
-        log.exception("unexpected error reading %s", path)
-        return InputError("internal", f"unexpected error reading {name}: {exc}")
-
-
 def classify_batch(paths: list[Path], classifier: Classifier, **load_options) -> list[Outcome]:
     """One outcome per path, in order; one model call for all the readable ones.
     ``load_options`` are ``load_batch``'s (pool, limits, follow_symlinks, names)."""
@@ -76,16 +61,21 @@ def load_batch(
     names: list[str] | None = None,
 ) -> list[LoadedInput | InputError]:
     """Read, check and preprocess each file: its model input, or why it cannot be classified.
-    Big files are decoded on ``pool`` (OpenCV releases the GIL, so both cores work); small ones
-    inline. ``names`` are how error messages call the files (default: their file names)."""
+    Big files are loaded one each on ``pool`` (OpenCV releases the GIL, so both cores work);
+    small ones all together here (``load_many``). ``names`` are how error messages call the
+    files (default: their file names)."""
     names = names or [p.name for p in paths]
+    load = partial(
+        load_many, profile=classifier.profile, max_bytes=limits.max_bytes,
+        max_pixels=limits.max_pixels, follow_symlinks=follow_symlinks,
+    )
 
-    def load_one(path_and_name):
-        return _load(*path_and_name, classifier, limits, follow_symlinks)
+    def load_one(path: Path, name: str) -> LoadedInput | InputError:
+        return load([path], names=[name])[0]
 
-    jobs = list(zip(paths, names, strict=True))
-    use_pool = pool is not None and len(paths) > 1 and _average_size(paths) >= POOL_MIN_AVERAGE_BYTES
-    return list(pool.map(load_one, jobs)) if use_pool else [load_one(job) for job in jobs]
+    if pool is not None and len(paths) > 1 and _average_size(paths) >= POOL_MIN_AVERAGE_BYTES:
+        return list(pool.map(load_one, paths, names))
+    return load(paths, names=names)
 
 
 def predict_loaded(
