@@ -9,11 +9,13 @@ watchdog observer feeding events. The order inside a batch is what makes it cras
 A kill -9 anywhere leaves inputs in ``.work/``; the next start adopts them, finds which already
 have rows (by claim id) and finishes them without writing any row twice.
 
-``run()`` overlaps two batches: while the writer thread runs the model on one batch, writes its
-rows and archives its inputs, the loop claims and loads the next (reading and preprocessing are
-Python work; the model call and the syncs release the GIL, so both cores stay busy). Only one
-batch is ever in the writer's hands, and its errors surface in the loop before the next is handed
-over. ``step()`` called on its own (as tests do) finishes its batch before returning.
+``run()`` overlaps batches: a model thread runs the network on one batch (LiteRT releases the
+GIL for the whole call) while the loop, the only thread doing Python work, finishes the batch
+before it (rows, sync, archive) and claims and loads the next. Keeping every bit of Python on
+one thread matters: two threads taking turns with the GIL hand it over at each system call,
+and those hand-overs cost more than the work. A batch's rows are still durable before its inputs
+leave ``.work/``; a batch whose finish fails keeps its files claimed for the next recovery.
+``step()`` called on its own (as tests do) finishes its batch before returning.
 """
 
 from __future__ import annotations
@@ -96,6 +98,16 @@ class Settings:
         )
 
 
+@dataclass
+class Pending:
+    """A claimed, loaded batch: its outcomes, or the model thread's future of them."""
+
+    claims: list[Claim]
+    outcomes: list[Outcome] | Future
+    replay: bool
+    started: float
+
+
 def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -111,8 +123,8 @@ class Daemon:
         self.events = InboxEvents(self.inbox, settings.queue_limit, settings.recursive)
         self.pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
         self.observer = None
-        self._writer: ThreadPoolExecutor | None = None  # set by run(): batches overlap
-        self._writing: Future | None = None
+        self._model_thread: ThreadPoolExecutor | None = None  # set by run(): batches overlap
+        self._pending: Pending | None = None  # the batch the model thread has; finished next
         self._scanner: Iterator[str] | None = None
         self._last_scan = 0.0
         self._recovered: list[Claim] = []
@@ -143,10 +155,10 @@ class Daemon:
         self.observer.start()
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._settle_writer()
-            self._writer.shutdown()
-            self._writer = None
+        if self._model_thread is not None:
+            self._settle_pending()
+            self._model_thread.shutdown()
+            self._model_thread = None
         if self.observer is not None:
             self.observer.stop()
             self.observer.join()
@@ -162,7 +174,7 @@ class Daemon:
     def run(self, stop: threading.Event, on_ready: Callable[[], None] | None = None) -> int:
         """Loop until ``stop`` is set (or, with --once, until the inbox is drained)."""
         self.start()
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="writer")
+        self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="model")
         log.info("ready: %s", self.settings.describe())
         if on_ready:
             on_ready()
@@ -171,7 +183,7 @@ class Daemon:
                 try:
                     done = self.step()
                     if done == 0 or (self.settings.once and self.idle()):
-                        self._wait_for_writer()
+                        self._finish_pending()
                 except OSError as exc:
                     self._after_write_failure(exc, stop)
                     continue
@@ -189,8 +201,8 @@ class Daemon:
         if self.settings.once:
             raise WorkerError(f"cannot write to the outbox or archive: {exc}") from exc
         log.error("cannot write results (%s); retrying in %.0f s", exc, RETRY_SECONDS)
-        self._settle_writer()
-        stop.wait(RETRY_SECONDS)
+        self._pending = None  # not finished now (the outbox may end in a torn record): its files
+        stop.wait(RETRY_SECONDS)  # stay claimed, and the recovery below finds them
         self.outbox.repair()
         self._recovered = self.claims.recover()
 
@@ -207,7 +219,7 @@ class Daemon:
             return self._process(batch, replay=True)
         burst = self._drain_events() >= BURST_EVENTS and self._scanner is None
         if now - self._last_scan >= self.settings.rescan:
-            self._wait_for_writer()  # recover() lists our own claims too: none may be in flight
+            self._finish_pending()  # recover() lists our own claims too: none may be in flight
             self._recovered = self.claims.recover()  # a worker that died since: adopt its claims
             self._begin_scan(now)
         elif burst or self.events.overflowed:  # events lost or slow: a scan finds the files now
@@ -266,37 +278,42 @@ class Daemon:
     # --- a batch ----------------------------------------------------------------------------
 
     def _process(self, claims: list[Claim], *, replay: bool = False) -> int:
-        """Load the claimed files, then finish the batch here or hand it to the writer."""
+        """Load the claimed files; finish the batch here, or hand it to the model thread and
+        finish the one before it while the model runs."""
         started = time.perf_counter()
+        paths = [c.path for c in claims]
         loaded = load_batch(
-            [c.path for c in claims], self.classifier, pool=self.pool,
-            limits=self.settings.limits, follow_symlinks=False, names=[c.rel for c in claims],
+            paths, self.classifier, pool=self.pool, limits=self.settings.limits,
+            follow_symlinks=False, names=[c.rel for c in claims],
         )
-        finish = partial(self._finish, claims, loaded, replay=replay, started=started)
-        if self._writer is None:
-            finish()
-        else:
-            self._wait_for_writer()
-            self._writing = self._writer.submit(finish)
+        predict = partial(predict_loaded, paths, loaded, self.classifier)
+        if self._model_thread is None:
+            self._finish(Pending(claims, predict(), replay, started))
+            return len(claims)
+        batch = Pending(claims, self._model_thread.submit(predict), replay, started)
+        previous, self._pending = self._pending, batch
+        if previous is not None:
+            self._finish(previous)
         return len(claims)
 
-    def _wait_for_writer(self) -> None:
-        """Wait for the batch in the writer's hands; its OSError (disk trouble) is raised here."""
-        writing, self._writing = self._writing, None
-        if writing is not None:
-            writing.result()
+    def _finish_pending(self) -> None:
+        """Finish the batch the model thread has; disk trouble (OSError) is raised here."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            self._finish(pending)
 
-    def _settle_writer(self) -> None:
-        """Let the writer's batch end either way: if it fails, its files stay claimed, and are
+    def _settle_pending(self) -> None:
+        """Let the pending batch end either way: if it fails, its files stay claimed, and are
         found again by the next recovery (or the next start)."""
         try:
-            self._wait_for_writer()
+            self._finish_pending()
         except OSError as exc:
             log.error("cannot finish a batch (%s); its files stay claimed for a retry", exc)
 
-    def _finish(self, claims: list[Claim], loaded: list, *, replay: bool, started: float) -> None:
-        """Classify the loaded batch, make its rows durable, and only then archive its inputs."""
-        outcomes = predict_loaded([c.path for c in claims], loaded, self.classifier)
+    def _finish(self, batch: Pending) -> None:
+        """Make the batch's rows durable, and only then archive its inputs."""
+        claims, replay = batch.claims, batch.replay
+        outcomes = batch.outcomes.result() if isinstance(batch.outcomes, Future) else batch.outcomes
         processed_at = utc_now()
         rows = [
             self._row(claim, outcome, processed_at)
@@ -317,7 +334,7 @@ class Daemon:
         self.finished += len(claims)
         log.info(
             "batch: %d files, %d rows, %d failed, %.1f ms%s", len(claims), len(rows), failed,
-            (time.perf_counter() - started) * 1000, " (recovered)" if replay else "",
+            (time.perf_counter() - batch.started) * 1000, " (recovered)" if replay else "",
         )
 
     def _row(self, claim: Claim, outcome: Outcome, processed_at: str) -> Row:
