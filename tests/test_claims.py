@@ -84,3 +84,16 @@ def test_too_long_name_is_claimed_nested_and_recovered(tmp_path):
     survivor.finish(recovered)
     survivor.close()
     assert not (tmp_path / ".work" / survivor.owner).exists()
+
+
+def test_recovery_lists_claims_in_the_order_they_were_made(tmp_path):
+    """A replay writes rows in recovery order; it must be the first order (see ``new_id``)."""
+    names = [f"{i:03d}-{c}.png" for i, c in enumerate("zyxwvutsrqponmlkjihgfedcba" * 4)]
+    names[7] = "d/" + "n" * 250 + ".png"  # too long for a flat name: the nested form
+    for name in names:
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"data")
+    claims = Claims(tmp_path)
+    made = [claims.claim(name).id for name in reversed(names)]
+    assert [c.id for c in claims.recover()] == made
+    assert len(set(made)) == len(made)
