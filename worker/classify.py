@@ -78,20 +78,30 @@ def load_batch(
     return load(paths, names=names)
 
 
+def model_input(loaded: list[LoadedInput | InputError]) -> np.ndarray | None:
+    """The good inputs stacked into one batch for the model, in order; None if none is good."""
+    pixels = [item.pixels for item in loaded if not isinstance(item, InputError)]
+    return np.stack(pixels) if pixels else None
+
+
 def predict_loaded(
-    paths: list[Path], loaded: list[LoadedInput | InputError], classifier: Classifier
+    paths: list[Path],
+    loaded: list[LoadedInput | InputError],
+    classifier: Classifier,
+    probabilities: np.ndarray | None = None,
 ) -> list[Outcome]:
-    """Outcomes for ``load_batch``'s results: one model call for all the good inputs."""
+    """Outcomes for ``load_batch``'s results. ``probabilities`` are the model's output for
+    ``model_input(loaded)`` if the caller ran it already; otherwise one model call here."""
     outcomes = [Outcome(path=p) for p in paths]
     good = [i for i, item in enumerate(loaded) if not isinstance(item, InputError)]
     for i, item in enumerate(loaded):
         if isinstance(item, InputError):
             outcomes[i].error = item
-    if good:
-        probabilities = classifier.predict_proba(np.stack([loaded[i].pixels for i in good]))
-        for i, probs in zip(good, probabilities, strict=True):
-            outcomes[i].prediction = classifier.to_prediction(probs)
-            outcomes[i].sha256 = loaded[i].sha256
+    if good and probabilities is None:
+        probabilities = classifier.predict_proba(model_input(loaded))
+    for i, probs in zip(good, probabilities if good else [], strict=True):
+        outcomes[i].prediction = classifier.to_prediction(probs)
+        outcomes[i].sha256 = loaded[i].sha256
     return outcomes
 
 

@@ -29,12 +29,11 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from functools import partial
 from pathlib import Path
 
 from worker import defaults
 from worker.claims import Claim, Claims
-from worker.classify import Limits, Outcome, load_batch, predict_loaded
+from worker.classify import Limits, Outcome, load_batch, model_input, predict_loaded
 from worker.errors import ConfigError, WorkerError
 from worker.model import Classifier
 from worker.outbox import Outbox, Row, move_unique, place, write_error_record
@@ -100,10 +99,12 @@ class Settings:
 
 @dataclass
 class Pending:
-    """A claimed, loaded batch: its outcomes, or the model thread's future of them."""
+    """A claimed, loaded batch and the model's output for it: the model thread's future of it,
+    or None to run the model when the batch is finished."""
 
     claims: list[Claim]
-    outcomes: list[Outcome] | Future
+    loaded: list
+    probabilities: Future | None
     replay: bool
     started: float
 
@@ -286,11 +287,12 @@ class Daemon:
             paths, self.classifier, pool=self.pool, limits=self.settings.limits,
             follow_symlinks=False, names=[c.rel for c in claims],
         )
-        predict = partial(predict_loaded, paths, loaded, self.classifier)
-        if self._model_thread is None:
-            self._finish(Pending(claims, predict(), replay, started))
+        inputs = model_input(loaded)
+        if self._model_thread is None or inputs is None:
+            self._finish(Pending(claims, loaded, None, replay, started))
             return len(claims)
-        batch = Pending(claims, self._model_thread.submit(predict), replay, started)
+        predicting = self._model_thread.submit(self.classifier.predict_proba, inputs)
+        batch = Pending(claims, loaded, predicting, replay, started)
         previous, self._pending = self._pending, batch
         if previous is not None:
             self._finish(previous)
@@ -313,7 +315,8 @@ class Daemon:
     def _finish(self, batch: Pending) -> None:
         """Make the batch's rows durable, and only then archive its inputs."""
         claims, replay = batch.claims, batch.replay
-        outcomes = batch.outcomes.result() if isinstance(batch.outcomes, Future) else batch.outcomes
+        probabilities = batch.probabilities.result() if batch.probabilities is not None else None
+        outcomes = predict_loaded([c.path for c in claims], batch.loaded, self.classifier, probabilities)
         processed_at = utc_now()
         rows = [
             self._row(claim, outcome, processed_at)
