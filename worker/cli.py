@@ -110,10 +110,10 @@ def train(
     )
 
 
-def _load_classifier(model: Path):
+def _load_classifier(model: Path, threads: int = 2):
     from worker.model import Classifier
 
-    return _run(Classifier, model)
+    return _run(Classifier, model, threads=threads)
 
 
 @app.command()
@@ -208,7 +208,8 @@ def watch(
         on_success=on_success.value, decode_threads=decode_threads,
         limits=Limits(max_pixels=max_pixels),
     )
-    classifier = _load_classifier(model)
+    # One thread for the model: the daemon's loop keeps the other core busy with everything else.
+    classifier = _load_classifier(model, threads=1)
     log.info("model %s (%s, %s runtime)", model, classifier.card["dataset"], classifier.runtime)
     stop = threading.Event()
     _install_signal_handlers(stop)
