@@ -97,9 +97,11 @@ def predict_loaded(
     for i, item in enumerate(loaded):
         if isinstance(item, InputError):
             outcomes[i].error = item
-    if good and probabilities is None:
+    if not good:
+        return outcomes
+    if probabilities is None:
         probabilities = classifier.predict_proba(model_input(loaded))
-    for i, probs in zip(good, probabilities if good else [], strict=True):
+    for i, probs in zip(good, probabilities, strict=True):
         outcomes[i].prediction = classifier.to_prediction(probs)
         outcomes[i].sha256 = loaded[i].sha256
     return outcomes

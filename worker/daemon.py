@@ -202,8 +202,10 @@ class Daemon:
         if self.settings.once:
             raise WorkerError(f"cannot write to the outbox or archive: {exc}") from exc
         log.error("cannot write results (%s); retrying in %.0f s", exc, RETRY_SECONDS)
-        self._pending = None  # not finished now (the outbox may end in a torn record): its files
-        stop.wait(RETRY_SECONDS)  # stay claimed, and the recovery below finds them
+        # The next batch is not finished now (the outbox may end in a torn record): its files
+        # stay claimed, and the recovery below finds them.
+        self._pending = None
+        stop.wait(RETRY_SECONDS)
         self.outbox.repair()
         self._recovered = self.claims.recover()
 
@@ -287,8 +289,8 @@ class Daemon:
             paths, self.classifier, pool=self.pool, limits=self.settings.limits,
             follow_symlinks=False, names=[c.rel for c in claims],
         )
-        inputs = model_input(loaded)
-        if self._model_thread is None or inputs is None:
+        inputs = None if self._model_thread is None else model_input(loaded)
+        if inputs is None:  # step() on its own, or nothing in the batch the model can take
             self._finish(Pending(claims, loaded, None, replay, started))
             return len(claims)
         predicting = self._model_thread.submit(self.classifier.predict_proba, inputs)
