@@ -34,9 +34,10 @@ from pathlib import Path
 from worker import defaults
 from worker.claims import Claim, Claims
 from worker.classify import Limits, Outcome, load_batch, model_input, predict_loaded
-from worker.errors import ConfigError, WorkerError
+from worker.errors import ConfigError, InputError, WorkerError
 from worker.model import Classifier
 from worker.outbox import Outbox, Row, move_unique, place, write_error_record
+from worker.preprocess import LoadedInput
 from worker.watch import EVENT_FILTER, InboxEvents, StabilityTracker, arrivals_observer, scan
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ class Pending:
     or None to run the model when the batch is finished."""
 
     claims: list[Claim]
-    loaded: list
+    loaded: list[LoadedInput | InputError]
     probabilities: Future | None
     replay: bool
     started: float
