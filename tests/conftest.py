@@ -3,6 +3,8 @@ and an autouse check that no test leaks a thread."""
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import threading
 from pathlib import Path
@@ -14,6 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from worker import defaults  # noqa: E402
 from worker.model import Prediction  # noqa: E402
+from worker.outbox import CSV_NAME, ERROR_SUFFIX, FAILED_DIR  # noqa: E402
 from worker.preprocess import DIGITS  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -67,3 +70,67 @@ def no_thread_leak():
         thread.join(timeout=2)
     leaked = [t for t in leaked if t.is_alive()]
     assert not leaked, f"threads leaked: {leaked}"
+
+
+@pytest.fixture
+def boxes(tmp_path):
+    """An inbox (made) and an outbox (left for the daemon to make)."""
+    inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
+    inbox.mkdir()
+    return inbox, outbox
+
+
+def rows(outbox: Path) -> list[dict]:
+    """The CSV's rows, parsed."""
+    with open(outbox / CSV_NAME, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def errors(outbox: Path) -> list[dict]:
+    """Every error record in the outbox's quarantine, in path order."""
+    return [json.loads(p.read_text()) for p in sorted((outbox / FAILED_DIR).rglob(f"*{ERROR_SUFFIX}"))]
+
+
+class Faults:
+    """Make system calls fail at the boundary, for the paths a test names, as a full disk or a
+    crash would: ``faults.fail(os, "link", when=lambda path: ..., error=OSError(...))``.
+    ``when`` sees the call's first path argument (or, for an fd, the file it is open on)."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.monkeypatch = monkeypatch
+        self.failures = 0
+        self.patched: list[tuple[object, str, object]] = []
+
+    def fail(self, module, name: str, *, when, error, before=None) -> None:
+        real = getattr(module, name)
+
+        def faulty(target, *args, **kwargs):
+            if when(_path_of(target)):
+                self.failures += 1
+                if before is not None:  # what the call managed before failing (a torn write)
+                    before(real, target, *args, **kwargs)
+                raise error
+            return real(target, *args, **kwargs)
+
+        self.patched.append((module, name, real))
+        self.monkeypatch.setattr(module, name, faulty)
+
+    def clear(self) -> None:
+        """The system works again (the test's monkeypatch still restores all at the end)."""
+        for module, name, real in reversed(self.patched):
+            setattr(module, name, real)
+        self.patched.clear()
+
+
+def _path_of(target) -> str:
+    if not isinstance(target, int):
+        return os.fsdecode(target)
+    try:
+        return os.readlink(f"/proc/self/fd/{target}")
+    except OSError:
+        return ""
+
+
+@pytest.fixture
+def faults(monkeypatch) -> Faults:
+    return Faults(monkeypatch)

@@ -3,7 +3,7 @@ and once with a real watchdog observer."""
 
 from __future__ import annotations
 
-import csv
+import errno
 import json
 import os
 import threading
@@ -11,17 +11,13 @@ import time
 
 import numpy as np
 import pytest
+from conftest import errors as _errors
+from conftest import rows as _rows
 from factories import digit_stroke, wait_for, write
 
-from worker.daemon import Daemon, Settings
+from worker.daemon import Daemon
 from worker.errors import ConfigError
-
-
-@pytest.fixture
-def boxes(tmp_path):
-    inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
-    inbox.mkdir()
-    return inbox, outbox
+from worker.settings import Settings
 
 
 def _daemon(boxes, classifier, **kw) -> Daemon:
@@ -36,16 +32,7 @@ def _drain(daemon: Daemon, timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while not daemon.idle() and time.monotonic() < deadline:
         if daemon.step() == 0:
-            daemon._wait(0.05)
-
-
-def _rows(outbox) -> list[dict]:
-    with open(outbox / "predictions.csv", newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
-
-
-def _errors(outbox) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((outbox / "failed").rglob("*.error.json"))]
+            daemon.intake.wait(0.05)
 
 
 def _old(path):
@@ -92,7 +79,7 @@ def test_bad_inputs_get_error_records_and_good_still_work(boxes, fake_classifier
         assert e["message"].startswith(e["file"]), "messages name the user's file, not the claim"
     assert outside.exists(), "the symlink's target outside the inbox is untouched"
     _old(write(inbox / "good.png", digit_stroke()))
-    daemon._begin_scan(time.time())
+    daemon.intake.begin_scan(time.time())
     _drain(daemon)
     daemon.close()
     assert [r["file"] for r in _rows(outbox)] == ["good.png"]
@@ -117,7 +104,7 @@ def test_same_name_twice_never_overwrites(boxes, fake_classifier):
     daemon = _daemon(boxes, fake_classifier)
     for _ in range(2):
         _old(write(inbox / "x.png", digit_stroke()))
-        daemon._begin_scan(time.time())
+        daemon.intake.begin_scan(time.time())
         _drain(daemon)
     daemon.close()
     assert len(_rows(outbox)) == 2
@@ -143,18 +130,20 @@ def test_on_success_delete(boxes, fake_classifier):
     assert len(_rows(outbox)) == 1 and os.listdir(outbox / "processed") == []
 
 
-def test_replay_after_crash_writes_no_row_twice(boxes, fake_classifier):
+def test_replay_after_crash_writes_no_row_twice(boxes, fake_classifier, faults):
     """Crash after the rows were durable but before the inputs left .work/."""
     inbox, outbox = boxes
     for i in range(3):
         _old(write(inbox / f"{i}.png", digit_stroke()))
     daemon = _daemon(boxes, fake_classifier)
-    daemon.claims.finish = lambda claim: None  # the crash: inputs stay claimed
-    daemon._archive = lambda claim: None
-    daemon.step()
+    crash = OSError(errno.EIO, "the process dies here")
+    faults.fail(os, "link", when=lambda path: "/.work/" in path, error=crash)  # archiving
+    with pytest.raises(OSError, match="dies here"):
+        daemon.step()
     assert len(_rows(outbox)) == 3
-    os.close(daemon.claims._lock_fd)  # the process dies: its lock goes with it
-    daemon.outbox.close()
+    daemon.close()  # its claims stay in .work/, its lock is released: as if it had died
+    faults.clear()
+    assert len(list((inbox / ".work").rglob("*.png"))) == 3
     restarted = _daemon(boxes, fake_classifier)
     _drain(restarted)
     restarted.close()
@@ -168,8 +157,6 @@ def test_bounded_queue_on_big_backlog(boxes, fake_classifier):
     for i in range(50):
         _old(write(inbox / f"{i}.png", digit_stroke()))
     daemon = _daemon(boxes, fake_classifier, queue_limit=8, batch_size=4)
-    daemon._fill_from_scan()
-    assert len(daemon.tracker) == 8
     _drain(daemon)
     daemon.close()
     assert len(_rows(outbox)) == 50
@@ -236,30 +223,26 @@ def cv2_digit():
     return page
 
 
-def test_disk_trouble_mid_batch_loses_nothing(boxes, fake_classifier, monkeypatch):
+def test_disk_trouble_mid_batch_loses_nothing(boxes, fake_classifier, faults):
     """An append fails half-way (disk full) while the next batch is already claimed and
     loaded; the daemon repairs, retries, and every file still ends as exactly one row."""
-    import errno
-
-    import worker.daemon
-
     inbox, outbox = boxes
     for i in range(40):
         _old(write(inbox / f"{i}.png", digit_stroke()))
-    monkeypatch.setattr(worker.daemon, "RETRY_SECONDS", 0.01)
-    settings = Settings(inbox=inbox, outbox=outbox, settle=0.2, batch_size=4)
+    settings = Settings(inbox=inbox, outbox=outbox, settle=0.2, batch_size=4, retry=0.01)
     daemon = Daemon(settings, fake_classifier)
-    real_write = daemon.outbox._write
-    calls = []
+    jsonl_appends = []
 
-    def flaky_write(fd, text):
-        calls.append(fd)
-        if len(calls) == 5:  # the third batch's JSONL append
-            os.write(fd, text.encode()[:25])  # a torn half record, then the disk is full
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real_write(fd, text)
+    def third_jsonl_append(path: str) -> bool:
+        if path.endswith("predictions.jsonl"):
+            jsonl_appends.append(path)
+        return len(jsonl_appends) == 3 and path.endswith("predictions.jsonl")
 
-    daemon.outbox._write = flaky_write
+    def torn_half(write, fd, data):
+        write(fd, bytes(data)[:25])
+
+    faults.fail(os, "write", when=third_jsonl_append, before=torn_half,
+                error=OSError(errno.ENOSPC, "No space left on device"))
     stop = threading.Event()
     thread = threading.Thread(target=daemon.run, args=(stop,))
     thread.start()
@@ -270,6 +253,6 @@ def test_disk_trouble_mid_batch_loses_nothing(boxes, fake_classifier, monkeypatc
         thread.join(10)
     lines = (outbox / "predictions.jsonl").read_text().splitlines()
     assert sorted(json.loads(line)["file"] for line in lines) == sorted(f"{i}.png" for i in range(40))
-    assert len(calls) > 5, "the failure never happened"
+    assert faults.failures == 1 and len(jsonl_appends) > 3, "the failure never happened"
     assert len(os.listdir(outbox / "processed")) == 40
     assert list((inbox / ".work").iterdir()) == []  # nothing left claimed

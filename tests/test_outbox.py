@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import csv
+import errno
 import json
+import os
 import threading
 
 import pytest
 
-from worker.errors import ConfigError
-from worker.outbox import Outbox, Row, move_unique, place, repair_tail
+from worker.errors import ConfigError, InputError
+from worker.files import move_unique, place, write_atomic
+from worker.outbox import Outbox, Row, error_record, iso_utc, repair_tail
 
 NAMES = [str(d) for d in range(10)]
 NASTY = 'a, "quoted"\nnew line ünï.png'
@@ -23,7 +26,7 @@ def _row(i: int, file: str = "x.png") -> Row:
 
 def test_rows_land_in_both_files_and_parse(tmp_path):
     box = Outbox(tmp_path, NAMES)
-    box.append([_row(1, NASTY), _row(2)])
+    box.record([_row(1, NASTY), _row(2)])
     box.close()
     with open(tmp_path / "predictions.csv", newline="", encoding="utf-8") as fh:
         records = list(csv.DictReader(fh))
@@ -37,7 +40,7 @@ def test_rows_land_in_both_files_and_parse(tmp_path):
 def test_header_written_once(tmp_path):
     for i in range(3):
         box = Outbox(tmp_path, NAMES)
-        box.append([_row(i)])
+        box.record([_row(i)])
         box.close()
     text = (tmp_path / "predictions.csv").read_text(encoding="utf-8")
     assert text.count("file,label,confidence") == 1
@@ -52,7 +55,7 @@ def test_daemons_sharing_an_outbox_take_turns(tmp_path):
         start.wait()
         box = Outbox(tmp_path, NAMES)
         for i in range(first, first + 200, 10):
-            box.append([_row(n, NASTY) for n in range(i, i + 10)])
+            box.record([_row(n, NASTY) for n in range(i, i + 10)])
         box.close()
 
     threads = [threading.Thread(target=daemon, args=(first,)) for first in (0, 1000)]
@@ -75,7 +78,7 @@ def test_other_models_outbox_is_refused(tmp_path):
 
 def test_torn_tail_is_cut_back(tmp_path):
     box = Outbox(tmp_path, NAMES)
-    box.append([_row(1, NASTY)])
+    box.record([_row(1, NASTY)])
     box.close()
     with open(tmp_path / "predictions.csv", "ab") as fh:
         fh.write(b'"half, a record\r\nstill inside quotes')
@@ -107,13 +110,60 @@ def test_repair_is_noop_on_clean_file(tmp_path):
     assert repair_tail(tmp_path / "f.jsonl", "jsonl") == 0
 
 
-def test_written_ids_for_replay(tmp_path):
+def test_a_crash_between_the_two_files_is_replayed_into_the_csv_only(tmp_path, faults):
     box = Outbox(tmp_path, NAMES)
-    box.append([_row(1), _row(2)])
-    box.append([_row(3)], skip_csv=frozenset({"id3"}))
-    in_csv, in_jsonl = box.written_ids({"id1", "id3", "id9"})
+    box.record([_row(1), _row(2)])
+    faults.fail(os, "write", when=lambda path: path.endswith("predictions.csv"),
+                error=OSError(errno.EIO, "the process dies here"))
+    with pytest.raises(OSError, match="dies here"):
+        box.record([_row(3)])  # durable in the JSONL, not yet in the CSV
+    faults.clear()
+    assert box.written_ids({"id1", "id3", "id9"}) == ({"id1"}, {"id1", "id3"})
+    box.record([_row(1), _row(3)], replay=True)
     box.close()
-    assert in_csv == {"id1"} and in_jsonl == {"id1", "id3"}
+    with open(tmp_path / "predictions.csv", newline="", encoding="utf-8") as fh:
+        assert [r["id"] for r in csv.DictReader(fh)] == ["id1", "id2", "id3"]
+    lines = (tmp_path / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line)["id"] for line in lines] == ["id1", "id2", "id3"]
+
+
+def test_archive_keeps_or_deletes_the_input(tmp_path):
+    for on_success, archived in (("keep", ["x.png"]), ("delete", [])):
+        box = Outbox(tmp_path / on_success, NAMES, on_success=on_success)
+        src = tmp_path / f"{on_success}.png"
+        src.write_bytes(b"1")
+        box.archive(src, "x.png", "c1")
+        box.close()
+        assert not src.exists()
+        assert os.listdir(tmp_path / on_success / "processed") == archived
+
+
+def test_quarantine_puts_the_input_and_its_error_record_side_by_side(tmp_path):
+    box = Outbox(tmp_path, NAMES)
+    src = tmp_path / "claimed.png"
+    src.write_bytes(b"not an image")
+    error = InputError("not-an-image", "sub/x.png is not a readable image")
+    record = error_record(error, claim_id="c1", file="sub/x.png", time=iso_utc(0), model="m")
+    dest = box.quarantine(src, "sub/x.png", "c1", record)
+    box.close()
+    assert dest == tmp_path / "failed" / "sub" / "x.png" and dest.read_bytes() == b"not an image"
+    assert not src.exists()
+    saved = json.loads((tmp_path / "failed" / "sub" / "x.png.error.json").read_text())
+    assert saved == {"file": "sub/x.png", "kind": "not-an-image", "message": error.message,
+                     "time": "1970-01-01T00:00:00.000Z", "id": "c1", "model": "m"}
+    assert sorted(os.listdir(dest.parent)) == ["x.png", "x.png.error.json"], "no temporary file left"
+
+
+def test_write_atomic_replaces_whole_or_not_at_all(tmp_path, faults):
+    target = tmp_path / "card.json"
+    write_atomic(target, "old")
+    faults.fail(os, "replace", when=lambda path: True, error=OSError(errno.EIO, "crash"))
+    with pytest.raises(OSError):
+        write_atomic(target, "new")
+    faults.clear()
+    assert target.read_text() == "old" and os.listdir(tmp_path) == ["card.json"]
+    write_atomic(target, b"new")
+    assert target.read_text() == "new"
 
 
 def test_move_never_overwrites(tmp_path):

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 from factories import digit_stroke, scan_page, write
 
-from worker import preprocess
 from worker.errors import InputError
-from worker.preprocess import DIGITS, OBJECTS, decode, load_input, load_many, normalize
+from worker.preprocess import DIGITS, OBJECTS, Limits, decode, load_input, load_many, normalize
 
 
 def _centre_of_mass(x: np.ndarray) -> tuple[float, float]:
@@ -161,7 +160,7 @@ def test_truncated(tmp_path, suffix):
 
 def test_file_over_byte_limit(tmp_path):
     path = write(tmp_path / "big.png", _page(tmp_path))
-    assert _refusal(path, max_bytes=100) == "too-large"
+    assert _refusal(path, limits=Limits(max_bytes=100)) == "too-large"
 
 
 def _png_claiming(width: int, height: int) -> bytes:
@@ -183,7 +182,7 @@ def test_decompression_bomb_refused_from_header(tmp_path):
 
 def test_pixel_limit_is_configurable(tmp_path):
     path = write(tmp_path / "p.png", np.zeros((100, 100), np.uint8))
-    assert _refusal(path, max_pixels=5000) == "too-large"
+    assert _refusal(path, limits=Limits(max_pixels=5000)) == "too-large"
 
 
 def test_fifo_does_not_hang(tmp_path):
@@ -222,20 +221,22 @@ def test_load_many_equals_file_by_file_with_errors_in_place(tmp_path, monkeypatc
     paths.append(write(tmp_path / "page.jpg", scan_page(digit_stroke(), rng)))
     (tmp_path / "e.png").write_bytes(b"")
     paths.insert(2, tmp_path / "e.png")
-    monkeypatch.setattr(preprocess, "RUN_PIXELS", 2000)  # a run ends every 2-3 small images
-    loaded = load_many(paths, names=[p.name for p in paths])
+    loaded = load_many(paths, names=[p.name for p in paths], run_pixels=2000)  # a run: 2-3 images
     assert loaded[2].kind == "empty"
     for path, item in zip(paths, loaded, strict=True):
         if path.name != "e.png":
             one = load_input(path)
             assert np.array_equal(item.pixels, one.pixels) and item.sha256 == one.sha256
 
-    def broken(data, name):
-        if name == "1.png":
-            raise ValueError("decoder bug")
-        return decode(data, name)
+    real_imdecode, calls = cv2.imdecode, []
 
-    monkeypatch.setattr(preprocess, "decode", broken)
+    def broken(buffer, flags):  # OpenCV itself fails on the second file
+        calls.append(1)
+        if len(calls) == 2:
+            raise ValueError("decoder bug")
+        return real_imdecode(buffer, flags)
+
+    monkeypatch.setattr(cv2, "imdecode", broken)
     loaded = load_many(paths[:2], names=["0.png", "1.png"])
     assert loaded[1].kind == "internal" and "decoder bug" in loaded[1].message
     assert loaded[0].pixels.shape == (28, 28, 1)

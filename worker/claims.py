@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
-from worker.watch import WORK_DIR
-
 log = logging.getLogger(__name__)
 
+# Claimed files live here; hidden, so scans and events never take them for new arrivals.
+WORK_DIR = ".work"
 NAME_MAX = 255  # bytes in one file name on Linux file systems
 SEPARATOR = "="  # between claim id (hex) and the escaped relative path
 

@@ -1,7 +1,11 @@
-"""Classify files in batches: decode each (in a small thread pool), one model call per batch.
+"""Classify files in batches: load each (big ones on a small thread pool), one model call per
+batch, one ``Outcome`` per file.
 
-Shared by ``worker predict`` and the daemon. A file that cannot be read or decoded gives an
-``Outcome`` with an ``InputError``; it never fails the batch.
+The flow is one way: ``load_batch`` gives a ``LoadedBatch`` that knows its model input;
+whoever runs the model (here ``classify_batch``, in the daemon its model thread) hands the
+probabilities back to ``LoadedBatch.outcomes``. A file that cannot be read or decoded gives an
+``Outcome`` with an ``InputError``; it never fails the batch. Shared by ``worker predict`` and
+the daemon.
 """
 
 from __future__ import annotations
@@ -15,22 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from worker import defaults
 from worker.errors import InputError
 from worker.model import Classifier, Prediction
-from worker.preprocess import LoadedInput, load_many
+from worker.preprocess import DEFAULT_LIMITS, Limits, LoadedInput, load_many
 
 # Inputs averaging more bytes than this are decoded on the thread pool: a page-sized JPEG
 # takes milliseconds to decode (worth a thread); a 28x28 PNG takes microseconds (it is not).
 POOL_MIN_AVERAGE_BYTES = 32 * 1024
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Per-file limits, checked before decoding."""
-
-    max_bytes: int = defaults.MAX_FILE_BYTES
-    max_pixels: int = defaults.MAX_PIXELS
 
 
 @dataclass
@@ -45,10 +40,38 @@ class Outcome:
         return self.error is None
 
 
+class LoadedBatch:
+    """Files read and preprocessed: the model's input for the good ones, the error of each bad
+    one. ``inputs`` is None when no file is good (nothing for the model to do)."""
+
+    def __init__(self, paths: list[Path], loaded: list[LoadedInput | InputError], classifier: Classifier):
+        self.paths = paths
+        self.loaded = loaded
+        self.classifier = classifier
+        self.good = [i for i, item in enumerate(loaded) if not isinstance(item, InputError)]
+        self.inputs = np.stack([loaded[i].pixels for i in self.good]) if self.good else None
+
+    def predict(self) -> np.ndarray | None:
+        """Run the model on ``inputs`` (where the caller wants it run: any thread)."""
+        return None if self.inputs is None else self.classifier.predict_proba(self.inputs)
+
+    def outcomes(self, probabilities: np.ndarray | None) -> list[Outcome]:
+        """One outcome per file, in order, from the model's output for ``inputs``."""
+        outcomes = [
+            Outcome(path=path, error=item if isinstance(item, InputError) else None)
+            for path, item in zip(self.paths, self.loaded, strict=True)
+        ]
+        for i, probs in zip(self.good, probabilities if self.good else [], strict=True):
+            outcomes[i].prediction = self.classifier.to_prediction(probs)
+            outcomes[i].sha256 = self.loaded[i].sha256
+        return outcomes
+
+
 def classify_batch(paths: list[Path], classifier: Classifier, **load_options) -> list[Outcome]:
     """One outcome per path, in order; one model call for all the readable ones.
     ``load_options`` are ``load_batch``'s (pool, limits, follow_symlinks, names)."""
-    return predict_loaded(paths, load_batch(paths, classifier, **load_options), classifier)
+    batch = load_batch(paths, classifier, **load_options)
+    return batch.outcomes(batch.predict())
 
 
 def load_batch(
@@ -56,55 +79,24 @@ def load_batch(
     classifier: Classifier,
     *,
     pool: Executor | None = None,
-    limits: Limits = Limits(),
+    limits: Limits = DEFAULT_LIMITS,
     follow_symlinks: bool = True,
     names: list[str] | None = None,
-) -> list[LoadedInput | InputError]:
-    """Read, check and preprocess each file: its model input, or why it cannot be classified.
-    Big files are loaded one each on ``pool`` (OpenCV releases the GIL, so both cores work);
-    small ones all together here (``load_many``). ``names`` are how error messages call the
-    files (default: their file names)."""
+) -> LoadedBatch:
+    """Read, check and preprocess each file for ``classifier``. Big files are loaded one each
+    on ``pool`` (OpenCV releases the GIL, so both cores work); small ones all together here
+    (``load_many``). ``names`` are how error messages call the files (default: file names)."""
     names = names or [p.name for p in paths]
-    load = partial(
-        load_many, profile=classifier.profile, max_bytes=limits.max_bytes,
-        max_pixels=limits.max_pixels, follow_symlinks=follow_symlinks,
-    )
+    load = partial(load_many, profile=classifier.profile, limits=limits, follow_symlinks=follow_symlinks)
 
     def load_one(path: Path, name: str) -> LoadedInput | InputError:
         return load([path], names=[name])[0]
 
     if pool is not None and len(paths) > 1 and _average_size(paths) >= POOL_MIN_AVERAGE_BYTES:
-        return list(pool.map(load_one, paths, names))
-    return load(paths, names=names)
-
-
-def model_input(loaded: list[LoadedInput | InputError]) -> np.ndarray | None:
-    """The good inputs stacked into one batch for the model, in order; None if none is good."""
-    pixels = [item.pixels for item in loaded if not isinstance(item, InputError)]
-    return np.stack(pixels) if pixels else None
-
-
-def predict_loaded(
-    paths: list[Path],
-    loaded: list[LoadedInput | InputError],
-    classifier: Classifier,
-    probabilities: np.ndarray | None = None,
-) -> list[Outcome]:
-    """Outcomes for ``load_batch``'s results. ``probabilities`` are the model's output for
-    ``model_input(loaded)`` if the caller ran it already; otherwise one model call here."""
-    outcomes = [Outcome(path=p) for p in paths]
-    good = [i for i, item in enumerate(loaded) if not isinstance(item, InputError)]
-    for i, item in enumerate(loaded):
-        if isinstance(item, InputError):
-            outcomes[i].error = item
-    if not good:
-        return outcomes
-    if probabilities is None:
-        probabilities = classifier.predict_proba(model_input(loaded))
-    for i, probs in zip(good, probabilities, strict=True):
-        outcomes[i].prediction = classifier.to_prediction(probs)
-        outcomes[i].sha256 = loaded[i].sha256
-    return outcomes
+        loaded = list(pool.map(load_one, paths, names))
+    else:
+        loaded = load(paths, names=names)
+    return LoadedBatch(paths, loaded, classifier)
 
 
 def _average_size(paths: list[Path]) -> float:

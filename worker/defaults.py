@@ -43,3 +43,17 @@ AUGMENT = 0.1
 # Peak of the cosine schedule (reached after a 5 % warm-up); Adam's usual 1e-3 range.
 LEARNING_RATE = 2e-3
 SEED = 42
+
+# Serving threads. The daemon's model runs on one LiteRT thread, so the loop (reading, decoding,
+# writing rows) keeps the other core of a 2-core machine; `worker predict` has nothing else to
+# run meanwhile and gives the model both.
+WATCH_MODEL_THREADS = 1
+PREDICT_MODEL_THREADS = 2
+# Threads decoding large images (OpenCV releases the GIL while decoding): one per core.
+DECODE_THREADS = 2
+# After a failed write (disk full, I/O error), wait this long before trying again: long enough
+# not to spin on a full disk, short enough that service resumes soon after space is freed.
+RETRY_SECONDS = 5.0
+# Reports list predictions below this confidence as unsure, for a person to look at. It is a
+# first filter only: a confident answer can still be wrong (`worker report --low-confidence`).
+LOW_CONFIDENCE = 0.9

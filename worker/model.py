@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from worker.errors import ModelError
+from worker.files import write_atomic
 from worker.preprocess import SIZE, Profile, profile_from_dict
 
 log = logging.getLogger(__name__)
@@ -55,9 +55,7 @@ def read_card(model_path: Path) -> dict:
 
 def write_card(model_path: Path, card: dict) -> Path:
     path = card_path(model_path)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(card, indent=2, ensure_ascii=False) + "\n")
     return path
 
 

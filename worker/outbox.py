@@ -1,45 +1,59 @@
-"""Durable records in the outbox: ``predictions.jsonl`` and ``predictions.csv``, and the
-archive folders ``processed/`` and ``failed/``.
+"""The outbox: durable records (``predictions.jsonl``, ``predictions.csv``), the archive of
+inputs (``processed/``) and the quarantine of refused ones (``failed/`` with ``.error.json``).
 
-Durability: a batch is appended to the JSONL file and fsynced, then to the CSV file and fsynced,
-and only then are its inputs moved out of ``.work/``. A crash can therefore leave, at most, a
-torn last record (repaired at start by cutting the file back to its last whole record) and inputs
-whose rows are already written (found again by their claim ``id`` and not written twice). Since
-the JSONL file is always synced first, a row in the CSV implies the same row in the JSONL.
-Daemons sharing an outbox take turns (an exclusive ``flock`` on the JSONL file) to write the CSV
-header, append a batch to both files, or cut a torn tail, so the two files list rows in the same
-order and no daemon ever mistakes another's half-written batch for a torn record.
+Its verbs are the daemon's last steps for a batch: ``record`` the rows, then ``archive`` each
+classified input and ``quarantine`` each refused one. Everything here is named once: readers
+(``report.py``) take the file names from this module.
 
-Moves into ``processed/`` and ``failed/`` never overwrite: a second ``x.png`` becomes
-``x.<id>.png``. The move is a hard link then an unlink, so a replay can tell by inode whether
-the input already reached its (deterministic) destination.
+Durability: ``record`` appends a batch to the JSONL file and fsyncs, then to the CSV file and
+fsyncs, and only then are its inputs moved out of ``.work/``. A crash can therefore leave, at
+most, a torn last record (repaired at start by cutting the file back to its last whole record)
+and inputs whose rows are already written (found again by their claim ``id`` and not written
+twice). Since the JSONL file is always synced first, a row in the CSV implies the same row in the
+JSONL. Daemons sharing an outbox take turns (an exclusive ``flock`` on the JSONL file) to write
+the CSV header, append a batch to both files, or cut a torn tail, so the two files list rows in
+the same order and no daemon ever mistakes another's half-written batch for a torn record.
+
+Archiving never overwrites: a second ``x.png`` becomes ``x.<id>.png`` (see ``files.place``).
 """
 
 from __future__ import annotations
 
 import csv
-import errno
 import fcntl
 import io
 import json
 import logging
 import os
 import re
-import shutil
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from worker.errors import ConfigError
+from worker.errors import ConfigError, InputError
+from worker.files import move_unique, place, write_atomic
+
+if TYPE_CHECKING:  # readers such as report.py need no model code
+    from worker.model import Prediction
 
 log = logging.getLogger(__name__)
+
+JSONL_NAME = "predictions.jsonl"
+CSV_NAME = "predictions.csv"
+PROCESSED_DIR = "processed"
+FAILED_DIR = "failed"
+ERROR_SUFFIX = ".error.json"
+ON_SUCCESS = ("keep", "delete")  # what becomes of a classified input: archived, or removed
 
 # The claim id as ``Row.to_json`` writes it (json.dumps' default separators).
 JSON_ID = re.compile(r'"id": "([^"\\]+)"')
 FIXED_COLUMNS = [
     "file", "label", "confidence", "class_index", "sha256", "model", "processed_at", "id",
 ]
+CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -54,6 +68,16 @@ class Row:
     processed_at: str
     probabilities: dict[str, float]
 
+    @classmethod
+    def of(cls, prediction: Prediction, *, claim_id: str, file: str, sha256: str, model: str,
+           processed_at: str, class_names: list[str]) -> Row:
+        return cls(
+            id=claim_id, file=file, label=prediction.label, confidence=prediction.confidence,
+            class_index=prediction.class_index, sha256=sha256, model=model,
+            processed_at=processed_at,
+            probabilities=dict(zip(class_names, prediction.probabilities, strict=True)),
+        )
+
     def to_json(self) -> dict:
         return {
             "file": self.file, "label": self.label, "confidence": round(self.confidence, 6),
@@ -61,20 +85,27 @@ class Row:
             "processed_at": self.processed_at, "id": self.id, "probabilities": self.probabilities,
         }
 
+    def to_csv(self) -> list:
+        return [
+            self.file, self.label, f"{self.confidence:.6f}", self.class_index, self.sha256,
+            self.model, self.processed_at, self.id, *(f"{p:.6f}" for p in self.probabilities.values()),
+        ]
+
+
+def iso_utc(timestamp: float) -> str:
+    """How rows and error records give times: ISO 8601, UTC, to the millisecond."""
+    moment = datetime.fromtimestamp(timestamp, timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
 
 def csv_columns(class_names: Iterable[str]) -> list[str]:
     return FIXED_COLUMNS + [f"p_{name}" for name in class_names]
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-CHUNK = 1 << 20
+def error_record(error: InputError, *, claim_id: str, file: str, time: str, model: str) -> dict:
+    """What ``<name>.error.json`` holds: the file, why it was refused, when, by which model."""
+    return {"file": file, "kind": error.kind, "message": error.message, "time": time,
+            "id": claim_id, "model": model}
 
 
 def _csv_end(fh, size: int) -> int:
@@ -126,27 +157,93 @@ def repair_tail(path: Path, kind: str) -> int:
 
 
 class Outbox:
-    """The outbox folder. ``append`` makes a batch of rows durable in both files."""
+    """The outbox folder, opened for one model's rows (``class_names`` make the CSV columns)."""
 
-    def __init__(self, root: Path, class_names: list[str]) -> None:
+    def __init__(self, root: Path, class_names: list[str], *, on_success: str = "keep") -> None:
         self.root = Path(root)
-        self.processed = self.root / "processed"
-        self.failed = self.root / "failed"
-        self.jsonl_path = self.root / "predictions.jsonl"
-        self.csv_path = self.root / "predictions.csv"
+        self.processed = self.root / PROCESSED_DIR
+        self.failed = self.root / FAILED_DIR
+        self.jsonl_path = self.root / JSONL_NAME
+        self.csv_path = self.root / CSV_NAME
         self.columns = csv_columns(class_names)
+        self.keep_inputs = on_success == "keep"
         try:
-            for folder in (self.root, self.processed, self.failed):
-                folder.mkdir(parents=True, exist_ok=True)
-            self._jsonl = os.open(self.jsonl_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            self._csv = os.open(self.csv_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            with self._locked():
-                self._repair_tails()
-                self._check_header()
-                if os.fstat(self._csv).st_size == 0:
-                    self._write(self._csv, self._csv_text([], header=True))
+            self._open()
         except OSError as exc:
             raise ConfigError(f"outbox {self.root} is not writable: {exc.strerror or exc}") from exc
+
+    def _open(self) -> None:
+        for folder in (self.root, self.processed, self.failed):
+            folder.mkdir(parents=True, exist_ok=True)
+        self._jsonl = os.open(self.jsonl_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._csv = os.open(self.csv_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        with self._locked():
+            self._repair_tails()
+            self._check_header()
+            if os.fstat(self._csv).st_size == 0:
+                self._write(self._csv, self._csv_text([], header=True))
+
+    def close(self) -> None:
+        for fd in (self._jsonl, self._csv):
+            os.close(fd)
+
+    # --- the verbs ------------------------------------------------------------------------
+
+    def record(self, rows: list[Row], *, replay: bool = False) -> None:
+        """Write rows durably: JSONL (fsync), then CSV (fsync). On a ``replay`` (claims a crash
+        left), rows already in a file are not written to it again."""
+        skip_csv, skip_jsonl = self.written_ids({r.id for r in rows}) if replay else (set(), set())
+        lines = "".join(
+            json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in rows if r.id not in skip_jsonl
+        )
+        records = self._csv_text([r for r in rows if r.id not in skip_csv])
+        with self._locked():
+            if lines:
+                self._write(self._jsonl, lines)
+            if records:
+                self._write(self._csv, records)
+
+    def archive(self, src: Path, rel: str, claim_id: str) -> None:
+        """A classified input leaves ``.work/``: into ``processed/``, or deleted (--on-success)."""
+        if self.keep_inputs:
+            move_unique(src, self.processed, rel, claim_id)
+        else:
+            os.unlink(src)
+
+    def quarantine(self, src: Path, rel: str, claim_id: str, record: dict) -> Path:
+        """A refused input goes to ``failed/`` with its ``.error.json`` beside it."""
+        dest = place(src, self.failed, rel, claim_id)
+        write_atomic(dest.with_name(dest.name + ERROR_SUFFIX),
+                     json.dumps(record, ensure_ascii=False, indent=2) + "\n")
+        os.unlink(src)
+        return dest
+
+    # --- recovery -------------------------------------------------------------------------
+
+    def written_ids(self, wanted: set[str]) -> tuple[set[str], set[str]]:
+        """Which of ``wanted`` claim ids already have a row in the CSV and in the JSONL."""
+        if not wanted:
+            return set(), set()
+        in_jsonl = set()
+        with open(self.jsonl_path, encoding="utf-8") as fh:
+            for line in fh:
+                match = JSON_ID.search(line)
+                if match and match.group(1) in wanted:
+                    in_jsonl.add(match.group(1))
+        in_csv = set()
+        id_column = self.columns.index("id")
+        with open(self.csv_path, newline="", encoding="utf-8") as fh:
+            for record in csv.reader(fh):
+                if len(record) > id_column and record[id_column] in wanted:
+                    in_csv.add(record[id_column])
+        return in_csv, in_jsonl
+
+    def repair(self) -> None:
+        """Cut torn tails after a failed write (disk full), so the next append starts clean."""
+        with self._locked():
+            self._repair_tails()
+
+    # --- inside -----------------------------------------------------------------------------
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -168,18 +265,9 @@ class Outbox:
                 "use another --outbox for this model, or move the old files away"
             )
 
-    def repair(self) -> None:
-        """Cut torn tails after a failed write (disk full), so the next append starts clean."""
-        with self._locked():
-            self._repair_tails()
-
     def _repair_tails(self) -> None:
         repair_tail(self.jsonl_path, "jsonl")
         repair_tail(self.csv_path, "csv")
-
-    def close(self) -> None:
-        for fd in (self._jsonl, self._csv):
-            os.close(fd)
 
     @staticmethod
     def _write(fd: int, text: str) -> None:
@@ -195,117 +283,5 @@ class Outbox:
         writer = csv.writer(buffer, lineterminator="\r\n")
         if header:
             writer.writerow(self.columns)
-        for row in rows:
-            writer.writerow(
-                [row.file, row.label, f"{row.confidence:.6f}", row.class_index, row.sha256,
-                 row.model, row.processed_at, row.id,
-                 *(f"{p:.6f}" for p in row.probabilities.values())]
-            )
+        writer.writerows(row.to_csv() for row in rows)
         return buffer.getvalue()
-
-    def append(self, rows: list[Row], *, skip_csv: frozenset[str] = frozenset(),
-               skip_jsonl: frozenset[str] = frozenset()) -> None:
-        """Write rows durably: JSONL (fsync), then CSV (fsync). Ids in skip_* are already there."""
-        jsonl_rows = [r for r in rows if r.id not in skip_jsonl]
-        csv_rows = [r for r in rows if r.id not in skip_csv]
-        lines = "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in jsonl_rows)
-        records = self._csv_text(csv_rows)
-        with self._locked():
-            if lines:
-                self._write(self._jsonl, lines)
-            if records:
-                self._write(self._csv, records)
-
-    def written_ids(self, wanted: set[str]) -> tuple[frozenset[str], frozenset[str]]:
-        """Which of ``wanted`` claim ids already have a row in the CSV and in the JSONL."""
-        if not wanted:
-            return frozenset(), frozenset()
-        in_jsonl = set()
-        with open(self.jsonl_path, encoding="utf-8") as fh:
-            for line in fh:
-                match = JSON_ID.search(line)
-                if match and match.group(1) in wanted:
-                    in_jsonl.add(match.group(1))
-        in_csv = set()
-        id_column = self.columns.index("id")
-        with open(self.csv_path, newline="", encoding="utf-8") as fh:
-            for record in csv.reader(fh):
-                if len(record) > id_column and record[id_column] in wanted:
-                    in_csv.add(record[id_column])
-        return frozenset(in_csv), frozenset(in_jsonl)
-
-
-def _same_inode(a: Path, b: Path) -> bool:
-    try:
-        sa, sb = os.lstat(a), os.lstat(b)
-    except FileNotFoundError:
-        return False
-    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
-
-
-def destinations(folder: Path, rel: str, claim_id: str) -> Iterator[Path]:
-    """The plain destination, then the one used if the plain one is taken (made only then:
-    this runs once per archived file)."""
-    plain = folder / rel
-    yield plain
-    suffix = "".join(plain.suffixes[-1:])
-    stem = plain.name[: len(plain.name) - len(suffix)] if suffix else plain.name
-    yield plain.with_name(f"{stem}.{claim_id}{suffix}")
-
-
-_made_folders: set[str] = set()
-
-
-def _make_parent(path: Path) -> None:
-    """mkdir -p the parent once per process (a syscall per file adds up at 5,000 files/s).
-    Keyed by string: making and hashing a Path's parent cost ~5 us a file, a sixth of the link."""
-    parent = os.path.dirname(path)
-    if parent not in _made_folders:
-        os.makedirs(parent, exist_ok=True)
-        _made_folders.add(parent)
-
-
-def place(src: Path, folder: Path, rel: str, claim_id: str) -> Path:
-    """Link ``src`` into ``folder/rel`` without overwriting (``x.<id>.png`` if taken) and
-    return where it is; ``src`` stays. Idempotent: a replay finds the link it made before."""
-    tried = []
-    for dest in destinations(folder, rel, claim_id):
-        tried.append(dest)
-        _make_parent(dest)  # once per folder: both destinations share it
-        try:
-            os.link(src, dest, follow_symlinks=False)
-            return dest
-        except FileExistsError:
-            if _same_inode(src, dest):  # a replay: the previous attempt got this far
-                return dest
-        except FileNotFoundError:  # the folder was removed under us: make it again
-            _made_folders.discard(os.path.dirname(dest))
-            _make_parent(dest)
-            os.link(src, dest, follow_symlinks=False)
-            return dest
-        except OSError as exc:
-            if exc.errno != errno.EXDEV:  # only "the outbox is on another file system" is ok
-                raise
-            if not dest.exists():
-                shutil.copy2(src, dest, follow_symlinks=False)
-                return dest
-    raise FileExistsError(f"both {tried[0]} and {tried[1]} exist")
-
-
-def move_unique(src: Path, folder: Path, rel: str, claim_id: str) -> Path:
-    """Move ``src`` to ``folder/rel`` without overwriting; idempotent after a crash."""
-    dest = place(src, folder, rel, claim_id)
-    os.unlink(src)
-    return dest
-
-
-def write_error_record(path: Path, record: dict) -> None:
-    """``<archived name>.error.json``, written atomically and synced."""
-    target = path.with_name(path.name + ".error.json")
-    tmp = target.with_name(target.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(record, fh, ensure_ascii=False, indent=2)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, target)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -20,17 +20,59 @@ import numpy as np
 from worker import __version__, archs, datasets, defaults
 from worker import model as model_io
 from worker.errors import ConfigError
-from worker.preprocess import DIGITS, OBJECTS, normalize_many
+from worker.preprocess import normalize_many
 
 log = logging.getLogger(__name__)
-
-PROFILE_FOR = {"mnist": DIGITS, "fashion-mnist": OBJECTS}
-
 
 @dataclass(frozen=True)
 class TrainResult:
     model_path: Path
     card: dict
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a model is trained; the card records every field under its own name."""
+
+    dataset: str
+    arch: str
+    epochs: int
+    batch_size: int
+    seed: int
+    learning_rate: float
+    patience: int
+    augment: float  # 0 when the architecture trains without augmentation
+
+    def validate(self) -> Recipe:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError("--epochs and --batch-size must be at least 1")
+        return self
+
+
+@dataclass(frozen=True)
+class Splits:
+    """The dataset preprocessed and split: train, validation (best-epoch choice) and test."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    source: str
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """What a training run gave; the card records every field under its own name."""
+
+    epochs_run: int
+    best_epoch: int
+    validation_accuracy: float
+    validation_loss: float
+    training_seconds: float
+    seconds_per_epoch: float
+    epoch_seconds: list[float]
 
 
 def _augmenter(dataset: str, strength: float, seed: int):
@@ -168,94 +210,107 @@ def train(
     from a trained model's weights (same dataset and arch): a warm restart, i.e. one more cosine
     cycle, usually at a lower ``learning_rate``.
     """
-    if epochs < 1 or batch_size < 1:
-        raise ConfigError("--epochs and --batch-size must be at least 1")
-    spec = datasets.get_spec(dataset)
-    architecture = archs.get_arch(arch)
-    output = Path(output) if output else defaults.MODELS_DIR / f"{spec.name}.keras"
-    if output.suffix != ".keras":
-        raise ConfigError(f"--output {output} must end in .keras")
-
+    recipe = Recipe(dataset=dataset, arch=arch, epochs=epochs, batch_size=batch_size, seed=seed,
+                    learning_rate=learning_rate, patience=patience, augment=augment).validate()
+    spec, architecture = datasets.get_spec(dataset), archs.get_arch(arch)
+    output = _output_path(output, spec.name)
+    if not architecture.augment:
+        recipe = replace(recipe, augment=0.0)
     import keras
 
     keras.utils.set_random_seed(seed)
+    splits = _prepare(spec, data, limit=limit, validation=validation, seed=seed)
+    net = architecture.build(len(spec.class_names))
+    start = _load_start(init_from, spec.name, arch, net) if init_from else None
+    fitted = _fit(net, splits, recipe, verbose)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    net.save(output)
+    model_io.export_serving(net, output)
+    card = _card(output, spec, architecture, net, recipe, fitted, splits, start)
+    model_io.write_card(output, card)
+    classifier = model_io.Classifier(output)
+    card.update(_evaluate(classifier, splits.x_test, splits.y_test), serving_runtime=classifier.runtime)
+    model_io.write_card(output, card)
+    log.info("test accuracy %.4f; saved %s", card["test_accuracy"], output)
+    return TrainResult(model_path=output, card=card)
+
+
+def _output_path(output: Path | None, dataset: str) -> Path:
+    output = Path(output) if output else defaults.MODELS_DIR / f"{dataset}.keras"
+    if output.suffix != ".keras":
+        raise ConfigError(f"--output {output} must end in .keras")
+    return output
+
+
+def _prepare(spec: datasets.DatasetSpec, data: Path | None, *, limit: int | None,
+             validation: int, seed: int) -> Splits:
+    """Load, preprocess with the dataset's profile (as serving will), split off validation."""
     data_set = datasets.load(spec.name, data)
-    profile = PROFILE_FOR[spec.name]
     x_all, y_all = data_set.train_images, data_set.train_labels
     if limit:
         x_all, y_all = x_all[:limit], y_all[:limit]
     if not 0 < validation < len(x_all):
         raise ConfigError(f"--validation must be between 1 and {len(x_all) - 1}")
     log.info("preprocessing %d training and %d test images", len(x_all), len(data_set.test_images))
-    x_all = normalize_many(x_all, profile)
-    x_test = normalize_many(data_set.test_images, profile)
+    x_all = normalize_many(x_all, spec.profile)
+    x_test = normalize_many(data_set.test_images, spec.profile)
     (x_train, y_train), (x_val, y_val) = _split(x_all, y_all, validation, seed)
+    return Splits(x_train, y_train, x_val, y_val, x_test, data_set.test_labels, data_set.source)
 
-    net = architecture.build(len(spec.class_names))
-    start = _load_start(init_from, spec.name, arch, net) if init_from else None
-    steps = int(np.ceil(len(x_train) / batch_size)) * epochs
+
+def _fit(net, splits: Splits, recipe: Recipe, verbose: int) -> Fitted:
+    """Fit with a warmed-up cosine schedule; keep the weights of the best validation loss."""
+    import keras
+
+    steps = int(np.ceil(len(splits.x_train) / recipe.batch_size)) * recipe.epochs
     schedule = keras.optimizers.schedules.CosineDecay(
-        learning_rate / 20, decay_steps=steps, warmup_target=learning_rate,
+        recipe.learning_rate / 20, decay_steps=steps, warmup_target=recipe.learning_rate,
         warmup_steps=max(1, steps // 20),
     )
-    net.compile(
-        optimizer=keras.optimizers.Adam(schedule),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    augment = augment if architecture.augment else 0.0
-    augmenter = _augmenter(spec.name, augment, seed) if augment > 0 else None
+    net.compile(optimizer=keras.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy",
+                metrics=["accuracy"])
+    augmenter = _augmenter(recipe.dataset, recipe.augment, recipe.seed) if recipe.augment > 0 else None
     train_ds, val_ds = _make_datasets(
-        x_train, y_train, x_val, y_val, batch_size=batch_size, augment=augmenter, seed=seed
+        splits.x_train, splits.y_train, splits.x_val, splits.y_val, batch_size=recipe.batch_size,
+        augment=augmenter, seed=recipe.seed,
     )
     epoch_log = _epoch_log()
-    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience)
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=recipe.patience)
     log.info("training %s on %s: %d epochs at most, batch %d, seed %d",
-             arch, spec.name, epochs, batch_size, seed)
+             recipe.arch, recipe.dataset, recipe.epochs, recipe.batch_size, recipe.seed)
     started = time.perf_counter()
-    history = net.fit(train_ds, validation_data=val_ds, epochs=epochs,
+    history = net.fit(train_ds, validation_data=val_ds, epochs=recipe.epochs,
                       callbacks=[epoch_log, stop], verbose=verbose,
                       shuffle=False)  # train_ds reshuffles itself each epoch
     training_seconds = time.perf_counter() - started
     net.set_weights(epoch_log.best_weights)
+    return Fitted(
+        epochs_run=len(epoch_log.seconds),
+        best_epoch=epoch_log.best_epoch,
+        validation_accuracy=round(float(history.history["val_accuracy"][epoch_log.best_epoch - 1]), 5),
+        validation_loss=round(float(epoch_log.best_loss), 5),
+        training_seconds=round(training_seconds, 1),
+        seconds_per_epoch=round(float(np.mean(epoch_log.seconds)), 1),
+        epoch_seconds=[round(x, 1) for x in epoch_log.seconds],
+    )
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    net.save(output)
-    model_io.export_serving(net, output)
-    best = epoch_log.best_epoch - 1
-    card = {
+
+def _card(output: Path, spec: datasets.DatasetSpec, architecture: archs.Arch, net, recipe: Recipe,
+          fitted: Fitted, splits: Splits, start: dict | None) -> dict:
+    """The model card (before the test split is evaluated): what it is, how it was made."""
+    return {
         "name": output.stem,
-        "dataset": spec.name,
-        "dataset_source": data_set.source,
+        "dataset_source": splits.source,
         "class_names": list(spec.class_names),
         "input_shape": model_io.INPUT_SHAPE,
-        "preprocessing": profile.to_dict(),
-        "arch": arch,
+        "preprocessing": spec.profile.to_dict(),
         "arch_description": architecture.description,
         "params": int(net.count_params()),
-        "augment": augment,
-        "epochs": epochs,
-        "patience": patience,
-        "epochs_run": len(epoch_log.seconds),
-        "best_epoch": epoch_log.best_epoch,
-        "batch_size": batch_size,
-        "learning_rate": learning_rate,
-        "seed": seed,
+        **asdict(recipe),
         "init_from": start,
-        "train_size": len(x_train),
-        "validation_size": len(x_val),
-        "validation_accuracy": round(float(history.history["val_accuracy"][best]), 5),
-        "validation_loss": round(float(epoch_log.best_loss), 5),
-        "training_seconds": round(training_seconds, 1),
-        "seconds_per_epoch": round(float(np.mean(epoch_log.seconds)), 1),
-        "epoch_seconds": [round(x, 1) for x in epoch_log.seconds],
+        "train_size": len(splits.x_train),
+        "validation_size": len(splits.x_val),
+        **asdict(fitted),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": _versions(),
     }
-    model_io.write_card(output, card)
-    classifier = model_io.Classifier(output)
-    card.update(_evaluate(classifier, x_test, data_set.test_labels))
-    card["serving_runtime"] = classifier.runtime
-    model_io.write_card(output, card)
-    log.info("test accuracy %.4f; saved %s", card["test_accuracy"], output)
-    return TrainResult(model_path=output, card=card)

@@ -34,7 +34,6 @@ from watchdog.events import (
 
 log = logging.getLogger(__name__)
 
-WORK_DIR = ".work"
 IGNORED_NAMES = {".ds_store", "thumbs.db", "desktop.ini"}
 IGNORED_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", ".swp", "~")
 IGNORED_DIRS = {"@eadir", "#recycle", "$recycle.bin", "lost+found"}
@@ -210,7 +209,7 @@ def arrivals_observer():
 
 
 def scan(inbox: Path, recursive: bool) -> Iterator[str]:
-    """Yield candidate rel paths lazily; never descends into hidden folders such as ``.work``."""
+    """Yield candidate rel paths lazily; never descends into hidden folders (the claims' ``.work``)."""
     stack = [""]  # folders to read, as "/"-terminated paths relative to the inbox
     while stack:
         prefix = stack.pop()

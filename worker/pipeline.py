@@ -1,0 +1,145 @@
+"""The pipeline: claimed files -> loaded batch -> model -> durable rows -> archived inputs.
+
+``process(claims)`` loads a batch. Alone (as tests drive it) it runs the model and finishes the
+batch at once. Once ``overlap()`` has started the model thread, the network runs there (LiteRT
+releases the GIL for the whole call) while the caller's thread, the only one doing Python work,
+finishes the batch before it and claims and loads the next. Keeping all Python on one thread
+matters: two threads taking turns with the GIL hand it over at each system call, and those
+hand-overs cost more than the work.
+
+Finishing is what makes a batch crash-safe: its rows are durable (``Outbox.record``) before any
+of its inputs leaves ``.work/`` (``archive`` or ``quarantine``). A batch whose finish fails
+keeps its files claimed for the next recovery.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from worker.claims import Claim, Claims
+from worker.classify import LoadedBatch, Outcome, load_batch
+from worker.model import Classifier
+from worker.outbox import Outbox, Row, error_record, iso_utc
+from worker.preprocess import Limits
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class InFlight:
+    """A claimed, loaded batch; ``probabilities`` is the model thread's future of its output,
+    or None to run the model when the batch is finished."""
+
+    claims: list[Claim]
+    batch: LoadedBatch
+    probabilities: Future | None
+    replay: bool
+    started: float
+
+    def outcomes(self) -> list[Outcome]:
+        probabilities: np.ndarray | None = (
+            self.probabilities.result() if self.probabilities is not None else self.batch.predict()
+        )
+        return self.batch.outcomes(probabilities)
+
+
+class Pipeline:
+    def __init__(self, classifier: Classifier, outbox: Outbox, claims: Claims, *, limits: Limits,
+                 decode_threads: int, clock: Callable[[], float]) -> None:
+        self.classifier = classifier
+        self.outbox = outbox
+        self.claims = claims
+        self.limits = limits
+        self.clock = clock
+        self.pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
+        self._model_thread: ThreadPoolExecutor | None = None
+        self._pending: InFlight | None = None  # the batch the model thread has; finished next
+        self.finished = 0
+
+    def overlap(self) -> None:
+        """From now on the model runs on its own thread, one batch behind the loading."""
+        self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="model")
+
+    def close(self) -> None:
+        if self._model_thread is not None:
+            self.settle_pending()
+            self._model_thread.shutdown()
+            self._model_thread = None
+        self.pool.shutdown()
+
+    def process(self, claims: list[Claim], *, replay: bool = False) -> int:
+        """Load the claimed files; finish the batch here, or hand it to the model thread and
+        finish the one before it while the model runs. Returns how many files it took."""
+        started = self.clock()
+        batch = load_batch(
+            [c.path for c in claims], self.classifier, pool=self.pool, limits=self.limits,
+            follow_symlinks=False, names=[c.rel for c in claims],
+        )
+        if self._model_thread is None or batch.inputs is None:
+            self._finish(InFlight(claims, batch, None, replay, started))
+            return len(claims)
+        flight = InFlight(claims, batch, self._model_thread.submit(batch.predict), replay, started)
+        previous, self._pending = self._pending, flight
+        if previous is not None:
+            self._finish(previous)
+        return len(claims)
+
+    def finish_pending(self) -> None:
+        """Finish the batch the model thread has; disk trouble (OSError) is raised here."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            self._finish(pending)
+
+    def settle_pending(self) -> None:
+        """Let the pending batch end either way: if it fails, its files stay claimed, and are
+        found again by the next recovery (or the next start)."""
+        try:
+            self.finish_pending()
+        except OSError as exc:
+            log.error("cannot finish a batch (%s); its files stay claimed for a retry", exc)
+
+    def drop_pending(self) -> None:
+        """Forget the pending batch unfinished (after a failed write the outbox may end in a
+        torn record): its files stay claimed, for the recovery that follows the repair."""
+        self._pending = None
+
+    def _finish(self, flight: InFlight) -> None:
+        """Make the batch's rows durable, and only then move its inputs out of ``.work/``."""
+        outcomes = flight.outcomes()
+        processed_at = iso_utc(self.clock())
+        pairs = list(zip(flight.claims, outcomes, strict=True))
+        rows = [self._row(claim, outcome, processed_at) for claim, outcome in pairs if outcome.ok]
+        self.outbox.record(rows, replay=flight.replay)
+        for claim, outcome in pairs:
+            if outcome.ok:
+                self.outbox.archive(claim.path, claim.rel, claim.id)
+            else:
+                self._quarantine(claim, outcome, processed_at)
+            self.claims.finish(claim)
+        self.finished += len(pairs)
+        log.info(
+            "batch: %d files, %d rows, %d failed, %.1f ms%s", len(pairs), len(rows),
+            len(pairs) - len(rows), (self.clock() - flight.started) * 1000,
+            " (recovered)" if flight.replay else "",
+        )
+
+    def _row(self, claim: Claim, outcome: Outcome, processed_at: str) -> Row:
+        p = outcome.prediction
+        log.debug("%s -> %s (%.3f)", claim.rel, p.label, p.confidence)
+        return Row.of(
+            p, claim_id=claim.id, file=claim.rel, sha256=outcome.sha256 or "",
+            model=self.classifier.name, processed_at=processed_at,
+            class_names=self.classifier.class_names,
+        )
+
+    def _quarantine(self, claim: Claim, outcome: Outcome, processed_at: str) -> None:
+        error = outcome.error
+        log.warning("failed %s: %s (%s)", claim.rel, error.message, error.kind)
+        record = error_record(error, claim_id=claim.id, file=claim.rel, time=processed_at,
+                              model=self.classifier.name)
+        self.outbox.quarantine(claim.path, claim.rel, claim.id, record)

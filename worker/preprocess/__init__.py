@@ -1,0 +1,29 @@
+"""Turn any image file into the 28x28x1 float32 input the model was trained on.
+
+Three steps, one module each, shared by training and serving:
+
+- ``reading``: open only regular files, check size and the header's pixel count *before*
+  decoding (``Limits``), decode with OpenCV to 8-bit grey.
+- ``normalizing``: fit the ink into the 28x28 field as the model's ``Profile`` says (MNIST's
+  digits or Fashion-MNIST's objects); training runs its dataset through the same code.
+- ``loading``: both for one file (``load_input``) or a batch (``load_many``), with each file's
+  failure as an ``InputError`` in its place.
+"""
+
+from worker.preprocess.loading import LoadedInput, load_input, load_many
+from worker.preprocess.normalizing import (
+    DIGITS,
+    OBJECTS,
+    SIZE,
+    Profile,
+    normalize,
+    normalize_many,
+    profile_from_dict,
+)
+from worker.preprocess.reading import DEFAULT_LIMITS, Limits, check_header, decode, read_bytes, to_grey
+
+__all__ = [
+    "DEFAULT_LIMITS", "DIGITS", "OBJECTS", "SIZE", "Limits", "LoadedInput", "Profile",
+    "check_header", "decode", "load_input", "load_many", "normalize", "normalize_many",
+    "profile_from_dict", "read_bytes", "to_grey",
+]

@@ -1,0 +1,108 @@
+"""Loading files into model inputs: read, check, decode and normalise, file by file or a
+batch at a time, with each file's failure kept in its own place."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from worker.errors import InputError
+from worker.preprocess.normalizing import DIGITS, Profile, normalize
+from worker.preprocess.reading import DEFAULT_LIMITS, Limits, check_header, decode, read_bytes
+
+log = logging.getLogger(__name__)
+
+# ``load_many`` decodes files until their images hold this many pixels, then normalises them:
+# enough small images to keep each step's code in the CPU caches, never many big pages at once.
+RUN_PIXELS = 4_000_000
+
+
+@dataclass(frozen=True)
+class LoadedInput:
+    pixels: np.ndarray  # (28, 28, 1) float32 in [0, 1]
+    sha256: str  # of the file's bytes, as read
+
+
+def load_input(
+    path: Path,
+    profile: Profile = DIGITS,
+    *,
+    limits: Limits = DEFAULT_LIMITS,
+    follow_symlinks: bool = True,
+    name: str | None = None,
+) -> LoadedInput:
+    """File -> model input and the sha256 of the bytes it came from, or InputError.
+    ``name`` is how messages call the file (the daemon passes the inbox-relative path)."""
+    path = Path(path)
+    (result,) = load_many(
+        [path], profile, names=[name or path.name], limits=limits, follow_symlinks=follow_symlinks
+    )
+    if isinstance(result, InputError):
+        raise result
+    return result
+
+
+def load_many(
+    paths: list[Path],
+    profile: Profile = DIGITS,
+    *,
+    names: list[str],
+    limits: Limits = DEFAULT_LIMITS,
+    follow_symlinks: bool = True,
+    run_pixels: int = RUN_PIXELS,
+) -> list[LoadedInput | InputError]:
+    """``load_input`` for each file, in order, with the error in place of a file that fails.
+
+    It goes step by step across the files (read them all, then decode a run of them, then
+    normalise that run) rather than file by file, so each step's code stays in the CPU's
+    caches. A run ends once its decoded images hold ``run_pixels``, so big pages never pile up
+    in memory. A bug in a decoder fails only its own file.
+    """
+    def read(path: Path, name: str) -> bytes:
+        return read_bytes(path, max_bytes=limits.max_bytes, follow_symlinks=follow_symlinks, name=name)
+
+    def check_and_decode(data: bytes, name: str) -> np.ndarray:
+        check_header(data, name, max_pixels=limits.max_pixels)
+        return decode(data, name)
+
+    def fit(grey: np.ndarray, name: str) -> np.ndarray:
+        return normalize(grey, profile)
+
+    results: list = [_guarded(read, path, name) for path, name in zip(paths, names, strict=True)]
+    digests = [None if isinstance(r, InputError) else hashlib.sha256(r).hexdigest() for r in results]
+    _decode_and_fit_in_runs(results, names, check_and_decode, fit, run_pixels)
+    return [
+        r if isinstance(r, InputError) else LoadedInput(pixels=r, sha256=digest)
+        for r, digest in zip(results, digests, strict=True)
+    ]
+
+
+def _decode_and_fit_in_runs(results: list, names: list[str], decode_one, fit_one, run_pixels: int) -> None:
+    """In place: file bytes -> decoded grey -> model input, a run of files at a time."""
+    run: list[int] = []
+    run_size = 0
+    for i, name in enumerate(names):
+        if not isinstance(results[i], InputError):
+            results[i] = _guarded(decode_one, results[i], name)
+        if not isinstance(results[i], InputError):
+            run.append(i)
+            run_size += results[i].size
+        if run and (run_size >= run_pixels or i == len(names) - 1):
+            for j in run:
+                results[j] = _guarded(fit_one, results[j], names[j])
+            run, run_size = [], 0
+
+
+def _guarded(step, value, name: str):
+    """The step's result, or the InputError that says why this file cannot be classified."""
+    try:
+        return step(value, name)
+    except InputError as exc:
+        return exc
+    except Exception as exc:  # noqa: BLE001 - a decoder bug must not take the others down
+        log.exception("unexpected error reading %s", name)
+        return InputError("internal", f"unexpected error reading {name}: {exc}")

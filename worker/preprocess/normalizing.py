@@ -1,0 +1,199 @@
+"""Fitting ink into the 28x28 field the model was trained on, by a ``Profile``.
+
+MNIST digits are white ink on black, the ink size-normalised into a 20x20 box and centred by
+centre of mass in a 28x28 field. A scan is dark ink on a big, noisy, unevenly lit page.
+``normalize`` detects polarity (the page is the majority: if light, invert), shrinks huge pages,
+flattens uneven light (subtracts a morphological background), finds the ink (Otsu, then drops
+speckles much smaller than the largest ink blob), crops to it, fits it into the profile's box
+keeping the aspect ratio, centres it and scales to [0, 1]. Training runs the dataset through
+the same function (``normalize_many``).
+
+Fashion-MNIST was made differently (the item fills the 28x28 frame, centred by its box), so the
+model card names a ``Profile`` and serving uses the one the model was trained with.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import cv2
+import numpy as np
+
+from worker.errors import InputError
+from worker.preprocess.reading import MIN_CONTRAST
+
+SIZE = 28
+# Pages are shrunk to this longest side before finding the ink: a digit of 1/10 of the page
+# still spans ~80 px, far more than the 20 px it ends as, and big scans stay fast.
+WORK_SIDE = 800
+# Ink blobs smaller than this fraction of the largest are paper noise (dust, JPEG speckles).
+MIN_BLOB_FRACTION = 0.05
+# A filled object (a garment) is every pixel brighter than this above the paper, not just the
+# brightest half that Otsu would pick: a dark shirt's folds are still shirt.
+OBJECT_LEVEL = 24
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How ink is fitted into the 28x28 field; recorded in the model card."""
+
+    name: str
+    box: int  # the ink's longest side after scaling
+    centre: str  # "mass": by centre of mass (MNIST); "box": by bounding box (Fashion-MNIST)
+    flatten: bool  # subtract uneven paper light (thin strokes); off for filled objects
+    stretch: bool  # scale the ink so its strokes reach full white (digits)
+    paper: str  # where to sample the paper for polarity: "median" of all pixels, or "border"
+    # A 28x28 image is already framed (Fashion-MNIST was made so): take it as it is, after
+    # polarity. Re-cropping and re-fitting it only resampled and cut faint edges.
+    framed_as_is: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# Ink is a minority of a digit page, so the median pixel is paper (and dark scanner edges
+# cannot flip it); a garment may fill most of its frame, so there the border is the paper.
+DIGITS = Profile(
+    name="digits-v1", box=20, centre="mass", flatten=True, stretch=True, paper="median"
+)
+OBJECTS = Profile(
+    name="objects-v2", box=28, centre="box", flatten=False, stretch=False, paper="border",
+    framed_as_is=True,
+)
+
+
+def profile_from_dict(data: dict) -> Profile:
+    """The profile a card records; fields added since (with defaults) may be missing from it."""
+    known = {f.name for f in fields(Profile)}
+    return Profile(**{k: v for k, v in data.items() if k in known})
+
+
+def normalize(grey: np.ndarray, profile: Profile = DIGITS) -> np.ndarray:
+    """8-bit grey image of any size -> float32 (28, 28, 1) in [0, 1], MNIST-style."""
+    ink = _ink_bright(_shrink(grey), profile.paper)
+    if profile.flatten:
+        ink = _flatten_light(ink)
+    if int(ink.max()) - int(ink.min()) < MIN_CONTRAST:
+        raise InputError("no-ink", "the image is blank: no ink found on the page")
+    if profile.framed_as_is and ink.shape == (SIZE, SIZE):
+        return (ink.astype(np.float32) / 255.0)[:, :, None]
+    ink, (x, y, w, h) = _keep_ink(ink, clear_background=profile.stretch)
+    patch = ink[y : y + h, x : x + w]
+    if profile.stretch:
+        patch = _stretch(patch)
+    patch = _fit(patch, profile.box)
+    field = _place(patch, profile.centre)
+    return (field.astype(np.float32) / 255.0)[:, :, None]
+
+
+def normalize_many(images: np.ndarray, profile: Profile = DIGITS) -> np.ndarray:
+    """Run a dataset (N, 28, 28) uint8 through ``normalize``; blank images stay blank."""
+    out = np.zeros((len(images), SIZE, SIZE, 1), dtype=np.float32)
+    for i, image in enumerate(images):
+        try:
+            out[i] = normalize(image, profile)
+        except InputError:
+            out[i] = (image.astype(np.float32) / 255.0)[:, :, None]
+    return out
+
+
+def _shrink(grey: np.ndarray) -> np.ndarray:
+    longest = max(grey.shape)
+    if longest <= WORK_SIDE:
+        return grey
+    scale = WORK_SIDE / longest
+    size = (max(1, round(grey.shape[1] * scale)), max(1, round(grey.shape[0] * scale)))
+    return cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+
+
+def _ink_bright(grey: np.ndarray, paper: str) -> np.ndarray:
+    """Make ink the bright part: if the paper is light, invert."""
+    if paper == "border":
+        sample = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    else:
+        step = max(1, min(grey.shape) // 64)
+        sample = grey[::step, ::step]
+    light = np.count_nonzero(sample > 127) * 2 > sample.size  # the median is light
+    return cv2.bitwise_not(grey) if light else grey
+
+
+def _flatten_light(ink: np.ndarray) -> np.ndarray:
+    """Subtract the paper's own brightness (uneven light, shadows) estimated by an opening
+    much wider than a pen stroke; small images (already clean, like MNIST) are left alone."""
+    side = min(ink.shape)
+    if side < 64:
+        return ink
+    k = max(15, side // 6) | 1
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (k, k))
+    background = cv2.morphologyEx(ink, cv2.MORPH_OPEN, kernel)
+    background = cv2.blur(background, (k, k))
+    return cv2.subtract(ink, background)
+
+
+def _keep_ink(ink: np.ndarray, *, clear_background: bool) -> tuple[np.ndarray, tuple]:
+    """Find the ink (Otsu), drop speckles, return the cleaned image and the ink's bounding box.
+    Whole-image steps are OpenCV calls, which release the GIL: big pages load in parallel."""
+    threshold, mask = cv2.threshold(ink, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    if not clear_background:  # a filled object: everything above the paper is the object
+        _, mask = cv2.threshold(ink, OBJECT_LEVEL, 255, cv2.THRESH_BINARY)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    if count <= 1 or areas.max() == 0:
+        raise InputError("no-ink", "no ink found on the page")
+    keep = areas >= MIN_BLOB_FRACTION * areas.max()
+    cleaned = ink
+    if not keep.all():
+        kept = np.take(np.where(np.append(True, keep), 255, 0).astype(np.uint8), labels)
+        cleaned, mask = cv2.bitwise_and(ink, kept), cv2.bitwise_and(mask, kept)
+    if clear_background:  # zero the paper grain below the ink's faint edges (< 0.35 threshold)
+        _, cleaned = cv2.threshold(cleaned, math.ceil(0.35 * threshold) - 1, 0, cv2.THRESH_TOZERO)
+    return cleaned, cv2.boundingRect(mask)
+
+
+def _stretch(patch: np.ndarray) -> np.ndarray:
+    """Scale so the stroke cores reach white, as MNIST's do (pencil is grey, MNIST is not)."""
+    strokes = patch[patch > 0]
+    if strokes.size == 0:
+        return patch
+    peak = _percentile(strokes, 0.95)
+    if peak >= 250 or peak <= 0:
+        return patch
+    return np.clip(patch.astype(np.float32) * (255.0 / peak), 0, 255).astype(np.uint8)
+
+
+def _percentile(values: np.ndarray, q: float) -> float:
+    """``np.percentile(values, 100 * q)`` (linear), by partition rather than a full sort."""
+    position = q * (values.size - 1)
+    low = int(position)
+    high = min(low + 1, values.size - 1)
+    part = np.partition(values, [low, high])
+    a, b, t = float(part[low]), float(part[high]), position - low
+    return a + (b - a) * t if t < 0.5 else b - (b - a) * (1 - t)  # numpy's own lerp
+
+
+def _fit(patch: np.ndarray, box: int) -> np.ndarray:
+    """Scale so the longest side is ``box`` pixels, keeping the aspect ratio."""
+    h, w = patch.shape
+    scale = box / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    if size == (w, h):
+        return patch
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    return cv2.resize(patch, size, interpolation=interpolation)
+
+
+def _place(patch: np.ndarray, centre: str) -> np.ndarray:
+    """Put the patch into the 28x28 field, centred by mass or by its box."""
+    h, w = patch.shape
+    if centre == "mass":
+        m = cv2.moments(patch, binaryImage=False)
+        cy = m["m01"] / m["m00"] if m["m00"] else h / 2
+        cx = m["m10"] / m["m00"] if m["m00"] else w / 2
+    else:
+        cy, cx = h / 2, w / 2
+    top = min(max(round(SIZE / 2 - cy), 0), SIZE - h)
+    left = min(max(round(SIZE / 2 - cx), 0), SIZE - w)
+    field = np.zeros((SIZE, SIZE), dtype=np.uint8)
+    field[top : top + h, left : left + w] = patch
+    return field

@@ -1,0 +1,59 @@
+"""The daemon's settings: one frozen dataclass, validated once, logged at start."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from worker import defaults
+from worker.errors import ConfigError
+from worker.outbox import ON_SUCCESS
+from worker.preprocess import Limits
+
+
+@dataclass(frozen=True)
+class Settings:
+    inbox: Path = defaults.INBOX
+    outbox: Path = defaults.OUTBOX
+    model: Path = defaults.MODEL
+    once: bool = False
+    poll: float | None = None  # seconds between polls; None: inotify events
+    rescan: float = defaults.RESCAN_SECONDS
+    settle: float = defaults.SETTLE_SECONDS
+    recursive: bool = False
+    batch_size: int = defaults.BATCH_SIZE
+    max_delay_ms: int = defaults.MAX_DELAY_MS
+    on_success: str = "keep"
+    decode_threads: int = defaults.DECODE_THREADS
+    queue_limit: int = defaults.QUEUE_LIMIT
+    retry: float = defaults.RETRY_SECONDS  # seconds between tries after a failed write
+    limits: Limits = field(default_factory=Limits)
+
+    def validate(self) -> Settings:
+        if not self.inbox.is_dir():
+            raise ConfigError(f"inbox {self.inbox} is not a folder; create it or pass --inbox")
+        inbox, outbox = self.inbox.resolve(), self.outbox.resolve()
+        if outbox == inbox or outbox.is_relative_to(inbox):
+            raise ConfigError("the outbox must not be inside the inbox")
+        if self.settle < 0:
+            raise ConfigError("--settle must not be negative")
+        if self.rescan <= 0:
+            raise ConfigError("--rescan must be a positive number of seconds")
+        if self.poll is not None and self.poll <= 0:
+            raise ConfigError("--poll must be a positive number of seconds")
+        if self.batch_size < 1 or self.decode_threads < 1 or self.queue_limit < 1:
+            raise ConfigError("--batch-size and --decode-threads must be at least 1")
+        if self.max_delay_ms < 0:
+            raise ConfigError("--max-delay must not be negative")
+        if self.on_success not in ON_SUCCESS:
+            raise ConfigError(f"--on-success must be one of: {', '.join(ON_SUCCESS)}")
+        return self
+
+    def describe(self) -> str:
+        mode = "once" if self.once else (f"poll every {self.poll}s" if self.poll else "inotify")
+        return (
+            f"mode={mode} inbox={self.inbox} outbox={self.outbox} model={self.model} "
+            f"recursive={self.recursive} settle={self.settle}s rescan={self.rescan}s "
+            f"batch={self.batch_size} max_delay={self.max_delay_ms}ms on_success={self.on_success} "
+            f"decode_threads={self.decode_threads} max_pixels={self.limits.max_pixels}"
+        )
