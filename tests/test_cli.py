@@ -104,3 +104,15 @@ def test_predict_then_report_after_watch_once(tmp_path, real_model_path):
     report = runner.invoke(app, ["report", "--outbox", str(outbox), "--json"])
     summary = json.loads(report.stdout)
     assert summary["predictions"] == 1 and summary["failures_by_kind"] == {"empty": 1}
+
+
+def test_choices_come_from_their_one_source():
+    """--arch lists every architecture; --dataset every dataset (the CLI keeps its own list of
+    names so that `worker --help` does not import numpy and OpenCV)."""
+    from worker import archs, datasets
+    from worker.cli import Dataset
+
+    help_text = " ".join(runner.invoke(app, ["train", "--help"]).output.split())
+    for name in archs.ARCHS:
+        assert name in help_text, name
+    assert [d.value for d in Dataset] == list(datasets.DATASETS)

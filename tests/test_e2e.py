@@ -12,10 +12,12 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
 import pytest
+from conftest import errors as _errors
 from factories import wait_for
 
 from worker import datasets
@@ -30,11 +32,11 @@ def mnist_test():
 
 
 @pytest.fixture
-def boxes(tmp_path):
-    inbox, outbox, staging = tmp_path / "inbox", tmp_path / "outbox", tmp_path / "staging"
-    for folder in (inbox, staging):
-        folder.mkdir()
-    return inbox, outbox, staging
+def staging(tmp_path) -> Path:
+    """Where files are written before they are renamed into the inbox whole."""
+    folder = tmp_path / "staging"
+    folder.mkdir()
+    return folder
 
 
 def _stage(staging: Path, images, count: int, start: int = 0) -> list[Path]:
@@ -87,16 +89,19 @@ def _run_once(inbox: Path, outbox: Path) -> subprocess.CompletedProcess:
     )
 
 
+def _row_count(outbox: Path) -> int:
+    try:
+        return (outbox / "predictions.jsonl").read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
 def _records(outbox: Path) -> tuple[list[dict], list[dict]]:
     """JSONL rows and CSV rows, both fully parsed (either failing to parse fails the test)."""
     jsonl = [json.loads(line) for line in (outbox / "predictions.jsonl").read_text().splitlines()]
     with open(outbox / "predictions.csv", newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     return jsonl, rows
-
-
-def _errors(outbox: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in (outbox / "failed").rglob("*.error.json")]
 
 
 def _assert_exactly_once(outbox: Path, names: set[str]) -> list[dict]:
@@ -120,8 +125,8 @@ def _nothing_left(inbox: Path) -> bool:
     return not leftovers and not [p for p in inbox.iterdir() if p.name != ".work"]
 
 
-def _burst_into_running_watcher(boxes, images, count: int) -> tuple[Watcher, list[Path]]:
-    inbox, outbox, staging = boxes
+def _burst_into_running_watcher(boxes, staging, images, count: int) -> tuple[Watcher, list[Path]]:
+    inbox, outbox = boxes
     paths = _stage(staging, images, count)
     watcher = Watcher(inbox, outbox)
     watcher.wait_ready()
@@ -129,10 +134,10 @@ def _burst_into_running_watcher(boxes, images, count: int) -> tuple[Watcher, lis
     return watcher, paths
 
 
-def test_burst_of_2000_while_running(boxes, mnist_test):
-    inbox, outbox, _ = boxes
+def test_burst_of_2000_while_running(boxes, staging, mnist_test):
+    inbox, outbox = boxes
     images, labels = mnist_test
-    watcher, paths = _burst_into_running_watcher(boxes, images, 2000)
+    watcher, paths = _burst_into_running_watcher(boxes, staging, images, 2000)
     assert wait_for(lambda: (outbox / "predictions.jsonl").exists()
                     and len((outbox / "predictions.jsonl").read_text().splitlines()) >= 2000, 120)
     assert watcher.stop() == 0, watcher.output()
@@ -143,8 +148,8 @@ def test_burst_of_2000_while_running(boxes, mnist_test):
     assert correct / len(rows) >= 0.99, "the shipped model reads the digits"
 
 
-def test_backlog_and_crash_leftovers_each_processed_once(boxes, mnist_test):
-    inbox, outbox, staging = boxes
+def test_backlog_and_crash_leftovers_each_processed_once(boxes, staging, mnist_test):
+    inbox, outbox = boxes
     images, _ = mnist_test
     _drop(_stage(staging, images, 300), inbox)
     orphan = inbox / ".work" / "deadbeefdeadbeef" / "0123456789abcdef"
@@ -159,8 +164,8 @@ def test_backlog_and_crash_leftovers_each_processed_once(boxes, mnist_test):
     assert _nothing_left(inbox)
 
 
-def test_kill_9_during_burst_loses_nothing_and_duplicates_nothing(boxes, mnist_test):
-    inbox, outbox, staging = boxes
+def test_kill_9_during_burst_loses_nothing_and_duplicates_nothing(boxes, staging, mnist_test):
+    inbox, outbox = boxes
     images, _ = mnist_test
     names = {p.name for p in _stage(staging, images, 5000)}
     paths = sorted(staging.iterdir())
@@ -175,7 +180,8 @@ def test_kill_9_during_burst_loses_nothing_and_duplicates_nothing(boxes, mnist_t
         chunk = paths[dropped : dropped + 900]
         _drop(chunk, inbox)
         dropped += len(chunk)
-        wait_for(lambda: False, rng.uniform(0.05, 0.6))  # let it get mid-batch, then kill
+        target = _row_count(outbox) + rng.randint(1, 600)  # let it get mid-stream, then kill
+        assert wait_for(lambda t=target: _row_count(outbox) >= t or _nothing_left(inbox), 60)
         assert watcher.stop(signal.SIGKILL) == -signal.SIGKILL
     _drop(paths[dropped:], inbox)
     result = _run_once(inbox, outbox)
@@ -184,8 +190,8 @@ def test_kill_9_during_burst_loses_nothing_and_duplicates_nothing(boxes, mnist_t
     assert _nothing_left(inbox)
 
 
-def test_two_daemons_share_an_inbox(boxes, mnist_test):
-    inbox, outbox, staging = boxes
+def test_two_daemons_share_an_inbox(boxes, staging, mnist_test):
+    inbox, outbox = boxes
     images, _ = mnist_test
     paths = _stage(staging, images, 2000)
     watchers = [Watcher(inbox, outbox), Watcher(inbox, outbox)]
@@ -198,9 +204,9 @@ def test_two_daemons_share_an_inbox(boxes, mnist_test):
     _assert_exactly_once(outbox, {p.name for p in paths})
 
 
-def test_sigterm_mid_burst_exits_0_and_loses_nothing(boxes, mnist_test):
-    inbox, outbox, _ = boxes
-    watcher, paths = _burst_into_running_watcher(boxes, mnist_test[0], 3000)
+def test_sigterm_mid_burst_exits_0_and_loses_nothing(boxes, staging, mnist_test):
+    inbox, outbox = boxes
+    watcher, paths = _burst_into_running_watcher(boxes, staging, mnist_test[0], 3000)
     wait_for(lambda: (outbox / "predictions.jsonl").exists(), 30)
     assert watcher.stop(signal.SIGTERM) == 0, watcher.output()
     assert "stopped after" in watcher.output()
@@ -209,8 +215,8 @@ def test_sigterm_mid_burst_exits_0_and_loses_nothing(boxes, mnist_test):
     _assert_exactly_once(outbox, {p.name for p in paths})
 
 
-def test_slow_writer_and_bad_inputs_then_a_good_file(boxes, mnist_test):
-    inbox, outbox, staging = boxes
+def test_slow_writer_and_bad_inputs_then_a_good_file(boxes, staging, mnist_test):
+    inbox, outbox = boxes
     images, labels = mnist_test
     watcher = Watcher(inbox, outbox)
     watcher.wait_ready()
@@ -219,7 +225,7 @@ def test_slow_writer_and_bad_inputs_then_a_good_file(boxes, mnist_test):
         for i in range(0, len(page), 100):
             fh.write(page[i : i + 100])
             fh.flush()
-            wait_for(lambda: False, 2 / (len(page) / 100))
+            time.sleep(2 / (len(page) / 100))  # the writer's own pace, not a wait for us
     (inbox / "empty.png").write_bytes(b"")
     (inbox / "text.png").write_text("not an image")
     (inbox / "notes.pdf").write_bytes(b"%PDF-1.4")
@@ -239,7 +245,7 @@ def test_slow_writer_and_bad_inputs_then_a_good_file(boxes, mnist_test):
 
 
 def test_once_exits_1_when_outbox_unwritable(boxes):
-    inbox, outbox, _ = boxes
+    inbox, outbox = boxes
     outbox.write_text("a file, not a folder")
     result = _run_once(inbox, outbox)
     assert result.returncode == 1

@@ -6,11 +6,13 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from worker import defaults
 from worker.errors import ConfigError
+from worker.outbox import ERROR_SUFFIX, FAILED_DIR, JSONL_NAME
 
 
 def _predictions(outbox: Path):
-    path = outbox / "predictions.jsonl"
+    path = outbox / JSONL_NAME
     if not path.exists():
         return
     with open(path, encoding="utf-8") as fh:
@@ -20,14 +22,14 @@ def _predictions(outbox: Path):
 
 
 def _errors(outbox: Path):
-    for path in sorted((outbox / "failed").rglob("*.error.json")):
+    for path in sorted((outbox / FAILED_DIR).rglob(f"*{ERROR_SUFFIX}")):
         try:
             yield json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             yield {"file": path.name, "kind": "unreadable-record"}
 
 
-def build_report(outbox: Path, *, low_confidence: float = 0.9) -> dict:
+def build_report(outbox: Path, *, low_confidence: float = defaults.LOW_CONFIDENCE) -> dict:
     outbox = Path(outbox)
     if not outbox.is_dir():
         raise ConfigError(f"outbox {outbox} does not exist")

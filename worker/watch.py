@@ -1,6 +1,6 @@
 """What in the inbox is a candidate, and when a candidate is complete enough to claim.
 
-Small units, each tested alone; ``daemon.py`` drives them:
+Small units, each tested alone; ``intake.py`` drives them:
 
 - ``is_ignored``: junk and temporary files that are never touched (hidden, ``.part``, ``~``,
   ``Thumbs.db``, ``@eaDir``…). Everything else ends as a row or an error record.
@@ -90,9 +90,6 @@ class StabilityTracker:
             self._seen[rel] = _Seen(size=-1, mtime_ns=-1, since=0.0, closed=closed)
         elif closed:
             entry.closed = True
-
-    def forget(self, rel: str) -> None:
-        self._seen.pop(rel, None)
 
     def pop_ready(self, inbox: Path, now: float, limit: int) -> list[str]:
         """Up to ``limit`` ready files (paths relative to the inbox); gone files are forgotten."""
@@ -194,14 +191,14 @@ def arrivals_observer():
 
     Every claim renames a file out of the inbox. watchdog holds each such IN_MOVED_FROM for
     0.5 s, hoping to pair it with an IN_MOVED_TO, in a FIFO queue: every event behind it waits
-    too, so without this each file dropped after the first took ~500 ms to be seen (measured).
+    too, so without this every file dropped after the first waited out that hold to be seen.
     Departures mean nothing to the daemon; a file moved in arrives as an unpaired IN_MOVED_TO,
     which watchdog reports as created.
 
     With no departures reported, pairing has nothing to find, so it is skipped as well: for
     each IN_MOVED_TO watchdog searched its whole event queue for a partner, and during a burst
-    that queue backs up, so each event cost more the bigger the burst (10,000 renamed in, three
-    runs each: 1,390 -> 1,590 files/s without the search).
+    that queue backs up, so each event cost more the bigger the burst (the numbers are in
+    docs/performance.md).
     """
     from watchdog.observers.api import BaseObserver
 
