@@ -184,12 +184,16 @@ def test_place_is_idempotent(tmp_path):
     assert first == again and len(list((tmp_path / "failed").iterdir())) == 1
 
 
-def test_place_refuses_when_both_destinations_are_taken(tmp_path):
+def test_place_uses_a_short_name_at_the_top_when_both_names_are_taken(tmp_path):
     dest = tmp_path / "processed"
     dest.mkdir()
     (dest / "x.png").write_bytes(b"a")
     (dest / "x.c1.png").write_bytes(b"b")
     src = tmp_path / "s.png"
     src.write_bytes(b"c")
-    with pytest.raises(FileExistsError, match=r"x\.png and .*x\.c1\.png"):
-        place(src, dest, "x.png", "c1")
+    assert place(src, dest, "x.png", "c1") == dest / "c1.png"
+    (dest / "c2.png").write_bytes(b"d")
+    (dest / "x.c2.png").write_bytes(b"e")
+    taken = r"x\.png: taken; x\.c2\.png: taken; c2\.png: taken"
+    with pytest.raises(OSError, match=rf"cannot place x\.png .*{taken}"):
+        place(src, dest, "x.png", "c2")

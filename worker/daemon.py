@@ -118,11 +118,17 @@ class Daemon:
             log.warning("%d claimed files left unfinished will be finished", len(self._recovered))
 
     def _after_write_failure(self, exc: OSError, stop: threading.Event) -> None:
-        """Disk trouble: nothing is lost (inputs stay claimed); repair, wait, finish them later."""
+        """Outbox trouble (disk full, read-only, I/O error): nothing is lost, inputs stay
+        claimed. Wait, repair, recover the claims, and go on; while that fails too, keep waiting."""
         if self.settings.once:
             raise WorkerError(f"cannot write to the outbox or archive: {exc}") from exc
-        log.error("cannot write results (%s); retrying in %.0f s", exc, self.settings.retry)
         self.pipeline.drop_pending()
-        stop.wait(self.settings.retry)
-        self.outbox.repair()
-        self._recover()
+        while not stop.is_set():
+            log.error("cannot write results (%s); retrying in %.0f s", exc, self.settings.retry)
+            stop.wait(self.settings.retry)
+            try:
+                self.outbox.repair()
+                self._recover()
+                return
+            except OSError as again:
+                exc = again

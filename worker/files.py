@@ -4,8 +4,10 @@ archive folder that pick another name rather than replace what is there."""
 from __future__ import annotations
 
 import errno
+import filecmp
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,22 +40,35 @@ def _sync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def _same_inode(a: Path, b: Path) -> bool:
-    try:
-        sa, sb = os.lstat(a), os.lstat(b)
-    except FileNotFoundError:
-        return False
-    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+NAME_MAX = 255  # bytes in one file name on Linux file systems
+# Errors that say the disk or the file system is in trouble, not one file: wait and retry.
+DISK_TROUBLE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS})
+# A suffix longer than this is no file type; the last-resort name drops it.
+MAX_SUFFIX = 16
 
 
-def destinations(folder: Path, rel: str, claim_id: str) -> Iterator[Path]:
-    """The plain destination, then the one used if the plain one is taken (made only then:
-    this runs once per archived file)."""
+def is_disk_trouble(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in DISK_TROUBLE
+
+
+def destinations(folder: Path, rel: str, claim_id: str, *, reserve: int = 0) -> Iterator[Path]:
+    """Where an input may go, in order: its own path; ``x.<id>.png`` beside it (the plain name is
+    taken); ``<id>.png`` at the top of ``folder`` (a name that always fits, under no subfolder
+    that could be a file). A name that would not fit NAME_MAX with ``reserve`` bytes to spare
+    (for ``.error.json``) is skipped. Made lazily: the first one almost always serves."""
     plain = folder / rel
-    yield plain
+    if _fits(plain.name, reserve):
+        yield plain
     suffix = "".join(plain.suffixes[-1:])
     stem = plain.name[: len(plain.name) - len(suffix)] if suffix else plain.name
-    yield plain.with_name(f"{stem}.{claim_id}{suffix}")
+    beside = plain.with_name(f"{stem}.{claim_id}{suffix}")
+    if _fits(beside.name, reserve):
+        yield beside
+    yield folder / f"{claim_id}{suffix if len(os.fsencode(suffix)) <= MAX_SUFFIX else ''}"
+
+
+def _fits(name: str, reserve: int) -> bool:
+    return len(os.fsencode(name)) + reserve <= NAME_MAX
 
 
 _made_folders: set[str] = set()
@@ -68,35 +83,125 @@ def _make_parent(path: Path) -> None:
         _made_folders.add(parent)
 
 
-def place(src: Path, folder: Path, rel: str, claim_id: str) -> Path:
-    """Link ``src`` into ``folder/rel`` without overwriting (``x.<id>.png`` if taken) and
-    return where it is; ``src`` stays. Idempotent: a replay finds the link it made before."""
-    tried = []
-    for dest in destinations(folder, rel, claim_id):
-        tried.append(dest)
-        _make_parent(dest)  # once per folder: both destinations share it
+def place(src: Path, folder: Path, rel: str, claim_id: str, *, reserve: int = 0) -> Path:
+    """Put ``src`` into ``folder`` at the first of its ``destinations`` that takes it, without
+    ever overwriting, and return where. Idempotent: a replay finds what it placed before.
+
+    ``src`` stays where it is unless only a rename could move it (a hard link refused to a file
+    of another owner, with ``fs.protected_hardlinks``, and the file unreadable to copy). One
+    file's trouble (a name too long, a file where a folder should be) tries the next
+    destination; disk trouble (``DISK_TROUBLE``) is raised for the caller to wait out."""
+    problems = []
+    for dest in destinations(folder, rel, claim_id, reserve=reserve):
         try:
-            os.link(src, dest, follow_symlinks=False)
-            return dest
-        except FileExistsError:
-            if _same_inode(src, dest):  # a replay: the previous attempt got this far
+            if _put(src, dest, claim_id):
                 return dest
-        except FileNotFoundError:  # the folder was removed under us: make it again
-            _made_folders.discard(os.path.dirname(dest))
-            _make_parent(dest)
-            os.link(src, dest, follow_symlinks=False)
-            return dest
+            problems.append(f"{dest.name}: taken")
         except OSError as exc:
-            if exc.errno != errno.EXDEV:  # only "the outbox is on another file system" is ok
+            if is_disk_trouble(exc):
                 raise
-            if not dest.exists():
-                shutil.copy2(src, dest, follow_symlinks=False)
-                return dest
-    raise FileExistsError(f"both {tried[0]} and {tried[1]} exist")
+            problems.append(f"{dest.name}: {exc.strerror or exc}")
+    raise OSError(errno.EEXIST, f"cannot place {rel} in {folder} ({'; '.join(problems)})")
+
+
+def _put(src: Path, dest: Path, claim_id: str) -> bool:
+    """Link (or copy) ``src`` to ``dest``; False if ``dest`` holds something else."""
+    try:
+        _make_parent(dest)
+        os.link(src, dest, follow_symlinks=False)
+        return True
+    except FileExistsError:
+        return _same_inode(src, dest) or _same_copy(src, dest)
+    except FileNotFoundError:  # the folder was removed under us: make it again
+        _made_folders.discard(os.path.dirname(dest))
+        return _put_after_mkdir(src, dest)
+    except OSError as exc:
+        if exc.errno == errno.EXDEV:  # the outbox is on another file system
+            return copy_atomic(src, dest, dest.with_name(f".{claim_id}.part"))
+        if exc.errno == errno.EPERM:  # protected_hardlinks: another user's file
+            return _copy_or_rename(src, dest, claim_id)
+        raise
+
+
+def _put_after_mkdir(src: Path, dest: Path) -> bool:
+    _make_parent(dest)
+    os.link(src, dest, follow_symlinks=False)
+    return True
+
+
+def _copy_or_rename(src: Path, dest: Path, claim_id: str) -> bool:
+    try:
+        return copy_atomic(src, dest, dest.with_name(f".{claim_id}.part"))
+    except PermissionError:  # cannot even read it: move it whole, if nothing is there
+        if os.path.lexists(dest):
+            return False
+        os.rename(src, dest)
+        return True
+
+
+def copy_atomic(src: Path, dest: Path, tmp: Path) -> bool:
+    """Copy to ``tmp`` beside ``dest``, fsync, link into place (never overwriting), fsync the
+    folder: ``dest`` is whole or absent. A stale ``tmp`` from a crash is overwritten. A FIFO or
+    device has no content to keep: nothing is made. False if ``dest`` holds something else."""
+    info = os.lstat(src)
+    if stat.S_ISLNK(info.st_mode):
+        _unlink_quietly(tmp)
+        os.symlink(os.readlink(src), tmp)
+    elif stat.S_ISREG(info.st_mode):
+        _copy_synced(src, tmp)
+    else:
+        return True
+    try:
+        os.link(tmp, dest, follow_symlinks=False)
+    except FileExistsError:
+        if not _same_copy(src, dest):
+            _unlink_quietly(tmp)
+            return False
+    os.unlink(tmp)
+    _sync_folder(dest.parent)
+    return True
+
+
+def _copy_synced(src: Path, tmp: Path) -> None:
+    with open(src, "rb") as reader, open(tmp, "wb") as writer:
+        shutil.copyfileobj(reader, writer, 1 << 20)
+        writer.flush()
+        os.fsync(writer.fileno())
+    shutil.copystat(src, tmp)
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _same_inode(a: Path, b: Path) -> bool:
+    try:
+        sa, sb = os.lstat(a), os.lstat(b)
+    except FileNotFoundError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def _same_copy(src: Path, dest: Path) -> bool:
+    """``dest`` is a whole copy of ``src`` (a replay finds its own earlier copy): the same
+    bytes and, as ``copystat`` left it, the same modification time."""
+    try:
+        a, b = os.lstat(src), os.lstat(dest)
+    except FileNotFoundError:
+        return False
+    if stat.S_ISLNK(a.st_mode) and stat.S_ISLNK(b.st_mode):
+        return os.readlink(src) == os.readlink(dest)
+    if not (stat.S_ISREG(a.st_mode) and stat.S_ISREG(b.st_mode)):
+        return False
+    same_stat = (a.st_size, a.st_mtime_ns) == (b.st_size, b.st_mtime_ns)
+    return same_stat and filecmp.cmp(src, dest, shallow=False)
 
 
 def move_unique(src: Path, folder: Path, rel: str, claim_id: str) -> Path:
-    """Move ``src`` to ``folder/rel`` without overwriting; idempotent after a crash."""
+    """Move ``src`` into ``folder`` (see ``place``); idempotent after a crash."""
     dest = place(src, folder, rel, claim_id)
-    os.unlink(src)
+    _unlink_quietly(src)  # gone already if place had to rename it
     return dest

@@ -212,10 +212,11 @@ class Outbox:
 
     def quarantine(self, src: Path, rel: str, claim_id: str, record: dict) -> Path:
         """A refused input goes to ``failed/`` with its ``.error.json`` beside it."""
-        dest = place(src, self.failed, rel, claim_id)
+        dest = place(src, self.failed, rel, claim_id, reserve=len(os.fsencode(ERROR_SUFFIX)))
         write_atomic(dest.with_name(dest.name + ERROR_SUFFIX),
                      json.dumps(record, ensure_ascii=False, indent=2) + "\n")
-        os.unlink(src)
+        if os.path.lexists(src):  # place may have had to rename it
+            os.unlink(src)
         return dest
 
     # --- recovery -------------------------------------------------------------------------

@@ -1,0 +1,196 @@
+"""Hostile files and single faults: one file's trouble is that file's trouble, disk trouble is
+waited out, and nothing is ever lost, torn or deleted. Each test names the case it guards."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import errors, rows
+from factories import digit_stroke, wait_for, write
+
+from worker.daemon import Daemon
+from worker.settings import Settings
+
+TEST_USER = "worker-test"  # made by ./scripts/test; runs the daemon as the shipped unit's User=
+
+
+def _old(path: Path) -> Path:
+    os.utime(path, (time.time() - 10, time.time() - 10), follow_symlinks=False)
+    return path
+
+
+def _drain(boxes, classifier, **settings) -> None:
+    """``worker watch --once`` in this process, with the fake classifier."""
+    inbox, outbox = boxes
+    daemon = Daemon(Settings(inbox=inbox, outbox=outbox, once=True, settle=0.2, retry=0.01, **settings),
+                    classifier)
+    assert daemon.run(threading.Event()) >= 0
+
+
+def _records(outbox: Path) -> dict[str, str]:
+    """file -> "row" or the error kind; a file with two records fails the test."""
+    seen: dict[str, str] = {}
+    records = [(r["file"], "row") for r in rows(outbox)] + [(e["file"], e["kind"]) for e in errors(outbox)]
+    for file, what in records:
+        assert file not in seen, f"{file} has two records"
+        seen[file] = what
+    return seen
+
+
+def _nothing_claimed(inbox: Path) -> bool:
+    return not [p for p in (inbox / ".work").rglob("*") if not p.is_dir() and p.suffix != ".lock"]
+
+
+def test_the_same_long_name_twice_is_archived_under_a_name_that_fits(boxes, fake_classifier):
+    inbox, outbox = boxes
+    name = "x" * 236 + ".png"  # x.<id>.png would be over NAME_MAX
+    _old(write(inbox / name, digit_stroke()))
+    _drain(boxes, fake_classifier)
+    _old(write(inbox / name, digit_stroke()))
+    _old(write(inbox / "after.png", digit_stroke()))
+    _drain(boxes, fake_classifier)
+    assert sorted(r["file"] for r in rows(outbox)) == sorted([name, name, "after.png"])
+    archived = sorted(os.listdir(outbox / "processed"))
+    assert len(archived) == 3 and name in archived and "after.png" in archived
+    assert _nothing_claimed(inbox)
+
+
+def test_a_refused_file_with_a_long_name_gets_an_error_record_that_fits(boxes, fake_classifier):
+    inbox, outbox = boxes
+    name = "n" * 246 + ".png"  # <name>.error.json would be over NAME_MAX
+    (inbox / name).write_text("not an image")
+    _old(inbox / name)
+    _drain(boxes, fake_classifier)
+    [record] = errors(outbox)
+    assert record["file"] == name and record["kind"] == "not-an-image"
+    [kept] = [p for p in (outbox / "failed").iterdir() if not p.name.endswith(".error.json")]
+    assert kept.read_text() == "not an image" and (kept.parent / (kept.name + ".error.json")).exists()
+    assert _nothing_claimed(inbox)
+
+
+def test_recursive_with_a_file_where_the_archive_needs_a_folder(boxes, fake_classifier):
+    inbox, outbox = boxes
+    (outbox / "processed").mkdir(parents=True)
+    (outbox / "processed" / "batch1").write_text("a file, not a folder")
+    _old(write(inbox / "batch1" / "p.png", digit_stroke()))
+    _drain(boxes, fake_classifier, recursive=True)
+    assert [r["file"] for r in rows(outbox)] == ["batch1/p.png"]
+    assert (outbox / "processed" / "batch1").read_text() == "a file, not a folder"
+    assert len(os.listdir(outbox / "processed")) == 2
+    assert _nothing_claimed(inbox)
+
+
+def test_read_only_outbox_is_waited_out_not_a_crash(boxes, fake_classifier, faults):
+    """The disk goes read-only: appends fail, and so does the repair in the retry handler."""
+    inbox, outbox = boxes
+    for i in range(12):
+        _old(write(inbox / f"{i}.png", digit_stroke()))
+    read_only = [False]
+
+    def on_the_jsonl(path: str) -> bool:
+        return read_only[0] and path.endswith("predictions.jsonl")
+
+    daemon = Daemon(Settings(inbox=inbox, outbox=outbox, settle=0.2, batch_size=4, retry=0.01),
+                    fake_classifier)
+    read_only[0] = True
+    faults.fail(os, "write", when=on_the_jsonl, error=OSError(errno.EROFS, "Read-only file system"))
+    faults.fail(os, "fstat", when=on_the_jsonl, error=PermissionError(errno.EACCES, "Permission denied"))
+    stop = threading.Event()
+    thread = threading.Thread(target=daemon.run, args=(stop,))
+    thread.start()
+    try:
+        assert wait_for(lambda: faults.failures >= 6, 10), "the faults never happened"
+        assert thread.is_alive(), "the daemon died in its retry handler"
+        read_only[0] = False
+        assert wait_for(lambda: len(rows(outbox)) == 12 and daemon.idle(), 20)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert sorted(_records(outbox)) == sorted(f"{i}.png" for i in range(12))
+    assert _nothing_claimed(inbox)
+
+
+@pytest.fixture
+def other_file_system(tmp_path):
+    """A tmpfs mounted for the test: an outbox on another file system than the inbox."""
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {result.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_archive_on_another_file_system_is_whole_and_once(boxes, fake_classifier, other_file_system, faults):
+    """A copy across file systems is made under a temporary name and renamed whole; a crash
+    mid-copy leaves no torn file under the real name and no duplicate after the replay."""
+    inbox, _ = boxes
+    outbox = other_file_system / "outbox"
+    big = write(inbox / "page.png", (digit_stroke(600) // 2))
+    _old(big)
+    os.mkfifo(inbox / "pipe.png")
+    _old(inbox / "pipe.png")
+    crash = OSError(errno.EIO, "the process dies mid-copy")
+    faults.fail(os, "fsync", when=lambda path: path.endswith(".part"), error=crash)
+    daemon = Daemon(Settings(inbox=inbox, outbox=outbox, once=True, settle=0.2), fake_classifier)
+    daemon.start()
+    with pytest.raises(OSError, match="mid-copy"):
+        while daemon.step():
+            pass
+    daemon.close()
+    faults.clear()
+    assert not (outbox / "processed" / "page.png").exists(), "a torn copy under the real name"
+    _drain((inbox, outbox), fake_classifier)
+    assert _records(outbox) == {"page.png": "row", "pipe.png": "not-a-regular-file"}
+    assert (outbox / "processed" / "page.png").read_bytes() == write(
+        inbox.parent / "again.png", digit_stroke(600) // 2).read_bytes()
+    assert os.listdir(outbox / "processed") == ["page.png"], "no duplicate, no temporary left"
+    assert _nothing_claimed(inbox)
+
+
+def _test_user_ids() -> tuple[int, int] | None:
+    import pwd
+
+    try:
+        entry = pwd.getpwnam(TEST_USER)
+    except KeyError:
+        return None
+    return entry.pw_uid, entry.pw_gid
+
+
+@pytest.mark.slow
+def test_another_users_file_with_the_daemon_not_root(fake_classifier):
+    """fs.protected_hardlinks refuses the archive's hard link to a file the daemon does not
+    own (the shipped unit's User=worker): the file is copied instead, and nothing sticks."""
+    ids = _test_user_ids()
+    if ids is None or os.geteuid() != 0:
+        pytest.skip(f"needs root and the user {TEST_USER} (./scripts/test creates it)")
+    root = Path(tempfile.mkdtemp(prefix="worker-hostile-", dir="/tmp"))
+    inbox, outbox = root / "inbox", root / "outbox"
+    inbox.mkdir()
+    for folder in (root, inbox):
+        os.chown(folder, *ids)
+    write(inbox / "theirs.png", 255 - digit_stroke(100))  # owned by root, 0644
+    (inbox / "bad.png").write_text("not an image")  # root's too: quarantined the same way
+    mine = write(inbox / "mine.png", 255 - digit_stroke(100))
+    os.chown(mine, *ids)
+    result = subprocess.run(
+        ["setpriv", f"--reuid={ids[0]}", f"--regid={ids[1]}", "--clear-groups",
+         sys.executable, "-m", "worker", "watch", "--once", "--settle", "0", "--inbox", str(inbox),
+         "--outbox", str(outbox)],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "HOME": str(root)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert _records(outbox) == {"theirs.png": "row", "mine.png": "row", "bad.png": "not-an-image"}
+    assert sorted(os.listdir(outbox / "processed")) == ["mine.png", "theirs.png"]
+    assert _nothing_claimed(inbox)
