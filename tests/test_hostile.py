@@ -4,6 +4,7 @@ waited out, and nothing is ever lost, torn or deleted. Each test names the case 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import subprocess
 import sys
@@ -194,3 +195,99 @@ def test_another_users_file_with_the_daemon_not_root(fake_classifier):
     assert _records(outbox) == {"theirs.png": "row", "mine.png": "row", "bad.png": "not-an-image"}
     assert sorted(os.listdir(outbox / "processed")) == ["mine.png", "theirs.png"]
     assert _nothing_claimed(inbox)
+
+
+def _bytes_name(folder: Path, name: bytes, data: bytes) -> None:
+    fd = os.open(os.path.join(os.fsencode(folder), name), os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, data)
+    os.close(fd)
+    os.utime(os.path.join(os.fsencode(folder), name), (time.time() - 10, time.time() - 10))
+
+
+def test_names_that_are_not_utf8_are_recorded_losslessly(boxes, fake_classifier):
+    import base64
+
+    inbox, outbox = boxes
+    png = write(inbox.parent / "digit.png", digit_stroke()).read_bytes()
+    _bytes_name(inbox, b"caf\xe9.png", png)  # Latin-1, as old SMB shares and scanners write
+    _bytes_name(inbox, b"bad \xff\xfe.png", b"not an image")
+    _drain(boxes, fake_classifier)
+    assert _records(outbox) == {"caf\\xe9.png": "row", "bad \\xff\\xfe.png": "not-an-image"}
+    [line] = (outbox / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
+    assert base64.b64decode(json.loads(line)["file_bytes"]) == b"caf\xe9.png"
+    [error] = errors(outbox)
+    assert base64.b64decode(error["file_bytes"]) == b"bad \xff\xfe.png"
+    assert error["message"].startswith("bad \\xff\\xfe.png")
+    assert os.listdir(os.fsencode(outbox / "processed")) == [b"caf\xe9.png"], "archived by its own bytes"
+    assert _nothing_claimed(inbox)
+
+
+@pytest.mark.slow
+def test_a_name_that_is_not_utf8_does_not_crash_watch_once(boxes):
+    inbox, outbox = boxes
+    _bytes_name(inbox, b"caf\xe9.png", write(inbox.parent / "d.png", 255 - digit_stroke(100)).read_bytes())
+    result = subprocess.run([sys.executable, "-m", "worker", "watch", "--once", "--settle", "0",
+                             "--inbox", str(inbox), "--outbox", str(outbox)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert [r["file"] for r in rows(outbox)] == ["caf\\xe9.png"]
+
+
+def test_a_folder_swapped_in_for_a_tracked_file_is_never_taken_apart(boxes, fake_classifier):
+    """The file is seen, then replaced by a folder with files in it before it is claimed."""
+    inbox, outbox = boxes
+    daemon = Daemon(Settings(inbox=inbox, outbox=outbox, once=True, settle=0.2), fake_classifier)
+    _old(write(inbox / "y.png", digit_stroke()))
+    daemon.start()
+    daemon.intake.ready(time.time(), 0)  # y.png is tracked
+    (inbox / "y.png").unlink()
+    write(inbox / "y.png" / "sub" / "p1.png", digit_stroke())
+    write(inbox / "y.png" / "p2.png", digit_stroke())
+    while daemon.step():
+        pass
+    daemon.close()
+    assert (inbox / "y.png" / "sub" / "p1.png").is_file() and (inbox / "y.png" / "p2.png").is_file()
+    _drain(boxes, fake_classifier, recursive=True)
+    assert _records(outbox) == {"y.png/sub/p1.png": "row", "y.png/p2.png": "row"}
+    assert len({r["id"] for r in rows(outbox)}) == 2
+
+
+def test_a_folder_left_claimed_by_an_older_version_is_put_back_on_recovery(boxes, fake_classifier):
+    inbox, outbox = boxes
+    dead = inbox / ".work" / "deadbeefdeadbeef"
+    write(dead / "0123456789abcdef01234=y.png" / "sub" / "p1.png", digit_stroke())
+    _drain(boxes, fake_classifier)
+    assert (inbox / "y.png" / "sub" / "p1.png").is_file(), "put back where it was, not deleted"
+    assert _records(outbox) == {}
+
+
+def _die_holding(inbox: Path, rel: str) -> None:
+    """A worker process that claims ``rel`` (or adopts its claim) and is killed with it in hand."""
+    code = (
+        "import os, signal, sys; from worker.claims import Claims\n"
+        "c = Claims(sys.argv[1]); c.recover(); c.claim(sys.argv[2])\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(inbox), rel])
+    assert done.returncode == -9
+
+
+def test_a_poison_file_is_set_aside_after_the_second_crash(boxes, fake_classifier):
+    inbox, outbox = boxes
+    _old(write(inbox / "poison.png", digit_stroke()))
+    _old(write(inbox / "fine.png", digit_stroke()))
+    _die_holding(inbox, "poison.png")
+    _die_holding(inbox, "none-this-time.png")  # adopts poison.png, dies with it in hand again
+    _drain(boxes, fake_classifier)
+    assert _records(outbox) == {"poison.png": "crashed", "fine.png": "row"}
+    [error] = errors(outbox)
+    assert "set aside" in error["message"]
+    assert _nothing_claimed(inbox)
+
+
+def test_one_crash_is_not_enough_to_set_a_file_aside(boxes, fake_classifier):
+    inbox, outbox = boxes
+    _old(write(inbox / "unlucky.png", digit_stroke()))
+    _die_holding(inbox, "unlucky.png")
+    _drain(boxes, fake_classifier)
+    assert _records(outbox) == {"unlucky.png": "row"}

@@ -119,7 +119,7 @@ def test_a_crash_between_the_two_files_is_replayed_into_the_csv_only(tmp_path, f
         box.record([_row(3)])  # durable in the JSONL, not yet in the CSV
     faults.clear()
     assert box.written_ids({"id1", "id3", "id9"}) == ({"id1"}, {"id1", "id3"})
-    box.record([_row(1), _row(3)], replay=True)
+    box.record([_row(1), _row(3)], written=box.written_ids({"id1", "id3"}))
     box.close()
     with open(tmp_path / "predictions.csv", newline="", encoding="utf-8") as fh:
         assert [r["id"] for r in csv.DictReader(fh)] == ["id1", "id2", "id3"]

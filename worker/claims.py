@@ -17,7 +17,6 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import shutil
 import stat
 import threading
 import time
@@ -32,6 +31,7 @@ log = logging.getLogger(__name__)
 WORK_DIR = ".work"
 NAME_MAX = 255  # bytes in one file name on Linux file systems
 SEPARATOR = "="  # between claim id (hex) and the escaped relative path
+ATTEMPT = "."  # between claim id and the number of daemons that died holding the claim
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ class Claim:
     rel: str  # path relative to the inbox, "/" separated
     path: Path  # where the claimed file is now
     folder: Path | None = None  # the claim's own folder, for the nested form only
+    crashes: int = 0  # how many daemons died while holding this claim
 
 
 _id_lock = threading.Lock()
@@ -64,8 +65,22 @@ def flat_name(claim_id: str, rel: str) -> str:
 
 
 def parse_flat_name(name: str) -> tuple[str, str]:
-    claim_id, escaped = name.split(SEPARATOR, 1)
-    return claim_id, unquote(escaped)  # every "%" in it starts one of our two escapes
+    token, escaped = name.split(SEPARATOR, 1)
+    return parse_token(token)[0], unquote(escaped)  # every "%" in it starts one of our two escapes
+
+
+def parse_token(token: str) -> tuple[str, int]:
+    """A claim's name up to ``=`` (or its folder's name): the claim id, and how many daemons
+    died holding it (``<id>.<n>``; no suffix: none)."""
+    claim_id, _, crashes = token.partition(ATTEMPT)
+    return claim_id, int(crashes) if crashes.isdigit() else 0
+
+
+def one_more_crash(name: str) -> str:
+    """The name a claim gets when it is adopted from a dead daemon."""
+    token, separator, rest = name.partition(SEPARATOR)
+    claim_id, crashes = parse_token(token)
+    return f"{claim_id}{ATTEMPT}{crashes + 1}{separator}{rest}"
 
 
 class Claims:
@@ -103,11 +118,24 @@ class Claims:
             os.rename(self.inbox / rel, claim.path)
         except OSError as exc:
             if claim.folder is not None:
-                shutil.rmtree(claim.folder, ignore_errors=True)
+                _remove_empty_folders(claim.folder)
             if not isinstance(exc, FileNotFoundError):
                 log.error("cannot claim %s: %s", rel, exc.strerror)
             return None
+        if stat.S_ISDIR(os.lstat(claim.path).st_mode):  # a folder swapped in for the file
+            self._put_back(claim.path, rel)
+            if claim.folder is not None:
+                _remove_empty_folders(claim.folder)
+            return None
         return claim
+
+    def _put_back(self, path: Path, rel: str) -> None:
+        """A folder is never ours to take apart: back where it was (a scan finds its files)."""
+        try:
+            os.rename(path, self.inbox / rel)
+        except OSError as exc:
+            log.error("a folder was claimed as %s and cannot be put back (%s); it stays in %s",
+                      rel, exc.strerror, path)
 
     def finish(self, claim: Claim) -> None:
         """After the claimed file has left: remove a nested claim's (now empty) folders."""
@@ -120,8 +148,8 @@ class Claims:
                 if folder == claim.folder:
                     return
                 folder = folder.parent
-        except OSError:
-            shutil.rmtree(claim.folder, ignore_errors=True)
+        except OSError:  # something else is in there: never ours to delete
+            log.warning("claim folder %s is not empty after its file left; left alone", claim.folder)
 
     def recover(self) -> list[Claim]:
         """Adopt the claims of dead daemons (and our own leftovers); return them all."""
@@ -165,7 +193,7 @@ class Claims:
             return
         for entry in entries:
             try:
-                os.rename(entry, self.mine / entry.name)
+                os.rename(entry, self.mine / one_more_crash(entry.name))
             except FileNotFoundError:
                 continue
         try:
@@ -177,16 +205,32 @@ class Claims:
     def _own_claims(self) -> Iterator[Claim]:
         for entry in sorted(self.mine.iterdir()):
             if not stat.S_ISDIR(os.lstat(entry).st_mode):
-                claim_id, rel = parse_flat_name(entry.name)
-                yield Claim(id=claim_id, rel=rel, path=entry)
-                continue
-            files = [
-                Path(root, name)
-                for root, dirs, names in os.walk(entry)
-                for name in names + [d for d in dirs if Path(root, d).is_symlink()]
-            ]
-            if not files:  # crashed after the input left: nothing to do
-                shutil.rmtree(entry, ignore_errors=True)
-            for file in files:
-                rel = file.relative_to(entry).as_posix()
-                yield Claim(id=entry.name, rel=rel, path=file, folder=entry)
+                token, escaped = entry.name.split(SEPARATOR, 1)
+                claim_id, crashes = parse_token(token)
+                yield Claim(id=claim_id, rel=unquote(escaped), path=entry, crashes=crashes)
+            elif SEPARATOR in entry.name:  # a folder claimed as a file (before the check above)
+                self._put_back(entry, parse_flat_name(entry.name)[1])
+            else:
+                yield from self._nested_claims(entry)
+
+    def _nested_claims(self, folder: Path) -> Iterator[Claim]:
+        claim_id, crashes = parse_token(folder.name)
+        files = [
+            Path(root, name)
+            for root, dirs, names in os.walk(folder)
+            for name in names + [d for d in dirs if Path(root, d).is_symlink()]
+        ]
+        if not files:  # crashed after the input left: nothing to do
+            _remove_empty_folders(folder)
+        for file in files:
+            rel = file.relative_to(folder).as_posix()
+            yield Claim(id=claim_id, rel=rel, path=file, folder=folder, crashes=crashes)
+
+
+def _remove_empty_folders(top: Path) -> None:
+    """Remove ``top`` and the empty folders below it; anything else stays where it is."""
+    for root, _, _ in os.walk(top, topdown=False):
+        try:
+            os.rmdir(root)
+        except OSError:
+            pass

@@ -70,9 +70,7 @@ class Daemon:
         """Process at most one batch; return the number of files it took."""
         now = self.clock() if now is None else now
         if self._recovered:
-            size = self.settings.batch_size
-            batch, self._recovered = self._recovered[:size], self._recovered[size:]
-            return self.pipeline.process(batch, replay=True)
+            return self._replay_recovered()
         if self.intake.rescan_due(now):
             self.pipeline.finish_pending()  # recover() lists our own claims too: none may be in flight
             self._recover()  # a daemon that died since: adopt its claims
@@ -111,6 +109,16 @@ class Daemon:
         if done == 0:
             self.intake.wait(timeout=0.05 if once else 0.2)
         return False
+
+    def _replay_recovered(self) -> int:
+        """The next recovered claims: one alone if a daemon died holding it (it may be what
+        killed it), else a batch of those that were only left unfinished."""
+        if self._recovered[0].crashes:
+            return self.pipeline.process_alone(self._recovered.pop(0))
+        size = next((i for i, c in enumerate(self._recovered) if c.crashes), len(self._recovered))
+        batch_size = min(size, self.settings.batch_size)
+        batch, self._recovered = self._recovered[:batch_size], self._recovered[batch_size:]
+        return self.pipeline.process(batch, replay=True)
 
     def _recover(self) -> None:
         self._recovered = self.claims.recover()

@@ -44,6 +44,10 @@ AUGMENT = 0.1
 LEARNING_RATE = 2e-3
 SEED = 42
 
+# A file in hand each time a daemon died this many times is set aside as "crashed": once may
+# be chance (a kill, a power cut), twice with it alone in hand is the file (a poison file).
+CRASHES_BEFORE_SET_ASIDE = 2
+
 # Serving threads. The daemon's model runs on one LiteRT thread, so the loop (reading, decoding,
 # writing rows) keeps the other core of a 2-core machine; `worker predict` has nothing else to
 # run meanwhile and gives the model both.

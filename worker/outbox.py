@@ -19,6 +19,7 @@ Archiving never overwrites: a second ``x.png`` becomes ``x.<id>.png`` (see ``fil
 
 from __future__ import annotations
 
+import base64
 import csv
 import fcntl
 import io
@@ -79,17 +80,36 @@ class Row:
         )
 
     def to_json(self) -> dict:
-        return {
+        record = {
             "file": self.file, "label": self.label, "confidence": round(self.confidence, 6),
             "class_index": self.class_index, "sha256": self.sha256, "model": self.model,
             "processed_at": self.processed_at, "id": self.id, "probabilities": self.probabilities,
         }
+        return record if self.file.isascii() else {**record, **name_fields(self.file)}
 
     def to_csv(self) -> list:
         return [
-            self.file, self.label, f"{self.confidence:.6f}", self.class_index, self.sha256,
+            readable(self.file), self.label, f"{self.confidence:.6f}", self.class_index, self.sha256,
             self.model, self.processed_at, self.id, *(f"{p:.6f}" for p in self.probabilities.values()),
         ]
+
+
+def readable(text: str) -> str:
+    """A file name (or a message naming one) as the outbox writes it: bytes of the name that are
+    not UTF-8, which Python keeps as surrogate escapes, shown as ``\\xNN``. The JSON records
+    carry the exact name too, in ``file_bytes`` (see ``name_fields``)."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def name_fields(file: str) -> dict:
+    """``file`` for a JSON record, plus ``file_bytes`` (base64 of the name's bytes) when the
+    name is not UTF-8, so that it can be told apart from a name that contains ``\\x``."""
+    shown = readable(file)
+    if shown == file:
+        return {"file": file}
+    return {"file": shown, "file_bytes": base64.b64encode(os.fsencode(file)).decode("ascii")}
 
 
 def iso_utc(timestamp: float) -> str:
@@ -104,8 +124,8 @@ def csv_columns(class_names: Iterable[str]) -> list[str]:
 
 def error_record(error: InputError, *, claim_id: str, file: str, time: str, model: str) -> dict:
     """What ``<name>.error.json`` holds: the file, why it was refused, when, by which model."""
-    return {"file": file, "kind": error.kind, "message": error.message, "time": time,
-            "id": claim_id, "model": model}
+    return {"file": readable(file), "kind": error.kind, "message": readable(error.message),
+            "time": time, "id": claim_id, "model": model, **name_fields(file)}
 
 
 def _csv_end(fh, size: int) -> int:
@@ -189,10 +209,11 @@ class Outbox:
 
     # --- the verbs ------------------------------------------------------------------------
 
-    def record(self, rows: list[Row], *, replay: bool = False) -> None:
-        """Write rows durably: JSONL (fsync), then CSV (fsync). On a ``replay`` (claims a crash
-        left), rows already in a file are not written to it again."""
-        skip_csv, skip_jsonl = self.written_ids({r.id for r in rows}) if replay else (set(), set())
+    def record(self, rows: list[Row], *, written: tuple[set[str], set[str]] = (set(), set())) -> None:
+        """Write rows durably: JSONL (fsync), then CSV (fsync). On a replay (claims a crash
+        left), ``written`` are the ids already in the CSV and in the JSONL (``written_ids``):
+        they are not written to that file again."""
+        skip_csv, skip_jsonl = written
         lines = "".join(
             json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in rows if r.id not in skip_jsonl
         )

@@ -21,8 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from worker import defaults
 from worker.claims import Claim, Claims
 from worker.classify import LoadedBatch, Outcome, load_batch
+from worker.errors import InputError
 from worker.model import Classifier
 from worker.outbox import Outbox, Row, error_record, iso_utc
 from worker.preprocess import Limits
@@ -72,15 +74,16 @@ class Pipeline:
             self._model_thread = None
         self.pool.shutdown()
 
-    def process(self, claims: list[Claim], *, replay: bool = False) -> int:
-        """Load the claimed files; finish the batch here, or hand it to the model thread and
-        finish the one before it while the model runs. Returns how many files it took."""
+    def process(self, claims: list[Claim], *, replay: bool = False, alone: bool = False) -> int:
+        """Load the claimed files; finish the batch here (``alone``, or before ``overlap``), or
+        hand it to the model thread and finish the one before it while the model runs.
+        Returns how many files it took."""
         started = self.clock()
         batch = load_batch(
             [c.path for c in claims], self.classifier, pool=self.pool, limits=self.limits,
             follow_symlinks=False, names=[c.rel for c in claims],
         )
-        if self._model_thread is None or batch.inputs is None:
+        if alone or self._model_thread is None or batch.inputs is None:
             self._finish(InFlight(claims, batch, None, replay, started))
             return len(claims)
         flight = InFlight(claims, batch, self._model_thread.submit(batch.predict), replay, started)
@@ -108,15 +111,31 @@ class Pipeline:
         torn record): its files stay claimed, for the recovery that follows the repair."""
         self._pending = None
 
+    def process_alone(self, claim: Claim) -> int:
+        """A claim that a daemon died holding: finished on its own, the model run here, so a
+        second death is pinned on this one file. After ``CRASHES_BEFORE_SET_ASIDE`` deaths it
+        is not loaded again but quarantined as ``crashed``, and the daemon goes on."""
+        self.finish_pending()
+        if claim.crashes < defaults.CRASHES_BEFORE_SET_ASIDE:
+            return self.process([claim], replay=True, alone=True)
+        log.error("%s was in hand each time a worker died (%d times): set aside", claim.rel, claim.crashes)
+        error = InputError("crashed", f"{claim.rel} was being handled each time the worker died "
+                           f"({claim.crashes} times); set aside so the other files go on")
+        batch = LoadedBatch([claim.path], [error], self.classifier)
+        self._finish(InFlight([claim], batch, None, True, self.clock()))
+        return 1
+
     def _finish(self, flight: InFlight) -> None:
-        """Make the batch's rows durable, and only then move its inputs out of ``.work/``."""
+        """Make the batch's rows durable, and only then move its inputs out of ``.work/``.
+        A replayed input whose row is already durable is archived, whatever it gives now."""
         outcomes = flight.outcomes()
         processed_at = iso_utc(self.clock())
         pairs = list(zip(flight.claims, outcomes, strict=True))
+        written = self.outbox.written_ids({c.id for c in flight.claims}) if flight.replay else (set(), set())
         rows = [self._row(claim, outcome, processed_at) for claim, outcome in pairs if outcome.ok]
-        self.outbox.record(rows, replay=flight.replay)
+        self.outbox.record(rows, written=written)
         for claim, outcome in pairs:
-            if outcome.ok:
+            if outcome.ok or claim.id in written[1]:
                 self.outbox.archive(claim.path, claim.rel, claim.id)
             else:
                 self._quarantine(claim, outcome, processed_at)

@@ -102,6 +102,9 @@ class StabilityTracker:
             except OSError:  # deleted before it was claimed: simply gone
                 del self._seen[rel]
                 continue
+            if stat.S_ISDIR(info.st_mode):  # a folder took its place: a scan finds its files
+                del self._seen[rel]
+                continue
             if self._is_ready(entry, info, now):
                 del self._seen[rel]
                 ready.append(rel)
