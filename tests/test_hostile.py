@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import errors, rows
 from factories import digit_stroke, wait_for, write
@@ -291,3 +292,27 @@ def test_one_crash_is_not_enough_to_set_a_file_aside(boxes, fake_classifier):
     _die_holding(inbox, "unlucky.png")
     _drain(boxes, fake_classifier)
     assert _records(outbox) == {"unlucky.png": "row"}
+
+
+@pytest.mark.slow
+def test_a_deep_png_cannot_kill_the_daemon_under_a_1_gib_memory_limit(boxes):
+    """7000x7000 16-bit RGBA of zeros: 381 KB on disk, 1.5 GB to decode and convert as it was.
+    Under a 1 GiB address-space limit it is refused from its header; a big page still reads."""
+    import resource
+
+    import cv2
+
+    inbox, outbox = boxes
+    (inbox / "deep.png").write_bytes(cv2.imencode(".png", np.zeros((7000, 7000, 4), np.uint16))[1].tobytes())
+    page = np.full((5000, 6000, 4), 255, np.uint8)  # 114 MiB decoded: allowed
+    cv2.line(page, (3000, 1000), (3000, 4000), (0, 0, 0, 255), 300)
+    (inbox / "page.png").write_bytes(cv2.imencode(".png", page)[1].tobytes())
+
+    def one_gib() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2**30, 2**30))
+
+    result = subprocess.run([sys.executable, "-m", "worker", "watch", "--once", "--settle", "0",
+                             "--inbox", str(inbox), "--outbox", str(outbox)],
+                            capture_output=True, text=True, timeout=300, preexec_fn=one_gib)
+    assert result.returncode == 0, result.stderr
+    assert _records(outbox) == {"deep.png": "too-large", "page.png": "row"}

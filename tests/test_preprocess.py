@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import zlib
 
 import cv2
@@ -10,7 +11,7 @@ import pytest
 from factories import digit_stroke, scan_page, write
 
 from worker.errors import InputError
-from worker.preprocess import DIGITS, OBJECTS, Limits, decode, load_input, load_many, normalize
+from worker.preprocess import DIGITS, OBJECTS, Header, Limits, decode, load_input, load_many, normalize
 
 
 def _centre_of_mass(x: np.ndarray) -> tuple[float, float]:
@@ -144,11 +145,20 @@ def test_pdf_is_unsupported(tmp_path):
     assert _refusal(tmp_path / "doc.pdf") == "unsupported"
 
 
-def test_gif_is_unsupported(tmp_path):
+def test_ico_is_unsupported(tmp_path):
     from PIL import Image
 
-    Image.new("L", (4, 4)).save(tmp_path / "a.gif")
-    assert _refusal(tmp_path / "a.gif") == "unsupported"
+    Image.new("L", (16, 16)).save(tmp_path / "a.ico")
+    assert _refusal(tmp_path / "a.ico") == "unsupported"
+
+
+def test_gif_is_read_by_its_first_frame(tmp_path):
+    from PIL import Image
+
+    digit = Image.fromarray(255 - cv2.resize(digit_stroke(), (200, 200)))
+    blank = Image.new("L", (200, 200), 255)
+    digit.save(tmp_path / "a.gif", save_all=True, append_images=[blank])
+    _check_mnist_like(load_input(tmp_path / "a.gif").pixels)
 
 
 @pytest.mark.parametrize("suffix", [".png", ".jpg"])
@@ -163,12 +173,12 @@ def test_file_over_byte_limit(tmp_path):
     assert _refusal(path, limits=Limits(max_bytes=100)) == "too-large"
 
 
-def _png_claiming(width: int, height: int) -> bytes:
+def _png_claiming(width: int, height: int, depth: int = 8, colour: int = 0) -> bytes:
     """A tiny PNG whose header claims a huge size (a decompression bomb's header)."""
     def chunk(kind, data):
         body = kind + data
         return len(data).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
-    ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 0, 0, 0, 0])
+    ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([depth, colour, 0, 0, 0])
     idat = chunk(b"IDAT", zlib.compress(b"\0" * 64))
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + idat + chunk(b"IEND", b"")
 
@@ -204,7 +214,7 @@ def test_symlink_not_followed_when_asked(tmp_path):
 
 def test_colour_decodes_to_grey(tmp_path):
     path = write(tmp_path / "c.png", np.zeros((10, 12, 3), np.uint8))
-    assert decode(path.read_bytes(), path.name).shape == (10, 12)
+    assert decode(path.read_bytes(), path.name, Header("PNG", 12, 10, 3)).shape == (10, 12)
 
 
 def test_sha256_is_of_the_file_bytes(tmp_path):
@@ -240,3 +250,80 @@ def test_load_many_equals_file_by_file_with_errors_in_place(tmp_path, monkeypatc
     loaded = load_many(paths[:2], names=["0.png", "1.png"])
     assert loaded[1].kind == "internal" and "decoder bug" in loaded[1].message
     assert loaded[0].pixels.shape == (28, 28, 1)
+
+
+def _letter_l(size: int = 300) -> np.ndarray:
+    """Dark ink on white: an L, which reads differently in each of the eight orientations."""
+    page = np.full((size, size), 255, np.uint8)
+    cv2.rectangle(page, (size // 3, size // 6), (size // 3 + size // 12, size * 5 // 6), 0, -1)
+    cv2.rectangle(page, (size // 3, size * 3 // 4), (size * 2 // 3, size * 5 // 6), 0, -1)
+    return page
+
+
+@pytest.mark.parametrize(("orientation", "stored_as"), [
+    (3, cv2.ROTATE_180), (6, cv2.ROTATE_90_COUNTERCLOCKWISE), (8, cv2.ROTATE_90_CLOCKWISE),
+])
+def test_exif_orientation_is_applied_before_preprocessing(tmp_path, orientation, stored_as):
+    """A phone stores the sensor's pixels and says in EXIF how to turn them upright."""
+    from PIL import Image
+
+    upright = _letter_l()
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(cv2.rotate(upright, stored_as)).save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    loaded = load_input(tmp_path / "phone.jpg").pixels
+    assert np.abs(loaded - normalize(upright)).mean() < 0.02
+    assert np.abs(loaded - normalize(cv2.rotate(upright, stored_as))).mean() > 0.05
+
+
+def _jpeg(image: np.ndarray, **params) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", **params)
+    return buffer.getvalue()
+
+
+def test_a_jpeg_with_its_middle_cut_out_is_corrupt_not_a_row(tmp_path):
+    data = _jpeg(_page(tmp_path))
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 3] + data[2 * len(data) // 3 :])
+    assert _refusal(tmp_path / "cut.jpg") in ("corrupt", "truncated")
+
+
+def test_a_huge_jpeg_header_with_almost_no_data_is_truncated(tmp_path):
+    data = bytearray(_jpeg(_letter_l(64)))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = (7000).to_bytes(2, "big") * 2  # height, width
+    (tmp_path / "claims-big.jpg").write_bytes(bytes(data))
+    assert _refusal(tmp_path / "claims-big.jpg") in ("truncated", "corrupt")
+
+
+def test_data_after_a_whole_image_is_accepted(tmp_path):
+    """Phones append a video to a JPEG (motion photos); tools append trailers to PNGs."""
+    jpeg = _jpeg(_letter_l()) + b"\x00\x00\x00\x18ftypmp42" + bytes(5000)
+    (tmp_path / "motion.jpg").write_bytes(jpeg)
+    png = write(tmp_path / "t.png", _letter_l()).read_bytes() + b"trailer" * 40
+    (tmp_path / "t.png").write_bytes(png)
+    for name in ("motion.jpg", "t.png"):
+        assert load_input(tmp_path / name).pixels.shape == (28, 28, 1)
+
+
+def test_a_progressive_jpeg_of_too_many_scans_is_refused_before_decoding(tmp_path):
+    data = _jpeg(_letter_l(), progressive=True)
+    assert load_input(_write_bytes(tmp_path / "ok.jpg", data)).pixels.shape == (28, 28, 1)
+    last_scan = data.rindex(b"\xff\xda")
+    bomb = data[:last_scan] + data[last_scan:-2] * 80 + b"\xff\xd9"  # the last scan, 80 times
+    assert _refusal(_write_bytes(tmp_path / "bomb.jpg", bomb)) == "too-many-scans"
+
+
+def _write_bytes(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
+def test_decoded_bytes_are_bounded_not_only_pixels(tmp_path):
+    """7000x7000 16-bit RGBA: under the pixel limit, but 374 MiB decoded."""
+    path = tmp_path / "deep.png"
+    path.write_bytes(_png_claiming(7000, 7000, depth=16, colour=6))
+    assert _refusal(path) == "too-large"
+    assert _refusal(path, limits=Limits(max_decoded_bytes=10**12)) != "too-large", "pixels alone pass"

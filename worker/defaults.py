@@ -17,6 +17,13 @@ MAX_FILE_BYTES = 64 * 1024 * 1024
 # 50 megapixels (e.g. 600 dpi A4 is 35 MP). Checked from the header, before any decoding,
 # so a 4 KB PNG that claims 60000x60000 pixels never allocates gigabytes.
 MAX_PIXELS = 50_000_000
+# At most 256 MiB decoded (pixels x channels x bytes per sample; for a progressive JPEG its
+# coefficients too), also from the header: a 381 KB PNG of 7000x7000 16-bit RGBA would need
+# 374 MiB. A 600 dpi A4 colour page is 105 MiB; peak memory stays well under 1 GiB.
+MAX_DECODED_BYTES = 256 * 1024 * 1024
+# Progressive JPEGs of more scans are refused: ordinary ones have about ten, and each scan is
+# a pass over the whole image, so a few MB of scans can keep a decoder busy for a minute.
+MAX_JPEG_SCANS = 64
 
 # Batch up to 256 images per model call: one call per batch is what makes serving fast,
 # and 256 28x28 images are only 800 KB of input.

@@ -2,14 +2,16 @@
 
 Three steps, one module each, shared by training and serving:
 
-- ``reading``: open only regular files, check size and the header's pixel count *before*
-  decoding (``Limits``), decode with OpenCV to 8-bit grey.
+- ``reading`` and ``headers``: open only regular files, check the size and what the header
+  promises (pixels, decoded bytes, JPEG scans, a whole file) *before* decoding (``Limits``),
+  decode to 8-bit grey, upright.
 - ``normalizing``: fit the ink into the 28x28 field as the model's ``Profile`` says (MNIST's
   digits or Fashion-MNIST's objects); training runs its dataset through the same code.
 - ``loading``: both for one file (``load_input``) or a batch (``load_many``), with each file's
   failure as an ``InputError`` in its place.
 """
 
+from worker.preprocess.headers import Header, check_header
 from worker.preprocess.loading import LoadedInput, load_input, load_many
 from worker.preprocess.normalizing import (
     DIGITS,
@@ -20,10 +22,10 @@ from worker.preprocess.normalizing import (
     normalize_many,
     profile_from_dict,
 )
-from worker.preprocess.reading import DEFAULT_LIMITS, Limits, check_header, decode, read_bytes, to_grey
+from worker.preprocess.reading import DEFAULT_LIMITS, Limits, decode, read_bytes, to_grey
 
 __all__ = [
-    "DEFAULT_LIMITS", "DIGITS", "OBJECTS", "SIZE", "Limits", "LoadedInput", "Profile",
+    "DEFAULT_LIMITS", "DIGITS", "OBJECTS", "SIZE", "Header", "Limits", "LoadedInput", "Profile",
     "check_header", "decode", "load_input", "load_many", "normalize", "normalize_many",
     "profile_from_dict", "read_bytes", "to_grey",
 ]

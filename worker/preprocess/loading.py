@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from worker.errors import InputError
+from worker.preprocess.headers import check_header
 from worker.preprocess.normalizing import DIGITS, Profile, normalize
-from worker.preprocess.reading import DEFAULT_LIMITS, Limits, check_header, decode, read_bytes
+from worker.preprocess.reading import DEFAULT_LIMITS, Limits, decode, read_bytes
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,9 @@ def load_many(
         return read_bytes(path, max_bytes=limits.max_bytes, follow_symlinks=follow_symlinks, name=name)
 
     def check_and_decode(data: bytes, name: str) -> np.ndarray:
-        check_header(data, name, max_pixels=limits.max_pixels)
-        return decode(data, name)
+        header = check_header(data, name, max_pixels=limits.max_pixels,
+                              max_decoded_bytes=limits.max_decoded_bytes, max_scans=limits.max_scans)
+        return decode(data, name, header)
 
     def fit(grey: np.ndarray, name: str) -> np.ndarray:
         return normalize(grey, profile)

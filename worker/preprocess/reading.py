@@ -11,7 +11,6 @@ import errno
 import io
 import os
 import stat
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,19 +19,10 @@ import numpy as np
 
 from worker import defaults
 from worker.errors import InputError
+from worker.preprocess.headers import Header
 
 cv2.setNumThreads(1)  # one image is tiny work; OpenCV's own thread pool only adds overhead
 
-# Formats as Pillow names them in the header; what OpenCV decodes and scanners write.
-FORMATS = {"PNG", "JPEG", "BMP", "TIFF", "WEBP", "PPM"}
-# Suffixes that promise an image; a file with one that is no image is "not-an-image".
-IMAGE_SUFFIXES = {
-    ".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".pgm", ".ppm",
-    ".pbm", ".pnm",
-}
-# The first bytes of each supported format: a file that starts so but has no readable header
-# was cut off (an interrupted copy), rather than not being an image at all.
-SIGNATURES = (b"\x89PNG", b"\xff\xd8\xff", b"BM", b"II*\x00", b"MM\x00*", b"RIFF")
 # Below this contrast (0-255) between two greys, there is no shape to see.
 MIN_CONTRAST = 40
 
@@ -43,6 +33,8 @@ class Limits:
 
     max_bytes: int = defaults.MAX_FILE_BYTES
     max_pixels: int = defaults.MAX_PIXELS
+    max_decoded_bytes: int = defaults.MAX_DECODED_BYTES
+    max_scans: int = defaults.MAX_JPEG_SCANS
 
 
 DEFAULT_LIMITS = Limits()
@@ -93,64 +85,64 @@ def _read_all(fd: int, size: int) -> bytes:
     return b"".join(chunks)
 
 
-def _png_size(data: bytes) -> tuple[int, int] | None:
-    """Width and height from a PNG's IHDR chunk; None if ``data`` is not a well-formed start."""
-    if len(data) >= 24 and data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR":
-        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    return None
+def decode(data: bytes, name: str, header: Header) -> np.ndarray:
+    """8-bit grey, upright as the EXIF orientation says. JPEGs are decoded strictly (corrupt or
+    missing data is an error, not a grey patch) straight to grey; GIFs by Pillow (first frame)."""
+    if header.format == "JPEG":
+        grey = _decode_jpeg(data, name)
+    elif header.format == "GIF":
+        grey = _decode_with_pillow(data, name)
+    else:
+        grey = _decode_with_opencv(data, name)
+    return _upright(grey, header.orientation)
 
 
-def check_header(data: bytes, name: str, *, max_pixels: int) -> str:
-    """Identify the format from the header alone and refuse oversized images; return format.
-    PNG (the common small file) is read directly; Pillow reads the other headers."""
-    png = _png_size(data)
-    if png is not None:
-        return _check_size_and_end("PNG", *png, data=data, name=name, max_pixels=max_pixels)
-    from PIL import Image, UnidentifiedImageError
-
-    suffix = Path(name).suffix.lower()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:  # reads the header only
-                fmt, (width, height) = img.format, img.size
-    except Image.DecompressionBombError as exc:
-        raise InputError("too-large", f"{name} claims too many pixels ({exc})") from exc
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        if data.startswith(SIGNATURES):
-            raise InputError("truncated", f"{name} starts like an image but ends too soon") from exc
-        if suffix in IMAGE_SUFFIXES:
-            raise InputError("not-an-image", f"{name} is not a readable image") from exc
-        raise InputError("unsupported", f"{name} is not a supported image file") from exc
-    if fmt not in FORMATS:
-        raise InputError("unsupported", f"{name} is {fmt}; supported: {', '.join(sorted(FORMATS))}")
-    return _check_size_and_end(fmt, width, height, data=data, name=name, max_pixels=max_pixels)
-
-
-def _check_size_and_end(fmt: str, width: int, height: int, *, data: bytes, name: str, max_pixels: int) -> str:
-    if width * height > max_pixels:
-        raise InputError(
-            "too-large",
-            f"{name} is {width}x{height} pixels, over the {max_pixels:,} pixel limit",
-        )
-    if _looks_truncated(data, fmt):
-        raise InputError("truncated", f"{name} is truncated ({fmt} end marker missing)")
-    return fmt
-
-
-def _looks_truncated(data: bytes, fmt: str) -> bool:
-    if fmt == "PNG":
-        return b"IEND" not in data[-64:]
-    if fmt == "JPEG":
-        return b"\xff\xd9" not in data[-1024:]
-    return False
-
-
-def decode(data: bytes, name: str) -> np.ndarray:
+def _decode_with_opencv(data: bytes, name: str) -> np.ndarray:
     image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None or image.size == 0:
         raise InputError("corrupt", f"{name} could not be decoded (corrupt image data)")
     return to_grey(image)
+
+
+def _decode_jpeg(data: bytes, name: str) -> np.ndarray:
+    import simplejpeg
+
+    try:
+        return simplejpeg.decode_jpeg(data, colorspace="GRAY", strict=True)[:, :, 0]
+    except ValueError as exc:
+        message = str(exc)
+        if "Premature end" in message or "premature end" in message:
+            raise InputError("truncated", f"{name} is truncated ({message})") from exc
+        if "Corrupt" in message or "corrupt" in message:
+            raise InputError("corrupt", f"{name} has corrupt image data ({message})") from exc
+        return _decode_with_opencv(data, name)  # what libjpeg cannot turn grey (CMYK JPEGs)
+
+
+def _decode_with_pillow(data: bytes, name: str) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return to_grey(np.asarray(img.convert("LA")))
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise InputError("corrupt", f"{name} could not be decoded ({exc})") from exc
+
+
+# EXIF orientation -> what makes the stored image upright (as Pillow's exif_transpose does).
+UPRIGHT = {
+    2: lambda g: cv2.flip(g, 1),
+    3: lambda g: cv2.rotate(g, cv2.ROTATE_180),
+    4: lambda g: cv2.flip(g, 0),
+    5: cv2.transpose,
+    6: lambda g: cv2.rotate(g, cv2.ROTATE_90_CLOCKWISE),
+    7: lambda g: cv2.rotate(cv2.transpose(g), cv2.ROTATE_180),
+    8: lambda g: cv2.rotate(g, cv2.ROTATE_90_COUNTERCLOCKWISE),
+}
+
+
+def _upright(grey: np.ndarray, orientation: int) -> np.ndarray:
+    turn = UPRIGHT.get(orientation)
+    return grey if turn is None else turn(grey)
 
 
 def to_grey(image: np.ndarray) -> np.ndarray:
@@ -172,8 +164,8 @@ def to_grey(image: np.ndarray) -> np.ndarray:
 
 
 def _to_8bit(image: np.ndarray) -> np.ndarray:
-    if image.dtype == np.uint16:
-        return (image >> 8).astype(np.uint8)
+    if image.dtype == np.uint16:  # one 8-bit copy, no 16-bit temporary
+        return cv2.convertScaleAbs(image, alpha=1 / 257)
     if image.dtype == np.uint8:
         return image
     image = image.astype(np.float32)
@@ -182,9 +174,9 @@ def _to_8bit(image: np.ndarray) -> np.ndarray:
 
 
 def _flatten_alpha(grey: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """Composite on white paper; if that leaves no contrast, the shape lives in alpha alone."""
-    a = alpha.astype(np.float32) / 255.0
-    flat = (grey.astype(np.float32) * a + 255.0 * (1.0 - a)).astype(np.uint8)
+    """Composite on white paper; if that leaves no contrast, the shape lives in alpha alone.
+    In 8-bit arithmetic: a big image never gets float copies."""
+    flat = cv2.add(cv2.multiply(grey, alpha, scale=1 / 255), cv2.bitwise_not(alpha))
     if int(flat.max()) - int(flat.min()) < MIN_CONTRAST <= int(alpha.max()) - int(alpha.min()):
         return 255 - alpha
     return flat

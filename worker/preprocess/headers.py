@@ -1,0 +1,152 @@
+"""What an image file says about itself, read before anything is decoded.
+
+``check_header`` identifies the format and refuses, from the header alone, what would cost too
+much to decode: too many pixels, too many decoded bytes (pixels x channels x bytes per sample,
+and a progressive JPEG's coefficient buffer), too many progressive JPEG scans (each scan is a
+pass over the whole image: a few MB of them can keep a decoder busy for a minute), and files
+whose structure ends too soon. Data after a whole image (a phone's motion photo, a tool's
+trailer) is accepted.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from worker.errors import InputError
+
+# Formats as Pillow names them in the header; what we decode and scanners write.
+FORMATS = {"PNG", "JPEG", "BMP", "TIFF", "WEBP", "PPM", "GIF"}
+# Suffixes that promise an image; a file with one that is no image is "not-an-image".
+IMAGE_SUFFIXES = {
+    ".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".pgm", ".ppm",
+    ".pbm", ".pnm", ".gif",
+}
+# The first bytes of each supported format: a file that starts so but has no readable header
+# was cut off (an interrupted copy), rather than not being an image at all.
+SIGNATURES = (b"\x89PNG", b"\xff\xd8\xff", b"BM", b"II*\x00", b"MM\x00*", b"RIFF", b"GIF8")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# PNG colour type -> channels as OpenCV decodes it (a palette may carry alpha: count 4).
+PNG_CHANNELS = {0: 1, 2: 3, 3: 4, 4: 2, 6: 4}
+# A JPEG marker: 0xFF then a code that is not a stuffed zero, a restart or a fill byte (after
+# fill bytes the last 0xFF matches). Starting with a literal lets the search skip fast.
+JPEG_MARKER = re.compile(rb"\xff([\x01-\xcf\xd8-\xfe])")
+JPEG_PROGRESSIVE = {0xC2, 0xC6, 0xCA, 0xCE}
+JPEG_EOI, JPEG_SOS = 0xD9, 0xDA
+# EXIF tag of the orientation a camera or phone wrote.
+EXIF_ORIENTATION = 0x0112
+
+
+@dataclass(frozen=True)
+class Header:
+    format: str
+    width: int
+    height: int
+    channels: int = 1
+    sample_bytes: int = 1
+    scans: int = 0  # JPEG: how many scans (a baseline JPEG has one)
+    progressive: bool = False
+    orientation: int = 1  # EXIF: 1 upright; 3, 6, 8 rotated; 2, 4, 5, 7 mirrored
+
+    @property
+    def decoded_bytes(self) -> int:
+        """What decoding allocates at most: the image, and for a progressive JPEG the
+        coefficients of every block (two bytes a sample), kept until the last scan."""
+        image = self.width * self.height * self.channels * self.sample_bytes
+        return image * 3 if self.progressive else image
+
+
+def check_header(data: bytes, name: str, *, max_pixels: int, max_decoded_bytes: int,
+                 max_scans: int) -> Header:
+    """The header of an image that is whole and affordable to decode, or InputError."""
+    header = _png_header(data, name) if data.startswith(PNG_SIGNATURE) else _other_header(data, name)
+    if header.width * header.height > max_pixels:
+        raise InputError("too-large", f"{name} is {header.width}x{header.height} pixels, "
+                                      f"over the {max_pixels:,} pixel limit")
+    if header.decoded_bytes > max_decoded_bytes:
+        raise InputError("too-large", f"{name} would take {header.decoded_bytes / 2**20:,.0f} MiB to "
+                                      f"decode, over the {max_decoded_bytes / 2**20:,.0f} MiB limit")
+    if header.scans > max_scans:
+        raise InputError("too-many-scans", f"{name} is a progressive JPEG of {header.scans} scans, "
+                                           f"over the limit of {max_scans}")
+    return header
+
+
+def _png_header(data: bytes, name: str) -> Header:
+    """Walk the chunks to IEND: a file that ends before it is truncated; anything after it is
+    left alone."""
+    if len(data) < 33 or data[12:16] != b"IHDR":
+        raise InputError("truncated", f"{name} starts like a PNG but ends too soon")
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    depth, colour = data[24], data[25]
+    position = 8
+    while position + 8 <= len(data):
+        length = int.from_bytes(data[position : position + 4], "big")
+        kind = data[position + 4 : position + 8]
+        position += 12 + length
+        if kind == b"IEND" and position <= len(data):
+            return Header("PNG", width, height, PNG_CHANNELS.get(colour, 4), 2 if depth == 16 else 1)
+    raise InputError("truncated", f"{name} is truncated (the PNG ends before its IEND chunk)")
+
+
+def _other_header(data: bytes, name: str) -> Header:
+    """Pillow reads the header (it decodes nothing here); JPEGs get their markers walked."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                header = _pillow_header(img)
+    except Image.DecompressionBombError as exc:
+        raise InputError("too-large", f"{name} claims too many pixels ({exc})") from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise _unreadable(data, name) from exc
+    if header.format not in FORMATS:
+        raise InputError("unsupported", f"{name} is {header.format}; supported: {', '.join(sorted(FORMATS))}")
+    if header.format != "JPEG":
+        return header
+    scans, progressive, whole = _jpeg_scans(data)
+    if not whole:
+        raise InputError("truncated", f"{name} is truncated (the JPEG ends before its end marker)")
+    return Header(header.format, header.width, header.height, header.channels, 1, scans, progressive,
+                  header.orientation)
+
+
+def _pillow_header(img) -> Header:
+    bands = len(img.getbands())
+    sample_bytes = 4 if img.mode in ("I", "F") else 2 if img.mode.startswith("I;16") else 1
+    orientation = 1
+    if img.format in ("JPEG", "TIFF", "WEBP"):
+        orientation = int(img.getexif().get(EXIF_ORIENTATION, 1) or 1)
+    return Header(img.format, img.width, img.height, bands, sample_bytes, orientation=orientation)
+
+
+def _unreadable(data: bytes, name: str) -> InputError:
+    if data.startswith(SIGNATURES):
+        return InputError("truncated", f"{name} starts like an image but ends too soon")
+    if Path(name).suffix.lower() in IMAGE_SUFFIXES:
+        return InputError("not-an-image", f"{name} is not a readable image")
+    return InputError("unsupported", f"{name} is not a supported image file")
+
+
+def _jpeg_scans(data: bytes) -> tuple[int, bool, bool]:
+    """(scans, progressive, whole): the markers walked as a decoder meets them, segments skipped
+    by their length, entropy-coded data searched for the next marker (inside it every 0xFF is
+    followed by a zero or a restart code, so a marker found there is a real one)."""
+    position, scans, progressive = 2, 0, False
+    while (marker := JPEG_MARKER.search(data, position)) is not None:
+        code, position = marker.group(1)[0], marker.end()
+        if code == JPEG_EOI:
+            return scans, progressive, True
+        if code == 0x01:  # TEM: a marker without a segment
+            continue
+        if position + 2 > len(data):
+            break
+        scans += code == JPEG_SOS
+        progressive |= code in JPEG_PROGRESSIVE
+        position += int.from_bytes(data[position : position + 2], "big")
+    return scans, progressive, False
