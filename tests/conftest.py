@@ -115,6 +115,20 @@ class Faults:
         self.patched.append((module, name, real))
         self.monkeypatch.setattr(module, name, faulty)
 
+    def before(self, module, name: str, *, when, action) -> None:
+        """Not a failure: run ``action(path)`` just before each matching call, which then runs
+        (another process acting at that instant, e.g. a writer appending)."""
+        real = getattr(module, name)
+
+        def spied(target, *args, **kwargs):
+            path = _path_of(target)
+            if when(path):
+                action(path)
+            return real(target, *args, **kwargs)
+
+        self.patched.append((module, name, real))
+        self.monkeypatch.setattr(module, name, spied)
+
     def clear(self) -> None:
         """The system works again (the test's monkeypatch still restores all at the end)."""
         for module, name, real in reversed(self.patched):

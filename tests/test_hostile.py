@@ -316,3 +316,99 @@ def test_a_deep_png_cannot_kill_the_daemon_under_a_1_gib_memory_limit(boxes):
                             capture_output=True, text=True, timeout=300, preexec_fn=one_gib)
     assert result.returncode == 0, result.stderr
     assert _records(outbox) == {"deep.png": "too-large", "page.png": "row"}
+
+
+def _run_in_thread(daemon: Daemon) -> tuple[threading.Thread, threading.Event]:
+    """The daemon's run() on a thread, returned once it is ready (watching)."""
+    stop, ready = threading.Event(), threading.Event()
+    thread = threading.Thread(target=daemon.run, args=(stop, ready.set))
+    thread.start()
+    assert ready.wait(10)
+    return thread, stop
+
+
+def test_a_writer_pausing_longer_than_settle_is_not_cut_off(boxes, fake_classifier):
+    """inotify saw the file opened for writing and not closed: it waits for the close."""
+    inbox, outbox = boxes
+    data = write(inbox.parent / "page.png", 255 - digit_stroke(200)).read_bytes()
+    daemon = Daemon(Settings(inbox=inbox, outbox=outbox, settle=0.2), fake_classifier)
+    thread, stop = _run_in_thread(daemon)
+    try:
+        with open(inbox / "slow.png", "wb") as fh:
+            fh.write(data[: len(data) // 2])
+            fh.flush()
+            time.sleep(1.0)  # the writer's pause: five times --settle
+            fh.write(data[len(data) // 2 :])
+        assert wait_for(lambda: (outbox / "predictions.csv").exists() and len(rows(outbox)) == 1, 10)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert _records(outbox) == {"slow.png": "row"}
+    assert (outbox / "processed" / "slow.png").read_bytes() == data
+
+
+def test_a_truncated_file_growing_after_its_claim_is_put_back(boxes, fake_classifier, faults):
+    """Found by a scan (no events) while its writer paused; the writer appends the rest just
+    after the claimed half was read. The file goes back to the inbox and is read whole later."""
+    inbox, outbox = boxes
+    data = write(inbox.parent / "page.png", 255 - digit_stroke(200)).read_bytes()
+    _old(_write_bytes(inbox / "paused.png", data[: len(data) // 2]))
+    appended = []
+
+    def writer_resumes(path: str) -> None:
+        if not appended:
+            appended.append(path)
+            with open(path, "ab") as fh:
+                fh.write(data[len(data) // 2 :])
+
+    faults.before(os, "close", when=lambda path: "/.work/" in path and path.endswith("paused.png"),
+                  action=writer_resumes)
+    _drain(boxes, fake_classifier, settle_open=0.3)
+    assert appended, "the writer never resumed"
+    assert _records(outbox) == {"paused.png": "row"}
+    assert (outbox / "processed" / "paused.png").read_bytes() == data
+
+
+def _write_bytes(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def test_a_file_renamed_in_is_ready_at_once_not_after_settle(boxes):
+    """Written elsewhere, renamed in right away: watchdog calls it created, we call it moved."""
+    from worker.watch import EVENT_FILTER, MOVED, InboxEvents, arrivals_observer
+
+    inbox, _ = boxes
+    events = InboxEvents(inbox, limit=100, recursive=False)
+    observer = arrivals_observer()
+    observer.schedule(events, str(inbox), event_filter=EVENT_FILTER)
+    observer.start()
+    try:
+        staged = write(inbox.parent / "staged.png", digit_stroke())
+        os.rename(staged, inbox / "moved.png")
+        assert wait_for(lambda: not events.queue.empty(), 5)
+    finally:
+        observer.stop()
+        observer.join()
+    assert events.queue.get_nowait() == ("moved.png", MOVED)
+
+
+def test_polling_an_idle_inbox_of_ignored_files_stats_none_of_them(boxes, fake_classifier, faults):
+    """--poll on a share holding 20,000 ignored files: each poll lists names, stats nothing."""
+    inbox, outbox = boxes
+    for i in range(20_000):
+        (inbox / f".hidden-{i}").touch()
+    stats, listings = [], []
+    faults.before(os, "stat", when=lambda path: path.startswith(str(inbox)), action=stats.append)
+    faults.before(os, "lstat", when=lambda path: path.startswith(str(inbox)), action=stats.append)
+    faults.before(os, "scandir", when=lambda path: path.startswith(str(inbox)), action=listings.append)
+    daemon = Daemon(Settings(inbox=inbox, outbox=outbox, poll=0.05), fake_classifier)
+    thread, stop = _run_in_thread(daemon)
+    try:
+        assert wait_for(lambda: len(listings) >= 5, 10), "it did not poll"
+        write(inbox / "new.png", digit_stroke())
+        assert wait_for(lambda: (outbox / "predictions.csv").exists() and len(rows(outbox)) == 1, 10)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert len(stats) < 50, f"{len(stats)} stats over {len(listings)} polls"

@@ -10,6 +10,7 @@ from factories import digit_stroke, write
 
 from worker.intake import BURST_EVENTS, Intake
 from worker.settings import Settings
+from worker.watch import MOVED
 
 
 def _old_files(folder, count: int) -> list[str]:
@@ -60,7 +61,7 @@ def test_a_burst_of_events_starts_a_scan_that_finds_the_rest(tmp_path):
     assert sorted(intake.ready(time.time(), 1000)) == names  # the start-up scan
     names = _old_files(tmp_path, BURST_EVENTS + 10)
     for name in names[:BURST_EVENTS]:  # the events of the first files only reached us
-        intake.events.queue.put_nowait((name, True))
+        intake.events.queue.put_nowait((name, MOVED))
     assert sorted(intake.ready(time.time(), 1000)) == names
 
 
@@ -76,7 +77,7 @@ class EndlessEvents(queue.Queue):
 
     def get_nowait(self):
         self.count += 1
-        return f"missing-{self.count}.png", True
+        return f"missing-{self.count}.png", MOVED
 
 
 def test_filling_a_batch_waits_no_longer_than_max_delay_on_the_clock(tmp_path):

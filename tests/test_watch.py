@@ -9,6 +9,7 @@ import pytest
 from factories import wait_for
 
 from worker.watch import (
+    CLOSED,
     EVENT_FILTER,
     InboxEvents,
     StabilityTracker,
@@ -42,7 +43,7 @@ def _touch(path, data=b"x", mtime=None):
 def test_closed_file_is_ready_at_once(tmp_path):
     _touch(tmp_path / "a.png")
     tracker = StabilityTracker(settle=5)
-    tracker.note("a.png", closed=True)
+    tracker.note("a.png", CLOSED)
     assert tracker.pop_ready(tmp_path, time.time(), 10) == ["a.png"]
     assert len(tracker) == 0
 
@@ -86,7 +87,7 @@ def test_empty_file_waits_for_settle_even_if_closed(tmp_path):
     now = time.time()
     _touch(tmp_path / "e.png", b"", mtime=now)
     tracker = StabilityTracker(settle=1)
-    tracker.note("e.png", closed=True)
+    tracker.note("e.png", CLOSED)
     assert tracker.pop_ready(tmp_path, now, 10) == []
     assert tracker.pop_ready(tmp_path, now + 1.5, 10) == ["e.png"]
 
@@ -102,7 +103,7 @@ def test_limit_is_respected(tmp_path):
     tracker = StabilityTracker(settle=0)
     for i in range(10):
         _touch(tmp_path / f"{i}.png")
-        tracker.note(f"{i}.png", closed=True)
+        tracker.note(f"{i}.png", CLOSED)
     assert len(tracker.pop_ready(tmp_path, time.time(), 4)) == 4
     assert len(tracker) == 6
 

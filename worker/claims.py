@@ -137,6 +137,16 @@ class Claims:
             log.error("a folder was claimed as %s and cannot be put back (%s); it stays in %s",
                       rel, exc.strerror, path)
 
+    def put_back(self, claim: Claim) -> bool:
+        """Return a claimed file to its place in the inbox (its writer is not done with it);
+        False if something else is there now."""
+        target = self.inbox / claim.rel
+        if os.path.lexists(target):
+            return False
+        os.rename(claim.path, target)
+        self.finish(claim)
+        return True
+
     def finish(self, claim: Claim) -> None:
         """After the claimed file has left: remove a nested claim's (now empty) folders."""
         if claim.folder is None:

@@ -43,7 +43,7 @@ class Daemon:
         self.intake = Intake(self.inbox, settings, clock)
         self.pipeline = Pipeline(
             classifier, self.outbox, self.claims, limits=settings.limits,
-            decode_threads=settings.decode_threads, clock=clock,
+            decode_threads=settings.decode_threads, clock=clock, on_put_back=self.intake.tracker.hold,
         )
         self._recovered: list[Claim] = []
 

@@ -32,6 +32,9 @@ BATCH_SIZE = 256
 MAX_DELAY_MS = 20
 # A file with no close event (e.g. copied over SMB) is ready once unchanged for this long.
 SETTLE_SECONDS = 1.0
+# A file that inotify saw opened for writing and not yet closed is ready once unchanged this
+# long: its writer may pause (a scanner between pages, a slow network) and still finish.
+SETTLE_OPEN_SECONDS = 30.0
 # Full rescan of the inbox this often, because inotify events can be lost (queue overflow).
 RESCAN_SECONDS = 300.0
 # Bound on queued paths, so a backlog of a million files is never held in memory at once.

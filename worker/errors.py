@@ -38,3 +38,4 @@ class InputError(WorkerError):
         super().__init__(message)
         self.kind = kind
         self.message = message
+        self.bytes_read: int | None = None  # how much of the file there was when it failed

@@ -1,6 +1,6 @@
 """Intake: which inbox files are ready to claim now.
 
-Files are found two ways: watchdog events (inotify, or polling for network shares) and scans
+Files are found two ways: inotify events (through watchdog) and scans
 of the folder (at start, every ``rescan`` seconds because events can be lost, and at once when
 events overflow their queue or come in a burst). Both feed one ``StabilityTracker``, bounded by
 ``queue_limit``; ``ready(now, limit)`` answers with the paths that are complete, and while
@@ -27,33 +27,25 @@ class Intake:
         self.inbox = inbox
         self.settings = settings
         self.clock = clock
-        self.tracker = StabilityTracker(settings.settle)
+        self.tracker = StabilityTracker(settings.settle, settings.settle_open)
         self.events = InboxEvents(inbox, settings.queue_limit, settings.recursive)
         self.observer = None
         self._scanner: Iterator[str] | None = None
-        self._last_scan = 0.0
+        self._last_scan = self._last_poll = 0.0
 
     def __len__(self) -> int:
         """How many candidate files are being tracked (at most ``queue_limit``)."""
         return len(self.tracker)
 
     def start(self, now: float, *, observe: bool) -> None:
-        """Begin the start-up scan and, unless ``observe`` is False (--once), watch for events."""
-        if observe:
-            self._start_observer()
-        self.begin_scan(now)
-
-    def _start_observer(self) -> None:
-        if self.settings.poll:
-            from watchdog.observers.polling import PollingObserver
-
-            self.observer = PollingObserver(timeout=self.settings.poll)
-        else:
+        """Begin the start-up scan and, unless ``observe`` is False (--once), watch for events:
+        inotify, or with ``--poll`` a scan of the folder every ``poll`` seconds."""
+        if observe and not self.settings.poll:
             self.observer = arrivals_observer()
-        self.observer.schedule(
-            self.events, str(self.inbox), recursive=self.settings.recursive, event_filter=EVENT_FILTER,
-        )
-        self.observer.start()
+            self.observer.schedule(self.events, str(self.inbox), recursive=self.settings.recursive,
+                                   event_filter=EVENT_FILTER)
+            self.observer.start()
+        self.begin_scan(now)
 
     def stop(self) -> None:
         if self.observer is not None:
@@ -64,6 +56,13 @@ class Intake:
     def idle(self) -> bool:
         """No scan under way and nothing tracked."""
         return self._scanner is None and len(self.tracker) == 0
+
+    def _poll_due(self, now: float) -> bool:
+        """With --poll, a folder listing every ``poll`` seconds finds arrivals. It reads names
+        only (junk is dropped by name, before any stat), so thousands of ignored files cost
+        little; watchdog's polling observer stats every file at every poll."""
+        poll = self.settings.poll
+        return bool(poll) and self._scanner is None and now - self._last_poll >= poll
 
     def rescan_due(self, now: float) -> bool:
         return now - self._last_scan >= self.settings.rescan
@@ -78,6 +77,9 @@ class Intake:
         back: with no event pending, the batch goes at once."""
         burst = self._drain_events() >= BURST_EVENTS and self._scanner is None
         if burst or self.events.overflowed:  # events lost or slow: a scan finds the files now
+            self._scanner = scan(self.inbox, self.settings.recursive)
+        elif self._poll_due(now):
+            self._last_poll = now
             self._scanner = scan(self.inbox, self.settings.recursive)
         self.events.overflowed = False
         self._fill_from_scan()
@@ -94,10 +96,10 @@ class Intake:
     def wait(self, timeout: float) -> None:
         """Block until an event arrives (or ``timeout`` seconds pass)."""
         try:
-            rel, closed = self.events.queue.get(timeout=timeout)
+            rel, kind = self.events.queue.get(timeout=timeout)
         except queue.Empty:
             return
-        self.tracker.note(rel, closed=closed)
+        self.tracker.note(rel, kind)
 
     def _fill_from_scan(self) -> None:
         """Top the tracker up from the scan, never beyond the queue limit."""
@@ -113,9 +115,9 @@ class Intake:
         count = 0
         while len(self.tracker) < self.settings.queue_limit:
             try:
-                rel, closed = self.events.queue.get_nowait()
+                rel, kind = self.events.queue.get_nowait()
             except queue.Empty:
                 break
-            self.tracker.note(rel, closed=closed)
+            self.tracker.note(rel, kind)
             count += 1
         return count

@@ -15,6 +15,7 @@ keeps its files claimed for the next recovery.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -52,12 +53,14 @@ class InFlight:
 
 class Pipeline:
     def __init__(self, classifier: Classifier, outbox: Outbox, claims: Claims, *, limits: Limits,
-                 decode_threads: int, clock: Callable[[], float]) -> None:
+                 decode_threads: int, clock: Callable[[], float],
+                 on_put_back: Callable[[str], None] = lambda rel: None) -> None:
         self.classifier = classifier
         self.outbox = outbox
         self.claims = claims
         self.limits = limits
         self.clock = clock
+        self.on_put_back = on_put_back  # told of each file returned to the inbox unfinished
         self.pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
         self._model_thread: ThreadPoolExecutor | None = None
         self._pending: InFlight | None = None  # the batch the model thread has; finished next
@@ -137,6 +140,10 @@ class Pipeline:
         for claim, outcome in pairs:
             if outcome.ok or claim.id in written[1]:
                 self.outbox.archive(claim.path, claim.rel, claim.id)
+            elif self._still_growing(claim, outcome) and self.claims.put_back(claim):
+                log.info("%s was still being written: put back to wait for its writer", claim.rel)
+                self.on_put_back(claim.rel)
+                continue
             else:
                 self._quarantine(claim, outcome, processed_at)
             self.claims.finish(claim)
@@ -146,6 +153,17 @@ class Pipeline:
             len(pairs) - len(rows), (self.clock() - flight.started) * 1000,
             " (recovered)" if flight.replay else "",
         )
+
+    @staticmethod
+    def _still_growing(claim: Claim, outcome: Outcome) -> bool:
+        """Cut short when read, and longer now: its writer was not done (it paused)."""
+        error = outcome.error
+        if error.kind != "truncated" or error.bytes_read is None:
+            return False
+        try:
+            return os.lstat(claim.path).st_size > error.bytes_read
+        except OSError:
+            return False
 
     def _row(self, claim: Claim, outcome: Outcome, processed_at: str) -> Row:
         p = outcome.prediction

@@ -20,6 +20,7 @@ class Settings:
     poll: float | None = None  # seconds between polls; None: inotify events
     rescan: float = defaults.RESCAN_SECONDS
     settle: float = defaults.SETTLE_SECONDS
+    settle_open: float = defaults.SETTLE_OPEN_SECONDS  # quiet time of a file still open for writing
     recursive: bool = False
     batch_size: int = defaults.BATCH_SIZE
     max_delay_ms: int = defaults.MAX_DELAY_MS

@@ -63,19 +63,28 @@ def relative(inbox: Path, path: str) -> str | None:
     return path[len(prefix) :] if path.startswith(prefix) and len(path) > len(prefix) else None
 
 
+# What an event says of a file (``InboxEvents``), or how else the tracker heard of it.
+WRITE, CLOSED, MOVED, FOUND = "write", "closed", "moved", "found"
+
+
 @dataclass
 class _Seen:
     size: int
     mtime_ns: int
     since: float  # when size and mtime were last seen to change
     closed: bool  # the writer closed it (or it was moved in whole)
+    writing: bool = False  # opened for writing and not closed yet, as far as events tell
+    held: bool = False  # put back while still being written: only a close (or quiet) will do
 
 
 class StabilityTracker:
-    """Tracks candidate files until they are ready to claim."""
+    """Tracks candidate files until they are ready to claim. A file is ready when its writer
+    closed it or it was moved in whole; one still open for writing (an event said so, no close
+    yet) once quiet for ``settle_open`` seconds; any other once quiet for ``settle``."""
 
-    def __init__(self, settle: float) -> None:
+    def __init__(self, settle: float, settle_open: float | None = None) -> None:
         self.settle = settle
+        self.settle_open = max(settle, settle_open if settle_open is not None else settle)
         self._seen: dict[str, _Seen] = {}
 
     def __len__(self) -> int:
@@ -84,12 +93,19 @@ class StabilityTracker:
     def __contains__(self, rel: str) -> bool:
         return rel in self._seen
 
-    def note(self, rel: str, *, closed: bool = False) -> None:
+    def note(self, rel: str, kind: str = FOUND) -> None:
         entry = self._seen.get(rel)
         if entry is None:
-            self._seen[rel] = _Seen(size=-1, mtime_ns=-1, since=0.0, closed=closed)
-        elif closed:
-            entry.closed = True
+            entry = self._seen[rel] = _Seen(size=-1, mtime_ns=-1, since=0.0, closed=False)
+        if kind == CLOSED or (kind == MOVED and not entry.held):
+            entry.closed, entry.writing = True, False
+        elif kind == WRITE:
+            entry.closed, entry.writing = False, True
+
+    def hold(self, rel: str) -> None:
+        """``rel`` was put back while its writer still writes: wait for its close (or for
+        ``settle_open`` of quiet), whatever its own move back in looks like."""
+        self._seen[rel] = _Seen(size=-1, mtime_ns=-1, since=0.0, closed=False, writing=True, held=True)
 
     def pop_ready(self, inbox: Path, now: float, limit: int) -> list[str]:
         """Up to ``limit`` ready files (paths relative to the inbox); gone files are forgotten."""
@@ -117,11 +133,14 @@ class StabilityTracker:
         changed = (info.st_size, info.st_mtime_ns) != (entry.size, entry.mtime_ns)
         if changed:
             entry.size, entry.mtime_ns, entry.since = info.st_size, info.st_mtime_ns, now
-        quiet_since_write = now - info.st_mtime_ns / 1e9 >= self.settle
-        if info.st_size > 0 and (entry.closed or moved_in(info) or quiet_since_write):
-            return True
+        quiet = self.settle_open if entry.writing else self.settle
+        if info.st_size > 0:
+            if entry.closed or (moved_in(info) and not entry.held):
+                return True
+            if now - info.st_mtime_ns / 1e9 >= quiet:
+                return True
         # Empty files, and mtimes from a skewed clock: wait until we see no change for a while.
-        return not changed and now - entry.since >= self.settle
+        return not changed and now - entry.since >= quiet
 
 
 def moved_in(info: os.stat_result) -> bool:
@@ -130,12 +149,13 @@ def moved_in(info: os.stat_result) -> bool:
 
 
 class InboxEvents(FileSystemEventHandler):
-    """Puts (rel, closed) pairs on a bounded queue; sets ``overflowed`` when it is full."""
+    """Puts (rel, kind) pairs on a bounded queue, kind one of WRITE, CLOSED, MOVED; sets
+    ``overflowed`` when it is full."""
 
     def __init__(self, inbox: Path, limit: int, recursive: bool) -> None:
         self.inbox = inbox
         self.recursive = recursive
-        self.queue: queue.Queue[tuple[str, bool]] = queue.Queue(maxsize=limit)
+        self.queue: queue.Queue[tuple[str, str]] = queue.Queue(maxsize=limit)
         self.overflowed = False
 
     def dispatch(self, event: FileSystemEvent) -> None:
@@ -147,9 +167,9 @@ class InboxEvents(FileSystemEventHandler):
         rel = relative(self.inbox, os.fsdecode(path))
         if rel is None or is_ignored(rel) or (not self.recursive and "/" in rel):
             return
-        closed = event.event_type in ("closed", "moved")
+        kind = {"closed": CLOSED, "moved": MOVED}.get(event.event_type, WRITE)
         try:
-            self.queue.put_nowait((rel, closed))
+            self.queue.put_nowait((rel, kind))
         except queue.Full:
             self.overflowed = True
 
@@ -177,6 +197,11 @@ def _arrivals_emitter_class():
     class ArrivalsEmitter(InotifyEmitter):
         def get_event_mask_from_filter(self):
             return super().get_event_mask_from_filter() & ~InotifyConstants.IN_MOVED_FROM
+
+        def build_and_queue_event(self, event, *, full_events=False):
+            # An IN_MOVED_TO with no partner is reported as a move (from nowhere), not as a
+            # creation: the file arrived whole and is ready at once.
+            super().build_and_queue_event(event, full_events=True)
 
         def on_thread_start(self):  # InotifyEmitter's, with our watch group
             self._inotify = ArrivalsWatchGroup(

@@ -67,9 +67,13 @@ def load_many(
         return read_bytes(path, max_bytes=limits.max_bytes, follow_symlinks=follow_symlinks, name=name)
 
     def check_and_decode(data: bytes, name: str) -> np.ndarray:
-        header = check_header(data, name, max_pixels=limits.max_pixels,
-                              max_decoded_bytes=limits.max_decoded_bytes, max_scans=limits.max_scans)
-        return decode(data, name, header)
+        try:
+            header = check_header(data, name, max_pixels=limits.max_pixels,
+                                  max_decoded_bytes=limits.max_decoded_bytes, max_scans=limits.max_scans)
+            return decode(data, name, header)
+        except InputError as exc:
+            exc.bytes_read = len(data)  # a truncated file that grows since was still being written
+            raise
 
     def fit(grey: np.ndarray, name: str) -> np.ndarray:
         return normalize(grey, profile)
