@@ -228,7 +228,8 @@ def test_slow_writer_and_bad_inputs_then_a_good_file(boxes, staging, mnist_test)
             time.sleep(2 / (len(page) / 100))  # the writer's own pace, not a wait for us
     (inbox / "empty.png").write_bytes(b"")
     (inbox / "text.png").write_text("not an image")
-    (inbox / "notes.pdf").write_bytes(b"%PDF-1.4")
+    (inbox / "notes.docx").write_bytes(b"PK\x03\x04 a word document")
+    (inbox / "broken.pdf").write_bytes(b"%PDF-1.4")
     os.mkfifo(inbox / "pipe.png")
     (inbox / "zero.png").symlink_to("/dev/zero")
     (inbox / "out.png").symlink_to(staging)
@@ -239,7 +240,8 @@ def test_slow_writer_and_bad_inputs_then_a_good_file(boxes, staging, mnist_test)
     assert set(rows) == {"slow.png", "00000.png"}
     assert rows["slow.png"]["label"] == str(labels[0]) == rows["00000.png"]["label"]
     kinds = {e["file"]: e["kind"] for e in _errors(outbox)}
-    assert kinds == {"empty.png": "empty", "text.png": "not-an-image", "notes.pdf": "unsupported",
+    assert kinds == {"empty.png": "empty", "text.png": "not-an-image", "notes.docx": "unsupported",
+                     "broken.pdf": "corrupt",
                      "pipe.png": "not-a-regular-file", "zero.png": "not-a-regular-file",
                      "out.png": "not-a-regular-file"}
 

@@ -140,9 +140,36 @@ def test_text_file_named_png_is_not_an_image(tmp_path):
     assert _refusal(tmp_path / "t.png") == "not-an-image"
 
 
-def test_pdf_is_unsupported(tmp_path):
+def test_a_broken_pdf_is_corrupt(tmp_path):
     (tmp_path / "doc.pdf").write_bytes(b"%PDF-1.4\n%...\n")
-    assert _refusal(tmp_path / "doc.pdf") == "unsupported"
+    assert _refusal(tmp_path / "doc.pdf") == "corrupt"
+
+
+def test_a_pdf_scan_is_read_by_its_first_page(tmp_path):
+    """Scanners save PDF by default: one page image inside; further pages are not read."""
+    from PIL import Image
+
+    first = Image.fromarray(255 - cv2.resize(digit_stroke(), (400, 560)))
+    blank = Image.new("L", (400, 560), 255)
+    first.save(tmp_path / "scan.pdf", save_all=True, append_images=[blank], resolution=100)
+    _check_mnist_like(load_input(tmp_path / "scan.pdf").pixels)
+
+
+def test_a_pdf_page_of_any_claimed_size_renders_within_the_pixel_limit(tmp_path):
+    from PIL import Image
+
+    Image.fromarray(255 - cv2.resize(digit_stroke(), (300, 300))).save(tmp_path / "big.pdf", resolution=1)
+    pixels = load_input(tmp_path / "big.pdf", limits=Limits(max_pixels=2_000_000)).pixels  # 300 in
+    _check_mnist_like(pixels)
+
+
+def test_a_phone_heic_photo_is_read(tmp_path):
+    import pillow_heif
+    from PIL import Image
+
+    pillow_heif.register_heif_opener()
+    Image.fromarray(255 - cv2.resize(digit_stroke(), (300, 300))).convert("RGB").save(tmp_path / "p.heic")
+    _check_mnist_like(load_input(tmp_path / "p.heic").pixels)
 
 
 def test_ico_is_unsupported(tmp_path):

@@ -19,15 +19,15 @@ from pathlib import Path
 from worker.errors import InputError
 
 # Formats as Pillow names them in the header; what we decode and scanners write.
-FORMATS = {"PNG", "JPEG", "BMP", "TIFF", "WEBP", "PPM", "GIF"}
+FORMATS = {"PNG", "JPEG", "BMP", "TIFF", "WEBP", "PPM", "GIF", "HEIF", "PDF"}
 # Suffixes that promise an image; a file with one that is no image is "not-an-image".
 IMAGE_SUFFIXES = {
     ".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".pgm", ".ppm",
-    ".pbm", ".pnm", ".gif",
+    ".pbm", ".pnm", ".gif", ".heic", ".heif", ".pdf",
 }
 # The first bytes of each supported format: a file that starts so but has no readable header
 # was cut off (an interrupted copy), rather than not being an image at all.
-SIGNATURES = (b"\x89PNG", b"\xff\xd8\xff", b"BM", b"II*\x00", b"MM\x00*", b"RIFF", b"GIF8")
+SIGNATURES = (b"\x89PNG", b"\xff\xd8\xff", b"BM", b"II*\x00", b"MM\x00*", b"RIFF", b"GIF8", b"%PDF-")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # PNG colour type -> channels as OpenCV decodes it (a palette may carry alpha: count 4).
 PNG_CHANNELS = {0: 1, 2: 3, 3: 4, 4: 2, 6: 4}
@@ -38,6 +38,12 @@ JPEG_PROGRESSIVE = {0xC2, 0xC6, 0xCA, 0xCE}
 JPEG_EOI, JPEG_SOS = 0xD9, 0xDA
 # EXIF tag of the orientation a camera or phone wrote.
 EXIF_ORIENTATION = 0x0112
+# ISO media files (HEIC from phones) start with an ftyp box naming one of these brands.
+HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")
+# A PDF page (a scanner's default output) is rendered at this resolution: a digit written on a
+# page stays several times larger than the 20 pixels it ends as.
+PDF_DPI = 150
+POINTS_PER_INCH = 72
 
 
 @dataclass(frozen=True)
@@ -62,7 +68,12 @@ class Header:
 def check_header(data: bytes, name: str, *, max_pixels: int, max_decoded_bytes: int,
                  max_scans: int) -> Header:
     """The header of an image that is whole and affordable to decode, or InputError."""
-    header = _png_header(data, name) if data.startswith(PNG_SIGNATURE) else _other_header(data, name)
+    if data.startswith(PNG_SIGNATURE):
+        header = _png_header(data, name)
+    elif data.startswith(b"%PDF-"):
+        header = _pdf_header(data, name, max_pixels)
+    else:
+        header = _other_header(data, name)
     if header.width * header.height > max_pixels:
         raise InputError("too-large", f"{name} is {header.width}x{header.height} pixels, "
                                       f"over the {max_pixels:,} pixel limit")
@@ -92,9 +103,32 @@ def _png_header(data: bytes, name: str) -> Header:
     raise InputError("truncated", f"{name} is truncated (the PNG ends before its IEND chunk)")
 
 
+def _pdf_header(data: bytes, name: str, max_pixels: int) -> Header:
+    """The first page's size as it will be rendered: ``PDF_DPI``, less if that would pass the
+    pixel limit (a page may claim any size)."""
+    import pypdfium2
+
+    try:
+        document = pypdfium2.PdfDocument(data)
+        try:
+            width, height = document[0].get_size()
+        finally:
+            document.close()
+    except (pypdfium2.PdfiumError, IndexError) as exc:
+        raise InputError("corrupt", f"{name} is not a readable PDF ({exc})") from exc
+    scale = PDF_DPI / POINTS_PER_INCH
+    scale = min(scale, (max_pixels / max(width * height, 1)) ** 0.5)
+    return Header("PDF", max(1, round(width * scale)), max(1, round(height * scale)))
+
+
 def _other_header(data: bytes, name: str) -> Header:
     """Pillow reads the header (it decodes nothing here); JPEGs get their markers walked."""
     from PIL import Image, UnidentifiedImageError
+
+    if data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS:
+        import pillow_heif
+
+        pillow_heif.register_heif_opener()
 
     try:
         with warnings.catch_warnings():

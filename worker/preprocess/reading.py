@@ -90,8 +90,10 @@ def decode(data: bytes, name: str, header: Header) -> np.ndarray:
     missing data is an error, not a grey patch) straight to grey; GIFs by Pillow (first frame)."""
     if header.format == "JPEG":
         grey = _decode_jpeg(data, name)
-    elif header.format == "GIF":
+    elif header.format in ("GIF", "HEIF"):
         grey = _decode_with_pillow(data, name)
+    elif header.format == "PDF":
+        grey = _render_pdf(data, name, header)
     else:
         grey = _decode_with_opencv(data, name)
     return _upright(grey, header.orientation)
@@ -126,6 +128,23 @@ def _decode_with_pillow(data: bytes, name: str) -> np.ndarray:
             return to_grey(np.asarray(img.convert("LA")))
     except (OSError, ValueError, SyntaxError) as exc:
         raise InputError("corrupt", f"{name} could not be decoded ({exc})") from exc
+
+
+def _render_pdf(data: bytes, name: str, header: Header) -> np.ndarray:
+    """The first page, in grey, at the size ``header`` gives (other pages are not read)."""
+    import pypdfium2
+
+    try:
+        document = pypdfium2.PdfDocument(data)
+        try:
+            page = document[0]
+            scale = header.width / page.get_width()
+            bitmap = page.render(scale=scale, grayscale=True)
+            return to_grey(np.array(bitmap.to_numpy(), copy=True))
+        finally:
+            document.close()
+    except pypdfium2.PdfiumError as exc:
+        raise InputError("corrupt", f"{name} could not be rendered ({exc})") from exc
 
 
 # EXIF orientation -> what makes the stored image upright (as Pillow's exif_transpose does).
