@@ -47,7 +47,7 @@ def is_ignored(rel: str) -> bool:
     """True for junk and temporary files (and anything in a hidden or system folder)."""
     parts = rel.split("/")
     name = parts[-1].lower()
-    if any(part.startswith(".") or part.lower() in IGNORED_DIRS for part in parts[:-1]):
+    if any(is_ignored_folder(part) for part in parts[:-1]):
         return True
     return (
         name.startswith(".")
@@ -233,6 +233,11 @@ def arrivals_observer():
     return BaseObserver(_arrivals_emitter_class())
 
 
+def is_ignored_folder(name: str) -> bool:
+    """Hidden and system folders (``.work`` among them); a folder is never junk by suffix."""
+    return name.startswith(".") or name.lower() in IGNORED_DIRS
+
+
 def scan(inbox: Path, recursive: bool) -> Iterator[str]:
     """Yield candidate rel paths lazily; never descends into hidden folders (the claims' ``.work``)."""
     stack = [""]  # folders to read, as "/"-terminated paths relative to the inbox
@@ -246,10 +251,8 @@ def scan(inbox: Path, recursive: bool) -> Iterator[str]:
         with entries:
             for entry in entries:
                 rel = prefix + entry.name
-                if is_ignored(rel):
-                    continue
                 if entry.is_dir(follow_symlinks=False):
-                    if recursive:
+                    if recursive and not is_ignored_folder(entry.name):
                         stack.append(rel + "/")
-                    continue
-                yield rel
+                elif not is_ignored(rel):
+                    yield rel
