@@ -412,3 +412,31 @@ def test_polling_an_idle_inbox_of_ignored_files_stats_none_of_them(boxes, fake_c
         stop.set()
         thread.join(10)
     assert len(stats) < 50, f"{len(stats)} stats over {len(listings)} polls"
+
+
+def test_a_row_written_before_two_deaths_still_reaches_the_csv(boxes, fake_classifier, faults):
+    """Killed between the JSONL and the CSV append, then killed again while replaying it: the
+    file did nothing wrong, and the CSV must end listing it as the JSONL does."""
+    from worker.claims import parse_token
+    from worker.outbox import Outbox, Row
+
+    inbox, outbox = boxes
+    _old(write(inbox / "unlucky.png", digit_stroke()))
+    _die_holding(inbox, "unlucky.png")
+    _die_holding(inbox, "none.png")
+    [claimed] = list((inbox / ".work").rglob("*unlucky.png"))
+    claim_id, crashes = parse_token(claimed.name.split("=")[0])
+    assert crashes == 1  # the second death is counted when the next daemon adopts it
+    box = Outbox(outbox, fake_classifier.class_names)
+    faults.fail(os, "write", when=lambda path: path.endswith("predictions.csv"),
+                error=OSError(errno.EIO, "dies"))
+    row = Row(id=claim_id, file="unlucky.png", label="1", confidence=0.9, class_index=1, sha256="",
+              model="fake", processed_at="2026-01-01T00:00:00.000Z",
+              probabilities=dict.fromkeys(fake_classifier.class_names, 0.1))
+    with pytest.raises(OSError):
+        box.record([row])
+    faults.clear()
+    box.close()
+    _drain(boxes, fake_classifier)
+    assert _records(outbox) == {"unlucky.png": "row"}
+    assert [r["id"] for r in rows(outbox)] == [claim_id]

@@ -1,15 +1,27 @@
-"""The systemd unit is a real, parseable unit that starts `worker watch` as a notify service."""
+"""The systemd unit: a real, parseable, hardened unit that starts `worker watch` as a notify
+service; and the daemon runs as far as this machine can reproduce that sandbox (PID 1 here is
+not systemd: the offline forms of systemd-analyze, and setpriv/unshare for the rest)."""
 
 from __future__ import annotations
 
 import configparser
+import os
+import re
 import shutil
+import socket
 import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 from conftest import REPO
+from factories import digit_stroke, write
 
 UNIT = REPO / "deploy" / "worker.service"
+needs_systemd_analyze = pytest.mark.skipif(
+    not shutil.which("systemd-analyze"), reason="systemd-analyze not installed (./scripts/test installs it)"
+)
 
 
 def _unit() -> configparser.ConfigParser:
@@ -24,10 +36,56 @@ def test_unit_starts_the_watcher_as_notify_service():
     assert unit["Service"]["ExecStart"].endswith("worker watch")
     assert unit["Service"]["Type"] == "notify"
     assert unit["Service"]["Restart"] == "always"
+    assert unit["Service"]["RestartPreventExitStatus"] == "78", "a configuration error is not retried"
     assert unit["Install"]["WantedBy"] == "multi-user.target"
 
 
-@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")
+@needs_systemd_analyze
 def test_systemd_analyze_accepts_the_unit():
     result = subprocess.run(["systemd-analyze", "verify", str(UNIT)], capture_output=True, text=True)
     assert "Unknown key" not in result.stderr and "Invalid" not in result.stderr, result.stderr
+
+
+@needs_systemd_analyze
+def test_the_unit_is_hardened_to_safe():
+    result = subprocess.run(["systemd-analyze", "security", "--offline=true", str(UNIT)],
+                            capture_output=True, text=True)
+    score = re.search(r"Overall exposure level for worker.service: ([0-9.]+)", result.stdout)
+    assert score, result.stdout + result.stderr
+    assert float(score.group(1)) <= 2.0, result.stdout
+
+
+@pytest.mark.slow
+def test_the_daemon_runs_sandboxed_as_the_unit_runs_it():
+    """No network namespace access, no privileges, no capabilities, another user, UMask 0027:
+    it still classifies, and tells systemd it is ready through the notify socket."""
+    import pwd
+
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare to build the sandbox")
+    try:
+        user = pwd.getpwnam("worker-test")
+    except KeyError:
+        pytest.skip("needs the user worker-test (./scripts/test creates it)")
+    root = Path(tempfile.mkdtemp(prefix="worker-unit-", dir="/tmp"))
+    inbox, outbox = root / "inbox", root / "outbox"
+    inbox.mkdir()
+    write(inbox / "one.png", 255 - digit_stroke(100))
+    for path in (root, inbox, inbox / "one.png"):
+        os.chown(path, user.pw_uid, user.pw_gid)
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(root / "notify"))
+    os.chown(root / "notify", user.pw_uid, user.pw_gid)
+    notify.settimeout(60)
+    sandbox = ["unshare", "--net", "setpriv", "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all",
+               f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups"]
+    with_umask = "import os, runpy; os.umask(0o027); runpy.run_module('worker', run_name='__main__')"
+    command = [*sandbox, sys.executable, "-c", with_umask, "watch", "--once", "--settle", "0",
+               "--inbox", str(inbox), "--outbox", str(outbox)]
+    env = {**os.environ, "NOTIFY_SOCKET": str(root / "notify"), "HOME": str(root)}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    assert b"READY=1" in notify.recv(4096)
+    notify.close()
+    assert (outbox / "processed" / "one.png").exists()
+    assert oct((outbox / "predictions.csv").stat().st_mode & 0o777) == "0o640", "UMask=0027"

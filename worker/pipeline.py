@@ -119,7 +119,7 @@ class Pipeline:
         second death is pinned on this one file. After ``CRASHES_BEFORE_SET_ASIDE`` deaths it
         is not loaded again but quarantined as ``crashed``, and the daemon goes on."""
         self.finish_pending()
-        if claim.crashes < defaults.CRASHES_BEFORE_SET_ASIDE:
+        if claim.crashes < defaults.CRASHES_BEFORE_SET_ASIDE or self._has_a_row(claim):
             return self.process([claim], replay=True, alone=True)
         log.error("%s was in hand each time a worker died (%d times): set aside", claim.rel, claim.crashes)
         error = InputError("crashed", f"{claim.rel} was being handled each time the worker died "
@@ -127,6 +127,11 @@ class Pipeline:
         batch = LoadedBatch([claim.path], [error], self.classifier)
         self._finish(InFlight([claim], batch, None, True, self.clock()))
         return 1
+
+    def _has_a_row(self, claim: Claim) -> bool:
+        """Classified before (its row is in the JSONL): the deaths came after, while writing or
+        archiving, and were not this file's doing. Its CSV row may still be missing."""
+        return claim.id in self.outbox.written_ids({claim.id})[1]
 
     def _finish(self, flight: InFlight) -> None:
         """Make the batch's rows durable, and only then move its inputs out of ``.work/``.
