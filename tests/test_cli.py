@@ -49,22 +49,22 @@ def test_version():
     assert result.exit_code == 0 and result.output.startswith("worker ")
 
 
-def test_missing_model_is_one_line_exit_1(tmp_path):
+def test_missing_model_is_one_line_exit_78(tmp_path):
     result = runner.invoke(app, ["predict", str(tmp_path), "--model", str(tmp_path / "none.keras")])
-    assert result.exit_code == 1
+    assert result.exit_code == 78, "a configuration error: restarting will not help"
     assert "error:" in result.output and "Traceback" not in result.output
 
 
-def test_unknown_arch_is_one_line_exit_1(tmp_path):
+def test_unknown_arch_is_one_line_exit_78(tmp_path):
     result = runner.invoke(app, ["train", "--arch", "resnet-9000", "--output", str(tmp_path / "m.keras")])
-    assert result.exit_code == 1
+    assert result.exit_code == 78
     assert "unknown architecture" in result.output
 
 
 def test_env_variable_sets_an_option(tmp_path, monkeypatch):
     monkeypatch.setenv("WORKER_MODEL", str(tmp_path / "from-env.keras"))
     result = runner.invoke(app, ["predict", str(tmp_path)])
-    assert result.exit_code == 1 and "from-env" in result.output
+    assert result.exit_code == 78 and "from-env" in result.output
 
 
 def test_report_on_empty_outbox(tmp_path):
@@ -116,3 +116,62 @@ def test_choices_come_from_their_one_source():
     for name in archs.ARCHS:
         assert name in help_text, name
     assert [d.value for d in Dataset] == list(datasets.DATASETS)
+
+
+def _watch_once_log(tmp_path, env: dict, *, journal: bool) -> list[str]:
+    import os
+    import subprocess
+    import sys
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "bad.png").write_text("not an image")
+    log_path = tmp_path / "stderr.log"
+    with open(log_path, "w") as stderr:
+        if journal:
+            info = os.fstat(stderr.fileno())
+            env = {**env, "JOURNAL_STREAM": f"{info.st_dev}:{info.st_ino}"}
+        subprocess.run([sys.executable, "-m", "worker", "watch", "--once", "--settle", "0",
+                        "--inbox", str(inbox), "--outbox", str(tmp_path / "outbox")],
+                       stderr=stderr, env=env, timeout=120, check=True)
+    return [line for line in log_path.read_text().splitlines() if "worker" in line]
+
+
+@pytest.mark.slow
+def test_logs_for_the_journal_carry_priorities_and_no_timestamp(tmp_path):
+    import os
+
+    lines = _watch_once_log(tmp_path, dict(os.environ), journal=True)
+    assert any(line.startswith("<6>worker.daemon: ready:") for line in lines), lines
+    assert any(line.startswith("<4>worker.pipeline: failed bad.png") for line in lines), lines
+
+
+@pytest.mark.slow
+def test_logs_elsewhere_start_with_local_time_and_its_zone(tmp_path):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
+    lines = _watch_once_log(tmp_path, env, journal=False)
+    stamp = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d (INFO|WARNING) worker")
+    assert lines and all(stamp.match(line) for line in lines), lines
+
+
+def test_an_error_in_any_thread_is_one_log_line_not_a_bare_traceback(capsys, monkeypatch):
+    import logging
+    import threading
+
+    from worker.logs import setup_logging
+
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)  # restored after the test
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    setup_logging(logging.INFO)
+
+    def broken():
+        raise RuntimeError("model thread fell over")
+
+    thread = threading.Thread(target=broken, name="model_0")
+    thread.start()
+    thread.join()
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "ERROR worker: unexpected error in thread model_0: RuntimeError" in err[0], err

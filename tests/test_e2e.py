@@ -246,9 +246,9 @@ def test_slow_writer_and_bad_inputs_then_a_good_file(boxes, staging, mnist_test)
                      "out.png": "not-a-regular-file"}
 
 
-def test_once_exits_1_when_outbox_unwritable(boxes):
+def test_once_exits_78_when_the_outbox_is_not_a_folder(boxes):
     inbox, outbox = boxes
     outbox.write_text("a file, not a folder")
     result = _run_once(inbox, outbox)
-    assert result.returncode == 1
+    assert result.returncode == 78, "a configuration error: the unit does not restart it"
     assert "outbox" in result.stderr and "Traceback" not in result.stderr

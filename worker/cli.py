@@ -1,7 +1,8 @@
 """The command line. The only module that imports typer, prints results or exits.
 
 Every option also reads ``WORKER_<OPTION>`` from the environment (CLI > environment > default).
-Errors of ours become one red line on stderr and exit code 1; Ctrl-C exits 130.
+Errors of ours become one red line on stderr and exit code 1, or 78 for a configuration error
+(restarting will not help); Ctrl-C exits 130.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import typer
 
 from worker import __version__, defaults
 from worker.archs import ARCHS, DEFAULT_ARCH
-from worker.errors import WorkerError
+from worker.errors import ConfigError, DatasetError, ModelError, WorkerError
 from worker.outbox import ON_SUCCESS
 
 app = typer.Typer(
@@ -30,6 +31,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 log = logging.getLogger("worker")
+
+# sysexits.h's EX_CONFIG: the unit's RestartPreventExitStatus= names it, so systemd stops
+# restarting a daemon that cannot start as configured (a missing folder, model or dataset).
+EXIT_CONFIG = 78
+CONFIGURATION_ERRORS = (ConfigError, ModelError, DatasetError)
 
 
 class Dataset(str, Enum):
@@ -69,9 +75,12 @@ def main(
 
 
 def _run(func, *args, **kwargs):
-    """Call into the library, turning our errors into one red line and Ctrl-C into 130."""
+    """Call into the library, turning our errors into one red line and an exit code (78 for
+    a configuration error, which a restart would not mend; 1 for the rest), Ctrl-C into 130."""
     try:
         return func(*args, **kwargs)
+    except CONFIGURATION_ERRORS as exc:
+        raise _fail(str(exc), EXIT_CONFIG) from None
     except WorkerError as exc:
         raise _fail(str(exc)) from None
     except KeyboardInterrupt:

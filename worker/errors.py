@@ -1,9 +1,9 @@
 """Every error the worker raises on purpose derives from ``WorkerError``.
 
-    WorkerError                  one red line in the CLI, exit code 1
-    ├── ConfigError              a setting is invalid (bad folder, bad number, ...)
-    ├── DatasetError             a dataset cannot be found, fetched or verified
-    ├── ModelError               the model file or its card is missing or does not fit
+    WorkerError                  one red line in the CLI, exit code 1 (a retry may help)
+    ├── ConfigError              a setting is invalid (bad folder, bad number, ...): exit 78
+    ├── DatasetError             a dataset cannot be found, fetched or verified: exit 78
+    ├── ModelError               the model file or its card is missing or does not fit: exit 78
     └── InputError               one input file cannot be classified; has a ``kind``
                                  (empty, not-an-image, truncated, too-large, unsupported,
                                  no-ink, not-a-regular-file, permission-denied, ...)
