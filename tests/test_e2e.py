@@ -252,3 +252,26 @@ def test_once_exits_78_when_the_outbox_is_not_a_folder(boxes):
     result = _run_once(inbox, outbox)
     assert result.returncode == 78, "a configuration error: the unit does not restart it"
     assert "outbox" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_sighup_rotation_mid_burst_loses_nothing_and_repeats_nothing(boxes, staging, mnist_test):
+    """logrotate moves both outbox files away and sends SIGHUP while a burst is being read:
+    the rows before are in the moved files, the rows after in new ones, each file once."""
+    inbox, outbox = boxes
+    watcher, paths = _burst_into_running_watcher(boxes, staging, mnist_test[0], 3000)
+    assert wait_for(lambda: _row_count(outbox) >= 300, 60)
+    rotated = outbox.parent / "rotated"
+    rotated.mkdir()
+    for name in ("predictions.jsonl", "predictions.csv"):
+        os.rename(outbox / name, rotated / name)
+    watcher.proc.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: _nothing_left(inbox), 120), watcher.output()
+    assert watcher.stop() == 0, watcher.output()
+    assert "reloaded: outbox files reopened" in watcher.output()
+    before, after = _records(rotated)[0], _records(outbox)[0]
+    assert before and after, "rows on both sides of the rotation"
+    files = [r["file"] for r in before + after]
+    assert sorted(files) == sorted(p.name for p in paths), "each file exactly once"
+    for side in (rotated, outbox):
+        jsonl, csv_rows = _records(side)
+        assert [r["id"] for r in jsonl] == [r["id"] for r in csv_rows], "CSV and JSONL agree"

@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -165,9 +166,10 @@ def _format_outcome(outcome, as_json: bool) -> str:
     return f"{name}\terror\t{outcome.error.kind}: {outcome.error.message}"
 
 
-def _install_signal_handlers(stop: threading.Event) -> None:
+def _install_signal_handlers(stop: threading.Event, reload: Callable[[], None]) -> None:
     """First SIGTERM/SIGINT: finish the current batch and exit 0. Second: exit at once
-    (nothing is lost: claimed files are finished at the next start)."""
+    (nothing is lost: claimed files are finished at the next start). SIGHUP: reload between
+    batches (``systemctl reload``, logrotate). Handlers only set flags."""
 
     def handle(signum, frame):
         if stop.is_set():
@@ -175,20 +177,12 @@ def _install_signal_handlers(stop: threading.Event) -> None:
         log.info("signal %d: finishing the current batch, then stopping", signum)
         stop.set()
 
+    def hang_up(signum, frame):
+        reload()
+
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
-
-
-def _notify_systemd():
-    """READY=1 for a Type=notify unit, if systemd is watching and sdnotify is installed."""
-    if not os.environ.get("NOTIFY_SOCKET"):
-        return None
-    try:
-        import sdnotify
-    except ImportError:
-        return None
-    notifier = sdnotify.SystemdNotifier()
-    return lambda: notifier.notify("READY=1")
+    signal.signal(signal.SIGHUP, hang_up)
 
 
 @app.command()
@@ -218,12 +212,16 @@ def watch(
         on_success=on_success.value, decode_threads=decode_threads,
         limits=Limits(max_pixels=max_pixels),
     )
+    from worker.model import Classifier
+    from worker.service import ServiceNotifier
+
     classifier = _load_classifier(model, defaults.WATCH_MODEL_THREADS)
     log.info("model %s (%s, %s runtime)", model, classifier.card["dataset"], classifier.runtime)
     stop = threading.Event()
-    _install_signal_handlers(stop)
-    daemon = _run(Daemon, settings, classifier)
-    _run(daemon.run, stop, on_ready=_notify_systemd())
+    daemon = _run(Daemon, settings, classifier, service=ServiceNotifier(),
+                  load_model=lambda: Classifier(model, threads=defaults.WATCH_MODEL_THREADS))
+    _install_signal_handlers(stop, daemon.request_reload)
+    _run(daemon.run, stop)
 
 
 @app.command()

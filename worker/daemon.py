@@ -27,6 +27,7 @@ from worker.intake import Intake
 from worker.model import Classifier
 from worker.outbox import Outbox
 from worker.pipeline import Pipeline
+from worker.service import ServiceNotifier
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,9 +35,13 @@ log = logging.getLogger(__name__)
 
 class Daemon:
     def __init__(self, settings: Settings, classifier: Classifier, *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, service: ServiceNotifier | None = None,
+                 load_model: Callable[[], Classifier] | None = None) -> None:
         self.settings = settings.validate()
         self.clock = clock
+        self.service = service or ServiceNotifier(environ={})
+        self.load_model = load_model  # for a reload; None: the model is kept
+        self._reload = threading.Event()
         self.inbox = settings.inbox.resolve()
         self.outbox = Outbox(settings.outbox, classifier.class_names, on_success=settings.on_success)
         self.claims = Claims(self.inbox)
@@ -79,17 +84,23 @@ class Daemon:
         claims = [c for rel in ready if (c := self.claims.claim(rel)) is not None]
         return self.pipeline.process(claims) if claims else 0
 
+    def request_reload(self) -> None:
+        """Reopen the outbox files and reload the model between two batches (SIGHUP)."""
+        self._reload.set()
+
     def run(self, stop: threading.Event, on_ready: Callable[[], None] | None = None) -> int:
         """Loop until ``stop`` is set (or, with --once, until the inbox is drained)."""
         self.start()
         self.pipeline.overlap()
         log.info("ready: %s", self.settings.describe())
+        self.service.ready()
         if on_ready:
             on_ready()
         try:
             while not stop.is_set() and not self._turn(stop):
-                pass
+                self.service.alive(self._status)
         finally:
+            self.service.stopping()
             self.close()
         log.info("stopped after %d files", self.finished)
         return self.finished
@@ -98,6 +109,8 @@ class Daemon:
         """One step of ``run``, with waiting when there was nothing to do; True when done."""
         once = self.settings.once
         try:
+            if self._reload.is_set():
+                self._reload_now()
             done = self.step()
             if done == 0 or (once and self.idle()):
                 self.pipeline.finish_pending()
@@ -119,6 +132,37 @@ class Daemon:
         batch_size = min(size, self.settings.batch_size)
         batch, self._recovered = self._recovered[:batch_size], self._recovered[batch_size:]
         return self.pipeline.process(batch, replay=True)
+
+    def _status(self) -> str:
+        return (f"{self.finished} files done, {len(self.intake)} waiting, "
+                f"{len(self._recovered)} to recover; last batch {self.pipeline.last_batch}")
+
+    def _reload_now(self) -> None:
+        """Between batches: the outbox files reopened (re-created with a header if they were
+        moved away, as log rotation does) and the model loaded again; a model that fails to
+        load, or has other classes, leaves the old one serving."""
+        self._reload.clear()
+        self.service.reloading()
+        self.pipeline.finish_pending()
+        self.outbox.reopen()
+        model = "kept"
+        if self.load_model is not None:
+            model = self._swap_model()
+        log.info("reloaded: outbox files reopened, model %s", model)
+        self.service.ready()
+
+    def _swap_model(self) -> str:
+        try:
+            new = self.load_model()
+        except WorkerError as exc:
+            log.error("reload: the new model cannot be loaded (%s); the old one keeps serving", exc)
+            return "kept (the new one failed to load)"
+        old = self.pipeline.classifier
+        if list(new.class_names) != list(old.class_names):
+            log.error("reload: the new model has other classes; the old one keeps serving")
+            return "kept (the new one has other classes)"
+        self.pipeline.classifier = new
+        return f"{new.name} loaded"
 
     def _recover(self) -> None:
         self._recovered = self.claims.recover()

@@ -207,6 +207,12 @@ class Outbox:
         for fd in (self._jsonl, self._csv):
             os.close(fd)
 
+    def reopen(self) -> None:
+        """Open the files again by name: after log rotation moved them away, new ones start
+        (with the CSV header); rows never go on into the moved files."""
+        self.close()
+        self._open()
+
     # --- the verbs ------------------------------------------------------------------------
 
     def record(self, rows: list[Row], *, written: tuple[set[str], set[str]] = (set(), set())) -> None:

@@ -65,6 +65,7 @@ class Pipeline:
         self._model_thread: ThreadPoolExecutor | None = None
         self._pending: InFlight | None = None  # the batch the model thread has; finished next
         self.finished = 0
+        self.last_batch = "none yet"
 
     def overlap(self) -> None:
         """From now on the model runs on its own thread, one batch behind the loading."""
@@ -153,6 +154,7 @@ class Pipeline:
                 self._quarantine(claim, outcome, processed_at)
             self.claims.finish(claim)
         self.finished += len(pairs)
+        self.last_batch = f"{len(pairs)} files, {len(rows)} rows at {processed_at}"
         log.info(
             "batch: %d files, %d rows, %d failed, %.1f ms%s", len(pairs), len(rows),
             len(pairs) - len(rows), (self.clock() - flight.started) * 1000,

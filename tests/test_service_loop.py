@@ -1,0 +1,114 @@
+"""The daemon as systemd sees it: READY, the watchdog pinged from the loop (and silent when the
+loop is stuck), STATUS, STOPPING; and SIGHUP reloading between batches."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+
+import pytest
+from conftest import rows
+from factories import digit_stroke, wait_for, write
+
+from worker.daemon import Daemon
+from worker.service import ServiceNotifier
+from worker.settings import Settings
+
+
+@pytest.fixture
+def notify_socket(tmp_path, monkeypatch):
+    """A datagram socket standing in for systemd's; collects what the daemon says."""
+    path = tmp_path / "notify"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(0.05)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    messages: list[tuple[float, str]] = []
+
+    def collect() -> list[tuple[float, str]]:
+        while True:
+            try:
+                messages.append((time.monotonic(), sock.recv(4096).decode()))
+            except TimeoutError:
+                return messages
+
+    yield collect
+    sock.close()
+
+
+def _pings(messages) -> list[float]:
+    return [at for at, text in messages if text == "WATCHDOG=1"]
+
+
+def test_the_loop_pings_the_watchdog_and_not_when_it_is_stuck(boxes, fake_classifier, notify_socket, faults):
+    inbox, outbox = boxes
+    watchdog = {"WATCHDOG_USEC": "100000", "WATCHDOG_PID": str(os.getpid())}  # a ping every 50 ms
+    service = ServiceNotifier({"NOTIFY_SOCKET": "set", **watchdog})
+    stuck, release = threading.Event(), threading.Event()
+
+    def hang(path: str) -> None:  # a read that never returns until released: a stuck batch
+        stuck.set()
+        release.wait(30)
+
+    faults.before(os, "open", when=lambda path: path.endswith("stuck.png"), action=hang)
+    daemon = Daemon(Settings(inbox=inbox, outbox=outbox, settle=0.1), fake_classifier, service=service)
+    stop = threading.Event()
+    thread = threading.Thread(target=daemon.run, args=(stop,))
+    thread.start()
+    try:
+        assert wait_for(lambda: len(_pings(notify_socket())) >= 3, 10), "no pings while healthy"
+        write(inbox / "stuck.png", digit_stroke())
+        assert stuck.wait(10)
+        notify_socket()  # what was sent before the loop got stuck
+        blocked_at = time.monotonic()
+        time.sleep(0.6)  # six watchdog intervals with the loop stuck
+        silent = [at for at in _pings(notify_socket()) if at > blocked_at]
+        release.set()
+        assert wait_for(lambda: len(_pings(notify_socket())) > len(silent) + 3, 10), "pings resume"
+    finally:
+        release.set()
+        stop.set()
+        thread.join(10)
+    assert silent == [], "the watchdog was pinged while the loop was stuck"
+    said = [text for _, text in notify_socket()]
+    assert said[0] == "READY=1" and said[-1] == "STOPPING=1"
+    assert any(text.startswith("STATUS=") and "files done" in text for text in said)
+    assert len(rows(outbox)) == 1
+
+
+def test_a_reload_reopens_moved_outbox_files_and_loads_the_model_again(boxes, fake_classifier, notify_socket):
+    inbox, outbox = boxes
+    loads = []
+
+    def load_model():
+        loads.append(1)
+        return fake_classifier
+
+    service = ServiceNotifier({"NOTIFY_SOCKET": "set"})
+    daemon = Daemon(Settings(inbox=inbox, outbox=outbox, settle=0.1), fake_classifier, service=service,
+                    load_model=load_model)
+    stop = threading.Event()
+    thread = threading.Thread(target=daemon.run, args=(stop,))
+    thread.start()
+    try:
+        write(inbox / "before.png", digit_stroke())
+        assert wait_for(lambda: (outbox / "predictions.csv").exists() and len(rows(outbox)) == 1)
+        rotated = outbox / "rotated"
+        rotated.mkdir()
+        for name in ("predictions.csv", "predictions.jsonl"):
+            os.rename(outbox / name, rotated / name)
+        daemon.request_reload()
+        assert wait_for(lambda: (outbox / "predictions.csv").exists())
+        write(inbox / "after.png", digit_stroke())
+        assert wait_for(lambda: len(rows(outbox)) == 1)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert [r["file"] for r in rows(rotated)] == ["before.png"]
+    assert [r["file"] for r in rows(outbox)] == ["after.png"], "new rows in new files, with a header"
+    assert loads == [1]
+    said = [text for _, text in notify_socket()]
+    assert any(text.startswith("RELOADING=1") for text in said)
+    assert said.count("READY=1") == 2
