@@ -275,3 +275,26 @@ def test_sighup_rotation_mid_burst_loses_nothing_and_repeats_nothing(boxes, stag
     for side in (rotated, outbox):
         jsonl, csv_rows = _records(side)
         assert [r["id"] for r in jsonl] == [r["id"] for r in csv_rows], "CSV and JSONL agree"
+
+
+def test_inbox_deleted_and_recreated_twice_while_running(boxes, staging, mnist_test):
+    import shutil
+
+    inbox, outbox = boxes
+    watcher = Watcher(inbox, outbox)
+    watcher.wait_ready()
+    names = set()
+    for round_ in range(3):
+        paths = _stage(staging, mnist_test[0], 50, start=100 * round_)
+        names |= {p.name for p in paths}
+        _drop(paths, inbox)
+        assert wait_for(lambda: _nothing_left(inbox), 60), watcher.output()
+        if round_ < 2:
+            shutil.rmtree(inbox)
+            assert wait_for(lambda: "is gone" in watcher.output(), 30), watcher.output()
+            inbox.mkdir()
+            assert wait_for(lambda n=round_: watcher.output().count("is back") > n, 30), watcher.output()
+    assert watcher.proc.poll() is None, watcher.output()
+    assert watcher.stop() == 0, watcher.output()
+    assert "Traceback" not in watcher.output()
+    _assert_exactly_once(outbox, names)

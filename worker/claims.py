@@ -89,11 +89,21 @@ class Claims:
         self.work = self.inbox / WORK_DIR
         self.owner = new_id()
         self.mine = self.work / self.owner
-        # Lock first, folder second: a folder without a lock file is taken for a dead one's.
-        self.work.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = os.open(self.work / f"{self.owner}.lock", os.O_CREAT | os.O_RDWR, 0o644)
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        self.mine.mkdir()
+        self._lock_fd = self._take_folder()
+
+    def _take_folder(self) -> int:
+        """Lock first, folder second: a folder without a lock file is taken for a dead one's.
+        The inbox itself is never made: a share that is not mounted must stay so."""
+        self.work.mkdir(exist_ok=True)
+        lock_fd = os.open(self.work / f"{self.owner}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self.mine.mkdir(exist_ok=True)
+        return lock_fd
+
+    def reopen(self) -> None:
+        """The inbox was deleted (or unmounted) and is back: our lock and folder again."""
+        os.close(self._lock_fd)
+        self._lock_fd = self._take_folder()
 
     def close(self) -> None:
         """Give up our folder (it must be empty: unfinished claims stay for the next start)."""
@@ -163,6 +173,8 @@ class Claims:
 
     def recover(self) -> list[Claim]:
         """Adopt the claims of dead daemons (and our own leftovers); return them all."""
+        if not self.mine.is_dir():  # the inbox was taken away with our folder in it
+            self.reopen()
         for entry in sorted(self.work.iterdir()):
             if entry.name.endswith(".lock"):
                 owner = entry.name[: -len(".lock")]

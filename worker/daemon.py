@@ -17,6 +17,8 @@ rows (by claim id) and finishes them without writing any row twice.
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -51,6 +53,7 @@ class Daemon:
             decode_threads=settings.decode_threads, clock=clock, on_put_back=self.intake.tracker.hold,
         )
         self._recovered: list[Claim] = []
+        self._inbox_id = self._inbox_identity()  # to notice the folder deleted or replaced
 
     @property
     def finished(self) -> int:
@@ -74,6 +77,8 @@ class Daemon:
     def step(self, now: float | None = None) -> int:
         """Process at most one batch; return the number of files it took."""
         now = self.clock() if now is None else now
+        if not self._inbox_in_place(now):
+            return 0
         if self._recovered:
             return self._replay_recovered()
         if self.intake.rescan_due(now):
@@ -132,6 +137,32 @@ class Daemon:
         batch_size = min(size, self.settings.batch_size)
         batch, self._recovered = self._recovered[:batch_size], self._recovered[batch_size:]
         return self.pipeline.process(batch, replay=True)
+
+    def _inbox_identity(self) -> tuple[int, int] | None:
+        try:
+            info = os.stat(self.inbox)
+        except OSError:
+            return None
+        return (info.st_dev, info.st_ino) if stat.S_ISDIR(info.st_mode) else None
+
+    def _inbox_in_place(self, now: float) -> bool:
+        """The inbox may be deleted, renamed or unmounted under us: wait for it to come back,
+        then take our folder in it again and watch it anew (a watch dies with its folder)."""
+        identity = self._inbox_identity()
+        if identity == self._inbox_id:
+            return identity is not None
+        if identity is None:
+            log.error("inbox %s is gone (deleted or unmounted); waiting for it to come back", self.inbox)
+            self.intake.stop()
+        else:
+            log.warning("inbox %s is back; watching it again", self.inbox)
+            self.pipeline.settle_pending()
+            self.claims.reopen()
+            self.intake.stop()
+            self.intake.start(now, observe=not self.settings.once)
+            self._recover()
+        self._inbox_id = identity
+        return identity is not None
 
     def _status(self) -> str:
         return (f"{self.finished} files done, {len(self.intake)} waiting, "

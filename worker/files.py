@@ -101,6 +101,8 @@ def place(src: Path, folder: Path, rel: str, claim_id: str, *, reserve: int = 0)
             if is_disk_trouble(exc):
                 raise
             problems.append(f"{dest.name}: {exc.strerror or exc}")
+    if not os.path.lexists(src):
+        raise FileNotFoundError(errno.ENOENT, f"{src} is gone")
     raise OSError(errno.EEXIST, f"cannot place {rel} in {folder} ({'; '.join(problems)})")
 
 

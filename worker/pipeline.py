@@ -144,15 +144,12 @@ class Pipeline:
         rows = [self._row(claim, outcome, processed_at) for claim, outcome in pairs if outcome.ok]
         self.outbox.record(rows, written=written)
         for claim, outcome in pairs:
-            if outcome.ok or claim.id in written[1]:
-                self.outbox.archive(claim.path, claim.rel, claim.id)
-            elif self._still_growing(claim, outcome) and self.claims.put_back(claim):
-                log.info("%s was still being written: put back to wait for its writer", claim.rel)
-                self.on_put_back(claim.rel)
-                continue
-            else:
-                self._quarantine(claim, outcome, processed_at)
-            self.claims.finish(claim)
+            try:
+                self._settle(claim, outcome, processed_at, written)
+            except FileNotFoundError:
+                if os.path.lexists(claim.path):
+                    raise
+                log.warning("%s was taken out of .work/ before it could be archived", claim.rel)
         self.finished += len(pairs)
         self.last_batch = f"{len(pairs)} files, {len(rows)} rows at {processed_at}"
         log.info(
@@ -160,6 +157,19 @@ class Pipeline:
             len(pairs) - len(rows), (self.clock() - flight.started) * 1000,
             " (recovered)" if flight.replay else "",
         )
+
+    def _settle(self, claim: Claim, outcome: Outcome, processed_at: str,
+                written: tuple[set[str], set[str]]) -> None:
+        """The claimed file leaves ``.work/``: archived, put back for its writer, or quarantined."""
+        if outcome.ok or claim.id in written[1]:
+            self.outbox.archive(claim.path, claim.rel, claim.id)
+        elif self._still_growing(claim, outcome) and self.claims.put_back(claim):
+            log.info("%s was still being written: put back to wait for its writer", claim.rel)
+            self.on_put_back(claim.rel)
+            return
+        else:
+            self._quarantine(claim, outcome, processed_at)
+        self.claims.finish(claim)
 
     @staticmethod
     def _still_growing(claim: Claim, outcome: Outcome) -> bool:
