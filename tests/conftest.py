@@ -29,6 +29,7 @@ class FakeClassifier:
         self.class_names = [str(d) for d in range(10)]
         self.profile = DIGITS
         self.name = "fake"
+        self.version = "fake-1"
         self.card = {"dataset": "mnist"}
         self.runtime = "fake"
         self.calls = 0

@@ -175,3 +175,11 @@ def test_an_error_in_any_thread_is_one_log_line_not_a_bare_traceback(capsys, mon
     thread.join()
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and "ERROR worker: unexpected error in thread model_0: RuntimeError" in err[0], err
+
+
+def test_train_never_overwrites_a_model_without_force(tmp_path):
+    from worker import defaults
+
+    result = runner.invoke(app, ["train"])  # the default output is the shipped model
+    assert result.exit_code == 78 and "--force" in result.output, result.output
+    assert (defaults.MODELS_DIR / "mnist.keras").exists()

@@ -143,14 +143,15 @@ def test_quarantine_puts_the_input_and_its_error_record_side_by_side(tmp_path):
     src = tmp_path / "claimed.png"
     src.write_bytes(b"not an image")
     error = InputError("not-an-image", "sub/x.png is not a readable image")
-    record = error_record(error, claim_id="c1", file="sub/x.png", time=iso_utc(0), model="m")
+    record = error_record(error, claim_id="c1", file="sub/x.png", time=iso_utc(0), model="m",
+                          model_version="v1")
     dest = box.quarantine(src, "sub/x.png", "c1", record)
     box.close()
     assert dest == tmp_path / "failed" / "sub" / "x.png" and dest.read_bytes() == b"not an image"
     assert not src.exists()
     saved = json.loads((tmp_path / "failed" / "sub" / "x.png.error.json").read_text())
     assert saved == {"file": "sub/x.png", "kind": "not-an-image", "message": error.message,
-                     "time": "1970-01-01T00:00:00.000Z", "id": "c1", "model": "m"}
+                     "time": "1970-01-01T00:00:00.000Z", "id": "c1", "model": "m", "model_version": "v1"}
     assert sorted(os.listdir(dest.parent)) == ["x.png", "x.png.error.json"], "no temporary file left"
 
 
@@ -197,3 +198,27 @@ def test_place_uses_a_short_name_at_the_top_when_both_names_are_taken(tmp_path):
     taken = r"x\.png: taken; x\.c2\.png: taken; c2\.png: taken"
     with pytest.raises(OSError, match=rf"cannot place x\.png .*{taken}"):
         place(src, dest, "x.png", "c2")
+
+
+def test_rows_carry_the_model_version_in_a_last_column(tmp_path):
+    box = Outbox(tmp_path, NAMES)
+    box.record([Row(**{**_row(1).__dict__, "model_version": "abc123"})])
+    box.close()
+    with open(tmp_path / "predictions.csv", newline="", encoding="utf-8") as fh:
+        [header, record] = list(csv.reader(fh))
+    assert header[-1] == "model_version" and header[-2] == "p_9" and record[-1] == "abc123"
+    assert json.loads((tmp_path / "predictions.jsonl").read_text())["model_version"] == "abc123"
+
+
+def test_an_outbox_started_before_model_version_keeps_its_columns(tmp_path):
+    """The header upgrade rule: old readers of an old CSV keep working."""
+    old_header = ",".join(["file", "label", "confidence", "class_index", "sha256", "model",
+                           "processed_at", "id", *(f"p_{n}" for n in NAMES)])
+    (tmp_path / "predictions.csv").write_text(old_header + "\r\n")
+    box = Outbox(tmp_path, NAMES)
+    box.record([Row(**{**_row(1).__dict__, "model_version": "abc123"})])
+    box.close()
+    with open(tmp_path / "predictions.csv", newline="", encoding="utf-8") as fh:
+        [header, record] = list(csv.reader(fh))
+    assert ",".join(header) == old_header and len(record) == len(header)
+    assert json.loads((tmp_path / "predictions.jsonl").read_text())["model_version"] == "abc123"

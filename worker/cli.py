@@ -103,6 +103,7 @@ def train(
     init_from: Annotated[Path | None, typer.Option(envvar=_env("init_from"), help="Start from this trained model's weights (a warm restart: one more cosine cycle).")] = None,
     patience: Annotated[int, typer.Option(envvar=_env("patience"), help="Stop after this many epochs without a better validation loss.")] = defaults.PATIENCE,
     augment: Annotated[float, typer.Option(envvar=_env("augment"), help="Augmentation strength s: shifts/zoom up to s, rotations up to 100*s degrees (0: none).")] = defaults.AUGMENT,
+    force: Annotated[bool, typer.Option(envvar=_env("force"), help="Replace an existing model at --output (by default a run refuses to).")] = False,
 ) -> None:
     """Train a model, keep the best epoch, evaluate on the test split, save model and card."""
     from worker.train import train as run_training
@@ -111,7 +112,7 @@ def train(
         run_training, dataset=dataset.value, arch=arch, epochs=epochs, batch_size=batch_size,
         seed=seed, validation=validation, data=data, output=output, limit=limit,
         learning_rate=learning_rate, init_from=init_from, patience=patience, augment=augment,
-        verbose=1 if sys.stderr.isatty() else 2,
+        force=force, verbose=1 if sys.stderr.isatty() else 2,
     )
     card = result.card
     typer.echo(
@@ -216,7 +217,8 @@ def watch(
     from worker.service import ServiceNotifier
 
     classifier = _load_classifier(model, defaults.WATCH_MODEL_THREADS)
-    log.info("model %s (%s, %s runtime)", model, classifier.card["dataset"], classifier.runtime)
+    log.info("model %s version %s (%s, %s runtime)", model, classifier.version, classifier.card["dataset"],
+             classifier.runtime)
     stop = threading.Event()
     daemon = _run(Daemon, settings, classifier, service=ServiceNotifier(),
                   load_model=lambda: Classifier(model, threads=defaults.WATCH_MODEL_THREADS))

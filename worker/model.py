@@ -9,6 +9,7 @@ and serves through LiteRT, falling back to Keras if the LiteRT file or runtime i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -51,6 +52,19 @@ def read_card(model_path: Path) -> dict:
     if list(card["input_shape"]) != INPUT_SHAPE:
         raise ModelError(f"model card {path} says input {card['input_shape']}, expected {INPUT_SHAPE}")
     return card
+
+
+def model_version(model_path: Path, card: dict) -> str:
+    """What tells two models of one name apart: the card's ``version`` if it has one, else the
+    first 12 hex digits of the sha256 of the file that serves (the .tflite, or the .keras)."""
+    if card.get("version"):
+        return str(card["version"])
+    serving = serving_path(model_path)
+    path = serving if serving.is_file() else Path(model_path)
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    except OSError:
+        return "unknown"
 
 
 def write_card(model_path: Path, card: dict) -> Path:
@@ -114,6 +128,7 @@ class Classifier:
         self.class_names: list[str] = list(self.card["class_names"])
         self.profile: Profile = profile_from_dict(self.card["preprocessing"])
         self.name = self.path.stem
+        self.version = model_version(self.path, self.card)
         self.runtime, self._run = self._open_runtime(runtime, threads)
         self._check_outputs()
 

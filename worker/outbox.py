@@ -54,6 +54,8 @@ JSON_ID = re.compile(r'"id": "([^"\\]+)"')
 FIXED_COLUMNS = [
     "file", "label", "confidence", "class_index", "sha256", "model", "processed_at", "id",
 ]
+# Columns added since, at the end, after the per-class probabilities.
+LATER_COLUMNS = ["model_version"]
 CHUNK = 1 << 20
 
 
@@ -68,15 +70,17 @@ class Row:
     model: str
     processed_at: str
     probabilities: dict[str, float]
+    model_version: str = ""
 
     @classmethod
     def of(cls, prediction: Prediction, *, claim_id: str, file: str, sha256: str, model: str,
-           processed_at: str, class_names: list[str]) -> Row:
+           model_version: str, processed_at: str, class_names: list[str]) -> Row:
         return cls(
             id=claim_id, file=file, label=prediction.label, confidence=prediction.confidence,
             class_index=prediction.class_index, sha256=sha256, model=model,
             processed_at=processed_at,
             probabilities=dict(zip(class_names, prediction.probabilities, strict=True)),
+            model_version=model_version,
         )
 
     def to_json(self) -> dict:
@@ -84,14 +88,16 @@ class Row:
             "file": self.file, "label": self.label, "confidence": round(self.confidence, 6),
             "class_index": self.class_index, "sha256": self.sha256, "model": self.model,
             "processed_at": self.processed_at, "id": self.id, "probabilities": self.probabilities,
+            "model_version": self.model_version,
         }
         return record if self.file.isascii() else {**record, **name_fields(self.file)}
 
-    def to_csv(self) -> list:
-        return [
+    def to_csv(self, *, later_columns: bool = True) -> list:
+        fields = [
             readable(self.file), self.label, f"{self.confidence:.6f}", self.class_index, self.sha256,
             self.model, self.processed_at, self.id, *(f"{p:.6f}" for p in self.probabilities.values()),
         ]
+        return [*fields, self.model_version] if later_columns else fields
 
 
 def readable(text: str) -> str:
@@ -118,14 +124,17 @@ def iso_utc(timestamp: float) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def csv_columns(class_names: Iterable[str]) -> list[str]:
-    return FIXED_COLUMNS + [f"p_{name}" for name in class_names]
+def csv_columns(class_names: Iterable[str], *, later_columns: bool = True) -> list[str]:
+    columns = FIXED_COLUMNS + [f"p_{name}" for name in class_names]
+    return columns + LATER_COLUMNS if later_columns else columns
 
 
-def error_record(error: InputError, *, claim_id: str, file: str, time: str, model: str) -> dict:
+def error_record(error: InputError, *, claim_id: str, file: str, time: str, model: str,
+                 model_version: str = "") -> dict:
     """What ``<name>.error.json`` holds: the file, why it was refused, when, by which model."""
     return {"file": readable(file), "kind": error.kind, "message": readable(error.message),
-            "time": time, "id": claim_id, "model": model, **name_fields(file)}
+            "time": time, "id": claim_id, "model": model, "model_version": model_version,
+            **name_fields(file)}
 
 
 def _csv_end(fh, size: int) -> int:
@@ -185,7 +194,9 @@ class Outbox:
         self.failed = self.root / FAILED_DIR
         self.jsonl_path = self.root / JSONL_NAME
         self.csv_path = self.root / CSV_NAME
+        self.class_names = list(class_names)
         self.columns = csv_columns(class_names)
+        self.later_columns = True  # False for an outbox started before them (see _check_header)
         self.keep_inputs = on_success == "keep"
         try:
             self._open()
@@ -193,6 +204,7 @@ class Outbox:
             raise ConfigError(f"outbox {self.root} is not writable: {exc.strerror or exc}") from exc
 
     def _open(self) -> None:
+        self.columns, self.later_columns = csv_columns(self.class_names), True
         for folder in (self.root, self.processed, self.failed):
             folder.mkdir(parents=True, exist_ok=True)
         self._jsonl = os.open(self.jsonl_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -283,11 +295,17 @@ class Outbox:
             fcntl.flock(self._jsonl, fcntl.LOCK_UN)
 
     def _check_header(self) -> None:
+        """The header upgrade rule: a CSV started before the later columns keeps its header and
+        gets rows without them (its readers keep working; the JSONL has every field); a new CSV
+        gets them all. A header of other classes is another model's outbox: refused."""
         if not self.csv_path.exists() or self.csv_path.stat().st_size == 0:
             return
         with open(self.csv_path, newline="", encoding="utf-8") as fh:
             header = next(csv.reader(fh), [])
-        if header != self.columns:
+        if header == csv_columns(self.class_names, later_columns=False):
+            self.columns, self.later_columns = header, False
+            log.info("%s predates the model_version column: kept as it is (the JSONL has it)", self.csv_path)
+        elif header != self.columns:
             raise ConfigError(
                 f"{self.csv_path} has columns for another model ({', '.join(header[8:11])}…); "
                 "use another --outbox for this model, or move the old files away"
@@ -311,5 +329,5 @@ class Outbox:
         writer = csv.writer(buffer, lineterminator="\r\n")
         if header:
             writer.writerow(self.columns)
-        writer.writerows(row.to_csv() for row in rows)
+        writer.writerows(row.to_csv(later_columns=self.later_columns) for row in rows)
         return buffer.getvalue()

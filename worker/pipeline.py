@@ -187,13 +187,13 @@ class Pipeline:
         log.debug("%s -> %s (%.3f)", claim.rel, p.label, p.confidence)
         return Row.of(
             p, claim_id=claim.id, file=claim.rel, sha256=outcome.sha256 or "",
-            model=self.classifier.name, processed_at=processed_at,
-            class_names=self.classifier.class_names,
+            model=self.classifier.name, model_version=self.classifier.version,
+            processed_at=processed_at, class_names=self.classifier.class_names,
         )
 
     def _quarantine(self, claim: Claim, outcome: Outcome, processed_at: str) -> None:
         error = outcome.error
         log.warning("failed %s: %s (%s)", claim.rel, error.message, error.kind)
         record = error_record(error, claim_id=claim.id, file=claim.rel, time=processed_at,
-                              model=self.classifier.name)
+                              model=self.classifier.name, model_version=self.classifier.version)
         self.outbox.quarantine(claim.path, claim.rel, claim.id, record)

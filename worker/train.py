@@ -202,18 +202,20 @@ def train(
     init_from: Path | None = None,
     patience: int = defaults.PATIENCE,
     augment: float = defaults.AUGMENT,
+    force: bool = False,
     verbose: int = 2,
 ) -> TrainResult:
     """Train ``arch`` on ``dataset`` and save model, LiteRT file and card at ``output``.
 
     ``limit`` trains on the first N training images only (for smoke tests). ``init_from`` starts
     from a trained model's weights (same dataset and arch): a warm restart, i.e. one more cosine
-    cycle, usually at a lower ``learning_rate``.
+    cycle, usually at a lower ``learning_rate``. An existing model at ``output`` is replaced
+    only with ``force``: a run never overwrites the shipped model by accident.
     """
     recipe = Recipe(dataset=dataset, arch=arch, epochs=epochs, batch_size=batch_size, seed=seed,
                     learning_rate=learning_rate, patience=patience, augment=augment).validate()
     spec, architecture = datasets.get_spec(dataset), archs.get_arch(arch)
-    output = _output_path(output, spec.name)
+    output = _output_path(output, spec.name, force)
     if not architecture.augment:
         recipe = replace(recipe, augment=0.0)
     import keras
@@ -235,10 +237,14 @@ def train(
     return TrainResult(model_path=output, card=card)
 
 
-def _output_path(output: Path | None, dataset: str) -> Path:
+def _output_path(output: Path | None, dataset: str, force: bool) -> Path:
     output = Path(output) if output else defaults.MODELS_DIR / f"{dataset}.keras"
     if output.suffix != ".keras":
         raise ConfigError(f"--output {output} must end in .keras")
+    if output.exists() and not force:
+        raise ConfigError(
+            f"{output} exists; pass --output for a new model beside it, or --force to replace it"
+        )
     return output
 
 
