@@ -112,3 +112,66 @@ def test_a_reload_reopens_moved_outbox_files_and_loads_the_model_again(boxes, fa
     said = [text for _, text in notify_socket()]
     assert any(text.startswith("RELOADING=1") for text in said)
     assert said.count("READY=1") == 2
+
+
+def _get(address: str, path: str) -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://{address}{path}", timeout=5) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def _files_total(text: str) -> dict[str, float]:
+    """worker_files_total by "outcome/kind", from the text format."""
+    import re
+
+    found = {}
+    for labels, value in re.findall(r"^worker_files_total\{(.*)\} (\S+)$", text, re.MULTILINE):
+        label = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        found[f"{label['outcome']}/{label['kind']}"] = float(value)
+    return found
+
+
+def test_metrics_scraped_during_a_burst_match_the_outbox(boxes, fake_classifier):
+    from conftest import errors
+
+    from worker.metrics import Metrics, MetricsServer
+
+    inbox, outbox = boxes
+    metrics = Metrics()
+    server = MetricsServer(metrics, "127.0.0.1:0")
+    server.start()
+    daemon = Daemon(Settings(inbox=inbox, outbox=outbox, settle=0.1, batch_size=16), fake_classifier,
+                    metrics=metrics)
+    stop = threading.Event()
+    thread = threading.Thread(target=daemon.run, args=(stop,))
+    thread.start()
+    try:
+        for i in range(300):
+            write(inbox / f"{i:03d}.png", digit_stroke())
+        for i in range(5):
+            (inbox / f"bad-{i}.png").write_text("not an image")
+        during = _get(server.address, "/metrics")
+        assert during[0] == 200 and "worker_model_info" in during[1]
+        assert wait_for(lambda: (outbox / "predictions.csv").exists() and len(rows(outbox)) == 300
+                        and len(errors(outbox)) == 5, 30)
+        assert wait_for(lambda: sum(_files_total(_get(server.address, "/metrics")[1]).values()) == 305, 10)
+        health, ready = _get(server.address, "/healthz"), _get(server.address, "/readyz")
+    finally:
+        stop.set()
+        thread.join(10)
+        server.stop()
+    totals = _files_total(_get_text_after_stop(metrics))
+    assert totals == {"row/": 300.0, "failed/not-an-image": 5.0}, totals
+    assert health[0] == 200 and ready[0] == 200
+    assert 'version="fake-1"' in _get_text_after_stop(metrics)
+
+
+def _get_text_after_stop(metrics) -> str:
+    from prometheus_client import generate_latest
+
+    return generate_latest(metrics.registry).decode()

@@ -201,6 +201,7 @@ def watch(
     on_success: Annotated[OnSuccess, typer.Option(envvar=_env("on_success"), help="keep: move inputs to outbox/processed/; delete: remove them.")] = OnSuccess[ON_SUCCESS[0]],
     decode_threads: Annotated[int, typer.Option(envvar=_env("decode_threads"), help="Threads decoding large images.")] = defaults.DECODE_THREADS,
     max_pixels: Annotated[int, typer.Option(envvar=_env("max_pixels"), help="Refuse images with more pixels (checked before decoding).")] = defaults.MAX_PIXELS,
+    metrics: Annotated[str | None, typer.Option(envvar=_env("metrics"), help="Serve Prometheus /metrics, /healthz and /readyz on HOST:PORT (e.g. 127.0.0.1:9464).")] = None,
 ) -> None:
     """Watch the inbox and classify every image dropped into it (the daemon)."""
     from worker.daemon import Daemon
@@ -220,10 +221,30 @@ def watch(
     log.info("model %s version %s (%s, %s runtime)", model, classifier.version, classifier.card["dataset"],
              classifier.runtime)
     stop = threading.Event()
-    daemon = _run(Daemon, settings, classifier, service=ServiceNotifier(),
+    registry, server = _metrics_server(metrics)
+    daemon = _run(Daemon, settings, classifier, service=ServiceNotifier(), metrics=registry,
                   load_model=lambda: Classifier(model, threads=defaults.WATCH_MODEL_THREADS))
     _install_signal_handlers(stop, daemon.request_reload)
-    _run(daemon.run, stop)
+    try:
+        _run(daemon.run, stop)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def _metrics_server(address: str | None):
+    """The metrics registry and its HTTP server, started; (None, None) without --metrics."""
+    if not address:
+        return None, None
+    from worker.metrics import Metrics, MetricsServer
+
+    registry = Metrics()
+    try:
+        server = MetricsServer(registry, address)
+    except (OSError, ValueError) as exc:
+        raise _fail(f"--metrics {address}: cannot listen there ({exc})", EXIT_CONFIG) from None
+    server.start()
+    return registry, server
 
 
 @app.command()

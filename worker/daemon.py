@@ -26,6 +26,7 @@ from collections.abc import Callable
 from worker.claims import Claim, Claims
 from worker.errors import WorkerError
 from worker.intake import Intake
+from worker.metrics import Metrics
 from worker.model import Classifier
 from worker.outbox import Outbox
 from worker.pipeline import Pipeline
@@ -38,11 +39,13 @@ log = logging.getLogger(__name__)
 class Daemon:
     def __init__(self, settings: Settings, classifier: Classifier, *,
                  clock: Callable[[], float] = time.time, service: ServiceNotifier | None = None,
-                 load_model: Callable[[], Classifier] | None = None) -> None:
+                 load_model: Callable[[], Classifier] | None = None, metrics: Metrics | None = None) -> None:
         self.settings = settings.validate()
         self.clock = clock
         self.service = service or ServiceNotifier(environ={})
         self.load_model = load_model  # for a reload; None: the model is kept
+        self.metrics = metrics
+        self._writable = True  # False from a failed write until the outbox works again
         self._reload = threading.Event()
         self.inbox = settings.inbox.resolve()
         self.outbox = Outbox(settings.outbox, classifier.class_names, on_success=settings.on_success)
@@ -51,7 +54,9 @@ class Daemon:
         self.pipeline = Pipeline(
             classifier, self.outbox, self.claims, limits=settings.limits,
             decode_threads=settings.decode_threads, clock=clock, on_put_back=self.intake.tracker.hold,
+            metrics=metrics,
         )
+        self._serving(classifier)
         self._recovered: list[Claim] = []
         self._inbox_id = self._inbox_identity()  # to notice the folder deleted or replaced
 
@@ -104,6 +109,9 @@ class Daemon:
         try:
             while not stop.is_set() and not self._turn(stop):
                 self.service.alive(self._status)
+                if self.metrics is not None:
+                    ready = self._writable and self._inbox_id is not None
+                    self.metrics.turned(len(self.intake), len(self._recovered), ready)
         finally:
             self.service.stopping()
             self.close()
@@ -187,13 +195,25 @@ class Daemon:
             new = self.load_model()
         except WorkerError as exc:
             log.error("reload: the new model cannot be loaded (%s); the old one keeps serving", exc)
+            self._count_reload("failed")
             return "kept (the new one failed to load)"
         old = self.pipeline.classifier
         if list(new.class_names) != list(old.class_names):
             log.error("reload: the new model has other classes; the old one keeps serving")
+            self._count_reload("refused")
             return "kept (the new one has other classes)"
+        self._count_reload("loaded")
         self.pipeline.classifier = new
-        return f"{new.name} loaded"
+        self._serving(new)
+        return f"{new.name} version {new.version} loaded"
+
+    def _serving(self, classifier: Classifier) -> None:
+        if self.metrics is not None:
+            self.metrics.serving(classifier.name, classifier.version, str(classifier.card.get("dataset", "")))
+
+    def _count_reload(self, result: str) -> None:
+        if self.metrics is not None:
+            self.metrics.reloads.labels(result=result).inc()
 
     def _recover(self) -> None:
         self._recovered = self.claims.recover()
@@ -206,12 +226,14 @@ class Daemon:
         if self.settings.once:
             raise WorkerError(f"cannot write to the outbox or archive: {exc}") from exc
         self.pipeline.drop_pending()
+        self._writable = False
         while not stop.is_set():
             log.error("cannot write results (%s); retrying in %.0f s", exc, self.settings.retry)
             stop.wait(self.settings.retry)
             try:
                 self.outbox.repair()
                 self._recover()
+                self._writable = True
                 return
             except OSError as again:
                 exc = again

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from worker import defaults
 from worker.claims import Claim, Claims
 from worker.classify import LoadedBatch, Outcome, load_batch
 from worker.errors import InputError
+from worker.metrics import Metrics
 from worker.model import Classifier
 from worker.outbox import Outbox, Row, error_record, iso_utc
 from worker.preprocess import Limits
@@ -54,13 +56,15 @@ class InFlight:
 class Pipeline:
     def __init__(self, classifier: Classifier, outbox: Outbox, claims: Claims, *, limits: Limits,
                  decode_threads: int, clock: Callable[[], float],
-                 on_put_back: Callable[[str], None] = lambda rel: None) -> None:
+                 on_put_back: Callable[[str], None] = lambda rel: None,
+                 metrics: Metrics | None = None) -> None:
         self.classifier = classifier
         self.outbox = outbox
         self.claims = claims
         self.limits = limits
         self.clock = clock
         self.on_put_back = on_put_back  # told of each file returned to the inbox unfinished
+        self.metrics = metrics
         self.pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
         self._model_thread: ThreadPoolExecutor | None = None
         self._pending: InFlight | None = None  # the batch the model thread has; finished next
@@ -143,13 +147,18 @@ class Pipeline:
         written = self.outbox.written_ids({c.id for c in flight.claims}) if flight.replay else (set(), set())
         rows = [self._row(claim, outcome, processed_at) for claim, outcome in pairs if outcome.ok]
         self.outbox.record(rows, written=written)
+        failures = []
         for claim, outcome in pairs:
             try:
-                self._settle(claim, outcome, processed_at, written)
+                if self._settle(claim, outcome, processed_at, written) == "quarantined":
+                    failures.append(outcome.error.kind)
             except FileNotFoundError:
                 if os.path.lexists(claim.path):
                     raise
                 log.warning("%s was taken out of .work/ before it could be archived", claim.rel)
+        if self.metrics is not None:
+            new_rows = sum(r.id not in written[1] for r in rows)
+            self.metrics.batch(new_rows, failures, self.clock() - flight.started, time.time())
         self.finished += len(pairs)
         self.last_batch = f"{len(pairs)} files, {len(rows)} rows at {processed_at}"
         log.info(
@@ -159,17 +168,21 @@ class Pipeline:
         )
 
     def _settle(self, claim: Claim, outcome: Outcome, processed_at: str,
-                written: tuple[set[str], set[str]]) -> None:
-        """The claimed file leaves ``.work/``: archived, put back for its writer, or quarantined."""
+                written: tuple[set[str], set[str]]) -> str:
+        """The claimed file leaves ``.work/``: archived, put back for its writer, or quarantined;
+        returns which."""
         if outcome.ok or claim.id in written[1]:
             self.outbox.archive(claim.path, claim.rel, claim.id)
+            done = "archived"
         elif self._still_growing(claim, outcome) and self.claims.put_back(claim):
             log.info("%s was still being written: put back to wait for its writer", claim.rel)
             self.on_put_back(claim.rel)
-            return
+            return "put back"
         else:
             self._quarantine(claim, outcome, processed_at)
+            done = "quarantined"
         self.claims.finish(claim)
+        return done
 
     @staticmethod
     def _still_growing(claim: Claim, outcome: Outcome) -> bool:

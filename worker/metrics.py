@@ -1,0 +1,132 @@
+"""Prometheus metrics, and the small HTTP server that shows them with health checks.
+
+One registry per daemon; each metric is updated where its event happens (the pipeline when a
+batch is finished, the daemon when it reloads or turns), never recomputed by scanning files.
+``worker_files_total`` counts each file once, when its row or error record is durable: for a
+daemon started on an empty outbox, its sum equals the outbox's rows plus error records.
+
+    GET /metrics   the registry, in Prometheus' text format
+    GET /healthz   200 while the loop turns (it turned in the last ``HEALTHY_SECONDS``)
+    GET /readyz    200 when the model is loaded, the inbox watched and the outbox writable
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+log = logging.getLogger(__name__)
+
+# The loop turns at least every fraction of a second when idle; a minute without a turn is stuck.
+HEALTHY_SECONDS = 60.0
+BATCH_FILES = (1, 4, 16, 64, 128, 256, 512)
+BATCH_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class Metrics:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.files = Counter("worker_files", "Files finished, by outcome (row or failed) and error kind",
+                             ["outcome", "kind"], registry=r)
+        self.batch_files = Histogram("worker_batch_files", "Files in a finished batch",
+                                     buckets=BATCH_FILES, registry=r)
+        self.batch_seconds = Histogram("worker_batch_seconds", "From loading a batch to its inputs archived",
+                                       buckets=BATCH_SECONDS, registry=r)
+        self.backlog = Gauge("worker_backlog_files", "Files seen in the inbox, not yet claimed", registry=r)
+        self.recovering = Gauge("worker_recovering_files", "Claims left by a crash, not yet finished",
+                                registry=r)
+        self.model = Gauge("worker_model_info", "The model serving", ["name", "version", "dataset"],
+                           registry=r)
+        self.last_success = Gauge("worker_last_success_timestamp_seconds",
+                                  "When a batch last became durable (Unix time)", registry=r)
+        self.reloads = Counter("worker_reloads", "Reloads (SIGHUP), by result", ["result"], registry=r)
+        self.last_turn = clock()
+        self.ready = False
+
+    def batch(self, rows: int, failures: list[str], seconds: float, at: float) -> None:
+        if rows:
+            self.files.labels(outcome="row", kind="").inc(rows)
+        for kind in failures:
+            self.files.labels(outcome="failed", kind=kind).inc()
+        self.batch_files.observe(rows + len(failures))
+        self.batch_seconds.observe(seconds)
+        self.last_success.set(at)
+
+    def serving(self, name: str, version: str, dataset: str) -> None:
+        self.model.clear()
+        self.model.labels(name=name, version=version, dataset=dataset).set(1)
+
+    def turned(self, backlog: int, recovering: int, ready: bool) -> None:
+        self.last_turn = self.clock()
+        self.backlog.set(backlog)
+        self.recovering.set(recovering)
+        self.ready = ready
+
+    def healthy(self) -> bool:
+        return self.clock() - self.last_turn < HEALTHY_SECONDS
+
+
+class MetricsServer:
+    """``/metrics``, ``/healthz`` and ``/readyz`` on ``host:port``, on a thread of its own."""
+
+    def __init__(self, metrics: Metrics, address: str) -> None:
+        host, _, port = address.rpartition(":")
+        handler = _handler_for(metrics)
+        self.server = ThreadingHTTPServer((host or "127.0.0.1", int(port)), handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, name="metrics", daemon=True)
+
+    @property
+    def address(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"{host}:{port}"
+
+    def start(self) -> None:
+        self.thread.start()
+        log.info("metrics on http://%s/metrics", self.address)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+def _handler_for(metrics: Metrics):
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            if self.path == "/metrics":
+                self._answer(200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST)
+            elif self.path == "/healthz":
+                ok = metrics.healthy()
+                self._answer(200 if ok else 503, b"ok\n" if ok else b"the loop is not turning\n")
+            elif self.path == "/readyz":
+                ok = metrics.ready
+                self._answer(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
+            else:
+                self._answer(404, b"not found\n")
+
+        def _answer(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args) -> None:  # noqa: A002 - http.server's signature
+            log.debug("metrics: " + format, *args)
+
+    return Handler
