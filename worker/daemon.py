@@ -58,6 +58,7 @@ class Daemon:
         )
         self._serving(classifier)
         self._recovered: list[Claim] = []
+        self._written: tuple[set[str], set[str]] = (set(), set())
         self._inbox_id = self._inbox_identity()  # to notice the folder deleted or replaced
 
     @property
@@ -140,11 +141,11 @@ class Daemon:
         """The next recovered claims: one alone if a daemon died holding it (it may be what
         killed it), else a batch of those that were only left unfinished."""
         if self._recovered[0].crashes:
-            return self.pipeline.process_alone(self._recovered.pop(0))
+            return self.pipeline.process_alone(self._recovered.pop(0), self._written)
         size = next((i for i, c in enumerate(self._recovered) if c.crashes), len(self._recovered))
         batch_size = min(size, self.settings.batch_size)
         batch, self._recovered = self._recovered[:batch_size], self._recovered[batch_size:]
-        return self.pipeline.process(batch, replay=True)
+        return self.pipeline.process(batch, written=self._written)
 
     def _inbox_identity(self) -> tuple[int, int] | None:
         try:
@@ -216,7 +217,9 @@ class Daemon:
             self.metrics.reloads.labels(result=result).inc()
 
     def _recover(self) -> None:
+        """Take up the claims a crash left, and look up once which of them have rows already."""
         self._recovered = self.claims.recover()
+        self._written = self.outbox.written_ids({c.id for c in self._recovered})
         if self._recovered:
             log.warning("%d claimed files left unfinished will be finished", len(self._recovered))
 

@@ -35,15 +35,20 @@ from worker.preprocess import Limits
 log = logging.getLogger(__name__)
 
 
+# Claim ids that already have a row in the CSV and in the JSONL (``Outbox.written_ids``).
+Written = tuple[set[str], set[str]]
+
+
 @dataclass
 class InFlight:
     """A claimed, loaded batch; ``probabilities`` is the model thread's future of its output,
-    or None to run the model when the batch is finished."""
+    or None to run the model when the batch is finished. ``written`` is None for new claims;
+    for claims a crash left, the ids of theirs already written."""
 
     claims: list[Claim]
     batch: LoadedBatch
     probabilities: Future | None
-    replay: bool
+    written: Written | None
     started: float
 
     def outcomes(self) -> list[Outcome]:
@@ -82,7 +87,7 @@ class Pipeline:
             self._model_thread = None
         self.pool.shutdown()
 
-    def process(self, claims: list[Claim], *, replay: bool = False, alone: bool = False) -> int:
+    def process(self, claims: list[Claim], *, written: Written | None = None, alone: bool = False) -> int:
         """Load the claimed files; finish the batch here (``alone``, or before ``overlap``), or
         hand it to the model thread and finish the one before it while the model runs.
         Returns how many files it took."""
@@ -92,9 +97,9 @@ class Pipeline:
             follow_symlinks=False, names=[c.rel for c in claims],
         )
         if alone or self._model_thread is None or batch.inputs is None:
-            self._finish(InFlight(claims, batch, None, replay, started))
+            self._finish(InFlight(claims, batch, None, written, started))
             return len(claims)
-        flight = InFlight(claims, batch, self._model_thread.submit(batch.predict), replay, started)
+        flight = InFlight(claims, batch, self._model_thread.submit(batch.predict), written, started)
         previous, self._pending = self._pending, flight
         if previous is not None:
             self._finish(previous)
@@ -119,24 +124,21 @@ class Pipeline:
         torn record): its files stay claimed, for the recovery that follows the repair."""
         self._pending = None
 
-    def process_alone(self, claim: Claim) -> int:
+    def process_alone(self, claim: Claim, written: Written) -> int:
         """A claim that a daemon died holding: finished on its own, the model run here, so a
         second death is pinned on this one file. After ``CRASHES_BEFORE_SET_ASIDE`` deaths it
         is not loaded again but quarantined as ``crashed``, and the daemon goes on."""
         self.finish_pending()
-        if claim.crashes < defaults.CRASHES_BEFORE_SET_ASIDE or self._has_a_row(claim):
-            return self.process([claim], replay=True, alone=True)
+        # A claim with its row in the JSONL was classified before: the deaths came after (while
+        # writing or archiving) and were not its doing, and its CSV row may still be missing.
+        if claim.crashes < defaults.CRASHES_BEFORE_SET_ASIDE or claim.id in written[1]:
+            return self.process([claim], written=written, alone=True)
         log.error("%s was in hand each time a worker died (%d times): set aside", claim.rel, claim.crashes)
         error = InputError("crashed", f"{claim.rel} was being handled each time the worker died "
                            f"({claim.crashes} times); set aside so the other files go on")
         batch = LoadedBatch([claim.path], [error], self.classifier)
-        self._finish(InFlight([claim], batch, None, True, self.clock()))
+        self._finish(InFlight([claim], batch, None, written, self.clock()))
         return 1
-
-    def _has_a_row(self, claim: Claim) -> bool:
-        """Classified before (its row is in the JSONL): the deaths came after, while writing or
-        archiving, and were not this file's doing. Its CSV row may still be missing."""
-        return claim.id in self.outbox.written_ids({claim.id})[1]
 
     def _finish(self, flight: InFlight) -> None:
         """Make the batch's rows durable, and only then move its inputs out of ``.work/``.
@@ -144,7 +146,7 @@ class Pipeline:
         outcomes = flight.outcomes()
         processed_at = iso_utc(self.clock())
         pairs = list(zip(flight.claims, outcomes, strict=True))
-        written = self.outbox.written_ids({c.id for c in flight.claims}) if flight.replay else (set(), set())
+        written = flight.written or (set(), set())
         rows = [self._row(claim, outcome, processed_at) for claim, outcome in pairs if outcome.ok]
         self.outbox.record(rows, written=written)
         failures = []
@@ -164,11 +166,11 @@ class Pipeline:
         log.info(
             "batch: %d files, %d rows, %d failed, %.1f ms%s", len(pairs), len(rows),
             len(pairs) - len(rows), (self.clock() - flight.started) * 1000,
-            " (recovered)" if flight.replay else "",
+            " (recovered)" if flight.written is not None else "",
         )
 
     def _settle(self, claim: Claim, outcome: Outcome, processed_at: str,
-                written: tuple[set[str], set[str]]) -> str:
+                written: Written) -> str:
         """The claimed file leaves ``.work/``: archived, put back for its writer, or quarantined;
         returns which."""
         if outcome.ok or claim.id in written[1]:
