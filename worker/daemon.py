@@ -22,16 +22,19 @@ import stat
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from worker.claims import Claim, Claims
 from worker.errors import WorkerError
 from worker.intake import Intake
-from worker.metrics import Metrics
 from worker.model import Classifier
 from worker.outbox import Outbox
 from worker.pipeline import Pipeline
 from worker.service import ServiceNotifier
 from worker.settings import Settings
+
+if TYPE_CHECKING:  # prometheus_client is imported only with --metrics
+    from worker.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

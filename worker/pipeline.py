@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,10 +28,12 @@ from worker import defaults
 from worker.claims import Claim, Claims
 from worker.classify import LoadedBatch, Outcome, load_batch
 from worker.errors import InputError
-from worker.metrics import Metrics
 from worker.model import Classifier
 from worker.outbox import Outbox, Row, error_record, iso_utc
 from worker.preprocess import Limits
+
+if TYPE_CHECKING:  # prometheus_client is imported only with --metrics
+    from worker.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
