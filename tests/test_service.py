@@ -19,6 +19,7 @@ from conftest import REPO
 from factories import digit_stroke, write
 
 UNIT = REPO / "deploy" / "worker.service"
+TEMPLATE = REPO / "deploy" / "worker@.service"
 needs_systemd_analyze = pytest.mark.skipif(
     not shutil.which("systemd-analyze"), reason="systemd-analyze not installed (./scripts/test installs it)"
 )
@@ -40,19 +41,41 @@ def test_unit_starts_the_watcher_as_notify_service():
     assert unit["Install"]["WantedBy"] == "multi-user.target"
 
 
+def _as_analyzed(unit: Path, tmp_path: Path) -> Path:
+    """The unit as systemd-analyze takes it: a template through an instance of it."""
+    if "@." not in unit.name:
+        return unit
+    instance = tmp_path / unit.name.replace("@.", "@digits.")
+    shutil.copy(unit, tmp_path / unit.name)
+    instance.symlink_to(tmp_path / unit.name)
+    return instance
+
+
 @needs_systemd_analyze
-def test_systemd_analyze_accepts_the_unit():
-    result = subprocess.run(["systemd-analyze", "verify", str(UNIT)], capture_output=True, text=True)
+@pytest.mark.parametrize("unit", [UNIT, TEMPLATE], ids=["worker", "worker@"])
+def test_systemd_analyze_accepts_the_unit(unit, tmp_path):
+    result = subprocess.run(["systemd-analyze", "verify", str(_as_analyzed(unit, tmp_path))],
+                            capture_output=True, text=True)
     assert "Unknown key" not in result.stderr and "Invalid" not in result.stderr, result.stderr
 
 
 @needs_systemd_analyze
-def test_the_unit_is_hardened_to_safe():
-    result = subprocess.run(["systemd-analyze", "security", "--offline=true", str(UNIT)],
-                            capture_output=True, text=True)
-    score = re.search(r"Overall exposure level for worker.service: ([0-9.]+)", result.stdout)
+@pytest.mark.parametrize("unit", [UNIT, TEMPLATE], ids=["worker", "worker@"])
+def test_the_unit_is_hardened_to_safe(unit, tmp_path):
+    command = ["systemd-analyze", "security", "--offline=true", str(_as_analyzed(unit, tmp_path))]
+    result = subprocess.run(command, capture_output=True, text=True)
+    score = re.search(r"Overall exposure level for \S+: ([0-9.]+)", result.stdout)
     assert score, result.stdout + result.stderr
     assert float(score.group(1)) <= 2.0, result.stdout
+
+
+def test_the_template_differs_from_the_unit_only_by_instance():
+    """One unit, two files: the template must not drift from the hardened unit."""
+    def settings(path: Path) -> list[str]:
+        return [line.replace("/%i", "").replace(" %i", "") for line in path.read_text().splitlines()
+                if line and not line.startswith("#") and "EnvironmentFile=-/etc/worker/%i.env" not in line]
+
+    assert settings(TEMPLATE) == settings(UNIT)
 
 
 @pytest.mark.slow
