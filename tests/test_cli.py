@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from worker.cli import app
 
 runner = CliRunner()
-COMMANDS = ["train", "predict", "watch", "report"]
+COMMANDS = ["train", "predict", "watch", "report", "status"]
 
 
 def test_top_level_help_lists_every_command():
@@ -183,3 +183,37 @@ def test_train_never_overwrites_a_model_without_force(tmp_path):
     result = runner.invoke(app, ["train"])  # the default output is the shipped model
     assert result.exit_code == 78 and "--force" in result.output, result.output
     assert (defaults.MODELS_DIR / "mnist.keras").exists()
+
+
+def test_status_from_the_folders_alone(tmp_path, fake_classifier):
+    import subprocess
+    import sys
+    import threading
+
+    from worker.claims import Claims
+    from worker.daemon import Daemon
+    from worker.settings import Settings
+
+    inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
+    write(inbox / "done.png", digit_stroke())
+    (inbox / "bad.png").write_text("not an image")
+    Daemon(Settings(inbox=inbox, outbox=outbox, once=True, settle=0), fake_classifier).run(threading.Event())
+    for name in ("waiting-1.png", "waiting-2.png", "dead.png", "live.png"):
+        write(inbox / name, digit_stroke())
+    code = ("import os, sys; from worker.claims import Claims\n"
+            "Claims(sys.argv[1]).claim('dead.png'); os._exit(0)")
+    subprocess.run([sys.executable, "-c", code, str(inbox)], check=True)  # a daemon that died holding it
+    live = Claims(inbox)
+    live.claim("live.png")
+    try:
+        result = runner.invoke(app, ["status", "--inbox", str(inbox), "--outbox", str(outbox), "--json"])
+        text = runner.invoke(app, ["status", "--inbox", str(inbox), "--outbox", str(outbox)])
+    finally:
+        live.close()
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert (report["daemons_alive"], report["daemons_dead_with_claims"]) == (1, 1)
+    assert (report["claimed"], report["waiting"]) == (2, 2)
+    assert report["last_row"]["file"] == "done.png" and report["last_row"]["model_version"] == "fake-1"
+    assert report["failed_today"] == {"not-an-image": 1}
+    assert "1 daemon(s) alive, 2 file(s) claimed, 2 waiting" in text.stdout

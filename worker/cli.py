@@ -248,6 +248,21 @@ def _metrics_server(address: str | None):
 
 
 @app.command()
+def status(
+    inbox: Annotated[Path, typer.Option(envvar=_env("inbox"), help="The inbox the daemons watch.")] = defaults.INBOX,
+    outbox: Annotated[Path, typer.Option(envvar=_env("outbox"), help="Their outbox.")] = defaults.OUTBOX,
+    recursive: Annotated[bool, typer.Option(envvar=_env("recursive"), help="Count waiting files in subfolders too.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object instead of lines.")] = False,
+) -> None:
+    """Daemons alive, files claimed and waiting, the last row, today's failures: from the folders."""
+    from worker.status import format_status
+    from worker.status import status as read_status
+
+    report = _run(read_status, inbox, outbox, recursive=recursive)
+    typer.echo(json.dumps(report, indent=2, ensure_ascii=False) if as_json else format_status(report))
+
+
+@app.command()
 def report(
     outbox: Annotated[Path, typer.Option(envvar=_env("outbox"), help="Outbox to report on.")] = defaults.OUTBOX,
     as_json: Annotated[bool, typer.Option("--json", help="The report as one JSON object.")] = False,

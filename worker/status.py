@@ -1,0 +1,107 @@
+"""``worker status``: what is going on, read from the folders alone, no daemon needed.
+
+Daemons alive (a daemon holds an ``flock`` on ``.work/<id>.lock`` for its whole life: a lock we
+can take belongs to a dead one), files claimed in ``.work/``, files waiting in the inbox, the
+last row written, and today's failures by kind.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+from worker.claims import WORK_DIR
+from worker.errors import ConfigError
+from worker.outbox import ERROR_SUFFIX, FAILED_DIR, JSONL_NAME
+from worker.watch import scan
+
+# The last row is found in the file's last bytes: a row is well under this.
+TAIL_BYTES = 64 * 1024
+
+
+def status(inbox: Path, outbox: Path, *, recursive: bool = False) -> dict:
+    inbox, outbox = Path(inbox), Path(outbox)
+    if not inbox.is_dir():
+        raise ConfigError(f"inbox {inbox} is not a folder")
+    alive, dead = _daemons(inbox / WORK_DIR)
+    today = datetime.now(timezone.utc).date().isoformat()
+    return {
+        "inbox": str(inbox),
+        "outbox": str(outbox),
+        "daemons_alive": alive,
+        "daemons_dead_with_claims": dead,
+        "claimed": _claimed(inbox / WORK_DIR),
+        "waiting": sum(1 for _ in scan(inbox, recursive)),
+        "last_row": _last_row(outbox / JSONL_NAME),
+        "failed_today": dict(Counter(_failures_on(outbox / FAILED_DIR, today))),
+    }
+
+
+def _daemons(work: Path) -> tuple[int, int]:
+    alive = dead = 0
+    for lock in work.glob("*.lock") if work.is_dir() else []:
+        try:
+            fd = os.open(lock, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            alive += 1
+        else:
+            dead += 1
+        finally:
+            os.close(fd)
+    return alive, dead
+
+
+def _claimed(work: Path) -> int:
+    if not work.is_dir():
+        return 0
+    return sum(len(names) for root, _, names in os.walk(work) if Path(root) != work)
+
+
+def _last_row(path: Path) -> dict | None:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, os.fstat(fh.fileno()).st_size - TAIL_BYTES))
+            lines = fh.read().splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue  # a torn last line, or the cut-off first one
+        return {key: row.get(key) for key in ("file", "label", "confidence", "processed_at", "model_version")}
+    return None
+
+
+def _failures_on(failed: Path, day: str):
+    for path in failed.rglob(f"*{ERROR_SUFFIX}") if failed.is_dir() else []:
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if str(record.get("time", "")).startswith(day):
+            yield record.get("kind", "?")
+
+
+def format_status(report: dict) -> str:
+    last = report["last_row"]
+    lines = [
+        f"inbox {report['inbox']}: {report['daemons_alive']} daemon(s) alive, "
+        f"{report['claimed']} file(s) claimed, {report['waiting']} waiting",
+        f"outbox {report['outbox']}: last row "
+        + (f"{last['file']} -> {last['label']} at {last['processed_at']}" if last else "none yet"),
+    ]
+    if report["daemons_dead_with_claims"]:
+        lines.append(f"{report['daemons_dead_with_claims']} stopped daemon(s) left claims: "
+                     "the next start finishes them")
+    failed = ", ".join(f"{kind} {n}" for kind, n in sorted(report["failed_today"].items()))
+    lines.append(f"failed today: {failed or 'none'}")
+    return "\n".join(lines)
