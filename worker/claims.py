@@ -83,6 +83,18 @@ def one_more_crash(name: str) -> str:
     return f"{claim_id}{ATTEMPT}{crashes + 1}{separator}{rest}"
 
 
+def take_lock(path: Path, *, shared: bool = False) -> int | None:
+    """Try a daemon's lock file without waiting: our fd holding it if we got it (the daemon is
+    dead), None if a live daemon holds it. FileNotFoundError if there is no such file."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
 class Claims:
     def __init__(self, inbox: Path) -> None:
         self.inbox = Path(inbox)
@@ -190,13 +202,10 @@ class Claims:
     def _adopt_if_dead(self, owner: str) -> None:
         lock_path = self.work / f"{owner}.lock"
         try:
-            fd = os.open(lock_path, os.O_RDWR)
+            fd = take_lock(lock_path)
         except FileNotFoundError:
             return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+        if fd is None:
             return  # alive
         try:
             folder = self.work / owner

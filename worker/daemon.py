@@ -28,7 +28,7 @@ from worker.claims import Claim, Claims
 from worker.errors import WorkerError
 from worker.intake import Intake
 from worker.model import Classifier
-from worker.outbox import Outbox
+from worker.outbox import Outbox, Written
 from worker.pipeline import Pipeline
 from worker.service import ServiceNotifier
 from worker.settings import Settings
@@ -61,7 +61,7 @@ class Daemon:
         )
         self._serving(classifier)
         self._recovered: list[Claim] = []
-        self._written: tuple[set[str], set[str]] = (set(), set())
+        self._written: Written = (set(), set())
         self._inbox_id = self._inbox_identity()  # to notice the folder deleted or replaced
 
     @property

@@ -57,6 +57,8 @@ FIXED_COLUMNS = [
 # Columns added since, at the end, after the per-class probabilities.
 LATER_COLUMNS = ["model_version"]
 CHUNK = 1 << 20
+# Claim ids that already have a row in the CSV and in the JSONL (``Outbox.written_ids``).
+Written = tuple[set[str], set[str]]
 
 
 @dataclass(frozen=True)
@@ -227,7 +229,7 @@ class Outbox:
 
     # --- the verbs ------------------------------------------------------------------------
 
-    def record(self, rows: list[Row], *, written: tuple[set[str], set[str]] = (set(), set())) -> None:
+    def record(self, rows: list[Row], *, written: Written = (set(), set())) -> None:
         """Write rows durably: JSONL (fsync), then CSV (fsync). On a replay (claims a crash
         left), ``written`` are the ids already in the CSV and in the JSONL (``written_ids``):
         they are not written to that file again."""
@@ -260,7 +262,7 @@ class Outbox:
 
     # --- recovery -------------------------------------------------------------------------
 
-    def written_ids(self, wanted: set[str]) -> tuple[set[str], set[str]]:
+    def written_ids(self, wanted: set[str]) -> Written:
         """Which of ``wanted`` claim ids already have a row in the CSV and in the JSONL."""
         if not wanted:
             return set(), set()

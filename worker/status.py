@@ -7,14 +7,13 @@ last row written, and today's failures by kind.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
-from worker.claims import WORK_DIR
+from worker.claims import WORK_DIR, take_lock
 from worker.errors import ConfigError
 from worker.outbox import ERROR_SUFFIX, FAILED_DIR, JSONL_NAME
 from worker.watch import scan
@@ -45,16 +44,13 @@ def _daemons(work: Path) -> tuple[int, int]:
     alive = dead = 0
     for lock in work.glob("*.lock") if work.is_dir() else []:
         try:
-            fd = os.open(lock, os.O_RDONLY)
+            fd = take_lock(lock, shared=True)
         except OSError:
             continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if fd is None:
             alive += 1
         else:
             dead += 1
-        finally:
             os.close(fd)
     return alive, dead
 
