@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,17 +28,13 @@ from worker.claims import Claim, Claims
 from worker.classify import LoadedBatch, Outcome, load_batch
 from worker.errors import InputError
 from worker.model import Classifier
-from worker.outbox import Outbox, Row, error_record, iso_utc
+from worker.outbox import Outbox, Row, Written, error_record, iso_utc
 from worker.preprocess import Limits
 
 if TYPE_CHECKING:  # prometheus_client is imported only with --metrics
     from worker.metrics import Metrics
 
 log = logging.getLogger(__name__)
-
-
-# Claim ids that already have a row in the CSV and in the JSONL (``Outbox.written_ids``).
-Written = tuple[set[str], set[str]]
 
 
 @dataclass
@@ -161,14 +156,15 @@ class Pipeline:
                 if os.path.lexists(claim.path):
                     raise
                 log.warning("%s was taken out of .work/ before it could be archived", claim.rel)
+        done = self.clock()
         if self.metrics is not None:
             new_rows = sum(r.id not in written[1] for r in rows)
-            self.metrics.batch(new_rows, failures, self.clock() - flight.started, time.time())
+            self.metrics.batch(new_rows, failures, done - flight.started, done)
         self.finished += len(pairs)
         self.last_batch = f"{len(pairs)} files, {len(rows)} rows at {processed_at}"
         log.info(
             "batch: %d files, %d rows, %d failed, %.1f ms%s", len(pairs), len(rows),
-            len(pairs) - len(rows), (self.clock() - flight.started) * 1000,
+            len(pairs) - len(rows), (done - flight.started) * 1000,
             " (recovered)" if flight.written is not None else "",
         )
 
