@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +72,22 @@ def no_thread_leak():
         thread.join(timeout=2)
     leaked = [t for t in leaked if t.is_alive()]
     assert not leaked, f"threads leaked: {leaked}"
+
+
+@contextmanager
+def running(daemon):
+    """The daemon's run() on a thread, from when it is ready (watching) until the block ends;
+    then stopped (a SIGTERM's flag), and it must have ended."""
+    stop, ready = threading.Event(), threading.Event()
+    thread = threading.Thread(target=daemon.run, args=(stop, ready.set))
+    thread.start()
+    try:
+        assert ready.wait(10), "the daemon never got ready"
+        yield thread
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive(), "the daemon did not stop"
 
 
 @pytest.fixture

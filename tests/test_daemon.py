@@ -6,13 +6,13 @@ from __future__ import annotations
 import errno
 import json
 import os
-import threading
 import time
 
 import numpy as np
 import pytest
 from conftest import errors as _errors
 from conftest import rows as _rows
+from conftest import running
 from factories import digit_stroke, wait_for, write
 
 from worker.daemon import Daemon
@@ -177,19 +177,12 @@ def test_real_observer_sees_new_files(boxes, fake_classifier, poll):
     inbox, outbox = boxes
     settings = Settings(inbox=inbox, outbox=outbox, settle=0.3, poll=poll)
     daemon = Daemon(settings, fake_classifier)
-    stop = threading.Event()
-    thread = threading.Thread(target=daemon.run, args=(stop,))
-    thread.start()
-    try:
+    with running(daemon):
         for i in range(20):
             write(inbox / f"{i}.png", digit_stroke())
         tmp = write(boxes[0].parent / "moved.png", digit_stroke())
         os.rename(tmp, inbox / "moved.png")
         assert wait_for(lambda: (outbox / "predictions.csv").exists() and len(_rows(outbox)) == 21)
-    finally:
-        stop.set()
-        thread.join(10)
-    assert not thread.is_alive()
     assert len(os.listdir(outbox / "processed")) == 21
 
 
@@ -198,19 +191,13 @@ def test_slow_writer_gives_one_row_from_the_complete_image(boxes, fake_classifie
     data = write(boxes[0].parent / "src.png", np.full((300, 300), 230, np.uint8) - cv2_digit()).read_bytes()
     settings = Settings(inbox=inbox, outbox=outbox, settle=0.5)
     daemon = Daemon(settings, fake_classifier)
-    stop = threading.Event()
-    thread = threading.Thread(target=daemon.run, args=(stop,))
-    thread.start()
-    try:
+    with running(daemon):
         with open(inbox / "slow.png", "wb") as fh:
             for i in range(0, len(data), 100):
                 fh.write(data[i : i + 100])
                 fh.flush()
                 time.sleep(2 / (len(data) / 100))
         assert wait_for(lambda: (outbox / "predictions.csv").exists() and len(_rows(outbox)) == 1)
-    finally:
-        stop.set()
-        thread.join(10)
     assert _errors(outbox) == []
     assert (outbox / "processed" / "slow.png").read_bytes() == data
 
@@ -243,14 +230,8 @@ def test_disk_trouble_mid_batch_loses_nothing(boxes, fake_classifier, faults):
 
     faults.fail(os, "write", when=third_jsonl_append, before=torn_half,
                 error=OSError(errno.ENOSPC, "No space left on device"))
-    stop = threading.Event()
-    thread = threading.Thread(target=daemon.run, args=(stop,))
-    thread.start()
-    try:
+    with running(daemon):
         assert wait_for(lambda: len(_rows(outbox)) == 40 and daemon.idle())
-    finally:
-        stop.set()
-        thread.join(10)
     lines = (outbox / "predictions.jsonl").read_text().splitlines()
     assert sorted(json.loads(line)["file"] for line in lines) == sorted(f"{i}.png" for i in range(40))
     assert faults.failures == 1 and len(jsonl_appends) > 3, "the failure never happened"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import errors, rows
+from conftest import errors, rows, running
 from factories import digit_stroke, wait_for, write
 
 from worker.daemon import Daemon
@@ -105,17 +105,11 @@ def test_read_only_outbox_is_waited_out_not_a_crash(boxes, fake_classifier, faul
     read_only[0] = True
     faults.fail(os, "write", when=on_the_jsonl, error=OSError(errno.EROFS, "Read-only file system"))
     faults.fail(os, "fstat", when=on_the_jsonl, error=PermissionError(errno.EACCES, "Permission denied"))
-    stop = threading.Event()
-    thread = threading.Thread(target=daemon.run, args=(stop,))
-    thread.start()
-    try:
+    with running(daemon) as thread:
         assert wait_for(lambda: faults.failures >= 6, 10), "the faults never happened"
         assert thread.is_alive(), "the daemon died in its retry handler"
         read_only[0] = False
         assert wait_for(lambda: len(rows(outbox)) == 12 and daemon.idle(), 20)
-    finally:
-        stop.set()
-        thread.join(10)
     assert sorted(_records(outbox)) == sorted(f"{i}.png" for i in range(12))
     assert _nothing_claimed(inbox)
 
@@ -318,31 +312,18 @@ def test_a_deep_png_cannot_kill_the_daemon_under_a_1_gib_memory_limit(boxes):
     assert _records(outbox) == {"deep.png": "too-large", "page.png": "row"}
 
 
-def _run_in_thread(daemon: Daemon) -> tuple[threading.Thread, threading.Event]:
-    """The daemon's run() on a thread, returned once it is ready (watching)."""
-    stop, ready = threading.Event(), threading.Event()
-    thread = threading.Thread(target=daemon.run, args=(stop, ready.set))
-    thread.start()
-    assert ready.wait(10)
-    return thread, stop
-
-
 def test_a_writer_pausing_longer_than_settle_is_not_cut_off(boxes, fake_classifier):
     """inotify saw the file opened for writing and not closed: it waits for the close."""
     inbox, outbox = boxes
     data = write(inbox.parent / "page.png", 255 - digit_stroke(200)).read_bytes()
     daemon = Daemon(Settings(inbox=inbox, outbox=outbox, settle=0.2), fake_classifier)
-    thread, stop = _run_in_thread(daemon)
-    try:
+    with running(daemon):
         with open(inbox / "slow.png", "wb") as fh:
             fh.write(data[: len(data) // 2])
             fh.flush()
             time.sleep(1.0)  # the writer's pause: five times --settle
             fh.write(data[len(data) // 2 :])
         assert wait_for(lambda: (outbox / "predictions.csv").exists() and len(rows(outbox)) == 1, 10)
-    finally:
-        stop.set()
-        thread.join(10)
     assert _records(outbox) == {"slow.png": "row"}
     assert (outbox / "processed" / "slow.png").read_bytes() == data
 
@@ -403,14 +384,10 @@ def test_polling_an_idle_inbox_of_ignored_files_stats_none_of_them(boxes, fake_c
     faults.before(os, "lstat", when=lambda path: path.startswith(str(inbox)), action=stats.append)
     faults.before(os, "scandir", when=lambda path: path.startswith(str(inbox)), action=listings.append)
     daemon = Daemon(Settings(inbox=inbox, outbox=outbox, poll=0.05), fake_classifier)
-    thread, stop = _run_in_thread(daemon)
-    try:
+    with running(daemon):
         assert wait_for(lambda: len(listings) >= 5, 10), "it did not poll"
         write(inbox / "new.png", digit_stroke())
         assert wait_for(lambda: (outbox / "predictions.csv").exists() and len(rows(outbox)) == 1, 10)
-    finally:
-        stop.set()
-        thread.join(10)
     assert len(stats) < 50, f"{len(stats)} stats over {len(listings)} polls"
 
 

@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from conftest import rows
+from conftest import rows, running
 from factories import digit_stroke, wait_for, write
 
 from worker.daemon import Daemon
@@ -89,10 +89,7 @@ def test_a_reload_reopens_moved_outbox_files_and_loads_the_model_again(boxes, fa
     service = ServiceNotifier({"NOTIFY_SOCKET": "set"})
     daemon = Daemon(Settings(inbox=inbox, outbox=outbox, settle=0.1), fake_classifier, service=service,
                     load_model=load_model)
-    stop = threading.Event()
-    thread = threading.Thread(target=daemon.run, args=(stop,))
-    thread.start()
-    try:
+    with running(daemon):
         write(inbox / "before.png", digit_stroke())
         assert wait_for(lambda: (outbox / "predictions.csv").exists() and len(rows(outbox)) == 1)
         rotated = outbox / "rotated"
@@ -103,9 +100,6 @@ def test_a_reload_reopens_moved_outbox_files_and_loads_the_model_again(boxes, fa
         assert wait_for(lambda: (outbox / "predictions.csv").exists())
         write(inbox / "after.png", digit_stroke())
         assert wait_for(lambda: len(rows(outbox)) == 1)
-    finally:
-        stop.set()
-        thread.join(10)
     assert [r["file"] for r in rows(rotated)] == ["before.png"]
     assert [r["file"] for r in rows(outbox)] == ["after.png"], "new rows in new files, with a header"
     assert loads == [1]
@@ -137,7 +131,6 @@ def _files_total(text: str) -> dict[str, float]:
 
 
 def test_metrics_scraped_during_a_burst_match_the_outbox(boxes, fake_classifier):
-    from conftest import errors
 
     from worker.metrics import Metrics, MetricsServer
 
@@ -147,28 +140,31 @@ def test_metrics_scraped_during_a_burst_match_the_outbox(boxes, fake_classifier)
     server.start()
     daemon = Daemon(Settings(inbox=inbox, outbox=outbox, settle=0.1, batch_size=16), fake_classifier,
                     metrics=metrics)
-    stop = threading.Event()
-    thread = threading.Thread(target=daemon.run, args=(stop,))
-    thread.start()
     try:
-        for i in range(300):
-            write(inbox / f"{i:03d}.png", digit_stroke())
-        for i in range(5):
-            (inbox / f"bad-{i}.png").write_text("not an image")
-        during = _get(server.address, "/metrics")
-        assert during[0] == 200 and "worker_model_info" in during[1]
-        assert wait_for(lambda: (outbox / "predictions.csv").exists() and len(rows(outbox)) == 300
-                        and len(errors(outbox)) == 5, 30)
-        assert wait_for(lambda: sum(_files_total(_get(server.address, "/metrics")[1]).values()) == 305, 10)
-        health, ready = _get(server.address, "/healthz"), _get(server.address, "/readyz")
+        with running(daemon):
+            _burst_and_scrape(inbox, outbox, server)
+            health, ready = _get(server.address, "/healthz"), _get(server.address, "/readyz")
     finally:
-        stop.set()
-        thread.join(10)
         server.stop()
     totals = _files_total(_get_text_after_stop(metrics))
     assert totals == {"row/": 300.0, "failed/not-an-image": 5.0}, totals
     assert health[0] == 200 and ready[0] == 200
     assert 'version="fake-1"' in _get_text_after_stop(metrics)
+
+
+def _burst_and_scrape(inbox, outbox, server) -> None:
+    """300 digits and 5 bad files dropped; scraped while they are read and once all are done."""
+    from conftest import errors
+
+    for i in range(300):
+        write(inbox / f"{i:03d}.png", digit_stroke())
+    for i in range(5):
+        (inbox / f"bad-{i}.png").write_text("not an image")
+    during = _get(server.address, "/metrics")
+    assert during[0] == 200 and "worker_model_info" in during[1]
+    assert wait_for(lambda: (outbox / "predictions.csv").exists() and len(rows(outbox)) == 300
+                    and len(errors(outbox)) == 5, 30)
+    assert wait_for(lambda: sum(_files_total(_get(server.address, "/metrics")[1]).values()) == 305, 10)
 
 
 def _get_text_after_stop(metrics) -> str:
