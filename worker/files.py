@@ -147,7 +147,7 @@ def copy_atomic(src: Path, dest: Path, tmp: Path) -> bool:
     device has no content to keep: nothing is made. False if ``dest`` holds something else."""
     info = os.lstat(src)
     if stat.S_ISLNK(info.st_mode):
-        _unlink_quietly(tmp)
+        unlink_quietly(tmp)
         os.symlink(os.readlink(src), tmp)
     elif stat.S_ISREG(info.st_mode):
         _copy_synced(src, tmp)
@@ -157,7 +157,7 @@ def copy_atomic(src: Path, dest: Path, tmp: Path) -> bool:
         os.link(tmp, dest, follow_symlinks=False)
     except FileExistsError:
         if not _same_copy(src, dest):
-            _unlink_quietly(tmp)
+            unlink_quietly(tmp)
             return False
     os.unlink(tmp)
     _sync_folder(dest.parent)
@@ -172,7 +172,7 @@ def _copy_synced(src: Path, tmp: Path) -> None:
     shutil.copystat(src, tmp)
 
 
-def _unlink_quietly(path: Path) -> None:
+def unlink_quietly(path: Path) -> None:
     try:
         os.unlink(path)
     except FileNotFoundError:
@@ -205,5 +205,5 @@ def _same_copy(src: Path, dest: Path) -> bool:
 def move_unique(src: Path, folder: Path, rel: str, claim_id: str) -> Path:
     """Move ``src`` into ``folder`` (see ``place``); idempotent after a crash."""
     dest = place(src, folder, rel, claim_id)
-    _unlink_quietly(src)  # gone already if place had to rename it
+    unlink_quietly(src)  # gone already if place had to rename it
     return dest

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from worker.errors import ConfigError, InputError
-from worker.files import move_unique, place, write_atomic
+from worker.files import move_unique, place, unlink_quietly, write_atomic
 
 if TYPE_CHECKING:  # readers such as report.py need no model code
     from worker.model import Prediction
@@ -256,8 +256,7 @@ class Outbox:
         dest = place(src, self.failed, rel, claim_id, reserve=len(os.fsencode(ERROR_SUFFIX)))
         write_atomic(dest.with_name(dest.name + ERROR_SUFFIX),
                      json.dumps(record, ensure_ascii=False, indent=2) + "\n")
-        if os.path.lexists(src):  # place may have had to rename it
-            os.unlink(src)
+        unlink_quietly(src)  # gone already if place had to rename it
         return dest
 
     # --- recovery -------------------------------------------------------------------------
