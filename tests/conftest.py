@@ -33,6 +33,7 @@ class FakeClassifier:
         self.version = "fake-1"
         self.card = {"dataset": "mnist"}
         self.runtime = "fake"
+        self.signature = None  # no files on disk: never reloaded on its own
         self.calls = 0
 
     def predict_proba(self, batch: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from worker.cli import app
 
 runner = CliRunner()
-COMMANDS = ["train", "predict", "watch", "report", "status"]
+COMMANDS = ["train", "publish", "predict", "watch", "report", "status"]
 
 
 def test_top_level_help_lists_every_command():
@@ -177,12 +177,12 @@ def test_an_error_in_any_thread_is_one_log_line_not_a_bare_traceback(capsys, mon
     assert len(err) == 1 and "ERROR worker: unexpected error in thread model_0: RuntimeError" in err[0], err
 
 
-def test_train_never_overwrites_a_model_without_force(tmp_path):
-    from worker import defaults
-
-    result = runner.invoke(app, ["train"])  # the default output is the shipped model
+def test_train_never_overwrites_a_model_kept_as_plain_files(tmp_path, real_model_path):
+    plain = tmp_path / "m.keras"
+    plain.write_bytes(real_model_path.read_bytes())
+    result = runner.invoke(app, ["train", "--output", str(plain)])
     assert result.exit_code == 78 and "--force" in result.output, result.output
-    assert (defaults.MODELS_DIR / "mnist.keras").exists()
+    assert plain.read_bytes() == real_model_path.read_bytes()
 
 
 def test_status_from_the_folders_alone(tmp_path, fake_classifier):

@@ -298,3 +298,89 @@ def test_inbox_deleted_and_recreated_twice_while_running(boxes, staging, mnist_t
     assert watcher.stop() == 0, watcher.output()
     assert "Traceback" not in watcher.output()
     _assert_exactly_once(outbox, names)
+
+
+def _versions(outbox: Path) -> list[str]:
+    return [row["model_version"] for row in _records(outbox)[0]]
+
+
+def _served_model(tmp_path: Path) -> Path:
+    from worker import defaults, publish
+
+    model = tmp_path / "models" / "mnist.keras"
+    publish.publish_checked(defaults.MODEL, model)
+    return model
+
+
+def _publish(source: Path, model: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "worker", "publish", str(source), "--model", str(model)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_a_version_published_mid_burst_serves_from_the_next_batch(boxes, staging, mnist_test, tmp_path):
+    """Rows before the publish carry the old version, rows after the new one, in that order;
+    every file exactly once. The reload gap (between the last old row and the first new one)
+    is printed for the closing note."""
+    from datetime import datetime
+
+    from test_publish import copy_set
+
+    from worker import defaults, publish
+
+    inbox, outbox = boxes
+    model = _served_model(tmp_path)
+    first = json.loads(model.with_suffix(".json").read_text())["version"]
+    paths = _stage(staging, mnist_test[0], 6000)
+    second = copy_set(defaults.MODEL, tmp_path / "v2" / "mnist.keras", version="v2")
+    watcher = Watcher(inbox, outbox, "--model", str(model))
+    watcher.wait_ready()
+    _drop(paths, inbox)
+    assert wait_for(lambda: _row_count(outbox) >= 300, 60)
+    publish.publish_checked(second, model)  # what `worker publish` does, without its start-up time
+    assert wait_for(lambda: _nothing_left(inbox), 120), watcher.output()
+    assert watcher.stop() == 0, watcher.output()
+    assert "changed on disk: mnist version v2 loaded" in watcher.output()
+    rows = _assert_exactly_once(outbox, {p.name for p in paths})
+    versions = [r["model_version"] for r in rows]
+    switch = versions.index("v2")
+    assert switch >= 300 and set(versions[:switch]) == {first} and set(versions[switch:]) == {"v2"}
+    at = [datetime.fromisoformat(r["processed_at"]) for r in rows[switch - 1 : switch + 1]]
+    print(f"reload gap: {(at[1] - at[0]).total_seconds() * 1000:.0f} ms")
+
+
+def test_a_broken_model_published_leaves_the_old_one_serving(boxes, staging, mnist_test, tmp_path):
+    """The pointer switched by hand to a damaged version (bypassing `worker publish`'s check):
+    the daemon refuses it, counts the failed reload, serves on with the old version, and takes
+    the next good version published."""
+    import re
+    import urllib.request
+
+    from test_publish import copy_set
+
+    from worker import defaults, publish
+
+    inbox, outbox = boxes
+    model = _served_model(tmp_path)
+    first = publish.current_version(model)
+    watcher = Watcher(inbox, outbox, "--model", str(model), "--metrics", "127.0.0.1:0")
+    watcher.wait_ready()
+    address = re.search(r"metrics on http://([\d.:]+)/metrics", watcher.output()).group(1)
+    broken = copy_set(defaults.MODEL, model.parent / "mnist" / "broken" / "mnist.keras", version="broken")
+    broken.with_suffix(".tflite").write_bytes(b"\0" * 1000)
+    broken.write_bytes(b"not a model")
+    publish.replace_symlink(model.parent / "mnist" / "current", "broken")
+    assert wait_for(lambda: "the old one keeps serving" in watcher.output(), 30), watcher.output()
+    _drop(_stage(staging, mnist_test[0], 50), inbox)
+    assert wait_for(lambda: _nothing_left(inbox) and _row_count(outbox) == 50, 60), watcher.output()
+    assert set(_versions(outbox)) == {first}
+    scraped = urllib.request.urlopen(f"http://{address}/metrics", timeout=10).read().decode()
+    assert 'worker_reloads_total{result="failed"} 1.0' in scraped
+    assert watcher.output().count("cannot be loaded") == 1, "a refused version is not retried each second"
+
+    third = copy_set(defaults.MODEL, tmp_path / "v3" / "mnist.keras", version="v3")
+    assert _publish(third, model).returncode == 0, "the CLI publishes too"
+    assert wait_for(lambda: "version v3 loaded" in watcher.output(), 30), watcher.output()
+    _drop(_stage(staging, mnist_test[0], 50, start=50), inbox)
+    assert wait_for(lambda: _nothing_left(inbox) and _row_count(outbox) == 100, 60), watcher.output()
+    assert watcher.stop() == 0, watcher.output()
+    assert _versions(outbox)[50:] == ["v3"] * 50

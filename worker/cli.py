@@ -103,9 +103,9 @@ def train(
     init_from: Annotated[Path | None, typer.Option(envvar=_env("init_from"), help="Start from this trained model's weights (a warm restart: one more cosine cycle).")] = None,
     patience: Annotated[int, typer.Option(envvar=_env("patience"), help="Stop after this many epochs without a better validation loss.")] = defaults.PATIENCE,
     augment: Annotated[float, typer.Option(envvar=_env("augment"), help="Augmentation strength s: shifts/zoom up to s, rotations up to 100*s degrees (0: none).")] = defaults.AUGMENT,
-    force: Annotated[bool, typer.Option(envvar=_env("force"), help="Replace an existing model at --output (by default a run refuses to).")] = False,
+    force: Annotated[bool, typer.Option(envvar=_env("force"), help="Turn a model kept as plain files at --output into versions (the old files kept as one).")] = False,
 ) -> None:
-    """Train a model, keep the best epoch, evaluate on the test split, save model and card."""
+    """Train a model, keep the best epoch, evaluate on the test split, publish it as a new version."""
     from worker.train import train as run_training
 
     result = _run(
@@ -116,9 +116,24 @@ def train(
     )
     card = result.card
     typer.echo(
-        f"saved {result.model_path}: test accuracy {card['test_accuracy']:.4f}, "
-        f"best epoch {card['best_epoch']}/{card['epochs_run']}, {card['training_seconds']:.0f} s"
+        f"published {result.model_path} version {card['version']}: test accuracy "
+        f"{card['test_accuracy']:.4f}, best epoch {card['best_epoch']}/{card['epochs_run']}, "
+        f"{card['training_seconds']:.0f} s"
     )
+
+
+@app.command()
+def publish(
+    source: Annotated[Path, typer.Argument(help="A version folder (models/mnist/<version>), or a model file with its .tflite and .json beside it.")],
+    model: Annotated[Path, typer.Option(envvar=_env("model"), help="The model path the daemon serves, whose versions these are.")] = defaults.MODEL,
+    force: Annotated[bool, typer.Option(help="Turn a model kept as plain files at --model into versions.")] = False,
+) -> None:
+    """Check a model and make it the version that serves: one atomic switch, which running
+    daemons pick up between two batches. Publishing an older version rolls back."""
+    from worker.publish import publish_checked
+
+    classifier = _run(publish_checked, source, model, force=force)
+    typer.echo(f"published {model} version {classifier.version} ({classifier.card.get('dataset')})")
 
 
 def _load_classifier(model: Path, threads: int):

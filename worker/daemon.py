@@ -24,10 +24,12 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from worker import defaults
 from worker.claims import Claim, Claims
 from worker.errors import WorkerError
 from worker.intake import Intake
 from worker.model import Classifier
+from worker.model import signature as model_signature
 from worker.outbox import Outbox, Written
 from worker.pipeline import Pipeline
 from worker.service import ServiceNotifier
@@ -50,6 +52,8 @@ class Daemon:
         self.metrics = metrics
         self._writable = True  # False from a failed write until the outbox works again
         self._reload = threading.Event()
+        self._model_checked = clock()
+        self._model_refused: tuple | None = None  # the files of a model that failed to load
         self.inbox = settings.inbox.resolve()
         self.outbox = Outbox(settings.outbox, classifier.class_names, on_success=settings.on_success)
         self.claims = Claims(self.inbox)
@@ -128,6 +132,8 @@ class Daemon:
         try:
             if self._reload.is_set():
                 self._reload_now()
+            elif self._model_published():
+                self._reload_model()
             done = self.step()
             if done == 0 or (once and self.idle()):
                 self.pipeline.finish_pending()
@@ -194,17 +200,40 @@ class Daemon:
         log.info("reloaded: outbox files reopened, model %s", model)
         self.service.ready()
 
+    def _model_published(self) -> bool:
+        """Whether, at most once a second, the model path shows other files than those serving:
+        a new version published, or the files replaced. One that failed is not tried again
+        until its files change once more (or SIGHUP asks)."""
+        serving = getattr(self.pipeline.classifier, "signature", None)
+        now = self.clock()
+        if self.load_model is None or serving is None:
+            return False
+        if now - self._model_checked < defaults.MODEL_CHECK_SECONDS:
+            return False
+        self._model_checked = now
+        seen = model_signature(self.settings.model)
+        return seen not in (serving, self._model_refused)
+
+    def _reload_model(self) -> None:
+        self.service.reloading()
+        self.pipeline.finish_pending()
+        log.info("model %s changed on disk: %s", self.settings.model, self._swap_model())
+        self.service.ready()
+
     def _swap_model(self) -> str:
+        seen = model_signature(self.settings.model)
         try:
             new = self.load_model()
         except WorkerError as exc:
             log.error("reload: the new model cannot be loaded (%s); the old one keeps serving", exc)
             self._count_reload("failed")
+            self._model_refused = seen
             return "kept (the new one failed to load)"
         old = self.pipeline.classifier
         if list(new.class_names) != list(old.class_names):
             log.error("reload: the new model has other classes; the old one keeps serving")
             self._count_reload("refused")
+            self._model_refused = seen
             return "kept (the new one has other classes)"
         self._count_reload("loaded")
         self.pipeline.classifier = new

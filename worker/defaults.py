@@ -71,3 +71,7 @@ RETRY_SECONDS = 5.0
 # Reports list predictions below this confidence as unsure, for a person to look at. It is a
 # first filter only: a confident answer can still be wrong (`worker report --low-confidence`).
 LOW_CONFIDENCE = 0.9
+
+# The daemon looks whether a new model version was published this often (one stat per file):
+# soon enough that a publish is serving within a second, cheap enough to never show.
+MODEL_CHECK_SECONDS = 1.0

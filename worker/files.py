@@ -29,10 +29,10 @@ def write_atomic(path: Path, data: str | bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    _sync_folder(path.parent)
+    sync_folder(path.parent)
 
 
-def _sync_folder(folder: Path) -> None:
+def sync_folder(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -160,7 +160,7 @@ def copy_atomic(src: Path, dest: Path, tmp: Path) -> bool:
             unlink_quietly(tmp)
             return False
     os.unlink(tmp)
-    _sync_folder(dest.parent)
+    sync_folder(dest.parent)
     return True
 
 

@@ -9,9 +9,11 @@ and serves through LiteRT, falling back to Keras if the LiteRT file or runtime i
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,14 +59,46 @@ def read_card(model_path: Path) -> dict:
 def model_version(model_path: Path, card: dict) -> str:
     """What tells two models of one name apart: the card's ``version`` if it has one, else the
     first 12 hex digits of the sha256 of the file that serves (the .tflite, or the .keras)."""
-    if card.get("version"):
-        return str(card["version"])
+    return str(card["version"]) if card.get("version") else file_version(model_path)
+
+
+def file_version(model_path: Path) -> str:
+    """The first 12 hex digits of the sha256 of the file that serves (the .tflite, or the .keras)."""
     serving = serving_path(model_path)
     path = serving if serving.is_file() else Path(model_path)
     try:
         return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
     except OSError:
         return "unknown"
+
+
+def signature(model_path: Path) -> tuple:
+    """What changes when a model is published or its files are replaced: the folder the path
+    resolves to, and each file's inode, size and modification time."""
+    real = Path(os.path.realpath(model_path))
+    parts = []
+    for path in (real, serving_path(real), card_path(real)):
+        try:
+            info = os.stat(path)
+            parts.append((info.st_ino, info.st_size, info.st_mtime_ns))
+        except OSError:
+            parts.append(None)
+    return (str(real), tuple(parts))
+
+
+def make_checks(classifier: Classifier, images: np.ndarray, labels: np.ndarray) -> dict:
+    """For the card: one test image per class that the model gets right and sure (>= 0.99),
+    stored as 8-bit pixels with the label the model gave it. A copy of the model that does not
+    give the same labels is not this model (a wrong file, a broken export, a damaged copy)."""
+    pixels = np.round(np.asarray(images) * 255).astype(np.uint8)
+    probs = classifier.predict_proba(pixels.astype(np.float32) / 255)
+    predicted, sure = probs.argmax(axis=1), probs.max(axis=1) >= 0.99
+    chosen = [int(np.flatnonzero((labels == c) & (predicted == c) & sure)[0])
+              for c in range(len(classifier.class_names)) if np.any((labels == c) & (predicted == c) & sure)]
+    return {
+        "labels": [classifier.class_names[predicted[i]] for i in chosen],
+        "pixels": base64.b64encode(pixels[chosen].tobytes()).decode("ascii"),
+    }
 
 
 def write_card(model_path: Path, card: dict) -> Path:
@@ -123,7 +157,10 @@ class Classifier:
     """A model with its card; ``predict`` maps a batch of (28, 28, 1) inputs to probabilities."""
 
     def __init__(self, model_path: Path, *, runtime: str = "auto", threads: int = 2) -> None:
-        self.path = Path(model_path)
+        # Resolved once: a model published while this one loads is another folder, so the
+        # three files read here are always of one version.
+        self.signature = signature(model_path)
+        self.path = Path(self.signature[0])
         self.card = read_card(self.path)
         self.class_names: list[str] = list(self.card["class_names"])
         self.profile: Profile = profile_from_dict(self.card["preprocessing"])
@@ -131,6 +168,7 @@ class Classifier:
         self.version = model_version(self.path, self.card)
         self.runtime, self._run = self._open_runtime(runtime, threads)
         self._check_outputs()
+        self._check_samples()
 
     def _open_runtime(self, runtime: str, threads: int):
         tflite = serving_path(self.path)
@@ -161,6 +199,20 @@ class Classifier:
             raise ModelError(
                 f"model {self.path} outputs {probe.shape[1:]} values but its card names "
                 f"{len(self.class_names)} classes; the card does not belong to this model"
+            )
+
+    def _check_samples(self) -> None:
+        checks = self.card.get("checks")
+        if not checks:
+            return  # a card from before checks
+        pixels = np.frombuffer(base64.b64decode(checks["pixels"]), dtype=np.uint8)
+        images = pixels.reshape(-1, *INPUT_SHAPE).astype(np.float32) / 255
+        got = [self.class_names[i] for i in self._run(images).argmax(axis=1)] if len(images) else []
+        wrong = sum(a != b for a, b in zip(got, checks["labels"], strict=True))
+        if wrong:
+            raise ModelError(
+                f"model {self.path} classifies {wrong} of the {len(got)} check images in its card "
+                "otherwise than when it was trained: the files are damaged or not of one model"
             )
 
     def predict_proba(self, batch: np.ndarray) -> np.ndarray:

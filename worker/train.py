@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from worker import __version__, archs, datasets, defaults
+from worker import __version__, archs, datasets, defaults, publish
 from worker import model as model_io
 from worker.errors import ConfigError
 from worker.preprocess import normalize_many
@@ -209,8 +209,9 @@ def train(
 
     ``limit`` trains on the first N training images only (for smoke tests). ``init_from`` starts
     from a trained model's weights (same dataset and arch): a warm restart, i.e. one more cosine
-    cycle, usually at a lower ``learning_rate``. An existing model at ``output`` is replaced
-    only with ``force``: a run never overwrites the shipped model by accident.
+    cycle, usually at a lower ``learning_rate``. The model is saved as a new version beside the
+    old ones and published (``publish.py``); nothing is overwritten, and a model kept as plain
+    files at ``output`` is turned into versions only with ``force``.
     """
     recipe = Recipe(dataset=dataset, arch=arch, epochs=epochs, batch_size=batch_size, seed=seed,
                     learning_rate=learning_rate, patience=patience, augment=augment).validate()
@@ -225,26 +226,42 @@ def train(
     net = architecture.build(len(spec.class_names))
     start = _load_start(init_from, spec.name, arch, net) if init_from else None
     fitted = _fit(net, splits, recipe, verbose)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    net.save(output)
-    model_io.export_serving(net, output)
-    card = _card(output, spec, architecture, net, recipe, fitted, splits, start)
-    model_io.write_card(output, card)
-    classifier = model_io.Classifier(output)
-    card.update(_evaluate(classifier, splits.x_test, splits.y_test), serving_runtime=classifier.runtime)
-    model_io.write_card(output, card)
-    log.info("test accuracy %.4f; saved %s", card["test_accuracy"], output)
+    staged = _save(net, output, _card(output, spec, architecture, net, recipe, fitted, splits, start), splits)
+    card = model_io.read_card(staged)
+    version_path = publish.commit(staged, card["version"])
+    publish.publish(version_path, output, force=force)
+    log.info("test accuracy %.4f; published %s version %s (older versions stay in %s/)",
+             card["test_accuracy"], output, card["version"], publish.versions_folder(output))
     return TrainResult(model_path=output, card=card)
 
 
+def _save(net, output: Path, card: dict, splits: Splits) -> Path:
+    """Write model, LiteRT file and card as a new version, not yet published: evaluated on the
+    test split the way the daemon serves, with its check images and version in the card."""
+    staged = publish.staging_path(output)
+    net.save(staged)
+    model_io.export_serving(net, staged)
+    model_io.write_card(staged, card)
+    classifier = model_io.Classifier(staged)
+    card.update(_evaluate(classifier, splits.x_test, splits.y_test), serving_runtime=classifier.runtime,
+                checks=model_io.make_checks(classifier, splits.x_test, splits.y_test),
+                version=model_io.file_version(staged))
+    model_io.write_card(staged, card)
+    return staged
+
+
 def _output_path(output: Path | None, dataset: str, force: bool) -> Path:
+    """The model path users name (``models/mnist.keras``). A new version goes beside the old
+    ones and is published; plain files there (a model from before versions) need ``force``."""
     output = Path(output) if output else defaults.MODELS_DIR / f"{dataset}.keras"
     if output.suffix != ".keras":
         raise ConfigError(f"--output {output} must end in .keras")
-    if output.exists() and not force:
+    if output.exists() and not output.is_symlink() and not force:
         raise ConfigError(
-            f"{output} exists; pass --output for a new model beside it, or --force to replace it"
+            f"{output} is a model kept as plain files; pass --output for a new model beside it, "
+            "or --force to keep it as versions from now on (the new one published)"
         )
+    output.parent.mkdir(parents=True, exist_ok=True)
     return output
 
 
