@@ -21,6 +21,7 @@ def test_parameter_counts(name, params):
 
 
 def test_short_training_run_saves_a_serving_model(tmp_path):
+    from worker import publish
     from worker.model import Classifier
     from worker.train import train
 
@@ -34,9 +35,15 @@ def test_short_training_run_saves_a_serving_model(tmp_path):
     assert card["test_accuracy"] > 0.85, "even one epoch on 5,000 digits learns something"
     assert Classifier(result.model_path).runtime == "litert"
 
+    assert card["version"] == publish.current_version(result.model_path), "published as a version"
+    assert Classifier(result.model_path).card["checks"]["labels"], "with check images in its card"
+
     again = train(dataset="mnist", arch="seed-cnn", epochs=1, limit=6000, validation=1000,
-                  learning_rate=1e-9, init_from=result.model_path, output=tmp_path / "again.keras",
+                  learning_rate=1e-9, init_from=result.model_path, output=tmp_path / "tiny.keras",
                   verbose=0)
+    assert publish.current_version(result.model_path) == again.card["version"] != card["version"]
+    assert Classifier(tmp_path / "tiny" / card["version"] / "tiny.keras").version == card["version"], \
+        "a new version goes beside the old one, which stays whole"
     assert again.card["init_from"]["test_accuracy"] == card["test_accuracy"]
     assert again.card["learning_rate"] == 1e-9
     # with a learning rate of ~0 nothing moves: the same accuracy proves the weights were loaded
