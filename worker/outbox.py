@@ -49,6 +49,15 @@ FAILED_DIR = "failed"
 ERROR_SUFFIX = ".error.json"
 ON_SUCCESS = ("keep", "delete")  # what becomes of a classified input: archived, or removed
 
+# Characters that str.splitlines() and some editors take for line ends, though JSON leaves them
+# as they are in a string: escaped, so that one line of the JSONL is one row to any reader.
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def json_line(record: dict) -> str:
+    return json.dumps(record, ensure_ascii=False).translate(_LINE_BREAKS) + "\n"
+
+
 # The claim id as ``Row.to_json`` writes it (json.dumps' default separators).
 JSON_ID = re.compile(r'"id": "([^"\\]+)"')
 FIXED_COLUMNS = [
@@ -235,7 +244,7 @@ class Outbox:
         they are not written to that file again."""
         skip_csv, skip_jsonl = written
         lines = "".join(
-            json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in rows if r.id not in skip_jsonl
+            json_line(r.to_json()) for r in rows if r.id not in skip_jsonl
         )
         records = self._csv_text([r for r in rows if r.id not in skip_csv])
         with self._locked():
