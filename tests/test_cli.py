@@ -217,3 +217,10 @@ def test_status_from_the_folders_alone(tmp_path, fake_classifier):
     assert report["last_row"]["file"] == "done.png" and report["last_row"]["model_version"] == "fake-1"
     assert report["failed_today"] == {"not-an-image": 1}
     assert "1 daemon(s) alive, 2 file(s) claimed, 2 waiting" in text.stdout
+
+
+def test_metrics_file_in_a_missing_folder_is_a_configuration_error(tmp_path):
+    (tmp_path / "in").mkdir()
+    result = runner.invoke(app, ["watch", "--once", "--inbox", str(tmp_path / "in"), "--outbox",
+                                 str(tmp_path / "out"), "--metrics-file", str(tmp_path / "no" / "w.prom")])
+    assert result.exit_code == 78 and "its folder does not exist" in result.output, result.output

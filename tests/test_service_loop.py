@@ -171,3 +171,27 @@ def _get_text_after_stop(metrics) -> str:
     from prometheus_client import generate_latest
 
     return generate_latest(metrics.registry).decode()
+
+
+def test_metrics_file_is_written_from_the_loop_with_every_file_latency(boxes, fake_classifier, tmp_path):
+    """--metrics-file: node_exporter's textfile, written when the loop first turns and at the
+    stop; the latency histogram has one observation per file dropped (rows and failures)."""
+    import re
+
+    from worker.metrics import Metrics
+
+    inbox, outbox = boxes
+    textfile = tmp_path / "worker.prom"
+    metrics = Metrics(textfile=textfile)
+    daemon = Daemon(Settings(inbox=inbox, outbox=outbox, settle=0.1), fake_classifier, metrics=metrics)
+    with running(daemon):
+        assert wait_for(textfile.exists, 10), "written as the loop starts turning"
+        for i in range(20):
+            write(inbox / f"{i:02d}.png", digit_stroke())
+        (inbox / "bad.png").write_text("not an image")
+        assert wait_for(lambda: len(rows(outbox)) == 20, 30)
+    text = textfile.read_text()
+    assert _files_total(text) == {"row/": 20.0, "failed/not-an-image": 1.0}, "the final counts"
+    count = re.search(r"^worker_file_latency_seconds_count (\S+)$", text, re.MULTILINE)
+    assert count and float(count.group(1)) == 21.0
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("worker.prom.")], "no temporary left"

@@ -41,6 +41,7 @@ class Claim:
     path: Path  # where the claimed file is now
     folder: Path | None = None  # the claim's own folder, for the nested form only
     crashes: int = 0  # how many daemons died while holding this claim
+    arrived: float | None = None  # when it arrived whole in the inbox (unknown for a crash's claims)
 
 
 _id_lock = threading.Lock()
@@ -126,15 +127,15 @@ class Claims:
             log.info("leaving unfinished claims in %s for the next start", self.mine)
         os.close(self._lock_fd)
 
-    def claim(self, rel: str) -> Claim | None:
+    def claim(self, rel: str, arrived: float | None = None) -> Claim | None:
         """Rename inbox/rel into our work folder; None if it is gone or another daemon won."""
         claim_id = new_id()
         name = flat_name(claim_id, rel)
         if len(os.fsencode(name)) <= NAME_MAX:
-            claim = Claim(id=claim_id, rel=rel, path=self.mine / name)
+            claim = Claim(id=claim_id, rel=rel, path=self.mine / name, arrived=arrived)
         else:
             folder = self.mine / claim_id
-            claim = Claim(id=claim_id, rel=rel, path=folder / rel, folder=folder)
+            claim = Claim(id=claim_id, rel=rel, path=folder / rel, folder=folder, arrived=arrived)
             claim.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.rename(self.inbox / rel, claim.path)

@@ -217,6 +217,7 @@ def watch(
     decode_threads: Annotated[int, typer.Option(envvar=_env("decode_threads"), help="Threads decoding large images.")] = defaults.DECODE_THREADS,
     max_pixels: Annotated[int, typer.Option(envvar=_env("max_pixels"), help="Refuse images with more pixels (checked before decoding).")] = defaults.MAX_PIXELS,
     metrics: Annotated[str | None, typer.Option(envvar=_env("metrics"), help="Serve Prometheus /metrics, /healthz and /readyz on HOST:PORT (e.g. 127.0.0.1:9464).")] = None,
+    metrics_file: Annotated[Path | None, typer.Option(envvar=_env("metrics_file"), help="Write the metrics to this .prom file each minute (node_exporter's textfile collector).")] = None,
 ) -> None:
     """Watch the inbox and classify every image dropped into it (the daemon)."""
     from worker.daemon import Daemon
@@ -236,7 +237,7 @@ def watch(
     log.info("model %s version %s (%s, %s runtime)", model, classifier.version, classifier.card["dataset"],
              classifier.runtime)
     stop = threading.Event()
-    registry, server = _metrics_server(metrics)
+    registry, server = _metrics_server(metrics, metrics_file)
     daemon = _run(Daemon, settings, classifier, service=ServiceNotifier(), metrics=registry,
                   load_model=lambda: Classifier(model, threads=defaults.WATCH_MODEL_THREADS))
     _install_signal_handlers(stop, daemon.request_reload)
@@ -247,13 +248,18 @@ def watch(
             server.stop()
 
 
-def _metrics_server(address: str | None):
-    """The metrics registry and its HTTP server, started; (None, None) without --metrics."""
-    if not address:
+def _metrics_server(address: str | None, textfile: Path | None):
+    """The metrics registry and its HTTP server, started: (None, None) with neither --metrics
+    nor --metrics-file, (registry, None) with the file only."""
+    if not address and not textfile:
         return None, None
     from worker.metrics import Metrics, MetricsServer
 
-    registry = Metrics()
+    if textfile is not None and not textfile.parent.is_dir():
+        raise _fail(f"--metrics-file {textfile}: its folder does not exist", EXIT_CONFIG)
+    registry = Metrics(textfile=textfile)
+    if not address:
+        return registry, None
     try:
         server = MetricsServer(registry, address)
     except (OSError, ValueError) as exc:

@@ -99,7 +99,8 @@ class Daemon:
             self._recover()  # a daemon that died since: adopt its claims
             self.intake.begin_scan(now)
         ready = self.intake.ready(now, self.settings.batch_size)
-        claims = [c for rel in ready if (c := self.claims.claim(rel)) is not None]
+        arrived = self.intake.arrived
+        claims = [c for rel in ready if (c := self.claims.claim(rel, arrived.get(rel))) is not None]
         return self.pipeline.process(claims) if claims else 0
 
     def request_reload(self) -> None:
@@ -123,6 +124,8 @@ class Daemon:
         finally:
             self.service.stopping()
             self.close()
+            if self.metrics is not None and self.metrics.textfile is not None:
+                self.metrics.write_textfile()  # the final counts
         log.info("stopped after %d files", self.finished)
         return self.finished
 

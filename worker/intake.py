@@ -32,6 +32,7 @@ class Intake:
         self.observer = None
         self._scanner: Iterator[str] | None = None
         self._last_scan = self._last_poll = 0.0
+        self.arrived: dict[str, float] = {}  # of the files the last ``ready`` gave: when they arrived
 
     def __len__(self) -> int:
         """How many candidate files are being tracked (at most ``queue_limit``)."""
@@ -83,14 +84,20 @@ class Intake:
             self._scanner = scan(self.inbox, self.settings.recursive)
         self.events.overflowed = False
         self._fill_from_scan()
-        ready = self.tracker.pop_ready(self.inbox, now, limit)
+        self.arrived.clear()
+        ready = self._pop_ready(now, limit)
         deadline = self.clock() + self.settings.max_delay_ms / 1000
         while ready and len(ready) < limit and not self.events.queue.empty():
             now = self.clock()
             if now > deadline:
                 break
             self._drain_events()
-            ready += self.tracker.pop_ready(self.inbox, now, limit - len(ready))
+            ready += self._pop_ready(now, limit - len(ready))
+        return ready
+
+    def _pop_ready(self, now: float, limit: int) -> list[str]:
+        ready = self.tracker.pop_ready(self.inbox, now, limit)
+        self.arrived.update(self.tracker.arrived)
         return ready
 
     def wait(self, timeout: float) -> None:

@@ -8,6 +8,11 @@ daemon started on an empty outbox, its sum equals the outbox's rows plus error r
     GET /metrics   the registry, in Prometheus' text format
     GET /healthz   200 while the loop turns (it turned in the last ``HEALTHY_SECONDS``)
     GET /readyz    200 when the model is loaded, the inbox watched and the outbox writable
+
+For hosts that scrape no ports, ``textfile`` is node_exporter's textfile form: the registry
+written atomically (a temporary renamed over it) from the loop each minute and at the stop. It
+is written by the loop itself, so a stuck loop shows as a stale file
+(``node_textfile_mtime_seconds``), as ``/healthz`` would show it.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -25,25 +31,34 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    write_to_textfile,
 )
 
 log = logging.getLogger(__name__)
 
 # The loop turns at least every fraction of a second when idle; a minute without a turn is stuck.
 HEALTHY_SECONDS = 60.0
+TEXTFILE_SECONDS = 60.0
 BATCH_FILES = (1, 4, 16, 64, 128, 256, 512)
+# A file without a close event waits the settle time (1 s) before its claim: buckets around it.
+LATENCY_SECONDS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 1.5, 2.5, 5, 10, 30, 60, 300)
 BATCH_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
 class Metrics:
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic, textfile: Path | None = None) -> None:
         self.clock = clock
+        self.textfile = textfile
+        self._textfile_written = float("-inf")
         self.registry = CollectorRegistry()
         r = self.registry
         self.files = Counter("worker_files", "Files finished, by outcome (row or failed) and error kind",
                              ["outcome", "kind"], registry=r)
         self.batch_files = Histogram("worker_batch_files", "Files in a finished batch",
                                      buckets=BATCH_FILES, registry=r)
+        self.latency = Histogram("worker_file_latency_seconds",
+                                 "From a file arriving whole in the inbox (its ctime) to its row or "
+                                 "error record durable", buckets=LATENCY_SECONDS, registry=r)
         self.batch_seconds = Histogram("worker_batch_seconds", "From loading a batch to its inputs archived",
                                        buckets=BATCH_SECONDS, registry=r)
         self.backlog = Gauge("worker_backlog_files", "Files seen in the inbox, not yet claimed", registry=r)
@@ -57,7 +72,10 @@ class Metrics:
         self.last_turn = clock()
         self.ready = False
 
-    def batch(self, rows: int, failures: list[str], seconds: float, at: float) -> None:
+    def batch(self, rows: int, failures: list[str], seconds: float, at: float,
+              latencies: list[float] = ()) -> None:
+        for latency in latencies:
+            self.latency.observe(latency)
         if rows:
             self.files.labels(outcome="row", kind="").inc(rows)
         for kind in failures:
@@ -75,6 +93,17 @@ class Metrics:
         self.backlog.set(backlog)
         self.recovering.set(recovering)
         self.ready = ready
+        if self.textfile is not None and self.last_turn - self._textfile_written >= TEXTFILE_SECONDS:
+            self.write_textfile()
+
+    def write_textfile(self) -> None:
+        """Write the registry to ``textfile`` now; a failure is logged, never raised (metrics
+        must not stop the work), and tried again at the next minute."""
+        self._textfile_written = self.clock()
+        try:
+            write_to_textfile(str(self.textfile), self.registry)
+        except OSError as exc:
+            log.warning("cannot write metrics to %s: %s", self.textfile, exc)
 
     def healthy(self) -> bool:
         return self.clock() - self.last_turn < HEALTHY_SECONDS

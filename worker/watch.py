@@ -86,6 +86,9 @@ class StabilityTracker:
         self.settle = settle
         self.settle_open = max(settle, settle_open if settle_open is not None else settle)
         self._seen: dict[str, _Seen] = {}
+        # When each file of the last pop_ready arrived whole: its ctime, the time of its last
+        # write or of its rename into the inbox (the lstat that found it ready tells it).
+        self.arrived: dict[str, float] = {}
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -110,6 +113,7 @@ class StabilityTracker:
     def pop_ready(self, inbox: Path, now: float, limit: int) -> list[str]:
         """Up to ``limit`` ready files (paths relative to the inbox); gone files are forgotten."""
         ready = []
+        self.arrived.clear()
         for rel, entry in list(self._seen.items()):
             if len(ready) >= limit:
                 break
@@ -124,6 +128,7 @@ class StabilityTracker:
             if self._is_ready(entry, info, now):
                 del self._seen[rel]
                 ready.append(rel)
+                self.arrived[rel] = info.st_ctime
         return ready
 
     def _is_ready(self, entry: _Seen, info: os.stat_result, now: float) -> bool:
