@@ -304,6 +304,21 @@ def _versions(outbox: Path) -> list[str]:
     return [row["model_version"] for row in _records(outbox)[0]]
 
 
+def _scrape(watcher: Watcher) -> str:
+    import re
+    import urllib.request
+
+    address = re.search(r"metrics on http://([\d.:]+)/metrics", watcher.output()).group(1)
+    return urllib.request.urlopen(f"http://{address}/metrics", timeout=10).read().decode()
+
+
+def _files_scraped(watcher: Watcher) -> float:
+    import re
+
+    counts = re.findall(r"^worker_files_total\{.*\} (\S+)$", _scrape(watcher), re.MULTILINE)
+    return sum(float(v) for v in counts)
+
+
 def _served_model(tmp_path: Path) -> Path:
     from worker import defaults, publish
 
@@ -332,12 +347,14 @@ def test_a_version_published_mid_burst_serves_from_the_next_batch(boxes, staging
     first = json.loads(model.with_suffix(".json").read_text())["version"]
     paths = _stage(staging, mnist_test[0], 6000)
     second = copy_set(defaults.MODEL, tmp_path / "v2" / "mnist.keras", version="v2")
-    watcher = Watcher(inbox, outbox, "--model", str(model))
+    watcher = Watcher(inbox, outbox, "--model", str(model), "--metrics", "127.0.0.1:0")
     watcher.wait_ready()
     _drop(paths, inbox)
     assert wait_for(lambda: _row_count(outbox) >= 300, 60)
     publish.publish_checked(second, model)  # what `worker publish` does, without its start-up time
+    assert 0 < _files_scraped(watcher) < 6000, "scraped during the burst"
     assert wait_for(lambda: _nothing_left(inbox), 120), watcher.output()
+    assert wait_for(lambda: _files_scraped(watcher) == 6000, 10), "the metrics match the outbox exactly"
     assert watcher.stop() == 0, watcher.output()
     assert "changed on disk: mnist version v2 loaded" in watcher.output()
     rows = _assert_exactly_once(outbox, {p.name for p in paths})
@@ -352,9 +369,6 @@ def test_a_broken_model_published_leaves_the_old_one_serving(boxes, staging, mni
     """The pointer switched by hand to a damaged version (bypassing `worker publish`'s check):
     the daemon refuses it, counts the failed reload, serves on with the old version, and takes
     the next good version published."""
-    import re
-    import urllib.request
-
     from test_publish import copy_set
 
     from worker import defaults, publish
@@ -364,7 +378,6 @@ def test_a_broken_model_published_leaves_the_old_one_serving(boxes, staging, mni
     first = publish.current_version(model)
     watcher = Watcher(inbox, outbox, "--model", str(model), "--metrics", "127.0.0.1:0")
     watcher.wait_ready()
-    address = re.search(r"metrics on http://([\d.:]+)/metrics", watcher.output()).group(1)
     broken = copy_set(defaults.MODEL, model.parent / "mnist" / "broken" / "mnist.keras", version="broken")
     broken.with_suffix(".tflite").write_bytes(b"\0" * 1000)
     broken.write_bytes(b"not a model")
@@ -373,8 +386,7 @@ def test_a_broken_model_published_leaves_the_old_one_serving(boxes, staging, mni
     _drop(_stage(staging, mnist_test[0], 50), inbox)
     assert wait_for(lambda: _nothing_left(inbox) and _row_count(outbox) == 50, 60), watcher.output()
     assert set(_versions(outbox)) == {first}
-    scraped = urllib.request.urlopen(f"http://{address}/metrics", timeout=10).read().decode()
-    assert 'worker_reloads_total{result="failed"} 1.0' in scraped
+    assert 'worker_reloads_total{result="failed"} 1.0' in _scrape(watcher)
     assert watcher.output().count("cannot be loaded") == 1, "a refused version is not retried each second"
 
     third = copy_set(defaults.MODEL, tmp_path / "v3" / "mnist.keras", version="v3")
