@@ -74,13 +74,16 @@ def _drop(inbox: bytes, parts: list[bytes], data: bytes) -> bytes | None:
 
 
 def _recorded(outbox: Path) -> list[bytes]:
-    """The exact name bytes of every row and error record."""
+    """The exact name bytes of every row and error record; a document's page rows (``page``,
+    ``file`` ending in ``#<page>``) count once, for the file they came from."""
     def name(record: dict) -> bytes:
-        return base64.b64decode(record["file_bytes"]) if "file_bytes" in record else record["file"].encode()
+        raw = base64.b64decode(record["file_bytes"]) if "file_bytes" in record else record["file"].encode()
+        return raw[: raw.rindex(b"#")] if "page" in record else raw
 
     found = []
     if (outbox / JSONL_NAME).exists():
-        found += [name(json.loads(line)) for line in (outbox / JSONL_NAME).read_text().splitlines()]
+        rows_ = [json.loads(line) for line in (outbox / JSONL_NAME).read_text().splitlines()]
+        found += [name(row) for row in rows_ if "#" not in row["id"]]
     found += [name(json.loads(p.read_text())) for p in (outbox / FAILED_DIR).rglob(f"*{ERROR_SUFFIX}")]
     return found
 

@@ -417,3 +417,22 @@ def test_a_row_written_before_two_deaths_still_reaches_the_csv(boxes, fake_class
     _drain(boxes, fake_classifier)
     assert _records(outbox) == {"unlucky.png": "row"}
     assert [r["id"] for r in rows(outbox)] == [claim_id]
+
+
+def test_a_document_gives_a_row_per_page_with_ink_and_is_archived_once(boxes, fake_classifier):
+    """A 3-page PDF whose second page is blank: rows for x.pdf#1 and x.pdf#3, the first with the
+    claim's id and the other with the id and its page, and the file archived as it came."""
+    from PIL import Image
+
+    inbox, outbox = boxes
+    digit = Image.fromarray(255 - np.kron(digit_stroke(), np.ones((10, 10), np.uint8)))
+    digit.save(inbox / "forms.pdf", save_all=True, append_images=[Image.new("L", digit.size, 255), digit])
+    _old(inbox / "forms.pdf")
+    _drain(boxes, fake_classifier)
+    found = rows(outbox)
+    assert [r["file"] for r in found] == ["forms.pdf#1", "forms.pdf#3"]
+    assert found[1]["id"] == f"{found[0]['id']}#3"
+    jsonl = [json.loads(line) for line in (outbox / "predictions.jsonl").read_text().splitlines()]
+    assert [r["page"] for r in jsonl] == [1, 3], "the JSONL names the page"
+    assert (outbox / "processed" / "forms.pdf").is_file() and not errors(outbox)
+    assert _nothing_claimed(inbox)

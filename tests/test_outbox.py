@@ -222,3 +222,11 @@ def test_an_outbox_started_before_model_version_keeps_its_columns(tmp_path):
         [header, record] = list(csv.reader(fh))
     assert ",".join(header) == old_header and len(record) == len(header)
     assert json.loads((tmp_path / "predictions.jsonl").read_text())["model_version"] == "abc123"
+
+
+def test_written_ids_find_a_documents_page_rows_by_their_claim(tmp_path):
+    """A replay after a crash skips each page row already written, not only the first page's."""
+    box = Outbox(tmp_path, NAMES)
+    box.record([_row(1, "a.pdf#1"), Row(**{**_row(1, "a.pdf#3").__dict__, "id": "id1#3"}), _row(2)])
+    assert box.written_ids({"id1"}) == ({"id1", "id1#3"}, {"id1", "id1#3"})
+    box.close()

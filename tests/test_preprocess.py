@@ -145,14 +145,47 @@ def test_a_broken_pdf_is_corrupt(tmp_path):
     assert _refusal(tmp_path / "doc.pdf") == "corrupt"
 
 
-def test_a_pdf_scan_is_read_by_its_first_page(tmp_path):
-    """Scanners save PDF by default: one page image inside; further pages are not read."""
+def _document_pages(size: tuple[int, int]):
+    """A digit, a blank page (a duplex scan's back), then the digit on its side."""
     from PIL import Image
 
-    first = Image.fromarray(255 - cv2.resize(digit_stroke(), (400, 560)))
-    blank = Image.new("L", (400, 560), 255)
-    first.save(tmp_path / "scan.pdf", save_all=True, append_images=[blank], resolution=100)
-    _check_mnist_like(load_input(tmp_path / "scan.pdf").pixels)
+    digit = 255 - cv2.resize(digit_stroke(), size)
+    return [Image.fromarray(digit), Image.new("L", size, 255), Image.fromarray(np.ascontiguousarray(digit.T))]
+
+
+@pytest.mark.parametrize("suffix", [".pdf", ".tif"])
+def test_a_document_gives_each_page_with_ink_by_its_number(tmp_path, suffix):
+    """Scanners save PDF by default, fax software multi-page TIFF: every page is read, blank
+    ones left out, the others keeping their page numbers."""
+    first, *rest = _document_pages((400, 560))
+    first.save(tmp_path / f"scan{suffix}", save_all=True, append_images=rest, resolution=100)
+    loaded = load_input(tmp_path / f"scan{suffix}")
+    assert [number for number, _ in loaded.pages] == [1, 3]
+    for _, pixels in loaded.pages:
+        _check_mnist_like(pixels)
+    assert np.array_equal(loaded.pixels, loaded.pages[0][1])
+    assert not np.array_equal(loaded.pages[0][1], loaded.pages[1][1]), "each page its own input"
+
+
+def test_a_16_bit_tiff_page_is_scaled_not_clipped(tmp_path):
+    from PIL import Image
+
+    pages = [Image.fromarray(257 * (255 - cv2.resize(digit_stroke(), (200, 200))).astype(np.uint16))
+             for _ in range(2)]
+    pages[0].save(tmp_path / "deep.tif", save_all=True, append_images=pages[1:])
+    for _, pixels in load_input(tmp_path / "deep.tif").pages:
+        _check_mnist_like(pixels)
+
+
+def test_a_document_of_blank_pages_or_too_many_pages_is_refused(tmp_path):
+    from PIL import Image
+
+    blank = [Image.new("L", (200, 200), 255) for _ in range(3)]
+    blank[0].save(tmp_path / "blank.pdf", save_all=True, append_images=blank[1:])
+    assert _refusal(tmp_path / "blank.pdf") == "no-ink"
+    first, *rest = _document_pages((200, 200))
+    first.save(tmp_path / "long.tif", save_all=True, append_images=rest)
+    assert _refusal(tmp_path / "long.tif", limits=Limits(max_pages=2)) == "too-many-pages"
 
 
 def test_a_pdf_page_of_any_claimed_size_renders_within_the_pixel_limit(tmp_path):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -31,9 +31,10 @@ POOL_MIN_AVERAGE_BYTES = 32 * 1024
 @dataclass
 class Outcome:
     path: Path
-    prediction: Prediction | None = None
+    prediction: Prediction | None = None  # a document's: that of its first page with ink
     error: InputError | None = None
     sha256: str | None = None
+    pages: list[tuple[int, Prediction]] = field(default_factory=list)  # a document's, each page's
 
     @property
     def ok(self) -> bool:
@@ -41,15 +42,17 @@ class Outcome:
 
 
 class LoadedBatch:
-    """Files read and preprocessed: the model's input for the good ones, the error of each bad
-    one. ``inputs`` is None when no file is good (nothing for the model to do)."""
+    """Files read and preprocessed: the model's input for the good ones (a document's pages
+    each), the error of each bad one. ``inputs`` is None when no file is good (nothing for the
+    model to do)."""
 
     def __init__(self, paths: list[Path], loaded: list[LoadedInput | InputError], classifier: Classifier):
         self.paths = paths
         self.loaded = loaded
         self.classifier = classifier
         self.good = [i for i, item in enumerate(loaded) if not isinstance(item, InputError)]
-        self.inputs = np.stack([loaded[i].pixels for i in self.good]) if self.good else None
+        inputs = [pixels for i in self.good for pixels in loaded[i].inputs]
+        self.inputs = np.stack(inputs) if inputs else None
 
     def predict(self) -> np.ndarray | None:
         """Run the model on ``inputs`` (where the caller wants it run: any thread)."""
@@ -61,9 +64,14 @@ class LoadedBatch:
             Outcome(path=path, error=item if isinstance(item, InputError) else None)
             for path, item in zip(self.paths, self.loaded, strict=True)
         ]
-        for i, probs in zip(self.good, probabilities if self.good else [], strict=True):
-            outcomes[i].prediction = self.classifier.to_prediction(probs)
-            outcomes[i].sha256 = self.loaded[i].sha256
+        start = 0
+        for i in self.good:
+            item, count = self.loaded[i], len(self.loaded[i].inputs)
+            predictions = [self.classifier.to_prediction(p) for p in probabilities[start : start + count]]
+            start += count
+            outcomes[i].prediction, outcomes[i].sha256 = predictions[0], item.sha256
+            if item.pages:
+                outcomes[i].pages = [(n, p) for (n, _), p in zip(item.pages, predictions, strict=True)]
         return outcomes
 
 

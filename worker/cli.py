@@ -160,26 +160,26 @@ def predict(
         for batch in chunked(expand_paths(paths), batch_size):
             for outcome in classify_batch(batch, classifier, pool=pool):
                 failed += not outcome.ok
-                typer.echo(_format_outcome(outcome, as_json))
+                for line in _format_outcome(outcome, as_json):
+                    typer.echo(line)
     if failed:
         raise _fail(f"{failed} file(s) could not be classified")
 
 
-def _format_outcome(outcome, as_json: bool) -> str:
+def _format_outcome(outcome, as_json: bool) -> list[str]:
+    """A line for an image, or for each page of a document with ink (``x.pdf#2``)."""
     name = str(outcome.path)
+    if not outcome.ok:
+        if as_json:
+            error = {"kind": outcome.error.kind, "message": outcome.error.message}
+            return [json.dumps({"file": name, "error": error}, ensure_ascii=False)]
+        return [f"{name}\terror\t{outcome.error.kind}: {outcome.error.message}"]
+    pages = [(f"{name}#{n}", p) for n, p in outcome.pages] or [(name, outcome.prediction)]
     if as_json:
-        if outcome.ok:
-            p = outcome.prediction
-            record = {
-                "file": name, "label": p.label, "confidence": round(p.confidence, 6),
-                "class_index": p.class_index, "probabilities": p.probabilities,
-            }
-        else:
-            record = {"file": name, "error": {"kind": outcome.error.kind, "message": outcome.error.message}}
-        return json.dumps(record, ensure_ascii=False)
-    if outcome.ok:
-        return f"{name}\t{outcome.prediction.label}\t{outcome.prediction.confidence:.4f}"
-    return f"{name}\terror\t{outcome.error.kind}: {outcome.error.message}"
+        return [json.dumps({"file": file, "label": p.label, "confidence": round(p.confidence, 6),
+                            "class_index": p.class_index, "probabilities": p.probabilities},
+                           ensure_ascii=False) for file, p in pages]
+    return [f"{file}\t{p.label}\t{p.confidence:.4f}" for file, p in pages]
 
 
 def _install_signal_handlers(stop: threading.Event, reload: Callable[[], None]) -> None:

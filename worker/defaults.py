@@ -75,3 +75,7 @@ LOW_CONFIDENCE = 0.9
 # The daemon looks whether a new model version was published this often (one stat per file):
 # soon enough that a publish is serving within a second, cheap enough to never show.
 MODEL_CHECK_SECONDS = 1.0
+
+# A document (PDF, multi-page TIFF) of more pages is refused: each page is a row, rendered one
+# at a time (about 50 ms a page at 150 dpi), so 200 pages take seconds, never minutes.
+MAX_PAGES = 200

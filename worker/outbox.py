@@ -66,8 +66,18 @@ FIXED_COLUMNS = [
 # Columns added since, at the end, after the per-class probabilities.
 LATER_COLUMNS = ["model_version"]
 CHUNK = 1 << 20
-# Claim ids that already have a row in the CSV and in the JSONL (``Outbox.written_ids``).
+# Row ids already in the CSV and in the JSONL (``Outbox.written_ids``).
 Written = tuple[set[str], set[str]]
+
+
+def page_id(claim_id: str, page: int, first: bool) -> str:
+    """A document's row ids: its first page with ink has the claim's id, so that "this claim
+    has a row" reads the same for images and documents; the others ``<claim id>#<page>``."""
+    return claim_id if first else f"{claim_id}#{page}"
+
+
+def claim_of(row_id: str) -> str:
+    return row_id.partition("#")[0]
 
 
 @dataclass(frozen=True)
@@ -82,16 +92,17 @@ class Row:
     processed_at: str
     probabilities: dict[str, float]
     model_version: str = ""
+    page: int | None = None  # a document's page (``file`` then ends in ``#<page>``); JSONL only
 
     @classmethod
     def of(cls, prediction: Prediction, *, claim_id: str, file: str, sha256: str, model: str,
-           model_version: str, processed_at: str, class_names: list[str]) -> Row:
+           model_version: str, processed_at: str, class_names: list[str], page: int | None = None) -> Row:
         return cls(
             id=claim_id, file=file, label=prediction.label, confidence=prediction.confidence,
             class_index=prediction.class_index, sha256=sha256, model=model,
             processed_at=processed_at,
             probabilities=dict(zip(class_names, prediction.probabilities, strict=True)),
-            model_version=model_version,
+            model_version=model_version, page=page,
         )
 
     def to_json(self) -> dict:
@@ -101,6 +112,8 @@ class Row:
             "processed_at": self.processed_at, "id": self.id, "probabilities": self.probabilities,
             "model_version": self.model_version,
         }
+        if self.page is not None:
+            record["page"] = self.page
         return record if self.file.isascii() else {**record, **name_fields(self.file)}
 
     def to_csv(self, *, later_columns: bool = True) -> list:
@@ -271,20 +284,21 @@ class Outbox:
     # --- recovery -------------------------------------------------------------------------
 
     def written_ids(self, wanted: set[str]) -> Written:
-        """Which of ``wanted`` claim ids already have a row in the CSV and in the JSONL."""
+        """The row ids of ``wanted`` claims (a document's pages too) already in the CSV and in
+        the JSONL."""
         if not wanted:
             return set(), set()
         in_jsonl = set()
         with open(self.jsonl_path, encoding="utf-8") as fh:
             for line in fh:
                 match = JSON_ID.search(line)
-                if match and match.group(1) in wanted:
+                if match and claim_of(match.group(1)) in wanted:
                     in_jsonl.add(match.group(1))
         in_csv = set()
         id_column = self.columns.index("id")
         with open(self.csv_path, newline="", encoding="utf-8") as fh:
             for record in csv.reader(fh):
-                if len(record) > id_column and record[id_column] in wanted:
+                if len(record) > id_column and claim_of(record[id_column]) in wanted:
                     in_csv.add(record[id_column])
         return in_csv, in_jsonl
 

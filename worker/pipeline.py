@@ -27,8 +27,8 @@ from worker import defaults
 from worker.claims import Claim, Claims
 from worker.classify import LoadedBatch, Outcome, load_batch
 from worker.errors import InputError
-from worker.model import Classifier
-from worker.outbox import Outbox, Row, Written, error_record, iso_utc
+from worker.model import Classifier, Prediction
+from worker.outbox import Outbox, Row, Written, error_record, iso_utc, page_id
 from worker.preprocess import Limits
 
 if TYPE_CHECKING:  # prometheus_client is imported only with --metrics
@@ -145,7 +145,8 @@ class Pipeline:
         processed_at = iso_utc(self.clock())
         pairs = list(zip(flight.claims, outcomes, strict=True))
         written = flight.written or (set(), set())
-        rows = [self._row(claim, outcome, processed_at) for claim, outcome in pairs if outcome.ok]
+        rows = [row for claim, outcome in pairs if outcome.ok
+                for row in self._rows(claim, outcome, processed_at)]
         self.outbox.record(rows, written=written)
         failures = []
         for claim, outcome in pairs:
@@ -165,7 +166,7 @@ class Pipeline:
         self.last_batch = f"{len(pairs)} files, {len(rows)} rows at {processed_at}"
         log.info(
             "batch: %d files, %d rows, %d failed, %.1f ms%s", len(pairs), len(rows),
-            len(pairs) - len(rows), (done - flight.started) * 1000,
+            sum(not outcome.ok for outcome in outcomes), (done - flight.started) * 1000,
             " (recovered)" if flight.written is not None else "",
         )
 
@@ -197,13 +198,23 @@ class Pipeline:
         except OSError:
             return False
 
-    def _row(self, claim: Claim, outcome: Outcome, processed_at: str) -> Row:
-        p = outcome.prediction
-        log.debug("%s -> %s (%.3f)", claim.rel, p.label, p.confidence)
+    def _rows(self, claim: Claim, outcome: Outcome, processed_at: str) -> list[Row]:
+        """An image's row; a document's row for each page with ink (``file`` is ``x.pdf#2``)."""
+        if not outcome.pages:
+            return [self._row(outcome.prediction, claim.id, claim.rel, outcome, processed_at)]
+        return [
+            self._row(p, page_id(claim.id, number, i == 0), f"{claim.rel}#{number}", outcome, processed_at,
+                      page=number)
+            for i, (number, p) in enumerate(outcome.pages)
+        ]
+
+    def _row(self, p: Prediction, row_id: str, file: str, outcome: Outcome, processed_at: str,
+             page: int | None = None) -> Row:
+        log.debug("%s -> %s (%.3f)", file, p.label, p.confidence)
         return Row.of(
-            p, claim_id=claim.id, file=claim.rel, sha256=outcome.sha256 or "",
+            p, claim_id=row_id, file=file, sha256=outcome.sha256 or "",
             model=self.classifier.name, model_version=self.classifier.version,
-            processed_at=processed_at, class_names=self.classifier.class_names,
+            processed_at=processed_at, class_names=self.classifier.class_names, page=page,
         )
 
     def _quarantine(self, claim: Claim, outcome: Outcome, processed_at: str) -> None:

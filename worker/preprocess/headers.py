@@ -56,6 +56,7 @@ class Header:
     scans: int = 0  # JPEG: how many scans (a baseline JPEG has one)
     progressive: bool = False
     orientation: int = 1  # EXIF: 1 upright; 3, 6, 8 rotated; 2, 4, 5, 7 mirrored
+    pages: int = 1  # a PDF's pages, a TIFF's (its width and height: those of its largest page)
 
     @property
     def decoded_bytes(self) -> int:
@@ -66,7 +67,7 @@ class Header:
 
 
 def check_header(data: bytes, name: str, *, max_pixels: int, max_decoded_bytes: int,
-                 max_scans: int) -> Header:
+                 max_scans: int, max_pages: int) -> Header:
     """The header of an image that is whole and affordable to decode, or InputError."""
     if data.startswith(PNG_SIGNATURE):
         header = _png_header(data, name)
@@ -83,6 +84,8 @@ def check_header(data: bytes, name: str, *, max_pixels: int, max_decoded_bytes: 
     if header.scans > max_scans:
         raise InputError("too-many-scans", f"{name} is a progressive JPEG of {header.scans} scans, "
                                            f"over the limit of {max_scans}")
+    if header.pages > max_pages:
+        raise InputError("too-many-pages", f"{name} has {header.pages} pages, over the limit of {max_pages}")
     return header
 
 
@@ -111,14 +114,21 @@ def _pdf_header(data: bytes, name: str, max_pixels: int) -> Header:
     try:
         document = pypdfium2.PdfDocument(data)
         try:
+            pages = len(document)
             width, height = document[0].get_size()
         finally:
             document.close()
     except (pypdfium2.PdfiumError, IndexError) as exc:
         raise InputError("corrupt", f"{name} is not a readable PDF ({exc})") from exc
-    scale = PDF_DPI / POINTS_PER_INCH
-    scale = min(scale, (max_pixels / max(width * height, 1)) ** 0.5)
-    return Header("PDF", max(1, round(width * scale)), max(1, round(height * scale)))
+    width, height = pdf_render_size(width, height, max_pixels)
+    return Header("PDF", width, height, pages=pages)
+
+
+def pdf_render_size(width: float, height: float, max_pixels: int) -> tuple[int, int]:
+    """A page of ``width`` x ``height`` points in pixels: ``PDF_DPI``, less if that would pass
+    the pixel limit (a page may claim any size)."""
+    scale = min(PDF_DPI / POINTS_PER_INCH, (max_pixels / max(width * height, 1)) ** 0.5)
+    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def _other_header(data: bytes, name: str) -> Header:
@@ -156,7 +166,12 @@ def _pillow_header(img) -> Header:
     orientation = 1
     if img.format in ("JPEG", "TIFF", "WEBP"):
         orientation = int(img.getexif().get(EXIF_ORIENTATION, 1) or 1)
-    return Header(img.format, img.width, img.height, bands, sample_bytes, orientation=orientation)
+    pages = getattr(img, "n_frames", 1) if img.format == "TIFF" else 1  # a GIF's frames are no pages
+    width, height = img.width, img.height
+    for page in range(1, pages):  # reads each page's directory, decodes nothing
+        img.seek(page)
+        width, height = max(width, img.width), max(height, img.height)
+    return Header(img.format, width, height, bands, sample_bytes, orientation=orientation, pages=pages)
 
 
 def _unreadable(data: bytes, name: str) -> InputError:

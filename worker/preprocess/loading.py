@@ -13,7 +13,7 @@ import numpy as np
 from worker.errors import InputError
 from worker.preprocess.headers import check_header
 from worker.preprocess.normalizing import DIGITS, Profile, normalize
-from worker.preprocess.reading import DEFAULT_LIMITS, Limits, decode, read_bytes
+from worker.preprocess.reading import DEFAULT_LIMITS, Limits, decode, decode_pages, read_bytes
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +24,23 @@ RUN_PIXELS = 4_000_000
 
 @dataclass(frozen=True)
 class LoadedInput:
-    pixels: np.ndarray  # (28, 28, 1) float32 in [0, 1]
+    pixels: np.ndarray  # (28, 28, 1) float32 in [0, 1]; a document's first page with ink
     sha256: str  # of the file's bytes, as read
+    # A document of several pages: (page number from 1, model input) for each page with ink,
+    # the first of them being ``pixels``. Empty for an image.
+    pages: tuple[tuple[int, np.ndarray], ...] = ()
+
+    @property
+    def inputs(self) -> list[np.ndarray]:
+        return [pixels for _, pixels in self.pages] if self.pages else [self.pixels]
+
+
+class Document(list):
+    """A document's pages with ink, normalised as they are decoded: (page number, input)."""
+
+    @property
+    def size(self) -> int:  # what a run of ``load_many`` counts: the inputs, not the pages
+        return sum(pixels.size for _, pixels in self)
 
 
 def load_input(
@@ -66,25 +81,46 @@ def load_many(
     def read(path: Path, name: str) -> bytes:
         return read_bytes(path, max_bytes=limits.max_bytes, follow_symlinks=follow_symlinks, name=name)
 
-    def check_and_decode(data: bytes, name: str) -> np.ndarray:
+    def check_and_decode(data: bytes, name: str) -> np.ndarray | Document:
         try:
-            header = check_header(data, name, max_pixels=limits.max_pixels,
+            header = check_header(data, name, max_pixels=limits.max_pixels, max_pages=limits.max_pages,
                                   max_decoded_bytes=limits.max_decoded_bytes, max_scans=limits.max_scans)
+            if header.pages > 1:
+                return _document(decode_pages(data, name, header, limits.max_pixels), profile, name)
             return decode(data, name, header)
         except InputError as exc:
             exc.bytes_read = len(data)  # a truncated file that grows since was still being written
             raise
 
-    def fit(grey: np.ndarray, name: str) -> np.ndarray:
-        return normalize(grey, profile)
+    def fit(decoded: np.ndarray | Document, name: str) -> np.ndarray | Document:
+        return decoded if isinstance(decoded, Document) else normalize(decoded, profile)
 
     results: list = [_guarded(read, path, name) for path, name in zip(paths, names, strict=True)]
     digests = [None if isinstance(r, InputError) else hashlib.sha256(r).hexdigest() for r in results]
     _decode_and_fit_in_runs(results, names, check_and_decode, fit, run_pixels)
-    return [
-        r if isinstance(r, InputError) else LoadedInput(pixels=r, sha256=digest)
-        for r, digest in zip(results, digests, strict=True)
-    ]
+    return [r if isinstance(r, InputError) else _loaded(r, digest)
+            for r, digest in zip(results, digests, strict=True)]
+
+
+def _loaded(fitted: np.ndarray | Document, sha256: str) -> LoadedInput:
+    if isinstance(fitted, Document):
+        return LoadedInput(pixels=fitted[0][1], sha256=sha256, pages=tuple(fitted))
+    return LoadedInput(pixels=fitted, sha256=sha256)
+
+
+def _document(pages, profile: Profile, name: str) -> Document:
+    """Each page decoded and normalised in turn. Blank pages (a duplex scan's backs) are left
+    out, their numbers kept by the others; a document with no ink on any page is no-ink."""
+    document = Document()
+    for number, grey in enumerate(pages, start=1):
+        try:
+            document.append((number, normalize(grey, profile)))
+        except InputError as exc:
+            if exc.kind != "no-ink":
+                raise
+    if not document:
+        raise InputError("no-ink", f"{name}: no ink found on any of its pages")
+    return document
 
 
 def _decode_and_fit_in_runs(results: list, names: list[str], decode_one, fit_one, run_pixels: int) -> None:

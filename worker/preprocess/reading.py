@@ -11,6 +11,7 @@ import errno
 import io
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import numpy as np
 
 from worker import defaults
 from worker.errors import InputError
-from worker.preprocess.headers import Header
+from worker.preprocess.headers import Header, pdf_render_size
 
 cv2.setNumThreads(1)  # one image is tiny work; OpenCV's own thread pool only adds overhead
 
@@ -35,6 +36,7 @@ class Limits:
     max_pixels: int = defaults.MAX_PIXELS
     max_decoded_bytes: int = defaults.MAX_DECODED_BYTES
     max_scans: int = defaults.MAX_JPEG_SCANS
+    max_pages: int = defaults.MAX_PAGES
 
 
 DEFAULT_LIMITS = Limits()
@@ -99,6 +101,31 @@ def decode(data: bytes, name: str, header: Header) -> np.ndarray:
     return _upright(grey, header.orientation)
 
 
+def decode_pages(data: bytes, name: str, header: Header, max_pixels: int) -> Iterator[np.ndarray]:
+    """Each page of a document (a PDF, a multi-page TIFF) in 8-bit grey, one at a time, so that
+    only one page is ever held decoded."""
+    if header.format == "PDF":
+        yield from _render_pdf_pages(data, name, max_pixels)
+        return
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            for page in range(header.pages):
+                img.seek(page)
+                yield _pillow_grey(img)
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise InputError("corrupt", f"{name} could not be decoded ({exc})") from exc
+
+
+def _pillow_grey(img) -> np.ndarray:
+    """Grey from a Pillow image of any mode: 16-bit and float scaled (as OpenCV's are), the
+    rest through Pillow's own conversion (bilevel fax pages, palettes, CMYK, alpha)."""
+    if img.mode in ("I", "F") or img.mode.startswith("I;16"):
+        return to_grey(np.asarray(img))
+    return to_grey(np.asarray(img.convert("LA")))
+
+
 def _decode_with_opencv(data: bytes, name: str) -> np.ndarray:
     image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None or image.size == 0:
@@ -125,22 +152,26 @@ def _decode_with_pillow(data: bytes, name: str) -> np.ndarray:
 
     try:
         with Image.open(io.BytesIO(data)) as img:
-            return to_grey(np.asarray(img.convert("LA")))
+            return _pillow_grey(img)
     except (OSError, ValueError, SyntaxError) as exc:
         raise InputError("corrupt", f"{name} could not be decoded ({exc})") from exc
 
 
 def _render_pdf(data: bytes, name: str, header: Header) -> np.ndarray:
-    """The first page, in grey, at the size ``header`` gives (other pages are not read)."""
+    """A one-page PDF, in grey, at the size ``header`` gives."""
+    return next(_render_pdf_pages(data, name, header.width * header.height))
+
+
+def _render_pdf_pages(data: bytes, name: str, max_pixels: int) -> Iterator[np.ndarray]:
     import pypdfium2
 
     try:
         document = pypdfium2.PdfDocument(data)
         try:
-            page = document[0]
-            scale = header.width / page.get_width()
-            bitmap = page.render(scale=scale, grayscale=True)
-            return to_grey(np.array(bitmap.to_numpy(), copy=True))
+            for page in document:
+                width, _ = pdf_render_size(*page.get_size(), max_pixels)
+                bitmap = page.render(scale=width / page.get_width(), grayscale=True)
+                yield to_grey(np.array(bitmap.to_numpy(), copy=True))
         finally:
             document.close()
     except pypdfium2.PdfiumError as exc:
