@@ -436,3 +436,37 @@ def test_a_document_gives_a_row_per_page_with_ink_and_is_archived_once(boxes, fa
     assert [r["page"] for r in jsonl] == [1, 3], "the JSONL names the page"
     assert (outbox / "processed" / "forms.pdf").is_file() and not errors(outbox)
     assert _nothing_claimed(inbox)
+
+
+def test_a_slow_decode_holds_up_neither_other_files_nor_the_stop(boxes, fake_classifier, monkeypatch):
+    """A document (or a big file) is decoded in the slow lane: while one is stuck decoding,
+    the other files get their rows, and a stop does not wait for it: it goes back to the inbox
+    unrecorded, and the next start gives it its row."""
+    from worker.preprocess import loading
+
+    inbox, outbox = boxes
+    release = threading.Event()
+    real_decode = loading.decode
+
+    def decode(data, name, header):
+        if name == "slow.tif":
+            release.wait(30)
+        return real_decode(data, name, header)
+
+    monkeypatch.setattr(loading, "decode", decode)
+    daemon = Daemon(Settings(inbox=inbox, outbox=outbox, settle=0.1), fake_classifier)
+    try:
+        with running(daemon):
+            write(inbox / "slow.tif", digit_stroke())
+            assert wait_for(lambda: not (inbox / "slow.tif").exists(), 10), "claimed"
+            for i in range(30):
+                write(inbox / f"{i:02d}.png", digit_stroke())
+            assert wait_for(lambda: (outbox / "predictions.csv").exists() and len(rows(outbox)) == 30, 20)
+        assert (inbox / "slow.tif").is_file() and _nothing_claimed(inbox), "put back at the stop"
+        assert "slow.tif" not in _records(outbox)
+    finally:
+        release.set()
+    monkeypatch.setattr(loading, "decode", real_decode)
+    _drain(boxes, fake_classifier)
+    assert _records(outbox)["slow.tif"] == "row"
+    assert len(_records(outbox)) == 31

@@ -184,8 +184,9 @@ class Claims:
         except OSError:  # something else is in there: never ours to delete
             log.warning("claim folder %s is not empty after its file left; left alone", claim.folder)
 
-    def recover(self) -> list[Claim]:
-        """Adopt the claims of dead daemons (and our own leftovers); return them all."""
+    def recover(self, skip: set[Path] = frozenset()) -> list[Claim]:
+        """Adopt the claims of dead daemons (and our own leftovers); return them all but those
+        at ``skip`` (claims of ours in hand elsewhere, not left over)."""
         if not self.mine.is_dir():  # the inbox was taken away with our folder in it
             self.reopen()
         for entry in sorted(self.work.iterdir()):
@@ -198,7 +199,7 @@ class Claims:
                     self._adopt(entry)
             elif not entry.is_dir():  # a loose file in .work: treat it as a fresh claim
                 os.rename(entry, self.mine / flat_name(new_id(), entry.name))
-        return list(self._own_claims())
+        return [claim for claim in self._own_claims() if claim.path not in skip]
 
     def _adopt_if_dead(self, owner: str) -> None:
         lock_path = self.work / f"{owner}.lock"

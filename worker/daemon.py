@@ -85,7 +85,7 @@ class Daemon:
 
     def idle(self) -> bool:
         """Nothing known left to do: no recovered claims, no scan under way, nothing tracked."""
-        return not self._recovered and self.intake.idle()
+        return not self._recovered and self.intake.idle() and not len(self.pipeline.slow)
 
     def step(self, now: float | None = None) -> int:
         """Process at most one batch; return the number of files it took."""
@@ -94,6 +94,7 @@ class Daemon:
             return 0
         if self._recovered:
             return self._replay_recovered()
+        slow = self.pipeline.take_slow()
         if self.intake.rescan_due(now):
             self.pipeline.finish_pending()  # recover() lists our own claims too: none may be in flight
             self._recover()  # a daemon that died since: adopt its claims
@@ -101,7 +102,7 @@ class Daemon:
         ready = self.intake.ready(now, self.settings.batch_size)
         arrived = self.intake.arrived
         claims = [c for rel in ready if (c := self.claims.claim(rel, arrived.get(rel))) is not None]
-        return self.pipeline.process(claims) if claims else 0
+        return slow + (self.pipeline.process(claims) if claims else 0)
 
     def request_reload(self) -> None:
         """Reopen the outbox files and reload the model between two batches (SIGHUP)."""
@@ -253,7 +254,7 @@ class Daemon:
 
     def _recover(self) -> None:
         """Take up the claims a crash left, and look up once which of them have rows already."""
-        self._recovered = self.claims.recover()
+        self._recovered = self.claims.recover(skip=self.pipeline.slow.in_hand())
         self._written = self.outbox.written_ids({c.id for c in self._recovered})
         if self._recovered:
             log.warning("%d claimed files left unfinished will be finished", len(self._recovered))

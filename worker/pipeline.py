@@ -29,7 +29,8 @@ from worker.classify import LoadedBatch, Outcome, load_batch
 from worker.errors import InputError
 from worker.model import Classifier, Prediction
 from worker.outbox import Outbox, Row, Written, error_record, iso_utc, page_id
-from worker.preprocess import Limits
+from worker.preprocess import Limits, load_many
+from worker.slow_lane import SlowLane, is_slow
 
 if TYPE_CHECKING:  # prometheus_client is imported only with --metrics
     from worker.metrics import Metrics
@@ -69,6 +70,7 @@ class Pipeline:
         self.on_put_back = on_put_back  # told of each file returned to the inbox unfinished
         self.metrics = metrics
         self.pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
+        self.slow = SlowLane(self._load_one, decode_threads)
         self._model_thread: ThreadPoolExecutor | None = None
         self._pending: InFlight | None = None  # the batch the model thread has; finished next
         self.finished = 0
@@ -79,29 +81,69 @@ class Pipeline:
         self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="model")
 
     def close(self) -> None:
+        """Finish what is loaded; what the slow lane still decodes goes back to the inbox."""
+        try:
+            self.take_slow()
+        except OSError as exc:
+            log.error("cannot finish a batch (%s); its files stay claimed for a retry", exc)
         if self._model_thread is not None:
             self.settle_pending()
             self._model_thread.shutdown()
             self._model_thread = None
+        self.slow.close(self.claims.put_back)
         self.pool.shutdown()
 
     def process(self, claims: list[Claim], *, written: Written | None = None, alone: bool = False) -> int:
         """Load the claimed files; finish the batch here (``alone``, or before ``overlap``), or
-        hand it to the model thread and finish the one before it while the model runs.
+        hand it to the model thread and finish the one before it while the model runs. New
+        claims that may be slow to decode go to the slow lane instead (``take_slow``).
         Returns how many files it took."""
-        started = self.clock()
-        batch = load_batch(
-            [c.path for c in claims], self.classifier, pool=self.pool, limits=self.limits,
-            follow_symlinks=False, names=[c.rel for c in claims],
-        )
+        taken = len(claims)
+        if not alone and written is None:
+            claims = self._leave_slow(claims)
+        if claims:
+            started = self.clock()
+            batch = load_batch(
+                [c.path for c in claims], self.classifier, pool=self.pool, limits=self.limits,
+                follow_symlinks=False, names=[c.rel for c in claims],
+            )
+            self._dispatch(claims, batch, written, alone, started)
+        return taken
+
+    def take_slow(self) -> int:
+        """Finish, as one batch, the files the slow lane loaded since the last call."""
+        loaded = self.slow.loaded()
+        if not loaded:
+            return 0
+        claims = [claim for claim, _ in loaded]
+        batch = LoadedBatch([c.path for c in claims], [item for _, item in loaded], self.classifier)
+        self._dispatch(claims, batch, None, False, self.clock())
+        return len(claims)
+
+    def _leave_slow(self, claims: list[Claim]) -> list[Claim]:
+        """Hand the claims that may be slow to decode to the slow lane; return the others."""
+        quick = []
+        for claim in claims:
+            if is_slow(claim):
+                self.slow.submit(claim)
+            else:
+                quick.append(claim)
+        return quick
+
+    def _load_one(self, claim: Claim):
+        """The slow lane's loader (on its own thread)."""
+        return load_many([claim.path], self.classifier.profile, names=[claim.rel], limits=self.limits,
+                         follow_symlinks=False)[0]
+
+    def _dispatch(self, claims: list[Claim], batch: LoadedBatch, written: Written | None, alone: bool,
+                  started: float) -> None:
         if alone or self._model_thread is None or batch.inputs is None:
             self._finish(InFlight(claims, batch, None, written, started))
-            return len(claims)
+            return
         flight = InFlight(claims, batch, self._model_thread.submit(batch.predict), written, started)
         previous, self._pending = self._pending, flight
         if previous is not None:
             self._finish(previous)
-        return len(claims)
 
     def finish_pending(self) -> None:
         """Finish the batch the model thread has; disk trouble (OSError) is raised here."""
