@@ -470,3 +470,21 @@ def test_a_slow_decode_holds_up_neither_other_files_nor_the_stop(boxes, fake_cla
     _drain(boxes, fake_classifier)
     assert _records(outbox)["slow.tif"] == "row"
     assert len(_records(outbox)) == 31
+
+
+def test_a_file_bigger_than_the_outbox_file_system_is_its_trouble(boxes, fake_classifier, other_file_system):
+    """A 2 GB sparse file, refused (too large), cannot be copied to a 64 MB outbox on another
+    file system: it is kept on the inbox's, its error record saying where, and the daemon goes
+    on; a real full disk is still waited out (the file fits the file system, not its free space)."""
+    inbox, _ = boxes
+    outbox = other_file_system / "outbox"
+    with open(inbox / "huge.png", "wb") as fh:
+        fh.truncate(2 << 30)
+    _old(inbox / "huge.png")
+    _old(write(inbox / "after.png", digit_stroke()))
+    _drain((inbox, outbox), fake_classifier)
+    assert _records(outbox) == {"huge.png": "too-large", "after.png": "row"}
+    (record,) = errors(outbox)
+    kept = Path(record["kept_at"])
+    assert kept.parent == inbox / ".too-big" and kept.stat().st_size == 2 << 30
+    assert _nothing_claimed(inbox) and not (outbox / "failed" / "huge.png").exists()

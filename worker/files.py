@@ -47,6 +47,11 @@ DISK_TROUBLE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS})
 MAX_SUFFIX = 16
 
 
+class TooBig(OSError):
+    """A file larger than the whole file system it was to be copied to: no wait makes room,
+    so it is that file's trouble, not the disk's."""
+
+
 def is_disk_trouble(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in DISK_TROUBLE
 
@@ -98,7 +103,7 @@ def place(src: Path, folder: Path, rel: str, claim_id: str, *, reserve: int = 0)
                 return dest
             problems.append(f"{dest.name}: taken")
         except OSError as exc:
-            if is_disk_trouble(exc):
+            if is_disk_trouble(exc) or isinstance(exc, TooBig):
                 raise
             problems.append(f"{dest.name}: {exc.strerror or exc}")
     if not os.path.lexists(src):
@@ -150,7 +155,7 @@ def copy_atomic(src: Path, dest: Path, tmp: Path) -> bool:
         unlink_quietly(tmp)
         os.symlink(os.readlink(src), tmp)
     elif stat.S_ISREG(info.st_mode):
-        _copy_synced(src, tmp)
+        _copy_synced(src, tmp, info.st_size)
     else:
         return True
     try:
@@ -164,12 +169,23 @@ def copy_atomic(src: Path, dest: Path, tmp: Path) -> bool:
     return True
 
 
-def _copy_synced(src: Path, tmp: Path) -> None:
-    with open(src, "rb") as reader, open(tmp, "wb") as writer:
-        shutil.copyfileobj(reader, writer, 1 << 20)
-        writer.flush()
-        os.fsync(writer.fileno())
+def _copy_synced(src: Path, tmp: Path, size: int) -> None:
+    try:
+        with open(src, "rb") as reader, open(tmp, "wb") as writer:
+            shutil.copyfileobj(reader, writer, 1 << 20)
+            writer.flush()
+            os.fsync(writer.fileno())
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or size <= _capacity(tmp.parent):
+            raise
+        unlink_quietly(tmp)
+        raise TooBig(errno.EFBIG, f"{size:,} bytes, more than {tmp.parent}'s whole file system") from exc
     shutil.copystat(src, tmp)
+
+
+def _capacity(folder: Path) -> int:
+    info = os.statvfs(folder)
+    return info.f_blocks * info.f_frsize
 
 
 def unlink_quietly(path: Path) -> None:

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from worker.errors import ConfigError, InputError
-from worker.files import move_unique, place, unlink_quietly, write_atomic
+from worker.files import TooBig, destinations, move_unique, place, unlink_quietly, write_atomic
 
 if TYPE_CHECKING:  # readers such as report.py need no model code
     from worker.model import Prediction
@@ -273,9 +273,22 @@ class Outbox:
         else:
             os.unlink(src)
 
-    def quarantine(self, src: Path, rel: str, claim_id: str, record: dict) -> Path:
-        """A refused input goes to ``failed/`` with its ``.error.json`` beside it."""
-        dest = place(src, self.failed, rel, claim_id, reserve=len(os.fsencode(ERROR_SUFFIX)))
+    def quarantine(self, src: Path, rel: str, claim_id: str, record: dict, *,
+                   too_big: Path | None = None) -> Path:
+        """A refused input goes to ``failed/`` with its ``.error.json`` beside it. One larger
+        than the outbox's whole file system (a 2 GB file, a small outbox disk) goes to the
+        ``too_big`` folder on its own file system instead, its error record saying where."""
+        reserve = len(os.fsencode(ERROR_SUFFIX))
+        try:
+            dest = place(src, self.failed, rel, claim_id, reserve=reserve)
+        except TooBig as exc:
+            if too_big is None:
+                raise
+            kept = place(src, too_big, rel, claim_id)
+            log.warning("%s is too big for %s (%s): kept at %s", rel, self.failed, exc.strerror, kept)
+            record = {**record, "kept_at": str(kept)}
+            dest = next(d for d in destinations(self.failed, rel, claim_id, reserve=reserve)
+                        if claim_id in d.name)  # a record of its own, whatever else is there
         write_atomic(dest.with_name(dest.name + ERROR_SUFFIX),
                      json.dumps(record, ensure_ascii=False, indent=2) + "\n")
         unlink_quietly(src)  # gone already if place had to rename it

@@ -37,6 +37,10 @@ if TYPE_CHECKING:  # prometheus_client is imported only with --metrics
 
 log = logging.getLogger(__name__)
 
+# Refused inputs too big for the outbox's whole file system stay on the inbox's, here (a hidden
+# folder: never scanned); their error records in failed/ say so (``kept_at``).
+TOO_BIG_DIR = ".too-big"
+
 
 @dataclass
 class InFlight:
@@ -264,4 +268,5 @@ class Pipeline:
         log.warning("failed %s: %s (%s)", claim.rel, error.message, error.kind)
         record = error_record(error, claim_id=claim.id, file=claim.rel, time=processed_at,
                               model=self.classifier.name, model_version=self.classifier.version)
-        self.outbox.quarantine(claim.path, claim.rel, claim.id, record)
+        self.outbox.quarantine(claim.path, claim.rel, claim.id, record,
+                               too_big=self.claims.inbox / TOO_BIG_DIR)
