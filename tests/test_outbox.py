@@ -230,3 +230,11 @@ def test_written_ids_find_a_documents_page_rows_by_their_claim(tmp_path):
     box.record([_row(1, "a.pdf#1"), Row(**{**_row(1, "a.pdf#3").__dict__, "id": "id1#3"}), _row(2)])
     assert box.written_ids({"id1"}) == ({"id1", "id1#3"}, {"id1", "id1#3"})
     box.close()
+
+
+def test_write_atomic_gives_the_permissions_of_a_plain_open(tmp_path):
+    """A card, an error record or a report must be readable by others as the umask allows (a
+    service's user reads a model card root wrote), not kept at mkstemp's 0600."""
+    write_atomic(tmp_path / "card.json", "{}")
+    (tmp_path / "plain.json").write_text("{}")
+    assert (tmp_path / "card.json").stat().st_mode & 0o777 == (tmp_path / "plain.json").stat().st_mode & 0o777

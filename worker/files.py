@@ -13,6 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+# The process's umask, read once (reading it means setting it): files made by mkstemp (0600)
+# get the permissions a plain open() would give, so a card or a report stays readable to others.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
 def write_atomic(path: Path, data: str | bytes) -> None:
     """Write ``path`` whole or not at all: a synced temporary file in the same folder, renamed
     over it, then the folder synced so the rename survives a power cut."""
@@ -20,6 +26,7 @@ def write_atomic(path: Path, data: str | bytes) -> None:
     raw = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:200]}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as fh:
             fh.write(raw)
             fh.flush()
