@@ -12,7 +12,6 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-
 # The process's umask, read once (reading it means setting it): files made by mkstemp (0600)
 # get the permissions a plain open() would give, so a card or a report stays readable to others.
 _UMASK = os.umask(0o022)

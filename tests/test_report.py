@@ -1,0 +1,153 @@
+"""worker report: streamed, filtered, least sure first, against a truth, and as one HTML file."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from factories import digit_stroke, write
+from typer.testing import CliRunner
+
+from worker.claims import new_id
+from worker.cli import app
+from worker.errors import InputError
+from worker.outbox import Outbox, Row, error_record
+from worker.report import Caps, Filters, build_report
+
+runner = CliRunner()
+DIGITS = [str(d) for d in range(10)]
+
+
+def row(file: str, label: str, confidence: float, *, second: str | None = None, second_p: float = 0.0,
+        at: str = "2026-11-20T10:00:00.000Z", model: str = "mnist", version: str = "v1") -> Row:
+    """A row whose top class is ``label`` at ``confidence``, ``second`` at ``second_p``, the
+    rest spread over the others."""
+    others = [d for d in DIGITS if d not in (label, second)]
+    probs = {d: (1 - confidence - second_p) / len(others) for d in others}
+    probs[label] = confidence
+    if second is not None:
+        probs[second] = second_p
+    probs = {d: probs[d] for d in DIGITS}  # in class order, as the daemon writes them
+    return Row(id=new_id(), file=file, label=label, confidence=confidence, class_index=int(label),
+               sha256="ab" * 32, model=model, processed_at=at, probabilities=probs, model_version=version)
+
+
+def outbox_with(tmp_path: Path, rows: list[Row], failures: list[tuple[str, str]] = ()) -> Path:
+    outbox = tmp_path / "outbox"
+    box = Outbox(outbox, DIGITS)
+    box.record(rows)
+    for file, kind in failures:
+        record = error_record(InputError(kind, f"{file} is bad"), claim_id=new_id(), file=file,
+                              time="2026-11-20T10:00:00.000Z", model="mnist", model_version="v1")
+        path = outbox / "failed" / f"{file}.error.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record))
+    box.close()
+    return outbox
+
+
+def test_a_damaged_line_is_counted_and_skipped_never_a_traceback(tmp_path):
+    outbox = outbox_with(tmp_path, [row("a.png", "1", 0.99), row("b.png", "2", 0.98)])
+    jsonl = outbox / "predictions.jsonl"
+    lines = jsonl.read_bytes().splitlines(keepends=True)
+    jsonl.write_bytes(lines[0] + b'{"file": "x.png", "lab\n' + b"not json at all\n" + lines[1] + b'{"torn')
+    result = runner.invoke(app, ["report", "--outbox", str(outbox)])
+    assert result.exit_code == 0, result.output
+    assert "2 predictions" in result.output and "3 line(s) of predictions.jsonl skipped" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_review_queue_is_least_sure_first_by_confidence_then_margin(tmp_path):
+    rows = [row(f"{i:02d}.png", "3", 0.99) for i in range(30)]
+    rows += [row("tie-wide.png", "4", 0.6), row("tie-close.png", "4", 0.6, second="9", second_p=0.39),
+             row("least.png", "7", 0.4, second="1", second_p=0.35), row("sure-but-wrong.png", "8", 0.97)]
+    report = build_report(outbox_with(tmp_path, rows), caps=Caps(review=4))
+    # at 0.6 each: "tie-wide" spreads the rest (margin 0.6 - 0.044), "tie-close" puts it on 9
+    # (margin 0.21): the smaller margin is the less sure
+    assert [r["file"] for r in report["review"]] == ["least.png", "tie-close.png", "tie-wide.png",
+                                                     "sure-but-wrong.png"]
+    assert report["review"][0]["second"] == "1" and report["review_more"] == 30
+    text = runner.invoke(app, ["report", "--outbox", str(tmp_path / "outbox"), "--review", "2"]).output
+    assert "least.png -> 7 (0.400; 1 by" in text and "... and 32 more" in text
+
+
+def test_filters_by_time_model_label_and_folder(tmp_path):
+    rows = [row("a/1.png", "1", 0.9, at="2026-11-19T23:59:59.999Z"),
+            row("a/2.png", "2", 0.9, at="2026-11-20T00:00:00.000Z"),
+            row("a/b/3.png", "3", 0.9, at="2026-11-20T23:59:59.999Z", version="v2"),
+            row("ab/4.png", "3", 0.9, at="2026-11-21T00:00:00.000Z")]
+    outbox = outbox_with(tmp_path, rows, failures=[("a/bad.png", "corrupt"), ("c/bad.png", "empty")])
+
+    def files(**options) -> list[str]:
+        report = build_report(outbox, filters=Filters.parse(**options))
+        return [r["file"] for r in report["review"]] + [f["file"] for f in report["failures"]]
+
+    one_day = files(since="2026-11-20", until="2026-11-20")
+    assert sorted(one_day) == ["a/2.png", "a/b/3.png", "a/bad.png", "c/bad.png"]
+    assert sorted(files(folder="a")) == ["a/1.png", "a/2.png", "a/b/3.png", "a/bad.png"], "not ab/"
+    assert files(model="v2") == ["a/b/3.png"]
+    assert sorted(files(label="3")) == ["a/b/3.png", "ab/4.png"], "error records have no label"
+
+
+def test_options_validate_and_read_their_variables(tmp_path, monkeypatch):
+    outbox = outbox_with(tmp_path, [row("a.png", "1", 0.5)])
+    assert runner.invoke(app, ["report", "--outbox", str(outbox), "--review", "-1"]).exit_code == 2
+    assert runner.invoke(app, ["report", "--outbox", str(outbox), "--low-confidence", "1.5"]).exit_code == 2
+    bad_date = runner.invoke(app, ["report", "--outbox", str(outbox), "--since", "last tuesday"])
+    assert bad_date.exit_code == 78 and "not a date" in bad_date.output
+    monkeypatch.setenv("WORKER_LOW_CONFIDENCE", "0.4")
+    assert "0 below 0.4" in runner.invoke(app, ["report", "--outbox", str(outbox)]).output
+
+
+def test_truth_from_folders_a_csv_and_reviews(tmp_path):
+    rows = [row("3/a.png", "3", 0.9), row("3/b.png", "5", 0.9), row("5/c.png", "5", 0.9),
+            row("misc/d.png", "1", 0.9), row("e.png", "7", 0.9)]
+    outbox = outbox_with(tmp_path, rows)
+    truth = build_report(outbox, truth="folders")["truth"]
+    assert truth["rows"] == 3 and truth["accuracy"] == round(2 / 3, 4), "misc/ is no label; e.png has none"
+    by_label = {c["label"]: c for c in truth["classes"]}
+    assert by_label["3"] == {"label": "3", "precision": 1.0, "recall": 0.5, "f1": 0.6667, "support": 2}
+    assert by_label["5"]["precision"] == 0.5 and by_label["5"]["recall"] == 1.0
+    assert truth["confusion"] == {"labels": ["3", "5"], "matrix": [[1, 1], [0, 1]]}
+
+    labels_csv = tmp_path / "labels.csv"
+    labels_csv.write_text("file,label\ne.png,7\n3/b.png,3\n")
+    (outbox / "reviews.jsonl").write_text(json.dumps({"id": rows[4].id, "label": "1"}) + "\n")
+    truth = build_report(outbox, truth=str(labels_csv))["truth"]
+    assert truth["rows"] == 2 and truth["accuracy"] == 0.0, "the review (1) wins over the CSV (7)"
+    text = runner.invoke(app, ["report", "--outbox", str(outbox), "--truth", "folders"]).output
+    assert "4 rows, accuracy 0.5000" in text, "folders, and the review of e.png"
+    assert "confusion (rows: true, columns: predicted)" in text
+
+
+def test_html_report_is_self_contained_with_pictures_and_linked_mistakes(tmp_path):
+    rows = [row("3/a.png", "3", 0.95), row("3/b.png", "5", 0.91), row("5/c.png", "5", 0.99)]
+    outbox = outbox_with(tmp_path, rows, failures=[("bad.png", "corrupt")])
+    for r in rows:
+        write(outbox / "processed" / r.file, 255 - digit_stroke(200))
+    html = tmp_path / "report.html"
+    result = runner.invoke(app, ["report", "--outbox", str(outbox), "--truth", "folders",
+                                 "--html", str(html)])
+    assert result.exit_code == 0, result.output
+    page = html.read_text()
+    assert not re.search(r'(src|href)="(https?:)?//', page), "nothing fetched: it opens offline"
+    assert page.count("data:image/jpeg;base64,") >= 3 and page.count("data:image/png;base64,") >= 3
+    assert 'href="#mistakes-0-1"' in page and 'id="mistakes-0-1"' in page
+    assert "3 taken for 5: 1" in page and "corrupt" in page
+
+
+def test_html_report_of_an_outbox_whose_inputs_were_deleted_says_so(tmp_path):
+    outbox = outbox_with(tmp_path, [row("a.png", "1", 0.5)])
+    html = tmp_path / "r.html"
+    assert runner.invoke(app, ["report", "--outbox", str(outbox), "--html", str(html)]).exit_code == 0
+    assert "input not kept" in html.read_text()
+
+
+@pytest.mark.parametrize("name", ["<script>alert(1)</script>.png", 'q"uote.png'])
+def test_html_report_escapes_what_files_are_called(tmp_path, name):
+    outbox = outbox_with(tmp_path, [row(name, "1", 0.5)])
+    html = tmp_path / "r.html"
+    assert runner.invoke(app, ["report", "--outbox", str(outbox), "--html", str(html)]).exit_code == 0
+    assert "<script>" not in html.read_text()

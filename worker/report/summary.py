@@ -1,0 +1,140 @@
+"""What a report says, gathered in one pass over the rows, in memory bounded by its caps.
+
+Counts are exact; lists are capped (the review queue keeps the least sure N in a heap, each
+gallery its first N rows, the failures their first N records) and say how many more there were.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from array import array
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+
+from worker import defaults
+from worker.report.truth import Truth
+
+HISTOGRAM_BINS = 20
+BRIEF_FIELDS = ("id", "file", "label", "model", "model_version", "page", "file_bytes")
+# More than this many days between the first and last row: throughput per day, else per hour.
+HOURLY_DAYS = 3
+
+
+@dataclass(frozen=True)
+class Caps:
+    review: int = 20
+    gallery: int = 0  # rows per label kept for pictures (HTML only)
+    mistakes: int = 0  # rows per confusion cell kept for pictures (HTML only)
+    failures: int = 20
+
+
+def brief(row: dict) -> dict:
+    """The fields of a row a report lists (and that find its picture)."""
+    top, second = _top_two(row["probabilities"])
+    keep = {k: row[k] for k in BRIEF_FIELDS if k in row}
+    return {**keep, "confidence": row["confidence"], "margin": round(top[1] - second[1], 6),
+            "second": second[0]}
+
+
+def _top_two(probabilities: dict) -> tuple[tuple[str, float], tuple[str, float]]:
+    first, second = heapq.nlargest(2, probabilities.items(), key=lambda item: item[1])
+    return first, second
+
+
+class Summary:
+    def __init__(self, truth: Truth, caps: Caps, low_confidence: float = defaults.LOW_CONFIDENCE) -> None:
+        self.truth, self.caps, self.low_confidence = truth, caps, low_confidence
+        self.labels: Counter[str] = Counter()
+        self.class_order: list[str] = []  # the model's classes, in its order (from a row)
+        self.models: Counter[tuple[str, str]] = Counter()
+        self.hours: Counter[str] = Counter()
+        self.histogram = [0] * HISTOGRAM_BINS
+        self.confidences = array("d")
+        self.unsure = 0
+        self.first = self.last = None
+        self._review: list = []  # a heap of the least sure: (-confidence, -margin, n, brief)
+        self._seq = itertools.count()
+        self.galleries: dict[str, list[dict]] = defaultdict(list)
+        self.confusion: Counter[tuple[str, str]] = Counter()
+        self.mistakes: dict[tuple[str, str], list[dict]] = defaultdict(list)
+        self.failure_kinds: Counter[str] = Counter()
+        self.failures: list[dict] = []
+
+    def add_row(self, row: dict) -> None:
+        label, confidence, at = row["label"], float(row["confidence"]), row["processed_at"]
+        if not self.class_order:
+            self.class_order = list(row["probabilities"])
+        self.labels[label] += 1
+        self.models[(row.get("model", "?"), row.get("model_version", ""))] += 1
+        self.hours[at[:13]] += 1
+        self.histogram[min(int(confidence * HISTOGRAM_BINS), HISTOGRAM_BINS - 1)] += 1
+        self.confidences.append(confidence)
+        self.unsure += confidence < self.low_confidence
+        self.first = at if self.first is None or at < self.first else self.first
+        self.last = at if self.last is None or at > self.last else self.last
+        self._queue_for_review(row, confidence)
+        if len(self.galleries[label]) < self.caps.gallery:
+            self.galleries[label].append(brief(row))
+        if self.truth:
+            self._compare(row, label)
+
+    def _queue_for_review(self, row: dict, confidence: float) -> None:
+        if len(self._review) == self.caps.review and -self._review[0][0] <= confidence:
+            return  # surer than all it keeps: the common case costs no margin
+        item = brief(row)
+        entry = (-confidence, -item["margin"], next(self._seq), item)
+        if len(self._review) < self.caps.review:
+            heapq.heappush(self._review, entry)
+        elif self.caps.review:
+            heapq.heappushpop(self._review, entry)
+
+    def _compare(self, row: dict, label: str) -> None:
+        true = self.truth.label_of(row)
+        if true is None:
+            return
+        self.confusion[(true, label)] += 1
+        cell = self.mistakes[(true, label)]
+        if true != label and len(cell) < self.caps.mistakes:
+            cell.append(brief(row))
+
+    def add_error(self, record: dict) -> None:
+        kind = str(record.get("kind", "?"))
+        self.failure_kinds[kind] += 1
+        if len(self.failures) < self.caps.failures:
+            self.failures.append({"file": record.get("file"), "kind": kind, "message": record.get("message")})
+
+    def ordered(self, labels) -> list[str]:
+        """Labels in the model's class order; any it does not know after them, by name."""
+        index = {label: i for i, label in enumerate(self.class_order)}
+        return sorted(labels, key=lambda label: (index.get(label, len(index)), label))
+
+    @property
+    def rows(self) -> int:
+        return len(self.confidences)
+
+    def review_queue(self) -> list[dict]:
+        """Least sure first: by confidence, then by the margin between the top two classes."""
+        return [item for *_, item in sorted(self._review, key=lambda e: (-e[0], -e[1], e[2]))]
+
+    def median(self) -> float | None:
+        import numpy as np
+
+        return float(np.median(np.frombuffer(self.confidences))) if self.confidences else None
+
+    def throughput(self) -> dict:
+        if not self.hours:
+            return {"unit": "hour", "counts": {}}
+        days = sorted(self.hours)
+        if _days_between(days[0], days[-1]) > HOURLY_DAYS:
+            per_day: Counter[str] = Counter()
+            for hour, count in self.hours.items():
+                per_day[hour[:10]] += count
+            return {"unit": "day", "counts": dict(sorted(per_day.items()))}
+        return {"unit": "hour", "counts": {f"{h}:00": c for h, c in sorted(self.hours.items())}}
+
+
+def _days_between(first_hour: str, last_hour: str) -> int:
+    from datetime import date
+
+    return (date.fromisoformat(last_hour[:10]) - date.fromisoformat(first_hour[:10])).days
