@@ -37,7 +37,8 @@ def test_a_confusion_cell_leads_to_the_pictures_of_its_mistakes(browser, tmp_pat
     for r in rows:
         write(outbox / "processed" / r.file, 255 - digit_stroke(200))
     html = tmp_path / "report.html"
-    result = CliRunner().invoke(app, ["report", "--outbox", str(outbox), "--truth", "folders", "--html", str(html)])
+    command = ["report", "--outbox", str(outbox), "--truth", "folders", "--html", str(html)]
+    result = CliRunner().invoke(app, command)
     assert result.exit_code == 0, result.output
 
     page = browser.new_page()

@@ -151,3 +151,24 @@ def test_html_report_escapes_what_files_are_called(tmp_path, name):
     html = tmp_path / "r.html"
     assert runner.invoke(app, ["report", "--outbox", str(outbox), "--html", str(html)]).exit_code == 0
     assert "<script>" not in html.read_text()
+
+
+def test_a_big_outbox_summarised_in_parts_says_what_one_pass_says(tmp_path, monkeypatch):
+    """The parallel path (one part per process, merged in file order) against one pass."""
+    from worker.report import parallel
+
+    rows = [row(f"{i % 10}/{i:04d}.png", str((i * 7) % 10), 0.5 + (i % 50) / 100,
+                at=f"2026-11-{1 + i % 9:02d}T{i % 24:02d}:00:00.000Z") for i in range(600)]
+    outbox = outbox_with(tmp_path, rows)
+    jsonl = outbox / "predictions.jsonl"
+    lines = jsonl.read_bytes().splitlines(keepends=True)
+    jsonl.write_bytes(b"".join(lines[:300]) + b"damaged\n" + b"".join(lines[300:]))
+    caps = Caps(review=30, gallery=5, mistakes=3)
+    one = build_report(outbox, truth="folders", caps=caps)
+    monkeypatch.setattr(parallel, "PARALLEL_BYTES", 0)
+    cut, real_parts = [], parallel.parts
+    monkeypatch.setattr(parallel, "parts", lambda path, count: cut.append(count) or real_parts(path, count))
+    for processes in (2, 3):
+        monkeypatch.setattr(parallel.os, "cpu_count", lambda n=processes: n)
+        assert build_report(outbox, truth="folders", caps=caps) == one
+    assert cut == [2, 3], "summarised in parts"

@@ -15,7 +15,9 @@ from pathlib import Path
 
 from worker import defaults
 from worker.errors import ConfigError
-from worker.report.records import Filters, Skipped, error_records, predictions
+from worker.outbox import JSONL_NAME
+from worker.report.parallel import summarise
+from worker.report.records import Filters, Skipped, error_records
 from worker.report.summary import HISTOGRAM_BINS, Caps, Summary
 from worker.report.text import format_report
 from worker.report.truth import Truth
@@ -37,8 +39,12 @@ def gather(outbox: Path, *, filters: Filters = EVERYTHING, truth: str | None = N
     if not outbox.is_dir():
         raise ConfigError(f"outbox {outbox} does not exist")
     summary, skipped = Summary(Truth(truth, outbox), caps, low_confidence), Skipped()
-    for row in predictions(outbox, filters, skipped):
-        summary.add_row(row)
+    jsonl = outbox / JSONL_NAME
+    if jsonl.exists():
+        for part, part_skipped in summarise(jsonl, summary, filters):
+            summary.merge(part)
+            skipped.merge(part_skipped)
+        skipped.warn(jsonl)
     for record in error_records(outbox, filters):
         summary.add_error(record)
     return summary, skipped

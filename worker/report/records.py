@@ -15,11 +15,11 @@ from pathlib import Path
 import orjson
 
 from worker.errors import ConfigError
-from worker.outbox import ERROR_SUFFIX, FAILED_DIR, JSONL_NAME, iso_utc
+from worker.outbox import ERROR_SUFFIX, FAILED_DIR, iso_utc
 
 log = logging.getLogger(__name__)
 
-ROW_FIELDS = ("file", "label", "confidence", "processed_at", "id", "probabilities")
+ROW_FIELDS = frozenset({"file", "label", "confidence", "processed_at", "id", "probabilities"})
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,10 @@ class Filters:
         2026-11-30`` through that day's end; a time without a zone is UTC."""
         folder = folder.strip("/") + "/" if folder and folder.strip("/") else None
         return cls(_when(since, "--since"), _when(until, "--until", end_of_day=True), model, label, folder)
+
+    @property
+    def active(self) -> bool:
+        return any(value is not None for value in self.__dict__.values())
 
     def describe(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if v is not None}
@@ -84,29 +88,53 @@ class Skipped:
     """Lines of the JSONL that are no rows: a torn last line, or damage."""
 
     lines: int = 0
-    first: list[int] = field(default_factory=list)  # line numbers of the first few
+    first: list[int] = field(default_factory=list)  # byte offsets of the first few
 
-    def add(self, number: int) -> None:
+    def add(self, offset: int) -> None:
         self.lines += 1
         if len(self.first) < 5:
-            self.first.append(number)
+            self.first.append(offset)
+
+    def merge(self, other: Skipped) -> None:
+        self.lines += other.lines
+        self.first = (self.first + other.first)[:5]
+
+    def warn(self, path: Path) -> None:
+        if self.lines:
+            log.warning("%s: %d line(s) skipped, not rows (torn or damaged; the first at byte %s)",
+                        path, self.lines, ", ".join(map(str, self.first)))
 
 
-def predictions(outbox: Path, filters: Filters, skipped: Skipped) -> Iterator[dict]:
-    """The rows that pass ``filters``, in file order."""
-    path = outbox / JSONL_NAME
-    if not path.exists():
-        return
+def parts(path: Path, count: int) -> list[tuple[int, int]]:
+    """``count`` byte ranges of the file that together cover it, each ending at a line's end."""
+    size = path.stat().st_size
+    cuts = [0]
     with open(path, "rb") as fh:
-        for number, line in enumerate(fh, start=1):
+        for k in range(1, count):
+            fh.seek(max(size * k // count, cuts[-1]))
+            fh.readline()
+            cuts.append(min(fh.tell(), size))
+    cuts.append(size)
+    return [(a, b) for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
+
+
+def predictions(path: Path, filters: Filters, skipped: Skipped, start: int = 0,
+                end: int | None = None) -> Iterator[dict]:
+    """The rows that pass ``filters``, in file order: those of the lines that begin in
+    [``start``, ``end``) bytes of the JSONL at ``path`` (all of them by default)."""
+    keeps = filters.keeps_row if filters.active else None
+    offset = start
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        for line in fh:
+            if end is not None and offset >= end:
+                return
             row = _row(line)
             if row is None:
-                skipped.add(number)
-            elif filters.keeps_row(row):
+                skipped.add(offset)
+            elif keeps is None or keeps(row):
                 yield row
-    if skipped.lines:
-        log.warning("%s: %d line(s) skipped, not rows (torn or damaged; first at line %s)",
-                    path, skipped.lines, ", ".join(map(str, skipped.first)))
+            offset += len(line)
 
 
 def _row(line: bytes) -> dict | None:
@@ -116,7 +144,7 @@ def _row(line: bytes) -> dict | None:
         row = orjson.loads(line)
     except orjson.JSONDecodeError:
         return None
-    if not isinstance(row, dict) or any(key not in row for key in ROW_FIELDS):
+    if not isinstance(row, dict) or not ROW_FIELDS <= row.keys():
         return None
     return row
 

@@ -7,7 +7,6 @@ gallery its first N rows, the failures their first N records) and say how many m
 from __future__ import annotations
 
 import heapq
-import itertools
 from array import array
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ def _top_two(probabilities: dict) -> tuple[tuple[str, float], tuple[str, float]]
 class Summary:
     def __init__(self, truth: Truth, caps: Caps, low_confidence: float = defaults.LOW_CONFIDENCE) -> None:
         self.truth, self.caps, self.low_confidence = truth, caps, low_confidence
+        self.has_truth = bool(truth)
         self.labels: Counter[str] = Counter()
         self.class_order: list[str] = []  # the model's classes, in its order (from a row)
         self.models: Counter[tuple[str, str]] = Counter()
@@ -53,8 +53,9 @@ class Summary:
         self.confidences = array("d")
         self.unsure = 0
         self.first = self.last = None
-        self._review: list = []  # a heap of the least sure: (-confidence, -margin, n, brief)
-        self._seq = itertools.count()
+        # A heap of the least sure rows, (-confidence, -margin, -row number, brief): its root is
+        # the one to let go first (the surest; of equals, the latest in the file).
+        self._review: list = []
         self.galleries: dict[str, list[dict]] = defaultdict(list)
         self.confusion: Counter[tuple[str, str]] = Counter()
         self.mistakes: dict[tuple[str, str], list[dict]] = defaultdict(list)
@@ -62,28 +63,59 @@ class Summary:
         self.failures: list[dict] = []
 
     def add_row(self, row: dict) -> None:
+        """Once per row of the outbox, so kept to plain steps: a million rows pass here."""
         label, confidence, at = row["label"], float(row["confidence"]), row["processed_at"]
-        if not self.class_order:
+        if self.first is None:
             self.class_order = list(row["probabilities"])
+            self.first = self.last = at
+        elif at > self.last:
+            self.last = at
+        elif at < self.first:
+            self.first = at
         self.labels[label] += 1
         self.models[(row.get("model", "?"), row.get("model_version", ""))] += 1
         self.hours[at[:13]] += 1
         self.histogram[min(int(confidence * HISTOGRAM_BINS), HISTOGRAM_BINS - 1)] += 1
-        self.confidences.append(confidence)
-        self.unsure += confidence < self.low_confidence
-        self.first = at if self.first is None or at < self.first else self.first
-        self.last = at if self.last is None or at > self.last else self.last
-        self._queue_for_review(row, confidence)
-        if len(self.galleries[label]) < self.caps.gallery:
+        if confidence < self.low_confidence:
+            self.unsure += 1
+        self._queue_for_review(row, confidence, len(self.confidences))
+        if self.caps.gallery and len(self.galleries[label]) < self.caps.gallery:
             self.galleries[label].append(brief(row))
-        if self.truth:
+        if self.has_truth:
             self._compare(row, label)
+        self.confidences.append(confidence)
 
-    def _queue_for_review(self, row: dict, confidence: float) -> None:
-        if len(self._review) == self.caps.review and -self._review[0][0] <= confidence:
+    def empty_copy(self) -> Summary:
+        return Summary(self.truth, self.caps, self.low_confidence)
+
+    def merge(self, other: Summary) -> None:
+        """Add a summary of the rows that come after ours in the file."""
+        if other.first is None:
+            return
+        if self.first is None:
+            self.class_order = other.class_order
+        self.first = min(filter(None, (self.first, other.first)))
+        self.last = max(filter(None, (self.last, other.last)))
+        for mine, theirs in ((self.labels, other.labels), (self.models, other.models),
+                             (self.hours, other.hours), (self.confusion, other.confusion)):
+            mine.update(theirs)
+        self.histogram = [a + b for a, b in zip(self.histogram, other.histogram, strict=True)]
+        self.confidences.extend(other.confidences)  # first: the review merge counts rows with it
+        self.unsure += other.unsure
+        for key, rows in other.galleries.items():
+            self.galleries[key] = (self.galleries[key] + rows)[: self.caps.gallery]
+        for key, rows in other.mistakes.items():
+            self.mistakes[key] = (self.mistakes[key] + rows)[: self.caps.mistakes]
+        offset = len(self.confidences) - len(other.confidences)  # their row numbers follow ours
+        both = self._review + [(c, m, n - offset, item) for c, m, n, item in other._review]
+        self._review = heapq.nlargest(self.caps.review, both, key=lambda e: e[:3])
+        heapq.heapify(self._review)
+
+    def _queue_for_review(self, row: dict, confidence: float, number: int) -> None:
+        if len(self._review) == self.caps.review and -self._review[0][0] < confidence:
             return  # surer than all it keeps: the common case costs no margin
         item = brief(row)
-        entry = (-confidence, -item["margin"], next(self._seq), item)
+        entry = (-confidence, -item["margin"], -number, item)
         if len(self._review) < self.caps.review:
             heapq.heappush(self._review, entry)
         elif self.caps.review:
@@ -115,7 +147,7 @@ class Summary:
 
     def review_queue(self) -> list[dict]:
         """Least sure first: by confidence, then by the margin between the top two classes."""
-        return [item for *_, item in sorted(self._review, key=lambda e: (-e[0], -e[1], e[2]))]
+        return [item for *_, item in sorted(self._review, reverse=True, key=lambda e: e[:3])]
 
     def median(self) -> float | None:
         import numpy as np
