@@ -269,6 +269,37 @@ def _metrics_server(address: str | None, textfile: Path | None):
 
 
 @app.command()
+def serve(
+    host: Annotated[str, typer.Option(envvar=_env("host"), help="Address to listen on; anything but loopback needs --token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar=_env("port"), min=0, max=65535, help="Port to listen on.")] = 8000,
+    inbox: Annotated[Path, typer.Option(envvar=_env("inbox"), help="The inbox uploads are dropped into.")] = defaults.INBOX,
+    outbox: Annotated[Path, typer.Option(envvar=_env("outbox"), help="The outbox shown, and reviews written to.")] = defaults.OUTBOX,
+    model: Annotated[Path, typer.Option(envvar=_env("model"), help="Model for drawings and 'classify now' (.keras; .tflite and .json beside it).")] = defaults.MODEL,
+    token: Annotated[str | None, typer.Option(envvar=_env("token"), help="Secret every request must carry (open the page as /?token=...).")] = None,
+) -> None:
+    """The web page: draw a digit, upload images, watch the outbox, review and correct labels."""
+    import ipaddress
+
+    if not inbox.is_dir():
+        raise _fail(f"inbox {inbox} is not a folder", EXIT_CONFIG)
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback and not token:
+        raise _fail(f"--host {host} is reachable from other machines: give a --token (or WORKER_TOKEN)", EXIT_CONFIG)
+    import uvicorn
+
+    from worker.web.app import ServeSettings, create_app
+
+    classifier = _load_classifier(model, defaults.PREDICT_MODEL_THREADS)
+    outbox.mkdir(parents=True, exist_ok=True)
+    web = create_app(ServeSettings(inbox=inbox, outbox=outbox, token=token), classifier)
+    typer.echo(f"worker page on http://{host}:{port}/" + ("?token=..." if token else ""), err=True)
+    uvicorn.run(web, host=host, port=port, log_level="warning")
+
+
+@app.command()
 def status(
     inbox: Annotated[Path, typer.Option(envvar=_env("inbox"), help="The inbox the daemons watch.")] = defaults.INBOX,
     outbox: Annotated[Path, typer.Option(envvar=_env("outbox"), help="Their outbox.")] = defaults.OUTBOX,

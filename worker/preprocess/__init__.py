@@ -12,7 +12,7 @@ Three steps, one module each, shared by training and serving:
 """
 
 from worker.preprocess.headers import Header, check_header
-from worker.preprocess.loading import LoadedInput, load_input, load_many
+from worker.preprocess.loading import LoadedInput, load_bytes, load_input, load_many
 from worker.preprocess.normalizing import (
     DIGITS,
     OBJECTS,
@@ -26,6 +26,6 @@ from worker.preprocess.reading import DEFAULT_LIMITS, Limits, decode, read_bytes
 
 __all__ = [
     "DEFAULT_LIMITS", "DIGITS", "OBJECTS", "SIZE", "Header", "Limits", "LoadedInput", "Profile",
-    "check_header", "decode", "load_input", "load_many", "normalize", "normalize_many",
+    "check_header", "decode", "load_bytes", "load_input", "load_many", "normalize", "normalize_many",
     "profile_from_dict", "read_bytes", "to_grey",
 ]

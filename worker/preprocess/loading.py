@@ -82,15 +82,7 @@ def load_many(
         return read_bytes(path, max_bytes=limits.max_bytes, follow_symlinks=follow_symlinks, name=name)
 
     def check_and_decode(data: bytes, name: str) -> np.ndarray | Document:
-        try:
-            header = check_header(data, name, max_pixels=limits.max_pixels, max_pages=limits.max_pages,
-                                  max_decoded_bytes=limits.max_decoded_bytes, max_scans=limits.max_scans)
-            if header.pages > 1:
-                return _document(decode_pages(data, name, header, limits.max_pixels), profile, name)
-            return decode(data, name, header)
-        except InputError as exc:
-            exc.bytes_read = len(data)  # a truncated file that grows since was still being written
-            raise
+        return _check_and_decode(data, name, profile, limits)
 
     def fit(decoded: np.ndarray | Document, name: str) -> np.ndarray | Document:
         return decoded if isinstance(decoded, Document) else normalize(decoded, profile)
@@ -100,6 +92,31 @@ def load_many(
     _decode_and_fit_in_runs(results, names, check_and_decode, fit, run_pixels)
     return [r if isinstance(r, InputError) else _loaded(r, digest)
             for r, digest in zip(results, digests, strict=True)]
+
+
+def load_bytes(data: bytes, profile: Profile = DIGITS, *, name: str,
+               limits: Limits = DEFAULT_LIMITS) -> LoadedInput:
+    """Bytes already in memory (an upload, a drawing) -> model input, or InputError: the same
+    checks and preprocessing as a file dropped into the inbox."""
+    if not data:
+        raise InputError("empty", f"{name} is empty (0 bytes)")
+    if len(data) > limits.max_bytes:
+        raise InputError("too-large", f"{name} is {len(data)} bytes, over the {limits.max_bytes} limit")
+    decoded = _check_and_decode(data, name, profile, limits)
+    fitted = decoded if isinstance(decoded, Document) else normalize(decoded, profile)
+    return _loaded(fitted, hashlib.sha256(data).hexdigest())
+
+
+def _check_and_decode(data: bytes, name: str, profile: Profile, limits: Limits) -> np.ndarray | Document:
+    try:
+        header = check_header(data, name, max_pixels=limits.max_pixels, max_pages=limits.max_pages,
+                              max_decoded_bytes=limits.max_decoded_bytes, max_scans=limits.max_scans)
+        if header.pages > 1:
+            return _document(decode_pages(data, name, header, limits.max_pixels), profile, name)
+        return decode(data, name, header)
+    except InputError as exc:
+        exc.bytes_read = len(data)  # a truncated file that grows since was still being written
+        raise
 
 
 def _loaded(fitted: np.ndarray | Document, sha256: str) -> LoadedInput:

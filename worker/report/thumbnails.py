@@ -49,7 +49,7 @@ class Thumbnails:
             seen = normalize(grey, DIGITS if class_names == DIGIT_CLASSES else OBJECTS)
         except (InputError, OSError):
             return None
-        return {"scan": _jpeg_uri(_shrink(grey)), "seen": _png_uri(_enlarge(seen))}
+        return {"scan": _jpeg_uri(_shrink(grey)), "seen": seen_uri(seen)}
 
 
 def archived_input(processed: Path, row: dict) -> Path | None:
@@ -58,6 +58,8 @@ def archived_input(processed: Path, row: dict) -> Path | None:
     rel = os.fsdecode(base64.b64decode(row["file_bytes"])) if "file_bytes" in row else row["file"]
     if "page" in row:
         rel = rel[: rel.rindex("#")]
+    if Path(rel).is_absolute() or ".." in Path(rel).parts:
+        return None  # not a name the daemon writes: never look outside processed/
     for path in reversed(list(destinations(processed, rel, claim_of(row["id"])))):
         if path.is_file():
             return path
@@ -84,9 +86,10 @@ def _shrink(grey: np.ndarray) -> np.ndarray:
     return cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
 
 
-def _enlarge(seen: np.ndarray) -> np.ndarray:
+def seen_uri(seen: np.ndarray) -> str:
+    """The (28, 28, 1) model input as a PNG data URI, enlarged with its pixels kept sharp."""
     pixels = np.round(seen[:, :, 0] * 255).astype(np.uint8)
-    return cv2.resize(pixels, None, fx=SEEN_SCALE, fy=SEEN_SCALE, interpolation=cv2.INTER_NEAREST)
+    return _png_uri(cv2.resize(pixels, None, fx=SEEN_SCALE, fy=SEEN_SCALE, interpolation=cv2.INTER_NEAREST))
 
 
 def _jpeg_uri(grey: np.ndarray) -> str:

@@ -10,11 +10,9 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import orjson
-
 from worker.errors import ConfigError
+from worker.reviews import read_reviews
 
-REVIEWS_NAME = "reviews.jsonl"
 FOLDERS = "folders"
 
 
@@ -23,7 +21,7 @@ class Truth:
         self.source = source
         self.by_folder = source == FOLDERS
         self.by_file = _read_labels(Path(source)) if source and not self.by_folder else {}
-        self.by_row = _read_reviews(outbox / REVIEWS_NAME)
+        self.by_row = read_reviews(outbox)
 
     def __bool__(self) -> bool:
         return self.by_folder or bool(self.by_file) or bool(self.by_row)
@@ -53,19 +51,3 @@ def _read_labels(path: Path) -> dict[str, str]:
     except (UnicodeDecodeError, csv.Error) as exc:
         raise ConfigError(f"--truth {path}: not a CSV of file,label lines ({exc})") from None
     return labels
-
-
-def _read_reviews(path: Path) -> dict[str, str]:
-    """Row id -> the label a person gave it; a later decision on a row replaces an earlier."""
-    reviews: dict[str, str] = {}
-    try:
-        with open(path, "rb") as fh:
-            for line in fh:
-                try:
-                    decision = orjson.loads(line)
-                    reviews[decision["id"]] = decision["label"]
-                except (orjson.JSONDecodeError, KeyError, TypeError):
-                    continue  # a torn or foreign line
-    except FileNotFoundError:
-        pass
-    return reviews

@@ -1,0 +1,1 @@
+"""The web page (``worker serve``): ``app.py`` its API, ``static/`` the page itself."""

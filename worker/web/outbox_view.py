@@ -1,0 +1,93 @@
+"""What the web page shows of an outbox, read cheaply enough to poll: the newest rows from the
+JSONL's tail (never the whole file), a file's row or error record, the newest failures, and a
+review queue of the least sure among the recent rows not yet reviewed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import orjson
+
+from worker.outbox import ERROR_SUFFIX, FAILED_DIR, JSONL_NAME
+from worker.report.summary import Caps, Summary, brief
+from worker.report.truth import Truth
+from worker.reviews import read_reviews
+
+# The newest rows are looked for in this much of the JSONL's end (a row is about 400 bytes).
+TAIL_BYTES = 4 * 2**20
+
+
+def newest_rows(outbox: Path, limit: int, tail_bytes: int = TAIL_BYTES) -> list[dict]:
+    """Up to ``limit`` rows, newest first."""
+    return list(reversed(_tail(outbox / JSONL_NAME, tail_bytes)))[:limit]
+
+
+def _tail(path: Path, tail_bytes: int) -> list[dict]:
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            fh.seek(max(0, size - tail_bytes))
+            data = fh.read()
+    except FileNotFoundError:
+        return []
+    lines = data.split(b"\n")
+    if size > tail_bytes:
+        lines = lines[1:]  # the first is cut
+    rows = []
+    for line in lines[:-1]:  # the last is empty, or torn
+        try:
+            rows.append(orjson.loads(line))
+        except orjson.JSONDecodeError:
+            continue
+    return rows
+
+
+def record_of(outbox: Path, name: str) -> dict | None:
+    """The row (``{"row": ...}``) or error record (``{"error": ...}``) of an inbox file dropped
+    from the page, once there is one."""
+    for row in reversed(_tail(outbox / JSONL_NAME, TAIL_BYTES)):
+        if row.get("file") == name or row.get("file", "").startswith(f"{name}#"):
+            return {"row": row}
+    failed = outbox / FAILED_DIR
+    stem = name[: -len(Path(name).suffix)] if Path(name).suffix else name
+    for path in failed.glob(f"{_glob_escape(stem)}*{ERROR_SUFFIX}") if failed.is_dir() else []:
+        try:
+            record = orjson.loads(path.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            continue
+        if record.get("file") == name:
+            return {"error": record}
+    return None
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[]" else c for c in text)
+
+
+def newest_failures(outbox: Path, limit: int) -> list[dict]:
+    failed = outbox / FAILED_DIR
+    if not failed.is_dir():
+        return []
+    paths = sorted(failed.rglob(f"*{ERROR_SUFFIX}"), key=lambda p: p.stat().st_mtime, reverse=True)[:limit]
+    records = []
+    for path in paths:
+        try:
+            records.append(orjson.loads(path.read_bytes()))
+        except (OSError, orjson.JSONDecodeError):
+            continue
+    return records
+
+
+def review_queue(outbox: Path, limit: int) -> list[dict]:
+    """The least sure of the recent rows that no one has reviewed yet."""
+    reviewed = read_reviews(outbox)
+    summary = Summary(Truth(None, outbox), Caps(review=limit))
+    for row in _tail(outbox / JSONL_NAME, TAIL_BYTES):
+        if row.get("id") not in reviewed and "probabilities" in row:
+            summary.add_row(row)
+    return summary.review_queue()
+
+
+def brief_row(row: dict) -> dict:
+    return {**brief(row), "processed_at": row.get("processed_at")}

@@ -1,0 +1,240 @@
+// The worker's page: draw, upload, the live outbox and review, over the JSON API of app.py.
+// Text from the server is only ever set as textContent (never parsed as HTML).
+"use strict";
+
+const state = { classes: [], queue: [], selected: 0 };
+
+async function api(path, options = {}) {
+  const response = await fetch(path, { credentials: "same-origin", ...options });
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const detail = body.detail;
+    throw new Error(typeof detail === "string" ? detail : (detail && detail.message) || response.statusText);
+  }
+  return body;
+}
+
+function element(tag, attributes = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attributes)) {
+    if (key === "text") node.textContent = value;
+    else node.setAttribute(key, value);
+  }
+  node.append(...children);
+  return node;
+}
+
+function percent(p) { return `${(100 * p).toFixed(1)} %`; }
+
+// --- the model --------------------------------------------------------------------------------
+
+async function loadModel() {
+  const model = await api("/api/model");
+  state.classes = model.classes;
+  document.getElementById("model").textContent =
+    `Model ${model.name}, version ${model.version} (${model.dataset}): ${model.classes.join(", ")}`;
+  document.getElementById("draw-on").hidden = !model.draw;
+  document.getElementById("draw-off").hidden = model.draw;
+}
+
+// --- drawing ----------------------------------------------------------------------------------
+
+function setUpDrawing() {
+  const canvas = document.getElementById("canvas");
+  const context = canvas.getContext("2d");
+  let drawing = false;
+  const clear = () => {
+    context.fillStyle = "#fff";
+    context.fillRect(0, 0, canvas.width, canvas.height);
+    document.getElementById("answer").textContent = "";
+    document.getElementById("bars").replaceChildren();
+    document.getElementById("seen").removeAttribute("src");
+  };
+  const at = (event) => {
+    const box = canvas.getBoundingClientRect();
+    return [(event.clientX - box.left) * canvas.width / box.width, (event.clientY - box.top) * canvas.height / box.height];
+  };
+  canvas.addEventListener("pointerdown", (event) => {
+    drawing = true;
+    canvas.setPointerCapture(event.pointerId);
+    context.lineWidth = 18;
+    context.lineCap = context.lineJoin = "round";
+    context.strokeStyle = "#000";
+    context.beginPath();
+    context.moveTo(...at(event));
+  });
+  canvas.addEventListener("pointermove", (event) => {
+    if (!drawing) return;
+    context.lineTo(...at(event));
+    context.stroke();
+  });
+  const end = () => {
+    if (!drawing) return;
+    drawing = false;
+    canvas.toBlob(classifyDrawing, "image/png");
+  };
+  canvas.addEventListener("pointerup", end);
+  canvas.addEventListener("pointercancel", end);
+  document.getElementById("clear").addEventListener("click", clear);
+  clear();
+}
+
+async function classifyDrawing(blob) {
+  const form = new FormData();
+  form.append("file", blob, "drawing.png");
+  const answer = document.getElementById("answer");
+  try {
+    const result = await api("/api/classify", { method: "POST", body: form });
+    document.getElementById("seen").src = result.seen;
+    answer.textContent = `Looks like ${result.label} (${percent(result.confidence)})`;
+    showBars(result.probabilities);
+  } catch (error) {
+    answer.textContent = `No answer: ${error.message}`;
+  }
+}
+
+function showBars(probabilities) {
+  const rows = Object.entries(probabilities).map(([label, p]) =>
+    element("tr", {}, element("td", { text: label }), element("td", { text: percent(p) }),
+      element("td", { class: "fill" }, element("div", { class: "bar", style: `width: ${100 * p}%` }))));
+  document.getElementById("bars").replaceChildren(...rows);
+}
+
+// --- uploads ----------------------------------------------------------------------------------
+
+function chosenFiles() { return Array.from(document.getElementById("files").files); }
+
+async function classifyNow() {
+  const list = document.getElementById("uploads");
+  for (const file of chosenFiles()) {
+    const item = element("li", { text: `${file.name}: …` });
+    list.prepend(item);
+    const form = new FormData();
+    form.append("file", file);
+    try {
+      const r = await api("/api/classify", { method: "POST", body: form });
+      item.textContent = `${file.name}: ${r.label} (${percent(r.confidence)})`;
+    } catch (error) {
+      item.textContent = `${file.name}: ${error.message}`;
+      item.className = "error";
+    }
+  }
+}
+
+async function dropIntoInbox() {
+  const files = chosenFiles();
+  if (!files.length) return;
+  const form = new FormData();
+  files.forEach((file) => form.append("files", file));
+  const list = document.getElementById("uploads");
+  try {
+    const { names } = await api("/api/inbox", { method: "POST", body: form });
+    for (const name of names) {
+      const item = element("li", { "data-name": name, text: `${name}: in the inbox, waiting for the daemon…` });
+      list.prepend(item);
+      follow(name, item);
+    }
+  } catch (error) {
+    list.prepend(element("li", { class: "error", text: `not dropped: ${error.message}` }));
+  }
+}
+
+async function follow(name, item, tries = 0) {
+  const found = await api(`/api/record?name=${encodeURIComponent(name)}`).catch(() => ({ waiting: true }));
+  if (found.row) {
+    item.textContent = `${name}: ${found.row.label} (${percent(found.row.confidence)}), row written`;
+  } else if (found.error) {
+    item.textContent = `${name}: failed, ${found.error.kind}: ${found.error.message}`;
+    item.className = "error";
+  } else if (tries < 600) {
+    setTimeout(() => follow(name, item, tries + 1), 500);
+  }
+}
+
+// --- the live outbox ----------------------------------------------------------------------------
+
+function figure(row) {
+  const pair = element("div", { class: "pair" });
+  if (row.picture) {
+    pair.append(element("img", { src: row.picture.scan, alt: `${row.file} as scanned` }),
+      element("img", { src: row.picture.seen, alt: "what the model saw", style: "background:#000" }));
+  } else {
+    pair.append(element("span", { class: "muted", text: "input not kept" }));
+  }
+  const caption = element("figcaption", {}, element("b", { text: row.label }),
+    ` ${row.confidence.toFixed(3)} · ${row.file}`);
+  return element("figure", { "data-id": row.id, "data-file": row.file }, pair, caption);
+}
+
+async function refreshLive() {
+  try {
+    const live = await api("/api/latest?limit=24");
+    document.getElementById("latest").replaceChildren(...live.rows.map(figure));
+    document.getElementById("failures").replaceChildren(...live.failures.map((f) =>
+      element("li", { text: `${f.file}: ${f.kind}, ${f.message}` })));
+    const s = live.status;
+    document.getElementById("numbers").textContent = s.error ? s.error :
+      `${s.daemons_alive} daemon(s) running; ${s.waiting} waiting in the inbox, ${s.claimed} being read; ` +
+      `failures today: ${Object.entries(s.failed_today).map(([k, n]) => `${k} ${n}`).join(", ") || "none"}`;
+  } catch (error) {
+    document.getElementById("numbers").textContent = `cannot read the outbox: ${error.message}`;
+  }
+}
+
+// --- review -------------------------------------------------------------------------------------
+
+async function loadQueue() {
+  const { rows } = await api("/api/review?limit=24");
+  state.queue = rows;
+  state.selected = Math.min(state.selected, Math.max(0, rows.length - 1));
+  showQueue();
+}
+
+function showQueue() {
+  const figures = state.queue.map((row, i) => {
+    const f = figure(row);
+    if (i === state.selected) f.classList.add("selected");
+    f.addEventListener("click", () => { state.selected = i; showQueue(); document.getElementById("queue").focus(); });
+    return f;
+  });
+  document.getElementById("queue").replaceChildren(...figures);
+}
+
+async function decide(label) {
+  const row = state.queue[state.selected];
+  if (!row) return;
+  const said = document.getElementById("review-said");
+  try {
+    await api("/api/reviews", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ id: row.id, file: row.file, predicted: row.label, label }),
+    });
+    said.textContent = `${row.file}: ${label === row.label ? "confirmed" : "corrected to"} ${label}`;
+    state.queue.splice(state.selected, 1);
+    state.selected = Math.min(state.selected, Math.max(0, state.queue.length - 1));
+    showQueue();
+  } catch (error) {
+    said.textContent = `not recorded: ${error.message}`;
+  }
+}
+
+function onReviewKey(event) {
+  const row = state.queue[state.selected];
+  if (event.key === "ArrowRight" || event.key === "ArrowDown") state.selected = Math.min(state.selected + 1, state.queue.length - 1);
+  else if (event.key === "ArrowLeft" || event.key === "ArrowUp") state.selected = Math.max(state.selected - 1, 0);
+  else if (event.key === "Enter" && row) { decide(row.label); return; }
+  else if (state.classes.includes(event.key)) { decide(event.key); return; }
+  else return;
+  event.preventDefault();
+  showQueue();
+}
+
+document.addEventListener("DOMContentLoaded", async () => {
+  setUpDrawing();
+  document.getElementById("classify-now").addEventListener("click", classifyNow);
+  document.getElementById("to-inbox").addEventListener("click", dropIntoInbox);
+  document.getElementById("queue").addEventListener("keydown", onReviewKey);
+  await loadModel();
+  await Promise.all([refreshLive(), loadQueue()]);
+  setInterval(refreshLive, 2000);
+});
