@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from worker.cli import app
 
 runner = CliRunner()
-COMMANDS = ["train", "publish", "predict", "watch", "report", "status"]
+COMMANDS = ["train", "publish", "predict", "watch", "report", "serve", "status", "export-reviewed"]
 
 
 def test_top_level_help_lists_every_command():

@@ -104,6 +104,7 @@ def train(
     patience: Annotated[int, typer.Option(envvar=_env("patience"), help="Stop after this many epochs without a better validation loss.")] = defaults.PATIENCE,
     augment: Annotated[float, typer.Option(envvar=_env("augment"), help="Augmentation strength s: shifts/zoom up to s, rotations up to 100*s degrees (0: none).")] = defaults.AUGMENT,
     force: Annotated[bool, typer.Option(envvar=_env("force"), help="Turn a model kept as plain files at --output into versions (the old files kept as one).")] = False,
+    extra: Annotated[Path | None, typer.Option(envvar=_env("extra"), help="Also train on a folder per label of images (e.g. from 'worker export-reviewed').")] = None,
 ) -> None:
     """Train a model, keep the best epoch, evaluate on the test split, publish it as a new version."""
     from worker.train import train as run_training
@@ -112,7 +113,7 @@ def train(
         run_training, dataset=dataset.value, arch=arch, epochs=epochs, batch_size=batch_size,
         seed=seed, validation=validation, data=data, output=output, limit=limit,
         learning_rate=learning_rate, init_from=init_from, patience=patience, augment=augment,
-        force=force, verbose=1 if sys.stderr.isatty() else 2,
+        force=force, extra=extra, verbose=1 if sys.stderr.isatty() else 2,
     )
     card = result.card
     typer.echo(
@@ -297,6 +298,20 @@ def serve(
     web = create_app(ServeSettings(inbox=inbox, outbox=outbox, token=token), classifier)
     typer.echo(f"worker page on http://{host}:{port}/" + ("?token=..." if token else ""), err=True)
     uvicorn.run(web, host=host, port=port, log_level="warning")
+
+
+@app.command("export-reviewed")
+def export_reviewed(
+    folder: Annotated[Path, typer.Argument(help="Where to write a folder per label of the reviewed images.")],
+    outbox: Annotated[Path, typer.Option(envvar=_env("outbox"), help="The outbox whose reviews.jsonl to export.")] = defaults.OUTBOX,
+) -> None:
+    """Write the inputs people reviewed as a folder per (corrected) label, a dataset for
+    'worker train --extra'."""
+    from worker.reviewed import export_reviewed as export
+
+    done = _run(export, outbox, folder)
+    typer.echo(f"exported {done.images} image(s) under {done.labels} label(s) into {folder}"
+               + (f"; {done.missing} reviewed input(s) were not kept" if done.missing else ""))
 
 
 @app.command()

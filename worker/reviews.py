@@ -35,15 +35,21 @@ def append_review(outbox: Path, *, row_id: str, file: str, predicted: str, label
 
 def read_reviews(outbox: Path) -> dict[str, str]:
     """Row id -> the label a person gave it; a later decision on a row replaces an earlier."""
-    reviews: dict[str, str] = {}
+    return {row_id: decision["label"] for row_id, decision in read_decisions(outbox).items()}
+
+
+def read_decisions(outbox: Path) -> dict[str, dict]:
+    """Row id -> the last decision on it, whole."""
+    decisions: dict[str, dict] = {}
     try:
         with open(Path(outbox) / REVIEWS_NAME, "rb") as fh:
             for line in fh:
                 try:
                     decision = orjson.loads(line)
-                    reviews[decision["id"]] = decision["label"]
-                except (orjson.JSONDecodeError, KeyError, TypeError):
+                    if isinstance(decision.get("label"), str) and isinstance(decision.get("file"), str):
+                        decisions[decision["id"]] = decision
+                except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
                     continue  # a torn or foreign line
     except FileNotFoundError:
         pass
-    return reviews
+    return decisions

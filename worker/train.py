@@ -60,6 +60,7 @@ class Splits:
     x_test: np.ndarray
     y_test: np.ndarray
     source: str
+    extra: dict | None = None  # what --extra added to the training split
 
 
 @dataclass(frozen=True)
@@ -203,6 +204,7 @@ def train(
     patience: int = defaults.PATIENCE,
     augment: float = defaults.AUGMENT,
     force: bool = False,
+    extra: Path | None = None,
     verbose: int = 2,
 ) -> TrainResult:
     """Train ``arch`` on ``dataset`` and save model, LiteRT file and card at ``output``.
@@ -223,6 +225,8 @@ def train(
 
     keras.utils.set_random_seed(seed)
     splits = _prepare(spec, data, limit=limit, validation=validation, seed=seed)
+    if extra is not None:
+        splits = _with_extra(splits, extra, spec)
     net = architecture.build(len(spec.class_names))
     start = _load_start(init_from, spec.name, arch, net) if init_from else None
     fitted = _fit(net, splits, recipe, verbose)
@@ -263,6 +267,18 @@ def _output_path(output: Path | None, dataset: str, force: bool) -> Path:
         )
     output.parent.mkdir(parents=True, exist_ok=True)
     return output
+
+
+def _with_extra(splits: Splits, folder: Path, spec: datasets.DatasetSpec) -> Splits:
+    """Add a folder-per-label tree (reviewed inputs, sorted scans) to the training split only:
+    validation and test stay the dataset's, so the card's numbers stay comparable."""
+    from worker.reviewed import read_extra
+
+    x_extra, y_extra = read_extra(folder, list(spec.class_names), spec.profile)
+    log.info("--extra %s: %d images added to the training split", folder, len(x_extra))
+    return replace(splits, x_train=np.concatenate([splits.x_train, x_extra]),
+                   y_train=np.concatenate([splits.y_train, y_extra.astype(splits.y_train.dtype)]),
+                   extra={"path": str(folder), "images": len(x_extra)})
 
 
 def _prepare(spec: datasets.DatasetSpec, data: Path | None, *, limit: int | None,
@@ -332,6 +348,7 @@ def _card(output: Path, spec: datasets.DatasetSpec, architecture: archs.Arch, ne
         **asdict(recipe),
         "init_from": start,
         "train_size": len(splits.x_train),
+        "extra": splits.extra,
         "validation_size": len(splits.x_val),
         **asdict(fitted),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -45,7 +45,7 @@ class Thumbnails:
         if path is None:
             return None
         try:
-            grey = _page(path, row.get("page"))
+            grey = page_of(path, row.get("page"))
             seen = normalize(grey, DIGITS if class_names == DIGIT_CLASSES else OBJECTS)
         except (InputError, OSError):
             return None
@@ -66,7 +66,8 @@ def archived_input(processed: Path, row: dict) -> Path | None:
     return None
 
 
-def _page(path: Path, page: int | None) -> np.ndarray:
+def page_of(path: Path, page: int | None) -> np.ndarray:
+    """The image of an archived input in 8-bit grey (of a document, its page ``page``)."""
     data = read_bytes(path, max_bytes=DEFAULT_LIMITS.max_bytes, follow_symlinks=False)
     header = check_header(data, path.name, max_pixels=DEFAULT_LIMITS.max_pixels,
                           max_decoded_bytes=DEFAULT_LIMITS.max_decoded_bytes,

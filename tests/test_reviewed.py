@@ -1,0 +1,62 @@
+"""From review to model: export the reviewed inputs as a folder per label; train on such a folder."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from factories import digit_stroke, write
+from test_report import outbox_with, row
+from typer.testing import CliRunner
+
+from worker.cli import app
+from worker.preprocess import DIGITS
+from worker.reviewed import read_extra
+
+runner = CliRunner()
+
+
+def test_reviewed_inputs_are_exported_under_the_label_a_person_gave(tmp_path):
+    rows = [row("in/a.png", "7", 0.6), row("b.png", "3", 0.99), row("gone.png", "5", 0.5)]
+    outbox = outbox_with(tmp_path, rows)
+    for r in rows[:2]:
+        write(outbox / "processed" / r.file, 255 - digit_stroke(100))
+    decisions = [(rows[0], "3"), (rows[0], "1"), (rows[1], "3"), (rows[2], "6")]  # a's second decision wins
+    lines = [json.dumps({"id": r.id, "file": r.file, "predicted": r.label, "label": label})
+             for r, label in decisions]
+    (outbox / "reviews.jsonl").write_text("\n".join(lines) + "\n")
+    result = runner.invoke(app, ["export-reviewed", str(tmp_path / "set"), "--outbox", str(outbox)])
+    assert result.exit_code == 0, result.output
+    assert "exported 2 image(s) under 2 label(s)" in result.output
+    assert "1 reviewed input(s) were not kept" in result.output
+    assert [p.name for p in (tmp_path / "set" / "1").iterdir()] == [f"{rows[0].id}-a.png"]
+    assert [p.name for p in (tmp_path / "set" / "3").iterdir()] == [f"{rows[1].id}-b.png"]
+
+
+def test_nothing_reviewed_is_a_clear_error(tmp_path):
+    outbox = outbox_with(tmp_path, [row("a.png", "1", 0.9)])
+    result = runner.invoke(app, ["export-reviewed", str(tmp_path / "set"), "--outbox", str(outbox)])
+    assert result.exit_code == 78 and "nothing has been reviewed" in result.output
+
+
+def test_an_extra_folder_is_read_through_the_same_preprocessing(tmp_path):
+    write(tmp_path / "x" / "3" / "a.png", 255 - digit_stroke(100))
+    write(tmp_path / "x" / "3" / "b.jpg", 255 - digit_stroke(60))
+    write(tmp_path / "x" / "misc" / "c.png", 255 - digit_stroke(60))
+    (tmp_path / "x" / "3" / "notes.txt").write_text("not an image")
+    inputs, labels = read_extra(tmp_path / "x", [str(d) for d in range(10)], DIGITS)
+    assert inputs.shape == (2, 28, 28, 1) and labels.tolist() == [3, 3]
+    assert 0.9 < inputs.max() <= 1.0
+
+
+@pytest.mark.slow
+def test_train_adds_the_extra_folder_to_the_training_split_only(tmp_path):
+    from worker.train import train
+
+    for i in range(6):
+        write(tmp_path / "x" / "7" / f"{i}.png", 255 - np.roll(digit_stroke(100), i * 5, axis=1))
+    result = train(dataset="mnist", arch="lenet", epochs=1, limit=2000, validation=500,
+                   output=tmp_path / "m.keras", extra=tmp_path / "x", verbose=0)
+    assert result.card["extra"] == {"path": str(tmp_path / "x"), "images": 6}
+    assert result.card["train_size"] == 1500 + 6 and result.card["validation_size"] == 500
