@@ -140,3 +140,10 @@ def test_the_api_never_answers_500(boxes_for_web, fake_classifier, name, data, l
             client.get("/api/review", params={"limit": query}),
         ]
     assert all(a.status_code < 500 for a in answers), [(a.request.url, a.status_code) for a in answers]
+
+
+def test_a_model_not_of_digits_offers_upload_only(boxes_for_web, fake_classifier):
+    inbox, outbox = boxes_for_web
+    fake_classifier.card = {"dataset": "fashion-mnist"}
+    with TestClient(create_app(ServeSettings(inbox=inbox, outbox=outbox), fake_classifier)) as client:
+        assert client.get("/api/model").json()["draw"] is False

@@ -40,6 +40,9 @@ def export_reviewed(outbox: Path, folder: Path) -> Exported:
     images = missing = 0
     labels = set()
     for decision in read_decisions(outbox).values():
+        if not isinstance(decision.get("file"), str):
+            missing += 1
+            continue
         row = {"id": decision["id"], "file": decision["file"]}
         if "#" in decision["id"]:
             row["page"] = int(decision["id"].rsplit("#", 1)[1])

@@ -46,7 +46,7 @@ def read_decisions(outbox: Path) -> dict[str, dict]:
             for line in fh:
                 try:
                     decision = orjson.loads(line)
-                    if isinstance(decision.get("label"), str) and isinstance(decision.get("file"), str):
+                    if isinstance(decision.get("label"), str):
                         decisions[decision["id"]] = decision
                 except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
                     continue  # a torn or foreign line
