@@ -147,3 +147,13 @@ def test_a_model_not_of_digits_offers_upload_only(boxes_for_web, fake_classifier
     fake_classifier.card = {"dataset": "fashion-mnist"}
     with TestClient(create_app(ServeSettings(inbox=inbox, outbox=outbox), fake_classifier)) as client:
         assert client.get("/api/model").json()["draw"] is False
+
+
+def test_the_live_numbers_are_the_reports_made_in_the_background(client, boxes_for_web):
+    from factories import wait_for
+    from test_report import outbox_with, row
+
+    outbox_with(boxes_for_web[1].parent, [row("a.png", "1", 0.5), row("b.png", "2", 0.99)])
+    assert wait_for(lambda: (client.get("/api/latest").json()["report"] or {}).get("predictions") == 2, 10)
+    numbers = client.get("/api/latest").json()["report"]
+    assert numbers["low_confidence"] == 1 and numbers["labels"] == {"1": 1, "2": 1}

@@ -40,6 +40,9 @@ from worker.web import outbox_view
 STATIC = Path(__file__).parent / "static"
 TOKEN_COOKIE = "worker_token"
 THUMBNAILS_KEPT = 2000
+# The report's numbers on the live page are made again at most this often, on a thread of their
+# own: on a million-row outbox a report takes seconds, and a poll must not wait for it.
+REPORT_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,7 @@ def create_app(settings: ServeSettings, classifier: Classifier) -> FastAPI:
     app = FastAPI(title="worker", summary="Classify drawings and uploads; follow and review the outbox.")
     model = _Model(classifier)
     pictures = _Pictures(settings.outbox)
+    numbers = _ReportNumbers(settings.outbox)
     _guard(app, settings.token)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
@@ -98,6 +102,7 @@ def create_app(settings: ServeSettings, classifier: Classifier) -> FastAPI:
             "rows": [pictures.with_picture(r, model.classes) for r in rows],
             "failures": outbox_view.newest_failures(settings.outbox, 20),
             "status": _status(settings),
+            "report": numbers.latest(),
         }
 
     @app.get("/api/review")
@@ -161,6 +166,37 @@ class _Pictures:
                 if len(self.kept) > THUMBNAILS_KEPT:
                     self.kept.popitem(last=False)
             return {**row, "picture": self.kept[row["id"]]}
+
+
+class _ReportNumbers:
+    """``worker report``'s totals, made again in the background once they are older than
+    ``REPORT_SECONDS``; until the first are made, None."""
+
+    def __init__(self, outbox: Path) -> None:
+        self.outbox = outbox
+        self.numbers: dict | None = None
+        self.made = float("-inf")
+        self.lock = threading.Lock()
+        self.making = False
+
+    def latest(self) -> dict | None:
+        with self.lock:
+            if not self.making and time.monotonic() - self.made >= REPORT_SECONDS:
+                self.making = True
+                threading.Thread(target=self._make, name="report-numbers", daemon=True).start()
+            return self.numbers
+
+    def _make(self) -> None:
+        from worker.report import build_report
+
+        try:
+            report = build_report(self.outbox)
+            numbers = {key: report[key] for key in ("predictions", "failed", "low_confidence",
+                                                    "low_confidence_threshold", "labels", "first", "last")}
+        except Exception as exc:  # noqa: BLE001 - the numbers are a nicety; the page goes on without them
+            numbers = {"error": str(exc)}
+        with self.lock:
+            self.numbers, self.made, self.making = numbers, time.monotonic(), False
 
 
 def _read_upload(upload: UploadFile, max_bytes: int) -> bytes:

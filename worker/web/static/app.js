@@ -172,10 +172,12 @@ async function refreshLive() {
     document.getElementById("latest").replaceChildren(...live.rows.map(figure));
     document.getElementById("failures").replaceChildren(...live.failures.map((f) =>
       element("li", { text: `${f.file}: ${f.kind}, ${f.message}` })));
-    const s = live.status;
-    document.getElementById("numbers").textContent = s.error ? s.error :
+    const s = live.status, r = live.report;
+    const totals = r && !r.error ? `In all: ${r.predictions} predictions, ${r.failed} failed, ` +
+      `${r.low_confidence} below ${r.low_confidence_threshold} confidence. ` : "";
+    document.getElementById("numbers").textContent = totals + (s.error ? s.error :
       `${s.daemons_alive} daemon(s) running; ${s.waiting} waiting in the inbox, ${s.claimed} being read; ` +
-      `failures today: ${Object.entries(s.failed_today).map(([k, n]) => `${k} ${n}`).join(", ") || "none"}`;
+      `failures today: ${Object.entries(s.failed_today).map(([k, n]) => `${k} ${n}`).join(", ") || "none"}`);
   } catch (error) {
     document.getElementById("numbers").textContent = `cannot read the outbox: ${error.message}`;
   }
