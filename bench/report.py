@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import subprocess
 import sys
@@ -33,6 +32,7 @@ PYTHON = sys.executable
 NAMES = 10_000
 DIGITS = [str(d) for d in range(10)]
 
+NAIVE_NAME = "naive (json.loads into a list, sorted)"
 NAIVE = """
 import json, sys
 rows = [json.loads(line) for line in open(sys.argv[1], encoding="utf-8")]
@@ -65,7 +65,8 @@ def make_outbox(outbox: Path, rows: int) -> None:
     failed.mkdir()
     for n in range(1000):
         record = {"file": f"bad-{n}.png", "kind": "not-an-image", "message": f"bad-{n}.png is not an image",
-                  "time": "2026-11-20T10:00:00.000Z", "id": f"e{n:019d}", "model": "mnist", "model_version": "v1"}
+                  "time": "2026-11-20T10:00:00.000Z", "id": f"e{n:019d}", "model": "mnist",
+                  "model_version": "v1"}
         (failed / f"bad-{n}.png.error.json").write_text(json.dumps(record))
 
 
@@ -74,9 +75,9 @@ def _row(n: int, name: str, label: str, rng: random.Random) -> dict:
     rest = (1 - confidence) / 9
     probabilities = {d: (confidence if d == label else round(rest, 6)) for d in DIGITS}
     at = f"2026-11-{1 + n * 28 // 1_000_000:02d}T{n % 24:02d}:00:00.000Z"
-    return {"file": name, "label": label, "confidence": confidence, "class_index": int(label), "sha256": "ab" * 32,
-            "model": "mnist", "processed_at": at, "id": f"{n:020x}", "probabilities": probabilities,
-            "model_version": "v1"}
+    return {"file": name, "label": label, "confidence": confidence, "class_index": int(label),
+            "sha256": "ab" * 32, "model": "mnist", "processed_at": at, "id": f"{n:020x}",
+            "probabilities": probabilities, "model_version": "v1"}
 
 
 def measure(args: list[str]) -> tuple[float, float]:
@@ -98,22 +99,24 @@ def main() -> int:
         started = time.perf_counter()
         make_outbox(outbox, args.rows)
         size = (outbox / "predictions.jsonl").stat().st_size / 2**20
-        print(f"outbox: {args.rows:,} rows ({size:,.0f} MB of JSONL), made in {time.perf_counter() - started:.0f} s")
+        took = time.perf_counter() - started
+        print(f"outbox: {args.rows:,} rows ({size:,.0f} MB of JSONL), made in {took:.0f} s")
         report = [PYTHON, "-m", "worker", "report", "--outbox", str(outbox)]
         html = Path(tmp) / "report.html"
         runs = {
-            "naive (json.loads into a list, sorted)": [PYTHON, "-c", NAIVE, str(outbox / "predictions.jsonl")],
+            NAIVE_NAME: [PYTHON, "-c", NAIVE, str(outbox / "predictions.jsonl")],
             "worker report": report,
             "worker report --json": [*report, "--json"],
             "worker report --truth folders --html": [*report, "--truth", "folders", "--html", str(html)],
         }
         results = {name: measure(command) for name, command in runs.items()}
-        naive_seconds = results["naive (json.loads into a list, sorted)"][0]
+        naive_seconds = results[NAIVE_NAME][0]
         print(f"{'command':<42} {'seconds':>8} {'peak MB':>8} {'vs naive':>9}")
         for name, (seconds, megabytes) in results.items():
             print(f"{name:<42} {seconds:>8.1f} {megabytes:>8.0f} {naive_seconds / seconds:>8.1f}x")
         print(f"HTML report: {html.stat().st_size / 2**20:.1f} MB")
-        slow = [name for name, (s, mb) in results.items() if name.startswith("worker") and (s > 10 or mb > 200)]
+        slow = [name for name, (s, mb) in results.items()
+                if name.startswith("worker") and (s > 10 or mb > 200)]
     if slow:
         print("over target (10 s, 200 MB):", ", ".join(slow))
     return 1 if slow else 0
