@@ -70,3 +70,75 @@ def wait_for(predicate, timeout: float = 20.0, interval: float = 0.02) -> bool:
             return True
         time.sleep(interval)
     return bool(predicate())
+
+
+# --- hard sets: what real scans do that scan_page does not ----------------------------------------
+
+
+def harsh_scan(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A harsh scan: heavy grain, strong uneven light, faint pencil or dark ink, a skew of up to
+    5 degrees, ruled or squared paper lines, a stamp or a fold line; JPEG-damaged at quality
+    25-50 (returned decoded, grey)."""
+    height, width = int(rng.integers(500, 1100)), int(rng.integers(400, 900))
+    page = np.full((height, width), float(rng.uniform(170, 235)), np.float32)
+    page += np.linspace(-1, 1, width, dtype=np.float32)[None, :] * float(rng.uniform(20, 60))
+    _paper_lines(page, rng)
+    glyph_h = int(rng.integers(min(height, width) // 5, min(height, width) // 2))
+    glyph = cv2.resize(digit, (glyph_h, glyph_h), interpolation=cv2.INTER_CUBIC)
+    turn = cv2.getRotationMatrix2D((glyph_h / 2, glyph_h / 2), float(rng.uniform(-5, 5)), 1.0)
+    glyph = cv2.warpAffine(glyph, turn, (glyph_h, glyph_h)).astype(np.float32) / 255
+    top, left = int(rng.integers(0, height - glyph_h)), int(rng.integers(0, width - glyph_h))
+    ink = float(rng.uniform(110, 150)) if rng.random() < 0.4 else float(rng.uniform(10, 60))  # pencil or pen
+    region = page[top : top + glyph_h, left : left + glyph_h]
+    page[top : top + glyph_h, left : left + glyph_h] = region - glyph * np.maximum(region - ink, 0)
+    _stamp_or_fold(page, rng, avoid=(top, left, glyph_h))
+    page += rng.normal(0, rng.uniform(10, 22), page.shape).astype(np.float32)  # heavy grain
+    page = np.clip(page, 0, 255).astype(np.uint8)
+    encoded = cv2.imencode(".jpg", page, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(25, 50))])[1]
+    return cv2.imdecode(encoded, cv2.IMREAD_GRAYSCALE)
+
+
+def _paper_lines(page: np.ndarray, rng: np.random.Generator) -> None:
+    step, level = int(rng.integers(28, 50)), float(rng.uniform(20, 45))
+    page[::step, :] -= level
+    if rng.random() < 0.5:  # squared paper
+        page[:, ::step] -= level
+
+
+def _stamp_or_fold(page: np.ndarray, rng: np.random.Generator, avoid: tuple[int, int, int]) -> None:
+    height, width = page.shape
+    top, left, side = avoid
+    if rng.random() < 0.5:  # a fold: a soft dark line across the page, clear of the digit
+        y = top + side + 10 if top + side + 20 < height else max(0, top - 10)
+        page[y : y + 3, :] -= 50
+    else:  # a round stamp in a corner away from the digit
+        x = width - 60 if left < width / 2 else 60
+        y = height - 60 if top < height / 2 else 60
+        cv2.circle(page, (x, y), 40, float(page.mean() - 70), 3)
+
+
+def thick_marker(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A digit written with a thick marker: strokes several times MNIST's width, black on a
+    plain light card (grey)."""
+    side = int(rng.integers(160, 320))
+    glyph = cv2.resize(digit, (side, side), interpolation=cv2.INTER_CUBIC)
+    width = int(side * rng.uniform(0.08, 0.14)) | 1
+    glyph = cv2.dilate(glyph, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (width, width)))
+    margin = side // 3
+    card = np.full((side + 2 * margin, side + 2 * margin), float(rng.uniform(200, 245)), np.float32)
+    card[margin:-margin, margin:-margin] -= glyph.astype(np.float32) / 255 * (card[0, 0] - 20)
+    card += rng.normal(0, 3, card.shape).astype(np.float32)
+    return np.clip(card, 0, 255).astype(np.uint8)
+
+
+def low_resolution(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A digit drawn on a coarse grid (8 to 12 cells, ink or no ink) and scaled up to a bitmap
+    of 96 to 256 pixels, black on white, as old forms and fax pages give them."""
+    cells = int(rng.integers(8, 13))
+    coarse = cv2.resize(digit, (cells, cells), interpolation=cv2.INTER_AREA) > 60
+    side = int(rng.integers(96, 257))
+    big = cv2.resize(coarse.astype(np.uint8) * 255, (side, side), interpolation=cv2.INTER_NEAREST)
+    return 255 - np.pad(big, side // 4)
+
+
+HARD_SETS = {"harsh scans": harsh_scan, "thick marker": thick_marker, "low resolution": low_resolution}

@@ -15,7 +15,9 @@ from worker.preprocess.headers import Header, check_header
 from worker.preprocess.loading import LoadedInput, load_bytes, load_input, load_many
 from worker.preprocess.normalizing import (
     DIGITS,
+    DIGITS_V1,
     OBJECTS,
+    PROFILES,
     SIZE,
     Profile,
     normalize,
@@ -25,7 +27,8 @@ from worker.preprocess.normalizing import (
 from worker.preprocess.reading import DEFAULT_LIMITS, Limits, decode, read_bytes, to_grey
 
 __all__ = [
-    "DEFAULT_LIMITS", "DIGITS", "OBJECTS", "SIZE", "Header", "Limits", "LoadedInput", "Profile",
+    "DEFAULT_LIMITS", "DIGITS", "DIGITS_V1", "OBJECTS", "PROFILES", "SIZE", "Header", "Limits",
+    "LoadedInput", "Profile",
     "check_header", "decode", "load_bytes", "load_input", "load_many", "normalize", "normalize_many",
     "profile_from_dict", "read_bytes", "to_grey",
 ]
