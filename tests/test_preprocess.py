@@ -12,7 +12,17 @@ import pytest
 from factories import digit_stroke, scan_page, write
 
 from worker.errors import InputError
-from worker.preprocess import DIGITS, OBJECTS, Header, Limits, decode, load_input, load_many, normalize
+from worker.preprocess import (
+    DIGITS,
+    OBJECTS,
+    Header,
+    Limits,
+    check_header,
+    decode,
+    load_input,
+    load_many,
+    normalize,
+)
 
 
 def _centre_of_mass(x: np.ndarray) -> tuple[float, float]:
@@ -419,3 +429,17 @@ def test_v3_reads_the_hard_sets_better(real_model_path, name, floor_v1, floor_v3
     pages, labels = hard_set(name, 100)
     v1, v3 = accuracy(classifier, pages, labels, DIGITS_V1), accuracy(classifier, pages, labels, DIGITS)
     assert v3 >= floor_v3 and v3 > v1 >= floor_v1, (v1, v3)
+
+
+def test_a_big_jpeg_page_is_decoded_already_scaled_down(tmp_path):
+    """A 300 dpi A4 scan (2480x3508) is decoded at a DCT scale that keeps its longest side at
+    least WORK_SIDE (here 1/4: 620x877), not at full size only to be shrunk: same digit found."""
+    from worker.preprocess.reading import WORK_SIDE
+
+    page = cv2.resize(255 - np.pad(cv2.resize(digit_stroke(), (600, 600)), 200), (2480, 3508))
+    data = cv2.imencode(".jpg", page, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+    header = check_header(data, "a4.jpg", max_pixels=50_000_000, max_decoded_bytes=2**28, max_scans=64,
+                          max_pages=1)
+    grey = decode(data, "a4.jpg", header)
+    assert WORK_SIDE <= max(grey.shape) < 2 * WORK_SIDE and grey.shape == (877, 620)
+    _check_mnist_like(normalize(grey))

@@ -21,12 +21,9 @@ import cv2
 import numpy as np
 
 from worker.errors import InputError
-from worker.preprocess.reading import MIN_CONTRAST
+from worker.preprocess.reading import MIN_CONTRAST, WORK_SIDE
 
 SIZE = 28
-# Pages are shrunk to this longest side before finding the ink: a digit of 1/10 of the page
-# still spans ~80 px, far more than the 20 px it ends as, and big scans stay fast.
-WORK_SIDE = 800
 # Ink blobs smaller than this fraction of the largest are paper noise (dust, JPEG speckles).
 MIN_BLOB_FRACTION = 0.05
 # A filled object (a garment) is every pixel brighter than this above the paper, not just the
