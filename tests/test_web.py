@@ -157,3 +157,15 @@ def test_the_live_numbers_are_the_reports_made_in_the_background(client, boxes_f
     assert wait_for(lambda: (client.get("/api/latest").json()["report"] or {}).get("predictions") == 2, 10)
     numbers = client.get("/api/latest").json()["report"]
     assert numbers["low_confidence"] == 1 and numbers["labels"] == {"1": 1, "2": 1}
+
+
+def test_an_inbox_without_hard_links_still_takes_a_drop(client, boxes_for_web, monkeypatch):
+    import errno
+    import os
+
+    def no_links(*args, **kwargs):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    answer = client.post("/api/inbox", files={"files": ("s.png", png(), "image/png")})
+    assert answer.status_code == 201 and [p.name for p in boxes_for_web[0].iterdir()] == ["s.png"]

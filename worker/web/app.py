@@ -232,14 +232,30 @@ def _drop(inbox: Path, name: str, data: bytes) -> str:
     try:
         for n in range(1000):
             candidate = name if n == 0 else f"{stem}-{n}{suffix}"
-            try:
-                os.link(tmp, inbox / candidate)
+            if _place(tmp, inbox / candidate):
                 return candidate
-            except FileExistsError:
-                continue
         raise HTTPException(409, f"too many files called {name} are waiting")
     finally:
-        os.unlink(tmp)
+        if tmp.exists():
+            os.unlink(tmp)
+
+
+def _place(tmp: Path, target: Path) -> bool:
+    """Link ``tmp`` to ``target`` unless something is there; where the inbox's file system has
+    no hard links (some network shares), rename it there instead. False if the name is taken."""
+    try:
+        os.link(tmp, target)
+        return True
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if os.path.lexists(target):
+            return False
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            raise HTTPException(503, f"cannot write into the inbox: {exc.strerror}") from None
+        return True
 
 
 def _status(settings: ServeSettings) -> dict:
