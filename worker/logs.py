@@ -46,8 +46,24 @@ def to_journal(stream=None) -> bool:
     return expected == f"{info.st_dev}:{info.st_ino}"
 
 
+class _StandardError(logging.StreamHandler):
+    """Writes to ``sys.stderr`` as it is when a line is logged, not as it was at set-up: a
+    caller (a test runner, an embedding program) may swap it, and close the old one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def setup_logging(level: int = logging.INFO) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StandardError()
     if to_journal():
         handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
     else:
