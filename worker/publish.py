@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 from worker.errors import ConfigError, ModelError
-from worker.files import sync_folder
+from worker.files import sync_file, sync_folder
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,8 @@ def commit(staged: Path, version: str) -> Path:
     the model path inside it. Publishing the same version twice keeps the first copy."""
     staged = Path(staged)
     for suffix in SUFFIXES:
-        _sync_file(staged.with_suffix(suffix))
+        if staged.with_suffix(suffix).is_file():
+            sync_file(staged.with_suffix(suffix))
     sync_folder(staged.parent)
     final = staged.parent.parent / version
     if final.exists():
@@ -148,12 +149,3 @@ def publish_checked(source: Path, model_path: Path, *, force: bool = False):
     publish(source, model_path, force=force)
     return classifier
 
-
-def _sync_file(path: Path) -> None:
-    if not path.is_file():
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

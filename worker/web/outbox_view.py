@@ -23,7 +23,8 @@ def newest_rows(outbox: Path, limit: int, tail_bytes: int = TAIL_BYTES) -> list[
     return list(reversed(_tail(outbox / JSONL_NAME, tail_bytes)))[:limit]
 
 
-def _tail(path: Path, tail_bytes: int) -> list[dict]:
+def _tail(path: Path, tail_bytes: int, needle: bytes = b"") -> list[dict]:
+    """The rows in the last ``tail_bytes`` of the JSONL (those holding ``needle``, if given)."""
     try:
         with open(path, "rb") as fh:
             size = os.fstat(fh.fileno()).st_size
@@ -36,6 +37,8 @@ def _tail(path: Path, tail_bytes: int) -> list[dict]:
         lines = lines[1:]  # the first is cut
     rows = []
     for line in lines[:-1]:  # the last is empty, or torn
+        if needle not in line:
+            continue
         try:
             rows.append(orjson.loads(line))
         except orjson.JSONDecodeError:
@@ -45,8 +48,9 @@ def _tail(path: Path, tail_bytes: int) -> list[dict]:
 
 def record_of(outbox: Path, name: str) -> dict | None:
     """The row (``{"row": ...}``) or error record (``{"error": ...}``) of an inbox file dropped
-    from the page, once there is one."""
-    for row in reversed(_tail(outbox / JSONL_NAME, TAIL_BYTES)):
+    from the page, once there is one. Polled: only lines that hold the name are parsed."""
+    needle = orjson.dumps(name)[1:-1]  # the name as the JSONL spells it
+    for row in reversed(_tail(outbox / JSONL_NAME, TAIL_BYTES, needle)):
         if row.get("file") == name or row.get("file", "").startswith(f"{name}#"):
             return {"row": row}
     failed = outbox / FAILED_DIR
