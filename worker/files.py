@@ -18,6 +18,11 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
+def plain_mode(mode: int) -> int:
+    """``mode`` less the umask: what a plain open() or mkdir() would give."""
+    return mode & ~_UMASK
+
+
 def write_atomic(path: Path, data: str | bytes) -> None:
     """Write ``path`` whole or not at all: a synced temporary file in the same folder, renamed
     over it, then the folder synced so the rename survives a power cut."""
@@ -25,7 +30,7 @@ def write_atomic(path: Path, data: str | bytes) -> None:
     raw = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:200]}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o666 & ~_UMASK)
+        os.fchmod(fd, plain_mode(0o666))
         with os.fdopen(fd, "wb") as fh:
             fh.write(raw)
             fh.flush()

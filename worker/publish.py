@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 from worker.errors import ConfigError, ModelError
-from worker.files import sync_file, sync_folder
+from worker.files import plain_mode, sync_file, sync_folder
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +46,7 @@ def staging_path(model_path: Path) -> Path:
     home = versions_folder(model_path)
     home.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(dir=home, prefix=".staging-"))
-    umask = os.umask(0o022)
-    os.umask(umask)
-    folder.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide it from a service's own user
+    folder.chmod(plain_mode(0o777))  # mkdtemp's 0700 would hide it from a service's own user
     return folder / Path(model_path).name
 
 
