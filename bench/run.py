@@ -222,16 +222,15 @@ def big_pages(work: Path, images, count: int) -> Measure:
     2026-11-30. One thread each, the best of three passes."""
     import simplejpeg
 
-    from worker.preprocess import check_header, decode, normalize
+    from worker.preprocess import decode, normalize
+    from worker.preprocess.reading import check_within
 
     folder = work / "a4"
     write_pages(folder, images, count, ".jpg", (2480, 3508))
     pages_ = [p.read_bytes() for p in sorted(folder.iterdir())]
 
     def ours(data: bytes):
-        header = check_header(data, "a4.jpg", max_pixels=defaults.MAX_PIXELS, max_pages=defaults.MAX_PAGES,
-                              max_scans=defaults.MAX_JPEG_SCANS, max_decoded_bytes=defaults.MAX_DECODED_BYTES)
-        return normalize(decode(data, "a4.jpg", header))
+        return normalize(decode(data, "a4.jpg", check_within(data, "a4.jpg")))
 
     def whole(data: bytes):
         return normalize(simplejpeg.decode_jpeg(data, colorspace="GRAY", strict=True)[:, :, 0])

@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from worker.errors import InputError
-from worker.preprocess.headers import check_header
 from worker.preprocess.normalizing import DIGITS, Profile, normalize
-from worker.preprocess.reading import DEFAULT_LIMITS, Limits, decode, decode_pages, read_bytes
+from worker.preprocess.reading import DEFAULT_LIMITS, Limits, check_within, decode, decode_pages, read_bytes
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +108,7 @@ def load_bytes(data: bytes, profile: Profile = DIGITS, *, name: str,
 
 def _check_and_decode(data: bytes, name: str, profile: Profile, limits: Limits) -> np.ndarray | Document:
     try:
-        header = check_header(data, name, max_pixels=limits.max_pixels, max_pages=limits.max_pages,
-                              max_decoded_bytes=limits.max_decoded_bytes, max_scans=limits.max_scans)
+        header = check_within(data, name, limits)
         if header.pages > 1:
             return _document(decode_pages(data, name, header, limits.max_pixels), profile, name)
         return decode(data, name, header)

@@ -20,7 +20,7 @@ import numpy as np
 
 from worker import defaults
 from worker.errors import InputError
-from worker.preprocess.headers import Header, pdf_render_size
+from worker.preprocess.headers import Header, check_header, pdf_render_size
 
 cv2.setNumThreads(1)  # one image is tiny work; OpenCV's own thread pool only adds overhead
 
@@ -90,6 +90,12 @@ def _read_all(fd: int, size: int) -> bytes:
         chunks.append(chunk)
         remaining -= len(chunk)
     return b"".join(chunks)
+
+
+def check_within(data: bytes, name: str, limits: Limits = DEFAULT_LIMITS) -> Header:
+    """``check_header`` against ``limits``."""
+    return check_header(data, name, max_pixels=limits.max_pixels, max_decoded_bytes=limits.max_decoded_bytes,
+                        max_scans=limits.max_scans, max_pages=limits.max_pages)
 
 
 def decode(data: bytes, name: str, header: Header) -> np.ndarray:

@@ -19,8 +19,8 @@ import numpy as np
 from worker.errors import InputError
 from worker.files import destinations
 from worker.outbox import PROCESSED_DIR, claim_of
-from worker.preprocess import DEFAULT_LIMITS, DIGITS, OBJECTS, check_header, decode, normalize
-from worker.preprocess.reading import decode_pages, read_bytes
+from worker.preprocess import DEFAULT_LIMITS, DIGITS, OBJECTS, decode, normalize
+from worker.preprocess.reading import check_within, decode_pages, read_bytes
 
 SCAN_SIDE = 96  # the longer side of an input's thumbnail, in pixels
 SEEN_SCALE = 2  # the 28x28 shown at twice its size, pixels kept sharp
@@ -69,9 +69,7 @@ def archived_input(processed: Path, row: dict) -> Path | None:
 def page_of(path: Path, page: int | None) -> np.ndarray:
     """The image of an archived input in 8-bit grey (of a document, its page ``page``)."""
     data = read_bytes(path, max_bytes=DEFAULT_LIMITS.max_bytes, follow_symlinks=False)
-    header = check_header(data, path.name, max_pixels=DEFAULT_LIMITS.max_pixels,
-                          max_decoded_bytes=DEFAULT_LIMITS.max_decoded_bytes,
-                          max_scans=DEFAULT_LIMITS.max_scans, max_pages=DEFAULT_LIMITS.max_pages)
+    header = check_within(data, path.name)
     if header.pages > 1:
         for number, grey in enumerate(decode_pages(data, path.name, header, DEFAULT_LIMITS.max_pixels), 1):
             if number == (page or 1):
