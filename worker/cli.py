@@ -89,6 +89,22 @@ def _run(func, *args, **kwargs):
 
 
 @app.command()
+def calibrate(
+    model: Annotated[Path, typer.Option(envvar=_env("model"), help="The model to calibrate.")] = defaults.MODEL,
+    data: Annotated[Path | None, typer.Option(envvar=_env("data"), help="Dataset source, as for 'worker train'.")] = None,
+) -> None:
+    """Fit the review flag (calibration, thresholds, the training features) of a model made
+    before it, on the splits it was trained with; publish the result as a new version."""
+    from worker.train import calibrate as run_calibration
+
+    card = _run(run_calibration, model, data).card
+    review = card["review"]
+    typer.echo(f"published {model} version {card['version']}: temperature {review['temperature']}, "
+               f"validation ECE {review['expected_calibration_error']['before']:.4f} -> "
+               f"{review['expected_calibration_error']['after']:.4f}")
+
+
+@app.command()
 def train(
     dataset: Annotated[Dataset, typer.Option(envvar=_env("dataset"), help="Dataset to train on.")] = Dataset.mnist,
     arch: Annotated[str, typer.Option(envvar=_env("arch"), help=f"Architecture: {', '.join(ARCHS)}.")] = DEFAULT_ARCH,
@@ -103,6 +119,7 @@ def train(
     init_from: Annotated[Path | None, typer.Option(envvar=_env("init_from"), help="Start from this trained model's weights (a warm restart: one more cosine cycle).")] = None,
     patience: Annotated[int, typer.Option(envvar=_env("patience"), help="Stop after this many epochs without a better validation loss.")] = defaults.PATIENCE,
     augment: Annotated[float, typer.Option(envvar=_env("augment"), help="Augmentation strength s: shifts/zoom up to s, rotations up to 100*s degrees (0: none).")] = defaults.AUGMENT,
+    scan_augment: Annotated[float, typer.Option(envvar=_env("scan_augment"), help="Share of training images replaced by scan-like renderings (scans, thick marker, low resolution) sent through the real preprocessing.")] = 0.0,
     force: Annotated[bool, typer.Option(envvar=_env("force"), help="Turn a model kept as plain files at --output into versions (the old files kept as one).")] = False,
     extra: Annotated[Path | None, typer.Option(envvar=_env("extra"), help="Also train on a folder per label of images (e.g. from 'worker export-reviewed').")] = None,
 ) -> None:
@@ -113,7 +130,7 @@ def train(
         run_training, dataset=dataset.value, arch=arch, epochs=epochs, batch_size=batch_size,
         seed=seed, validation=validation, data=data, output=output, limit=limit,
         learning_rate=learning_rate, init_from=init_from, patience=patience, augment=augment,
-        force=force, extra=extra, verbose=1 if sys.stderr.isatty() else 2,
+        scan_augment=scan_augment, force=force, extra=extra, verbose=1 if sys.stderr.isatty() else 2,
     )
     card = result.card
     typer.echo(
@@ -178,9 +195,11 @@ def _format_outcome(outcome, as_json: bool) -> list[str]:
     pages = [(f"{name}#{n}", p) for n, p in outcome.pages] or [(name, outcome.prediction)]
     if as_json:
         return [json.dumps({"file": file, "label": p.label, "confidence": round(p.confidence, 6),
-                            "class_index": p.class_index, "probabilities": p.probabilities},
+                            "class_index": p.class_index, "probabilities": p.probabilities,
+                            "review": " ".join(p.review), "review_score": p.review_score},
                            ensure_ascii=False) for file, p in pages]
-    return [f"{file}\t{p.label}\t{p.confidence:.4f}" for file, p in pages]
+    return [f"{file}\t{p.label}\t{p.confidence:.4f}" + (f"\treview: {' '.join(p.review)}" if p.review else "")
+            for file, p in pages]
 
 
 def _install_signal_handlers(stop: threading.Event, reload: Callable[[], None]) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from worker import __version__, archs, datasets, defaults, publish
+from worker import __version__, archs, datasets, defaults, publish, review_flag
 from worker import model as model_io
 from worker.errors import ConfigError
 from worker.preprocess import normalize_many
@@ -42,10 +42,13 @@ class Recipe:
     learning_rate: float
     patience: int
     augment: float  # 0 when the architecture trains without augmentation
+    scan_augment: float = 0.0  # share of training images replaced by scan-like renderings
 
     def validate(self) -> Recipe:
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError("--epochs and --batch-size must be at least 1")
+        if not 0 <= self.scan_augment <= 1:
+            raise ConfigError("--scan-augment is a share of the training images, between 0 and 1")
         return self
 
 
@@ -203,6 +206,7 @@ def train(
     init_from: Path | None = None,
     patience: int = defaults.PATIENCE,
     augment: float = defaults.AUGMENT,
+    scan_augment: float = 0.0,
     force: bool = False,
     extra: Path | None = None,
     verbose: int = 2,
@@ -211,12 +215,14 @@ def train(
 
     ``limit`` trains on the first N training images only (for smoke tests). ``init_from`` starts
     from a trained model's weights (same dataset and arch): a warm restart, i.e. one more cosine
-    cycle, usually at a lower ``learning_rate``. The model is saved as a new version beside the
-    old ones and published (``publish.py``); nothing is overwritten, and a model kept as plain
-    files at ``output`` is turned into versions only with ``force``.
+    cycle, usually at a lower ``learning_rate``. ``scan_augment`` replaces that share of the
+    training images by scan-like renderings (``scan_render.py``). The model is saved as a new
+    version beside the old ones and published (``publish.py``); nothing is overwritten, and a
+    model kept as plain files at ``output`` is turned into versions only with ``force``.
     """
     recipe = Recipe(dataset=dataset, arch=arch, epochs=epochs, batch_size=batch_size, seed=seed,
-                    learning_rate=learning_rate, patience=patience, augment=augment).validate()
+                    learning_rate=learning_rate, patience=patience, augment=augment,
+                    scan_augment=scan_augment).validate()
     spec, architecture = datasets.get_spec(dataset), archs.get_arch(arch)
     output = _output_path(output, spec.name, force)
     if not architecture.augment:
@@ -224,13 +230,38 @@ def train(
     import keras
 
     keras.utils.set_random_seed(seed)
-    splits = _prepare(spec, data, limit=limit, validation=validation, seed=seed)
+    splits = _prepare(spec, data, limit=limit, validation=validation, seed=seed,
+                      scan_share=recipe.scan_augment)
     if extra is not None:
         splits = _with_extra(splits, extra, spec)
     net = architecture.build(len(spec.class_names))
     start = _load_start(init_from, spec.name, arch, net) if init_from else None
     fitted = _fit(net, splits, recipe, verbose)
     staged = _save(net, output, _card(output, spec, architecture, net, recipe, fitted, splits, start), splits)
+    return _publish(staged, output, force)
+
+
+def calibrate(model_path: Path, data: Path | None = None) -> TrainResult:
+    """``worker calibrate``: give a model made before the review flag what it needs (the
+    features output, the card's ``review`` section), fitted on the splits it was trained with;
+    the weights are not touched. A new version, published."""
+    model_path = Path(model_path)
+    card = model_io.read_card(model_path)
+    spec = datasets.get_spec(card["dataset"])
+    import keras
+
+    seed, validation = card.get("seed", defaults.SEED), card.get("validation_size", defaults.VALIDATION_SIZE)
+    keras.utils.set_random_seed(seed)
+    extra = (card.get("extra") or {}).get("images", 0)  # a folder not re-read: the split is the dataset's
+    total = card.get("train_size", 0) - extra + validation
+    splits = _prepare(spec, data, limit=total if card.get("train_size") else None, validation=validation,
+                      seed=seed, scan_share=card.get("scan_augment", 0.0))
+    net = keras.saving.load_model(model_path, compile=False)
+    kept = {k: v for k, v in card.items() if k not in ("version", "review", "checks")}
+    return _publish(_save(net, model_path, kept, splits), model_path, force=False)
+
+
+def _publish(staged: Path, output: Path, force: bool) -> TrainResult:
     card = model_io.read_card(staged)
     version_path = publish.commit(staged, card["version"])
     publish.publish(version_path, output, force=force)
@@ -240,11 +271,14 @@ def train(
 
 
 def _save(net, output: Path, card: dict, splits: Splits) -> Path:
-    """Write model, LiteRT file and card as a new version, not yet published: evaluated on the
-    test split the way the daemon serves, with its check images and version in the card."""
+    """Write model, LiteRT file and card as a new version, not yet published: the review flag
+    fitted (``review_flag.py``), evaluated on the test split the way the daemon serves, with
+    its check images and version in the card."""
     staged = publish.staging_path(output)
     net.save(staged)
     model_io.export_serving(net, staged)
+    model_io.write_card(staged, card)
+    card["review"] = _fit_review(model_io.Classifier(staged), splits)
     model_io.write_card(staged, card)
     classifier = model_io.Classifier(staged)
     card.update(_evaluate(classifier, splits.x_test, splits.y_test), serving_runtime=classifier.runtime,
@@ -252,6 +286,22 @@ def _save(net, output: Path, card: dict, splits: Splits) -> Path:
                 version=model_io.file_version(staged))
     model_io.write_card(staged, card)
     return staged
+
+
+def _fit_review(classifier: model_io.Classifier, splits: Splits) -> dict:
+    val_probabilities, val_features = _raw_outputs(classifier, splits.x_val)
+    _, train_features = _raw_outputs(classifier, splits.x_train)
+    review = review_flag.fit(val_probabilities, splits.y_val.astype(int), val_features,
+                             train_features, splits.y_train.astype(int))
+    log.info("review flag: temperature %.3f (validation ECE %.4f -> %.4f)", review["temperature"],
+             *review["expected_calibration_error"].values())
+    return review
+
+
+def _raw_outputs(classifier: model_io.Classifier, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    parts = [classifier.raw(x[i : i + 1000]) for i in range(0, len(x), 1000)]
+    features = None if parts[0][1] is None else np.concatenate([f for _, f in parts])
+    return np.concatenate([p for p, _ in parts]), features
 
 
 def _output_path(output: Path | None, dataset: str, force: bool) -> Path:
@@ -282,8 +332,9 @@ def _with_extra(splits: Splits, folder: Path, spec: datasets.DatasetSpec) -> Spl
 
 
 def _prepare(spec: datasets.DatasetSpec, data: Path | None, *, limit: int | None,
-             validation: int, seed: int) -> Splits:
-    """Load, preprocess with the dataset's profile (as serving will), split off validation."""
+             validation: int, seed: int, scan_share: float = 0.0) -> Splits:
+    """Load, preprocess with the dataset's profile (as serving will), split off validation;
+    replace ``scan_share`` of the training split by scan-like renderings of the same images."""
     data_set = datasets.load(spec.name, data)
     x_all, y_all = data_set.train_images, data_set.train_labels
     if limit:
@@ -294,7 +345,20 @@ def _prepare(spec: datasets.DatasetSpec, data: Path | None, *, limit: int | None
     x_all = normalize_many(x_all, spec.profile)
     x_test = normalize_many(data_set.test_images, spec.profile)
     (x_train, y_train), (x_val, y_val) = _split(x_all, y_all, validation, seed)
+    if scan_share > 0:
+        (raw_train, _), _ = _split(data_set.train_images[: len(x_all)], y_all, validation, seed)
+        x_train = _with_scans(x_train, raw_train, scan_share, spec.profile, seed)
     return Splits(x_train, y_train, x_val, y_val, x_test, data_set.test_labels, data_set.source)
+
+
+def _with_scans(x_train: np.ndarray, raw: np.ndarray, share: float, profile, seed: int) -> np.ndarray:
+    from worker.scan_render import render_many
+
+    chosen = np.random.default_rng(seed + 1).choice(len(raw), int(round(share * len(raw))), replace=False)
+    log.info("rendering %d training images as scans, marker and low-resolution digits", len(chosen))
+    x_train = x_train.copy()
+    x_train[chosen] = render_many(raw[chosen], profile, seed)
+    return x_train
 
 
 def _fit(net, splits: Splits, recipe: Recipe, verbose: int) -> Fitted:
