@@ -16,7 +16,7 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from worker import defaults  # noqa: E402
-from worker.model import Prediction  # noqa: E402
+from worker.model import Classifier, Scored  # noqa: E402
 from worker.outbox import CSV_NAME, ERROR_SUFFIX, FAILED_DIR  # noqa: E402
 from worker.preprocess import DIGITS  # noqa: E402
 
@@ -43,10 +43,12 @@ class FakeClassifier:
             probs[i, int(np.argmax(image.sum(axis=(1, 2)))) // 3] = 0.91
         return probs
 
-    def to_prediction(self, probabilities: np.ndarray) -> Prediction:
-        index = int(np.argmax(probabilities))
-        return Prediction(index, self.class_names[index], float(probabilities[index]),
-                          [float(p) for p in probabilities])
+    def predict(self, batch: np.ndarray) -> Scored:
+        probabilities = self.predict_proba(batch)
+        return Scored(probabilities, [[] for _ in probabilities], None)
+
+    predictions = Classifier.predictions
+    to_prediction = Classifier.to_prediction
 
 
 @pytest.fixture

@@ -142,3 +142,55 @@ def low_resolution(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 HARD_SETS = {"harsh scans": harsh_scan, "thick marker": thick_marker, "low resolution": low_resolution}
+
+
+# --- not digits: what the review flag must call unlike-training ---------------------------------
+
+# Letters and symbols that do not pass for a digit in anyone's hand (no O, I, l, S, Z, B, G, b, g, q).
+NOT_DIGIT_GLYPHS = "ACEFHKMNPRTUVWXYacdefhkmnprtuvwxy#@%&?*+=$<>!"
+HERSHEY = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_COMPLEX,
+           cv2.FONT_HERSHEY_TRIPLEX, cv2.FONT_HERSHEY_SCRIPT_SIMPLEX, cv2.FONT_HERSHEY_PLAIN)
+
+
+def letter(rng: np.random.Generator) -> np.ndarray:
+    """A letter or symbol drawn in one of OpenCV's fonts, dark on a light card (grey)."""
+    glyph = NOT_DIGIT_GLYPHS[int(rng.integers(len(NOT_DIGIT_GLYPHS)))]
+    font, scale = HERSHEY[int(rng.integers(len(HERSHEY)))], float(rng.uniform(2, 4))
+    card = np.full((160, 160), int(rng.integers(200, 246)), np.uint8)
+    (width, height), _ = cv2.getTextSize(glyph, font, scale, 1)
+    origin = ((160 - width) // 2, (160 + height) // 2)
+    ink, thickness = int(rng.integers(0, 60)), int(rng.integers(2, 7))
+    cv2.putText(card, glyph, origin, font, scale, ink, thickness, cv2.LINE_AA)
+    card = card + rng.normal(0, 3, card.shape)
+    return np.clip(card, 0, 255).astype(np.uint8)
+
+
+def noise_page(rng: np.random.Generator) -> np.ndarray:
+    """Scanner noise and smudges and nothing written (grey)."""
+    side = int(rng.integers(100, 400))
+    page = rng.normal(float(rng.uniform(150, 230)), float(rng.uniform(5, 40)), (side, side))
+    page = cv2.GaussianBlur(page.astype(np.float32), (0, 0), float(rng.uniform(0.5, 6)))
+    return np.clip(page, 0, 255).astype(np.uint8)
+
+
+def texture(rng: np.random.Generator) -> np.ndarray:
+    """A stand-in for a photo of a texture (cloth, wood, tiles, gravel): stripes, a woven grid,
+    a checkerboard or blotches, lit unevenly (grey)."""
+    side = int(rng.integers(120, 400))
+    y, x = np.mgrid[0:side, 0:side].astype(np.float32)
+    period, angle = float(rng.uniform(6, 40)), float(rng.uniform(0, np.pi))
+    kind = int(rng.integers(4))
+    if kind == 0:  # wood-like stripes
+        pattern = np.sin((x * np.cos(angle) + y * np.sin(angle)) / period * 2 * np.pi + 3 * np.sin(y / 50))
+    elif kind == 1:  # weave
+        pattern = np.sin(x / period * 2 * np.pi) * np.sin(y / period * 2 * np.pi)
+    elif kind == 2:  # tiles
+        pattern = ((x // period + y // period) % 2) * 2 - 1
+    else:  # gravel
+        pattern = cv2.GaussianBlur(rng.normal(0, 1, (side, side)).astype(np.float32), (0, 0), period / 6)
+        pattern /= pattern.std() + 1e-6
+    page = 128 + 60 * pattern + x / side * float(rng.uniform(-40, 40))
+    return np.clip(page, 0, 255).astype(np.uint8)
+
+
+NOT_DIGITS = {"letters and symbols": letter, "noise pages": noise_page, "textures": texture}

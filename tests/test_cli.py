@@ -87,7 +87,8 @@ def test_predict_table_and_json_and_errors(tmp_path, real_model_path):
     as_json = runner.invoke(app, ["predict", str(good), str(bad), "--json", "--model", str(real_model_path)])
     records = [json.loads(line) for line in as_json.stdout.strip().splitlines()]
     assert records[0]["label"] == "1" and records[0]["class_index"] == 1
-    assert set(records[0]) == {"file", "label", "confidence", "class_index", "probabilities"}
+    assert set(records[0]) == {"file", "label", "confidence", "class_index", "probabilities", "review",
+                               "review_score"}
     assert abs(sum(records[0]["probabilities"]) - 1) < 1e-3
     assert records[1]["error"]["kind"] == "not-an-image"
     assert as_json.exit_code == 1

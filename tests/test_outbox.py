@@ -12,7 +12,7 @@ import pytest
 
 from worker.errors import ConfigError, InputError
 from worker.files import move_unique, place, write_atomic
-from worker.outbox import Outbox, Row, error_record, iso_utc, repair_tail
+from worker.outbox import Outbox, Row, csv_columns, error_record, iso_utc, repair_tail
 
 NAMES = [str(d) for d in range(10)]
 NASTY = 'a, "quoted"\nnew line ünï\u2028\x85.png'  # the last two end a line for str.splitlines
@@ -200,14 +200,31 @@ def test_place_uses_a_short_name_at_the_top_when_both_names_are_taken(tmp_path):
         place(src, dest, "x.png", "c2")
 
 
-def test_rows_carry_the_model_version_in_a_last_column(tmp_path):
+def test_rows_carry_model_version_and_review_in_the_last_columns(tmp_path):
     box = Outbox(tmp_path, NAMES)
-    box.record([Row(**{**_row(1).__dict__, "model_version": "abc123"})])
+    box.record([Row(**{**_row(1).__dict__, "model_version": "abc123",
+                       "review": ("low-confidence", "unlike-training"), "review_score": 2.5})])
     box.close()
     with open(tmp_path / "predictions.csv", newline="", encoding="utf-8") as fh:
         [header, record] = list(csv.reader(fh))
-    assert header[-1] == "model_version" and header[-2] == "p_9" and record[-1] == "abc123"
-    assert json.loads((tmp_path / "predictions.jsonl").read_text())["model_version"] == "abc123"
+    assert header[-4:] == ["p_9", "model_version", "review", "review_score"]
+    assert record[-3:] == ["abc123", "low-confidence unlike-training", "2.500"]
+    line = json.loads((tmp_path / "predictions.jsonl").read_text())
+    assert (line["model_version"], line["review"], line["review_score"]) == (
+        "abc123", "low-confidence unlike-training", 2.5)
+
+
+def test_an_outbox_started_with_model_version_last_keeps_its_columns(tmp_path):
+    """A CSV of the release before the review flag: rows end at model_version, as its header."""
+    header = csv_columns(NAMES, later=1)
+    (tmp_path / "predictions.csv").write_text(",".join(header) + "\r\n")
+    box = Outbox(tmp_path, NAMES)
+    box.record([Row(**{**_row(1).__dict__, "model_version": "abc123", "review": ("low-margin",)})])
+    box.close()
+    with open(tmp_path / "predictions.csv", newline="", encoding="utf-8") as fh:
+        [kept, record] = list(csv.reader(fh))
+    assert kept == header and header[-1] == "model_version" and record[-1] == "abc123"
+    assert json.loads((tmp_path / "predictions.jsonl").read_text())["review"] == "low-margin"
 
 
 def test_an_outbox_started_before_model_version_keeps_its_columns(tmp_path):

@@ -21,7 +21,8 @@ DIGITS = [str(d) for d in range(10)]
 
 
 def row(file: str, label: str, confidence: float, *, second: str | None = None, second_p: float = 0.0,
-        at: str = "2026-11-20T10:00:00.000Z", model: str = "mnist", version: str = "v1") -> Row:
+        at: str = "2026-11-20T10:00:00.000Z", model: str = "mnist", version: str = "v1",
+        review: tuple[str, ...] = ()) -> Row:
     """A row whose top class is ``label`` at ``confidence``, ``second`` at ``second_p``, the
     rest spread over the others."""
     others = [d for d in DIGITS if d not in (label, second)]
@@ -31,7 +32,8 @@ def row(file: str, label: str, confidence: float, *, second: str | None = None, 
         probs[second] = second_p
     probs = {d: probs[d] for d in DIGITS}  # in class order, as the daemon writes them
     return Row(id=new_id(), file=file, label=label, confidence=confidence, class_index=int(label),
-               sha256="ab" * 32, model=model, processed_at=at, probabilities=probs, model_version=version)
+               sha256="ab" * 32, model=model, processed_at=at, probabilities=probs, model_version=version,
+               review=review, review_score=2.0 if review else 0.5)
 
 
 def outbox_with(tmp_path: Path, rows: list[Row], failures: list[tuple[str, str]] = ()) -> Path:
@@ -71,6 +73,20 @@ def test_review_queue_is_least_sure_first_by_confidence_then_margin(tmp_path):
     assert report["review"][0]["second"] == "1" and report["review_more"] == 30
     text = runner.invoke(app, ["report", "--outbox", str(tmp_path / "outbox"), "--review", "2"]).output
     assert "least.png -> 7 (0.400; 1 by" in text and "... and 32 more" in text
+
+
+def test_rows_the_review_flag_names_come_first_and_are_counted(tmp_path):
+    """A sure shirt read as an 8 is what the flag is for: it goes before merely unsure digits."""
+    rows = [row(f"{i:02d}.png", "3", 0.99) for i in range(10)]
+    rows += [row("unsure.png", "4", 0.5), row("shirt.png", "8", 0.999, review=("unlike-training",)),
+             row("close.png", "1", 0.55, second="7", second_p=0.44, review=("low-confidence", "low-margin"))]
+    report = build_report(outbox_with(tmp_path, rows), caps=Caps(review=3))
+    assert [r["file"] for r in report["review"]] == ["close.png", "shirt.png", "unsure.png"]
+    assert report["flagged"] == 2
+    assert report["flagged_by_reason"] == {"unlike-training": 1, "low-confidence": 1, "low-margin": 1}
+    text = runner.invoke(app, ["report", "--outbox", str(tmp_path / "outbox")]).output
+    assert "flagged for review: 2 (" in text and "shirt.png -> 8 (0.999; " in text
+    assert "[unlike-training]" in text
 
 
 def test_filters_by_time_model_label_and_folder(tmp_path):
@@ -158,7 +174,8 @@ def test_a_big_outbox_summarised_in_parts_says_what_one_pass_says(tmp_path, monk
     from worker.report import parallel
 
     rows = [row(f"{i % 10}/{i:04d}.png", str((i * 7) % 10), 0.5 + (i % 50) / 100,
-                at=f"2026-11-{1 + i % 9:02d}T{i % 24:02d}:00:00.000Z") for i in range(600)]
+                at=f"2026-11-{1 + i % 9:02d}T{i % 24:02d}:00:00.000Z",
+                review=("low-margin",) if i % 37 == 0 else ()) for i in range(600)]
     outbox = outbox_with(tmp_path, rows)
     jsonl = outbox / "predictions.jsonl"
     lines = jsonl.read_bytes().splitlines(keepends=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from worker.errors import InputError
-from worker.model import Classifier, Prediction
+from worker.model import Classifier, Prediction, Scored
 from worker.preprocess import DEFAULT_LIMITS, Limits, LoadedInput, load_many
 
 # Inputs averaging more bytes than this are decoded on the thread pool: a page-sized JPEG
@@ -54,20 +54,21 @@ class LoadedBatch:
         inputs = [pixels for i in self.good for pixels in loaded[i].inputs]
         self.inputs = np.stack(inputs) if inputs else None
 
-    def predict(self) -> np.ndarray | None:
+    def predict(self) -> Scored | None:
         """Run the model on ``inputs`` (where the caller wants it run: any thread)."""
-        return None if self.inputs is None else self.classifier.predict_proba(self.inputs)
+        return None if self.inputs is None else self.classifier.predict(self.inputs)
 
-    def outcomes(self, probabilities: np.ndarray | None) -> list[Outcome]:
+    def outcomes(self, scored: Scored | None) -> list[Outcome]:
         """One outcome per file, in order, from the model's output for ``inputs``."""
         outcomes = [
             Outcome(path=path, error=item if isinstance(item, InputError) else None)
             for path, item in zip(self.paths, self.loaded, strict=True)
         ]
+        every = self.classifier.predictions(scored) if scored is not None else []
         start = 0
         for i in self.good:
             item, count = self.loaded[i], len(self.loaded[i].inputs)
-            predictions = [self.classifier.to_prediction(p) for p in probabilities[start : start + count]]
+            predictions = every[start : start + count]
             start += count
             outcomes[i].prediction, outcomes[i].sha256 = predictions[0], item.sha256
             if item.pages:

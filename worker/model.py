@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ import numpy as np
 from worker.errors import ModelError
 from worker.files import write_atomic
 from worker.preprocess import SIZE, Profile, profile_from_dict
+from worker.review_flag import Flagger
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +109,31 @@ def write_card(model_path: Path, card: dict) -> Path:
 
 
 def export_serving(keras_model, model_path: Path) -> Path:
-    """Write the LiteRT file beside the .keras file."""
+    """Write the LiteRT file beside the .keras file. It gives two outputs: the probabilities and
+    the features the last layer reads (what ``review_flag`` measures the input's strangeness on)."""
     target = serving_path(model_path)
-    keras_model.export(str(target), format="litert", verbose=False)
+    with_features(keras_model).export(str(target), format="litert", verbose=False)
     return target
+
+
+def with_features(keras_model):
+    """The same network with a second output: what its last layer reads."""
+    import keras
+
+    if isinstance(keras_model, keras.Sequential):  # no graph of its own to read a layer's input from
+        x = inputs = keras.Input(INPUT_SHAPE)
+        for layer in keras_model.layers[:-1]:
+            x = layer(x)
+        return keras.Model(inputs, [keras_model.layers[-1](x), x])
+    return keras.Model(keras_model.input, [keras_model.output, keras_model.layers[-1].input])
+
+
+def split_outputs(outputs: list[np.ndarray], classes: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """(probabilities, features or None) from a network's outputs, told apart by their width:
+    LiteRT does not keep the order they were exported in."""
+    probabilities = next((o for o in outputs if o.shape[-1] == classes), outputs[0])
+    features = next((o for o in outputs if o is not probabilities), None)
+    return probabilities, features
 
 
 class LiteRTRunner:
@@ -122,35 +144,46 @@ class LiteRTRunner:
 
         self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
         self.input_index = self.interpreter.get_input_details()[0]["index"]
-        self.output_index = self.interpreter.get_output_details()[0]["index"]
+        self.output_indices = [d["index"] for d in self.interpreter.get_output_details()]
         self.batch = 0
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
+    def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
         if len(batch) != self.batch:
             self.interpreter.resize_tensor_input(self.input_index, [len(batch), *INPUT_SHAPE])
             self.interpreter.allocate_tensors()
             self.batch = len(batch)
         self.interpreter.set_tensor(self.input_index, batch)
         self.interpreter.invoke()
-        return self.interpreter.get_tensor(self.output_index).copy()
+        return [self.interpreter.get_tensor(i).copy() for i in self.output_indices]
 
 
 class KerasRunner:
     def __init__(self, path: Path) -> None:
         import keras
 
-        self.model = keras.saving.load_model(path, compile=False)
+        self.model = with_features(keras.saving.load_model(path, compile=False))
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return np.asarray(self.model(batch, training=False))
+    def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
+        return [np.asarray(o) for o in self.model(batch, training=False)]
 
 
 @dataclass
 class Prediction:
     class_index: int
     label: str
-    confidence: float
+    confidence: float  # calibrated, when the card has a temperature
     probabilities: list[float]
+    review: list[str] = field(default_factory=list)  # review_flag's reasons; empty: none
+    review_score: float | None = None  # >= 1 flagged; None: the card has no review section
+
+
+@dataclass
+class Scored:
+    """The model's answer for a batch: calibrated probabilities, and each row's review."""
+
+    probabilities: np.ndarray
+    reviews: list[list[str]]
+    review_scores: np.ndarray | None
 
 
 class Classifier:
@@ -167,7 +200,8 @@ class Classifier:
         self.name = self.path.stem
         self.version = model_version(self.path, self.card)
         self.runtime, self._run = self._open_runtime(runtime, threads)
-        self._check_outputs()
+        self.has_features = self._check_outputs()
+        self.flagger = Flagger.from_card(self.card, self.has_features)
         self._check_samples()
 
     def _open_runtime(self, runtime: str, threads: int):
@@ -193,13 +227,16 @@ class Classifier:
         except Exception as exc:  # noqa: BLE001 - Keras raises many kinds for a bad file
             raise ModelError(f"cannot load model {self.path}: {exc}") from exc
 
-    def _check_outputs(self) -> None:
-        probe = self._run(np.zeros((1, *INPUT_SHAPE), dtype=np.float32))
-        if probe.shape != (1, len(self.class_names)):
+    def _check_outputs(self) -> bool:
+        """Checks the network gives a probability per class; says whether it gives features."""
+        outputs = self._run(np.zeros((1, *INPUT_SHAPE), dtype=np.float32))
+        probabilities, features = split_outputs(outputs, len(self.class_names))
+        if probabilities.shape != (1, len(self.class_names)):
             raise ModelError(
-                f"model {self.path} outputs {probe.shape[1:]} values but its card names "
+                f"model {self.path} outputs {probabilities.shape[1:]} values but its card names "
                 f"{len(self.class_names)} classes; the card does not belong to this model"
             )
+        return features is not None
 
     def _check_samples(self) -> None:
         checks = self.card.get("checks")
@@ -207,7 +244,7 @@ class Classifier:
             return  # a card from before checks
         pixels = np.frombuffer(base64.b64decode(checks["pixels"]), dtype=np.uint8)
         images = pixels.reshape(-1, *INPUT_SHAPE).astype(np.float32) / 255
-        got = [self.class_names[i] for i in self._run(images).argmax(axis=1)] if len(images) else []
+        got = [self.class_names[i] for i in self.raw(images)[0].argmax(axis=1)] if len(images) else []
         wrong = sum(a != b for a, b in zip(got, checks["labels"], strict=True))
         if wrong:
             raise ModelError(
@@ -215,14 +252,34 @@ class Classifier:
                 "otherwise than when it was trained: the files are damaged or not of one model"
             )
 
-    def predict_proba(self, batch: np.ndarray) -> np.ndarray:
-        return self._run(np.ascontiguousarray(batch, dtype=np.float32))
+    def raw(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The network's own output: (probabilities before calibration, features or None)."""
+        return split_outputs(self._run(np.ascontiguousarray(batch, dtype=np.float32)), len(self.class_names))
 
-    def to_prediction(self, probabilities: np.ndarray) -> Prediction:
+    def predict(self, batch: np.ndarray) -> Scored:
+        probabilities, features = self.raw(batch)
+        if self.flagger is None:
+            return Scored(probabilities, [[] for _ in probabilities], None)
+        calibrated, reasons, scores = self.flagger(probabilities, features)
+        return Scored(calibrated, reasons, scores)
+
+    def predict_proba(self, batch: np.ndarray) -> np.ndarray:
+        """Probabilities, calibrated when the card says how."""
+        return self.predict(batch).probabilities
+
+    def predictions(self, scored: Scored) -> list[Prediction]:
+        return [self.to_prediction(p, scored.reviews[i],
+                                   None if scored.review_scores is None else float(scored.review_scores[i]))
+                for i, p in enumerate(scored.probabilities)]
+
+    def to_prediction(self, probabilities: np.ndarray, review: list[str] | None = None,
+                      review_score: float | None = None) -> Prediction:
         index = int(np.argmax(probabilities))
         return Prediction(
             class_index=index,
             label=self.class_names[index],
             confidence=float(probabilities[index]),
             probabilities=[round(float(p), 6) for p in probabilities],
+            review=list(review or []),
+            review_score=None if review_score is None else round(review_score, 3),
         )

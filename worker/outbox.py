@@ -63,8 +63,8 @@ JSON_ID = re.compile(r'"id": "([^"\\]+)"')
 FIXED_COLUMNS = [
     "file", "label", "confidence", "class_index", "sha256", "model", "processed_at", "id",
 ]
-# Columns added since, at the end, after the per-class probabilities.
-LATER_COLUMNS = ["model_version"]
+# Columns added since, at the end, after the per-class probabilities, in the order they came.
+LATER_COLUMNS = ["model_version", "review", "review_score"]
 CHUNK = 1 << 20
 # Row ids already in the CSV and in the JSONL (``Outbox.written_ids``).
 Written = tuple[set[str], set[str]]
@@ -93,6 +93,8 @@ class Row:
     probabilities: dict[str, float]
     model_version: str = ""
     page: int | None = None  # a document's page (``file`` then ends in ``#<page>``); JSONL only
+    review: tuple[str, ...] = ()  # review_flag's reasons
+    review_score: float | None = None
 
     @classmethod
     def of(cls, prediction: Prediction, *, claim_id: str, file: str, sha256: str, model: str,
@@ -103,6 +105,7 @@ class Row:
             processed_at=processed_at,
             probabilities=dict(zip(class_names, prediction.probabilities, strict=True)),
             model_version=model_version, page=page,
+            review=tuple(prediction.review), review_score=prediction.review_score,
         )
 
     def to_json(self) -> dict:
@@ -110,18 +113,21 @@ class Row:
             "file": self.file, "label": self.label, "confidence": round(self.confidence, 6),
             "class_index": self.class_index, "sha256": self.sha256, "model": self.model,
             "processed_at": self.processed_at, "id": self.id, "probabilities": self.probabilities,
-            "model_version": self.model_version,
+            "model_version": self.model_version, "review": " ".join(self.review),
+            "review_score": self.review_score,
         }
         if self.page is not None:
             record["page"] = self.page
         return record if self.file.isascii() else {**record, **name_fields(self.file)}
 
-    def to_csv(self, *, later_columns: bool = True) -> list:
+    def to_csv(self, *, later: int = len(LATER_COLUMNS)) -> list:
+        """The CSV fields; of ``LATER_COLUMNS`` the first ``later`` (what the file's header has)."""
         fields = [
             readable(self.file), self.label, f"{self.confidence:.6f}", self.class_index, self.sha256,
             self.model, self.processed_at, self.id, *(f"{p:.6f}" for p in self.probabilities.values()),
         ]
-        return [*fields, self.model_version] if later_columns else fields
+        score = "" if self.review_score is None else f"{self.review_score:.3f}"
+        return fields + [self.model_version, " ".join(self.review), score][:later]
 
 
 def readable(text: str) -> str:
@@ -148,9 +154,8 @@ def iso_utc(timestamp: float) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def csv_columns(class_names: Iterable[str], *, later_columns: bool = True) -> list[str]:
-    columns = FIXED_COLUMNS + [f"p_{name}" for name in class_names]
-    return columns + LATER_COLUMNS if later_columns else columns
+def csv_columns(class_names: Iterable[str], *, later: int = len(LATER_COLUMNS)) -> list[str]:
+    return FIXED_COLUMNS + [f"p_{name}" for name in class_names] + LATER_COLUMNS[:later]
 
 
 def error_record(error: InputError, *, claim_id: str, file: str, time: str, model: str,
@@ -220,7 +225,7 @@ class Outbox:
         self.csv_path = self.root / CSV_NAME
         self.class_names = list(class_names)
         self.columns = csv_columns(class_names)
-        self.later_columns = True  # False for an outbox started before them (see _check_header)
+        self.later = len(LATER_COLUMNS)  # fewer for an outbox started before some (_check_header)
         self.keep_inputs = on_success == "keep"
         try:
             self._open()
@@ -228,7 +233,7 @@ class Outbox:
             raise ConfigError(f"outbox {self.root} is not writable: {exc.strerror or exc}") from exc
 
     def _open(self) -> None:
-        self.columns, self.later_columns = csv_columns(self.class_names), True
+        self.columns, self.later = csv_columns(self.class_names), len(LATER_COLUMNS)
         for folder in (self.root, self.processed, self.failed):
             folder.mkdir(parents=True, exist_ok=True)
         self._jsonl = os.open(self.jsonl_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -332,16 +337,19 @@ class Outbox:
             fcntl.flock(self._jsonl, fcntl.LOCK_UN)
 
     def _check_header(self) -> None:
-        """The header upgrade rule: a CSV started before the later columns keeps its header and
-        gets rows without them (its readers keep working; the JSONL has every field); a new CSV
-        gets them all. A header of other classes is another model's outbox: refused."""
+        """The header upgrade rule: a CSV started before some of the later columns keeps its
+        header and gets rows without those (its readers keep working; the JSONL has every
+        field); a new CSV gets them all. A header of other classes is another model's outbox:
+        refused."""
         if not self.csv_path.exists() or self.csv_path.stat().st_size == 0:
             return
         with open(self.csv_path, newline="", encoding="utf-8") as fh:
             header = next(csv.reader(fh), [])
-        if header == csv_columns(self.class_names, later_columns=False):
-            self.columns, self.later_columns = header, False
-            log.info("%s predates the model_version column: kept as it is (the JSONL has it)", self.csv_path)
+        older = [k for k in range(len(LATER_COLUMNS)) if header == csv_columns(self.class_names, later=k)]
+        if older:
+            self.columns, self.later = header, older[0]
+            log.info("%s predates the %s column(s): kept as it is (the JSONL has them)", self.csv_path,
+                     ", ".join(LATER_COLUMNS[older[0]:]))
         elif header != self.columns:
             raise ConfigError(
                 f"{self.csv_path} has columns for another model ({', '.join(header[8:11])}…); "
@@ -366,5 +374,5 @@ class Outbox:
         writer = csv.writer(buffer, lineterminator="\r\n")
         if header:
             writer.writerow(self.columns)
-        writer.writerows(row.to_csv(later_columns=self.later_columns) for row in rows)
+        writer.writerows(row.to_csv(later=self.later) for row in rows)
         return buffer.getvalue()

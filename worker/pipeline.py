@@ -21,8 +21,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from worker import defaults
 from worker.claims import Claim, Claims
 from worker.classify import LoadedBatch, Outcome, load_batch
@@ -44,21 +42,19 @@ TOO_BIG_DIR = ".too-big"
 
 @dataclass
 class InFlight:
-    """A claimed, loaded batch; ``probabilities`` is the model thread's future of its output,
+    """A claimed, loaded batch; ``scored`` is the model thread's future of its output,
     or None to run the model when the batch is finished. ``written`` is None for new claims;
     for claims a crash left, the ids of theirs already written."""
 
     claims: list[Claim]
     batch: LoadedBatch
-    probabilities: Future | None
+    scored: Future | None
     written: Written | None
     started: float
 
     def outcomes(self) -> list[Outcome]:
-        probabilities: np.ndarray | None = (
-            self.probabilities.result() if self.probabilities is not None else self.batch.predict()
-        )
-        return self.batch.outcomes(probabilities)
+        scored = self.scored.result() if self.scored is not None else self.batch.predict()
+        return self.batch.outcomes(scored)
 
 
 class Pipeline:

@@ -75,6 +75,8 @@ def to_dict(outbox: Path, filters: Filters, s: Summary, skipped: Skipped, *,
         "median_confidence": s.median(),
         "low_confidence_threshold": s.low_confidence,
         "low_confidence": s.unsure,
+        "flagged": s.flagged,
+        "flagged_by_reason": dict(s.reasons.most_common()),
         "confidence_histogram": [
             {"from": i / HISTOGRAM_BINS, "to": (i + 1) / HISTOGRAM_BINS, "rows": n}
             for i, n in enumerate(s.histogram)

@@ -1,6 +1,7 @@
 """What a report says, gathered in one pass over the rows, in memory bounded by its caps.
 
-Counts are exact; lists are capped (the review queue keeps the least sure N in a heap, each
+Counts are exact; lists are capped (the review queue keeps N in a heap: rows the review flag
+names first, then the least sure; each
 gallery its first N rows, the failures their first N records) and say how many more there were.
 """
 
@@ -15,7 +16,7 @@ from worker import defaults
 from worker.report.truth import Truth
 
 HISTOGRAM_BINS = 20
-BRIEF_FIELDS = ("id", "file", "label", "model", "model_version", "page", "file_bytes")
+BRIEF_FIELDS = ("id", "file", "label", "model", "model_version", "page", "file_bytes", "review")
 # More than this many days between the first and last row: throughput per day, else per hour.
 HOURLY_DAYS = 3
 
@@ -52,9 +53,12 @@ class Summary:
         self.histogram = [0] * HISTOGRAM_BINS
         self.confidences = array("d")
         self.unsure = 0
+        self.flagged = 0
+        self.reasons: Counter[str] = Counter()  # the review flag's, over the flagged rows
         self.first = self.last = None
-        # A heap of the least sure rows, (-confidence, -margin, -row number, brief): its root is
-        # the one to let go first (the surest; of equals, the latest in the file).
+        # A heap of the rows to review, (flagged, -confidence, -margin, -row number, brief): its
+        # root is the one to let go first (unflagged before flagged, then the surest; of
+        # equals, the latest in the file).
         self._review: list = []
         self.galleries: dict[str, list[dict]] = defaultdict(list)
         self.confusion: Counter[tuple[str, str]] = Counter()
@@ -78,7 +82,11 @@ class Summary:
         self.histogram[min(int(confidence * HISTOGRAM_BINS), HISTOGRAM_BINS - 1)] += 1
         if confidence < self.low_confidence:
             self.unsure += 1
-        self._queue_for_review(row, confidence, len(self.confidences))
+        reasons = row.get("review")  # rows written before the flag have none
+        if reasons:
+            self.flagged += 1
+            self.reasons.update(reasons.split())
+        self._queue_for_review(row, bool(reasons), confidence, len(self.confidences))
         if self.caps.gallery and len(self.galleries[label]) < self.caps.gallery:
             self.galleries[label].append(brief(row))
         if self.has_truth:
@@ -102,20 +110,22 @@ class Summary:
         self.histogram = [a + b for a, b in zip(self.histogram, other.histogram, strict=True)]
         self.confidences.extend(other.confidences)  # first: the review merge counts rows with it
         self.unsure += other.unsure
+        self.flagged += other.flagged
+        self.reasons.update(other.reasons)
         for key, rows in other.galleries.items():
             self.galleries[key] = (self.galleries[key] + rows)[: self.caps.gallery]
         for key, rows in other.mistakes.items():
             self.mistakes[key] = (self.mistakes[key] + rows)[: self.caps.mistakes]
         offset = len(self.confidences) - len(other.confidences)  # their row numbers follow ours
-        both = self._review + [(c, m, n - offset, item) for c, m, n, item in other._review]
-        self._review = heapq.nlargest(self.caps.review, both, key=lambda e: e[:3])
+        both = self._review + [(f, c, m, n - offset, item) for f, c, m, n, item in other._review]
+        self._review = heapq.nlargest(self.caps.review, both, key=lambda e: e[:4])
         heapq.heapify(self._review)
 
-    def _queue_for_review(self, row: dict, confidence: float, number: int) -> None:
-        if len(self._review) == self.caps.review and -self._review[0][0] < confidence:
-            return  # surer than all it keeps: the common case costs no margin
+    def _queue_for_review(self, row: dict, flagged: bool, confidence: float, number: int) -> None:
+        if len(self._review) == self.caps.review and (flagged, -confidence) < self._review[0][:2]:
+            return  # less to review than all it keeps: the common case costs no margin
         item = brief(row)
-        entry = (-confidence, -item["margin"], -number, item)
+        entry = (flagged, -confidence, -item["margin"], -number, item)
         if len(self._review) < self.caps.review:
             heapq.heappush(self._review, entry)
         elif self.caps.review:
@@ -146,8 +156,9 @@ class Summary:
         return len(self.confidences)
 
     def review_queue(self) -> list[dict]:
-        """Least sure first: by confidence, then by the margin between the top two classes."""
-        return [item for *_, item in sorted(self._review, reverse=True, key=lambda e: e[:3])]
+        """Rows the review flag names first; within each part the least sure first, by
+        confidence, then by the margin between the top two classes."""
+        return [item for *_, item in sorted(self._review, reverse=True, key=lambda e: e[:4])]
 
     def median(self) -> float | None:
         import numpy as np

@@ -22,6 +22,8 @@ def format_report(report: dict) -> str:
             f"confidence: mean {report['mean_confidence']}, median {report['median_confidence']:.4f}; "
             f"{report['low_confidence']} below {report['low_confidence_threshold']}"
         )
+        reasons = ", ".join(f"{n} {reason}" for reason, n in report["flagged_by_reason"].items())
+        lines.append(f"flagged for review: {report['flagged']}" + (f" ({reasons})" if reasons else ""))
     lines += _review(report)
     lines += _truth(report["truth"])
     for kind, count in report["failures_by_kind"].items():
@@ -35,9 +37,9 @@ def format_report(report: dict) -> str:
 def _review(report: dict) -> list[str]:
     if not report["review"]:
         return []
-    lines = ["to review, least sure first (confidence, then margin over the second guess):"]
+    lines = ["to review, flagged first, then least sure (confidence; margin over the second guess):"]
     lines += [f"  {r['file']} -> {r['label']} ({r['confidence']:.3f}; {r['second']} by {r['margin']:.3f})"
-              for r in report["review"]]
+              + (f" [{r['review']}]" if r.get("review") else "") for r in report["review"]]
     if report["review_more"]:
         lines.append(f"  ... and {report['review_more']} more")
     return lines

@@ -30,7 +30,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from worker.errors import InputError
-from worker.model import Classifier
+from worker.model import Classifier, Prediction
 from worker.preprocess import DEFAULT_LIMITS, load_bytes
 from worker.report.thumbnails import Thumbnails, seen_uri
 from worker.reviews import ROW_ID, append_review
@@ -140,14 +140,14 @@ class _Model:
             raise HTTPException(415 if exc.kind in ("not-an-image", "unsupported") else 422,
                                 {"kind": exc.kind, "message": exc.message}) from None
         with self.lock:
-            probabilities = self.classifier.predict_proba(np.stack(loaded.inputs))
+            predictions = self.classifier.predictions(self.classifier.predict(np.stack(loaded.inputs)))
         pages = [dict(page=number, **self._result(p)) for (number, _), p in
-                 zip(loaded.pages or [(None, None)], probabilities, strict=True)]
+                 zip(loaded.pages or [(None, None)], predictions, strict=True)]
         return {**pages[0], "seen": seen_uri(loaded.pixels), "pages": pages if loaded.pages else []}
 
-    def _result(self, probabilities: np.ndarray) -> dict:
-        prediction = self.classifier.to_prediction(probabilities)
+    def _result(self, prediction: Prediction) -> dict:
         return {"label": prediction.label, "confidence": round(prediction.confidence, 6),
+                "review": prediction.review, "review_score": prediction.review_score,
                 "probabilities": dict(zip(self.classes, prediction.probabilities, strict=True))}
 
 

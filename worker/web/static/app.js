@@ -86,7 +86,8 @@ async function classifyDrawing(blob) {
   try {
     const result = await api("/api/classify", { method: "POST", body: form });
     document.getElementById("seen").src = result.seen;
-    answer.textContent = `Looks like ${result.label} (${percent(result.confidence)})`;
+    const flag = result.review.length ? ` · review: ${result.review.join(", ")}` : "";
+    answer.textContent = `Looks like ${result.label} (${percent(result.confidence)})${flag}`;
     showBars(result.probabilities);
   } catch (error) {
     answer.textContent = `No answer: ${error.message}`;
@@ -163,6 +164,7 @@ function figure(row) {
   }
   const caption = element("figcaption", {}, element("b", { text: row.label }),
     ` ${row.confidence.toFixed(3)} · ${row.file}`);
+  if (row.review) caption.append(element("span", { class: "flag", text: ` · ${row.review}` }));
   return element("figure", { "data-id": row.id, "data-file": row.file }, pair, caption);
 }
 
