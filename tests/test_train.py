@@ -38,14 +38,17 @@ def test_short_training_run_saves_a_serving_model(tmp_path):
     assert card["version"] == publish.current_version(result.model_path), "published as a version"
     assert Classifier(result.model_path).card["checks"]["labels"], "with check images in its card"
 
+    assert card["review"]["temperature"] > 0 and "unlike_training" in card["review"], "the review flag fitted"
+    assert Classifier(result.model_path).flagger.distance is not None
+
     again = train(dataset="mnist", arch="seed-cnn", epochs=1, limit=6000, validation=1000,
                   learning_rate=1e-9, init_from=result.model_path, output=tmp_path / "tiny.keras",
-                  verbose=0)
+                  scan_augment=0.1, verbose=0)
     assert publish.current_version(result.model_path) == again.card["version"] != card["version"]
     assert Classifier(tmp_path / "tiny" / card["version"] / "tiny.keras").version == card["version"], \
         "a new version goes beside the old one, which stays whole"
     assert again.card["init_from"]["test_accuracy"] == card["test_accuracy"]
-    assert again.card["learning_rate"] == 1e-9
+    assert again.card["learning_rate"] == 1e-9 and again.card["scan_augment"] == 0.1
     # with a learning rate of ~0 nothing moves: the same accuracy proves the weights were loaded
     assert abs(again.card["test_accuracy"] - card["test_accuracy"]) < 0.005
 
@@ -59,3 +62,32 @@ def test_init_from_another_arch_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="not seed-cnn"):
         train(dataset="mnist", arch="seed-cnn", epochs=1, limit=2000, validation=500,
               init_from=first.model_path, output=tmp_path / "x.keras", verbose=0)
+
+
+def test_calibrate_gives_a_model_from_before_the_flag_its_review(tmp_path):
+    """A model whose LiteRT file has one output and whose card has no review section serves
+    without the flag; ``worker calibrate`` fits it and publishes the result as a new version."""
+    import keras
+
+    from worker import publish
+    from worker.model import Classifier
+    from worker.train import calibrate, train
+
+    made = train(dataset="mnist", arch="lenet", epochs=1, limit=3000, validation=500,
+                 output=tmp_path / "made.keras", verbose=0)
+    old = tmp_path / "old"
+    old.mkdir()
+    net = keras.saving.load_model(made.model_path, compile=False)
+    net.save(old / "m.keras")
+    net.export(str(old / "m.tflite"), format="litert", verbose=False)
+    card = {k: v for k, v in made.card.items() if k not in ("review", "version")}
+    (old / "m.json").write_text(json.dumps(card))
+    before = Classifier(old / "m.keras")
+    assert before.flagger is None and not before.has_features
+    publish.publish_checked(old / "m.keras", tmp_path / "m.keras")
+
+    result = calibrate(tmp_path / "m.keras")
+    after = Classifier(tmp_path / "m.keras")
+    assert after.has_features and after.flagger.distance is not None
+    assert after.version == result.card["version"] == publish.current_version(tmp_path / "m.keras")
+    assert result.card["test_accuracy"] == made.card["test_accuracy"], "the weights are not touched"
