@@ -401,34 +401,60 @@ def test_decoded_bytes_are_bounded_not_only_pixels(tmp_path):
 
 
 @pytest.mark.slow
-def test_v3_leaves_a_28x28_mnist_digit_bit_identical():
-    """Training data goes through the same code: v3 must not change what v1 models learned."""
+def test_later_profiles_leave_a_28x28_mnist_digit_bit_identical():
+    """Training data goes through the same code: v3 and v4 must not change what v1 models learned."""
     from worker import datasets
-    from worker.preprocess import DIGITS_V1, normalize_many
+    from worker.preprocess import DIGITS_V1, DIGITS_V3, normalize_many
 
     images = datasets.load("mnist").test_images[:3000]
-    assert np.array_equal(normalize_many(images, DIGITS), normalize_many(images, DIGITS_V1))
+    v1 = normalize_many(images, DIGITS_V1)
+    assert np.array_equal(normalize_many(images, DIGITS_V3), v1)
+    assert np.array_equal(normalize_many(images, DIGITS), v1)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(("name", "floor_v1", "floor_v3"), [
-    ("harsh scans", 0.20, 0.62), ("thick marker", 0.85, 0.90), ("low resolution", 0.70, 0.80),
-])
-def test_v3_reads_the_hard_sets_better(real_model_path, name, floor_v1, floor_v3):
-    """100 of each hard set (fixed seed; tests/factories.py), the shipped model: v3 above its
-    floor (a little below what it measures: 72, 94, 84 %) and above v1 on the same images."""
+def _hard_set_accuracy(real_model_path, name: str, count: int, profiles) -> list[float]:
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
     from hard_sets import accuracy, hard_set
 
     from worker.model import Classifier
-    from worker.preprocess import DIGITS_V1
 
     classifier = Classifier(real_model_path)
-    pages, labels = hard_set(name, 100)
-    v1, v3 = accuracy(classifier, pages, labels, DIGITS_V1), accuracy(classifier, pages, labels, DIGITS)
-    assert v3 >= floor_v3 and v3 > v1 >= floor_v1, (v1, v3)
+    pages, labels = hard_set(name, count)
+    return [accuracy(classifier, pages, labels, profile) for profile in profiles]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "floor_v1", "floor_v3", "floor_v4"), [
+    ("harsh scans", 0.30, 0.68, 0.82), ("thick marker", 0.85, 0.90, 0.90),
+    ("low resolution", 0.80, 0.88, 0.88),
+])
+def test_each_profile_reads_the_hard_sets_better(real_model_path, name, floor_v1, floor_v3, floor_v4):
+    """100 of each hard set (fixed seed; tests/factories.py), the shipped model: each profile
+    above its floor (a little below what it measures: v1 36, 91, 87 %; v3 75, 94, 93 %; v4
+    88, 94, 93 %), v3 above v1 and v4 not below v3 (by more than 2 images) on the same images."""
+    from worker.preprocess import DIGITS_V1, DIGITS_V3
+
+    v1, v3, v4 = _hard_set_accuracy(real_model_path, name, 100, (DIGITS_V1, DIGITS_V3, DIGITS))
+    assert v4 >= floor_v4 and v3 >= floor_v3 and v1 >= floor_v1, (v1, v3, v4)
+    assert v4 >= v3 - 0.02 and v3 > v1, (v1, v3, v4)
+
+
+def test_v4_finds_the_ink_first_and_normalises_only_around_it():
+    """A small digit on a big page: v4 normalises a crop around it (bounded: the ink at most
+    CROP_INK pixels across), which reads as v3's whole page does; a page of light and no ink
+    is given back whole, to fail as v3 fails it."""
+    from worker.preprocess import DIGITS_V3
+    from worker.preprocess.normalizing import CROP_INK, _around_ink
+
+    page = np.full((1400, 1000), 225, np.uint8)
+    page[600:720, 300:380] = 255 - cv2.resize(digit_stroke(), (80, 120))
+    crop = _around_ink(page, DIGITS)
+    assert max(crop.shape) <= 2.2 * CROP_INK and crop.min() < 100, "the ink and its surroundings"
+    assert np.abs(normalize(page, DIGITS) - normalize(page, DIGITS_V3)).mean() < 0.02
+    light = np.tile(np.linspace(120, 240, 1000, dtype=np.float32), (1400, 1)).astype(np.uint8)
+    assert _around_ink(light, DIGITS) is light
 
 
 def test_a_big_jpeg_page_is_decoded_already_scaled_down(tmp_path):

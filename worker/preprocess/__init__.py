@@ -16,6 +16,7 @@ from worker.preprocess.loading import LoadedInput, load_bytes, load_input, load_
 from worker.preprocess.normalizing import (
     DIGITS,
     DIGITS_V1,
+    DIGITS_V3,
     OBJECTS,
     PROFILES,
     SIZE,
@@ -27,7 +28,7 @@ from worker.preprocess.normalizing import (
 from worker.preprocess.reading import DEFAULT_LIMITS, Limits, decode, read_bytes, to_grey
 
 __all__ = [
-    "DEFAULT_LIMITS", "DIGITS", "DIGITS_V1", "OBJECTS", "PROFILES", "SIZE", "Header", "Limits",
+    "DEFAULT_LIMITS", "DIGITS", "DIGITS_V1", "DIGITS_V3", "OBJECTS", "PROFILES", "SIZE", "Header", "Limits",
     "LoadedInput", "Profile",
     "check_header", "decode", "load_bytes", "load_input", "load_many", "normalize", "normalize_many",
     "profile_from_dict", "read_bytes", "to_grey",
