@@ -35,6 +35,9 @@ from worker import datasets, defaults  # noqa: E402
 
 PYTHON = sys.executable
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+# The code when the second speed issue (#14) was filed: digits-v1, whole-page decoding, its own
+# model. Checked out in a temporary folder and run beside ours on the same files.
+PREVIOUS_RELEASE = "3662d38"
 
 
 @dataclass
@@ -89,10 +92,14 @@ def watch_args(inbox: Path, outbox: Path, *extra: str, quiet: bool = True) -> li
             "--outbox", str(outbox), "--settle", "0.2", *extra]
 
 
-def run_once(inbox: Path, outbox: Path, *extra: str) -> tuple[float, int]:
-    """Seconds for ``worker watch --once`` and its peak RSS in MB."""
+def run_once(inbox: Path, outbox: Path, *extra: str, code: Path | None = None) -> tuple[float, int]:
+    """Seconds for ``worker watch --once`` and its peak RSS in MB; ``code``: another checkout's
+    worker (with its own shipped model) instead of ours."""
+    env = ENV
+    if code is not None:
+        env = {**ENV, "PYTHONPATH": str(code), "WORKER_MODEL": str(code / "models" / "mnist.keras")}
     started = time.perf_counter()
-    proc = subprocess.Popen(watch_args(inbox, outbox, "--once", *extra), env=ENV)
+    proc = subprocess.Popen(watch_args(inbox, outbox, "--once", *extra), env=env)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     assert proc.returncode == 0, "worker watch --once failed"
@@ -197,22 +204,41 @@ def bulk_and_burst(work: Path, images, count: int, naive_count: int, model: Path
     ]
 
 
+def previous_release(work: Path) -> Path:
+    """PREVIOUS_RELEASE checked out (a git worktree) in ``work``; removed by ``forget_release``."""
+    folder = work / "previous-release"
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(folder), PREVIOUS_RELEASE],
+                   check=True, capture_output=True)
+    return folder
+
+
+def forget_release(folder: Path) -> None:
+    subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(folder)],
+                   capture_output=True, check=False)
+
+
 def pages(work: Path, images, count: int) -> list[Measure]:
+    """Pages through ``worker watch --once``: ours against the previous release, same files,
+    one after the other, each with both decode threads."""
     measures = []
-    for suffix in (".jpg", ".png"):
-        staging = work / f"pages{suffix}"
-        write_pages(staging, images, count, suffix)
-        speeds = {}
-        for threads in (2, 1):
-            inbox, outbox = work / f"pages-in-{threads}{suffix}", work / f"pages-out-{threads}{suffix}"
-            inbox.mkdir()
-            for path in staging.iterdir():
-                os.link(path, inbox / path.name)
-            seconds, _ = run_once(inbox, outbox, "--decode-threads", str(threads))
-            speeds[threads] = count / seconds
-        kind = "JPEG" if suffix == ".jpg" else "PNG"
-        name = f"scanned pages ({count} x 1000x1400 {kind})"
-        measures.append(Measure(name, speeds[2], speeds[1], "pages/s"))
+    previous = previous_release(work)
+    try:
+        for suffix in (".jpg", ".png"):
+            staging = work / f"pages{suffix}"
+            write_pages(staging, images, count, suffix)
+            speeds = {}
+            for name, code in (("ours", None), ("previous", previous)):
+                inbox, outbox = work / f"pages-in-{name}{suffix}", work / f"pages-out-{name}{suffix}"
+                inbox.mkdir()
+                for path in staging.iterdir():
+                    os.link(path, inbox / path.name)
+                seconds, _ = run_once(inbox, outbox, code=code)
+                speeds[name] = count / seconds
+            kind = "JPEG" if suffix == ".jpg" else "PNG"
+            measures.append(Measure(f"scanned pages ({count} x 1000x1400 {kind}) vs {PREVIOUS_RELEASE}",
+                                    speeds["ours"], speeds["previous"], "pages/s"))
+    finally:
+        forget_release(previous)
     return measures + [big_pages(work, images, 40)]
 
 
