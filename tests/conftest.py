@@ -48,7 +48,6 @@ class FakeClassifier:
         return Scored(probabilities, [[] for _ in probabilities], None)
 
     predictions = Classifier.predictions
-    to_prediction = Classifier.to_prediction
 
 
 @pytest.fixture

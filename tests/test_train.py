@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "params"),
     [("seed-cnn", 113_898), ("fashion-cnn", 356_234), ("lenet", 61_706), ("seed-3conv", 81_066),
-     ("worker-cnn", 326_826), ("worker-cnn-lite", 243_114)],
+     ("worker-cnn", 326_826), ("worker-cnn-slim", 209_474), ("worker-cnn-lite", 243_114)],
 )
 def test_parameter_counts(name, params):
     assert archs.build(name).count_params() == params
@@ -91,3 +91,20 @@ def test_calibrate_gives_a_model_from_before_the_flag_its_review(tmp_path):
     assert after.has_features and after.flagger.distance is not None
     assert after.version == result.card["version"] == publish.current_version(tmp_path / "m.keras")
     assert result.card["test_accuracy"] == made.card["test_accuracy"], "the weights are not touched"
+
+
+def test_a_student_learns_from_its_teachers_answers(tmp_path):
+    from worker.errors import ConfigError
+    from worker.train import train
+
+    teacher = train(dataset="mnist", arch="lenet", epochs=1, limit=3000, validation=500,
+                    output=tmp_path / "teacher.keras", verbose=0)
+    student = train(dataset="mnist", arch="seed-cnn", epochs=1, limit=6000, validation=1000,
+                    teacher=teacher.model_path, teacher_weight=0.7, output=tmp_path / "student.keras",
+                    verbose=0)
+    assert student.card["teacher"] == {"path": str(teacher.model_path), "version": teacher.card["version"],
+                                       "test_accuracy": teacher.card["test_accuracy"], "weight": 0.7}
+    assert student.card["teacher_weight"] == 0.7 and student.card["test_accuracy"] > 0.8
+    with pytest.raises(ConfigError, match="other classes"):
+        train(dataset="fashion-mnist", arch="lenet", epochs=1, limit=1000, validation=200,
+              teacher=teacher.model_path, output=tmp_path / "f.keras", verbose=0)

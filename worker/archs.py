@@ -42,21 +42,27 @@ def _dense_head(x, num_classes: int, dropout: float):
     return layers.Dense(num_classes, activation="softmax")(x)
 
 
-def _worker_cnn(num_classes: int):
+def _worker_cnn(num_classes: int, widths: tuple[int, int] = (32, 64), name: str = "worker_cnn"):
     """Two 3x3 convs then a strided 5x5 conv (a learned pooling) per block, batch norm after
-    each: a well-tried MNIST design (about 15 M multiply-adds per image)."""
+    each: a well-tried MNIST design (about 15 M multiply-adds per image at 32/64 channels)."""
     import keras
     from keras import layers
 
+    first, second = widths
     inputs = keras.Input(INPUT_SHAPE)
-    x = _conv_bn_relu(inputs, 32, 3)  # 26
-    x = _conv_bn_relu(x, 32, 3)  # 24
-    x = _conv_bn_relu(x, 32, 5, strides=2, padding="same")  # 12
+    x = _conv_bn_relu(inputs, first, 3)  # 26
+    x = _conv_bn_relu(x, first, 3)  # 24
+    x = _conv_bn_relu(x, first, 5, strides=2, padding="same")  # 12
     x = layers.Dropout(0.3)(x)
-    x = _conv_bn_relu(x, 64, 3)  # 10
-    x = _conv_bn_relu(x, 64, 3)  # 8
-    x = _conv_bn_relu(x, 64, 5, strides=2, padding="same")  # 4
-    return keras.Model(inputs, _dense_head(x, num_classes, 0.3), name="worker_cnn")
+    x = _conv_bn_relu(x, second, 3)  # 10
+    x = _conv_bn_relu(x, second, 3)  # 8
+    x = _conv_bn_relu(x, second, 5, strides=2, padding="same")  # 4
+    return keras.Model(inputs, _dense_head(x, num_classes, 0.3), name=name)
+
+
+def _worker_cnn_slim(num_classes: int):
+    """worker-cnn at 24/48 channels: 57 % of its compute; meant to learn from it (``--teacher``)."""
+    return _worker_cnn(num_classes, (24, 48), "worker_cnn_slim")
 
 
 def _worker_cnn_lite(num_classes: int):
@@ -162,6 +168,7 @@ ARCHS = {
     a.name: a
     for a in (
         Arch("worker-cnn", _worker_cnn, True, "default: 2 blocks of 3x3, 3x3, 5x5/2 convs, batch norm"),
+        Arch("worker-cnn-slim", _worker_cnn_slim, True, "worker-cnn at 24/48 channels"),
         Arch("worker-cnn-lite", _worker_cnn_lite, True, "3 conv+pool blocks with batch norm"),
         Arch("seed-cnn", _seed_cnn, False, "seed 001: Conv32 5x5, Conv32 3x3, Dense128"),
         Arch("seed-3conv", _seed_3conv, False, "seed 002: three Conv64 3x3, Dense64, Dense32"),

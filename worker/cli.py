@@ -120,6 +120,8 @@ def train(
     patience: Annotated[int, typer.Option(envvar=_env("patience"), help="Stop after this many epochs without a better validation loss.")] = defaults.PATIENCE,
     augment: Annotated[float, typer.Option(envvar=_env("augment"), help="Augmentation strength s: shifts/zoom up to s, rotations up to 100*s degrees (0: none).")] = defaults.AUGMENT,
     scan_augment: Annotated[float, typer.Option(envvar=_env("scan_augment"), help="Share of training images replaced by scan-like renderings (scans, thick marker, low resolution) sent through the real preprocessing.")] = 0.0,
+    teacher: Annotated[Path | None, typer.Option(envvar=_env("teacher"), help="Distil: learn from this trained model's answers as well as the labels.")] = None,
+    teacher_weight: Annotated[float, typer.Option(envvar=_env("teacher_weight"), help="With --teacher: the share of each target that is its answer.")] = defaults.TEACHER_WEIGHT,
     force: Annotated[bool, typer.Option(envvar=_env("force"), help="Turn a model kept as plain files at --output into versions (the old files kept as one).")] = False,
     extra: Annotated[Path | None, typer.Option(envvar=_env("extra"), help="Also train on a folder per label of images (e.g. from 'worker export-reviewed').")] = None,
 ) -> None:
@@ -130,7 +132,7 @@ def train(
         run_training, dataset=dataset.value, arch=arch, epochs=epochs, batch_size=batch_size,
         seed=seed, validation=validation, data=data, output=output, limit=limit,
         learning_rate=learning_rate, init_from=init_from, patience=patience, augment=augment,
-        scan_augment=scan_augment, force=force, extra=extra, verbose=1 if sys.stderr.isatty() else 2,
+        scan_augment=scan_augment, teacher=teacher, teacher_weight=teacher_weight, force=force, extra=extra, verbose=1 if sys.stderr.isatty() else 2,
     )
     card = result.card
     typer.echo(

@@ -79,3 +79,6 @@ MODEL_CHECK_SECONDS = 1.0
 # A document (PDF, multi-page TIFF) of more pages is refused: each page is a row, rendered one
 # at a time (about 50 ms a page at 150 dpi), so 200 pages take seconds, never minutes.
 MAX_PAGES = 200
+# Distillation (``worker train --teacher``): the share of each training target that is the
+# teacher's answer; the rest is the label.
+TEACHER_WEIGHT = 0.5

@@ -43,6 +43,7 @@ class Recipe:
     patience: int
     augment: float  # 0 when the architecture trains without augmentation
     scan_augment: float = 0.0  # share of training images replaced by scan-like renderings
+    teacher_weight: float = 0.0  # share of each training target that is the teacher's answer
 
     def validate(self) -> Recipe:
         if self.epochs < 1 or self.batch_size < 1:
@@ -207,6 +208,8 @@ def train(
     patience: int = defaults.PATIENCE,
     augment: float = defaults.AUGMENT,
     scan_augment: float = 0.0,
+    teacher: Path | None = None,
+    teacher_weight: float = defaults.TEACHER_WEIGHT,
     force: bool = False,
     extra: Path | None = None,
     verbose: int = 2,
@@ -216,13 +219,15 @@ def train(
     ``limit`` trains on the first N training images only (for smoke tests). ``init_from`` starts
     from a trained model's weights (same dataset and arch): a warm restart, i.e. one more cosine
     cycle, usually at a lower ``learning_rate``. ``scan_augment`` replaces that share of the
-    training images by scan-like renderings (``scan_render.py``). The model is saved as a new
+    training images by scan-like renderings (``scan_render.py``). ``teacher``: distillation,
+    each training target a mix of the label and a trained model's answer for that image
+    (``teacher_weight`` of it). The model is saved as a new
     version beside the old ones and published (``publish.py``); nothing is overwritten, and a
     model kept as plain files at ``output`` is turned into versions only with ``force``.
     """
     recipe = Recipe(dataset=dataset, arch=arch, epochs=epochs, batch_size=batch_size, seed=seed,
                     learning_rate=learning_rate, patience=patience, augment=augment,
-                    scan_augment=scan_augment).validate()
+                    scan_augment=scan_augment, teacher_weight=teacher_weight if teacher else 0.0).validate()
     spec, architecture = datasets.get_spec(dataset), archs.get_arch(arch)
     output = _output_path(output, spec.name, force)
     if not architecture.augment:
@@ -236,8 +241,10 @@ def train(
         splits = _with_extra(splits, extra, spec)
     net = architecture.build(len(spec.class_names))
     start = _load_start(init_from, spec.name, arch, net) if init_from else None
-    fitted = _fit(net, splits, recipe, verbose)
-    staged = _save(net, output, _card(output, spec, architecture, net, recipe, fitted, splits, start), splits)
+    targets, learnt_from = _targets(splits, teacher, recipe.teacher_weight, list(spec.class_names))
+    fitted = _fit(net, splits, recipe, verbose, targets)
+    card = _card(output, spec, architecture, net, recipe, fitted, splits, start)
+    staged = _save(net, output, {**card, "teacher": learnt_from}, splits)
     return _publish(staged, output, force)
 
 
@@ -361,8 +368,29 @@ def _with_scans(x_train: np.ndarray, raw: np.ndarray, share: float, profile, see
     return x_train
 
 
-def _fit(net, splits: Splits, recipe: Recipe, verbose: int) -> Fitted:
-    """Fit with a warmed-up cosine schedule; keep the weights of the best validation loss."""
+def _targets(splits: Splits, teacher: Path | None, weight: float, class_names: list[str]):
+    """Training and validation targets: the labels, or (distilling) for training each label's
+    one-hot mixed with the teacher's probabilities for that very image (scan renderings
+    included), and one-hot labels for validation. Returns them and what the card records."""
+    if teacher is None:
+        return (splits.y_train, splits.y_val), None
+    guide = model_io.Classifier(teacher)
+    if guide.class_names != class_names:
+        raise ConfigError(f"--teacher {teacher} has other classes than this dataset")
+    answers, _ = _raw_outputs(guide, splits.x_train)
+    eye = np.eye(len(class_names), dtype=np.float32)
+    soft = (1 - weight) * eye[splits.y_train.astype(int)] + weight * answers
+    log.info("distilling from %s (version %s): targets %.0f %% its answers",
+             teacher, guide.version, 100 * weight)
+    return (soft, eye[splits.y_val.astype(int)]), {
+        "path": str(teacher), "version": guide.version, "test_accuracy": guide.card.get("test_accuracy"),
+        "weight": weight,
+    }
+
+
+def _fit(net, splits: Splits, recipe: Recipe, verbose: int, targets) -> Fitted:
+    """Fit with a warmed-up cosine schedule; keep the weights of the best validation loss.
+    ``targets``: (training, validation) labels, or one-hot and soft targets when distilling."""
     import keras
 
     steps = int(np.ceil(len(splits.x_train) / recipe.batch_size)) * recipe.epochs
@@ -370,11 +398,14 @@ def _fit(net, splits: Splits, recipe: Recipe, verbose: int) -> Fitted:
         recipe.learning_rate / 20, decay_steps=steps, warmup_target=recipe.learning_rate,
         warmup_steps=max(1, steps // 20),
     )
-    net.compile(optimizer=keras.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy",
-                metrics=["accuracy"])
+    y_train, y_val = targets
+    soft = y_train.ndim == 2
+    net.compile(optimizer=keras.optimizers.Adam(schedule),
+                loss="categorical_crossentropy" if soft else "sparse_categorical_crossentropy",
+                metrics=[keras.metrics.CategoricalAccuracy(name="accuracy") if soft else "accuracy"])
     augmenter = _augmenter(recipe.dataset, recipe.augment, recipe.seed) if recipe.augment > 0 else None
     train_ds, val_ds = _make_datasets(
-        splits.x_train, splits.y_train, splits.x_val, splits.y_val, batch_size=recipe.batch_size,
+        splits.x_train, y_train, splits.x_val, y_val, batch_size=recipe.batch_size,
         augment=augmenter, seed=recipe.seed,
     )
     epoch_log = _epoch_log()
