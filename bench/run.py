@@ -19,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,17 +172,19 @@ def _time_python(code: str) -> tuple[float, int]:
 # --- the measures ---------------------------------------------------------------------------
 
 
-def bulk_and_burst(work: Path, images, count: int, naive_count: int, model: Path) -> list[Measure]:
+def bulk_and_burst(work: Path, images, count: int, naive_count: int, model: Path,
+                   against_previous: bool = False) -> list[Measure]:
     staging = work / "digits"
     files = write_digits(staging, images, count)
     naive = naive_files_per_second(model, files[:naive_count])
 
-    inbox, outbox = work / "bulk-in", work / "bulk-out"
-    inbox.mkdir()
-    for path in files:
-        os.link(path, inbox / path.name)
-    seconds, peak_bulk = run_once(inbox, outbox)
-    bulk = count / seconds
+    bulk, peak_bulk = _bulk(work / "bulk", files)
+    previous = []
+    if against_previous:
+        with previous_release(work) as code:
+            previous_bulk, _ = _bulk(work / "bulk-previous", files, code)
+        previous = [Measure(f"bulk backlog ({count} x 28x28 PNG) vs {PREVIOUS_RELEASE}", bulk, previous_bulk,
+                            "files/s")]
 
     inbox, outbox = work / "burst-in", work / "burst-out"
     inbox.mkdir()
@@ -196,6 +200,7 @@ def bulk_and_burst(work: Path, images, count: int, naive_count: int, model: Path
     ceiling = model_only_files_per_second(model, count)
     return [
         Measure(f"bulk backlog ({count} x 28x28 PNG, --once)", bulk, naive, "files/s"),
+        *previous,
         Measure(f"live burst ({count} renamed in)", burst, naive, "files/s"),
         Measure("ceiling: the model alone, batches of 256", ceiling, naive, "files/s"),
         Measure("start -> ready", daemon.ready_seconds, tf_seconds, "s", higher_is_better=False),
@@ -204,25 +209,40 @@ def bulk_and_burst(work: Path, images, count: int, naive_count: int, model: Path
     ]
 
 
-def previous_release(work: Path) -> Path:
-    """PREVIOUS_RELEASE checked out (a git worktree) in ``work``; removed by ``forget_release``."""
+@contextmanager
+def previous_release(work: Path) -> Iterator[Path]:
+    """PREVIOUS_RELEASE checked out (a git worktree) in ``work`` while the block runs."""
     folder = work / "previous-release"
     subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(folder), PREVIOUS_RELEASE],
                    check=True, capture_output=True)
-    return folder
+    try:
+        yield folder
+    finally:
+        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(folder)],
+                       capture_output=True, check=False)
 
 
-def forget_release(folder: Path) -> None:
-    subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(folder)],
-                   capture_output=True, check=False)
+def _bulk(folder: Path, files: list[Path], code: Path | None = None) -> tuple[float, int]:
+    """Files per second of ``worker watch --once`` on links to ``files``, and its peak RSS."""
+    inbox = folder / "inbox"
+    inbox.mkdir(parents=True)
+    for path in files:
+        os.link(path, inbox / path.name)
+    seconds, peak = run_once(inbox, folder / "outbox", code=code)
+    return len(files) / seconds, peak
+
+
+def model_alone(model: Path, student: Path, count: int) -> Measure:
+    """Images a second through each model alone (batches of 256, one process each)."""
+    return Measure("the model alone: student against --model", model_only_files_per_second(student, count),
+                   model_only_files_per_second(model, count), "images/s")
 
 
 def pages(work: Path, images, count: int) -> list[Measure]:
     """Pages through ``worker watch --once``: ours against the previous release, same files,
     one after the other, each with both decode threads."""
     measures = []
-    previous = previous_release(work)
-    try:
+    with previous_release(work) as previous:
         for suffix in (".jpg", ".png"):
             staging = work / f"pages{suffix}"
             write_pages(staging, images, count, suffix)
@@ -237,8 +257,6 @@ def pages(work: Path, images, count: int) -> list[Measure]:
             kind = "JPEG" if suffix == ".jpg" else "PNG"
             measures.append(Measure(f"scanned pages ({count} x 1000x1400 {kind}) vs {PREVIOUS_RELEASE}",
                                     speeds["ours"], speeds["previous"], "pages/s"))
-    finally:
-        forget_release(previous)
     return measures + [big_pages(work, images, 40)]
 
 
@@ -331,6 +349,7 @@ def main() -> int:
     parser.add_argument("--model", type=Path, default=defaults.MODEL)
     parser.add_argument("--only", choices=["bulk", "pages", "latency", "training"],
                         help="run one group of measures")
+    parser.add_argument("--student", type=Path, help="also time this (distilled) model alone against --model")
     args = parser.parse_args()
     ENV["WORKER_MODEL"] = str(args.model.resolve())  # every daemon started here serves this model
     images = datasets.load("mnist").test_images
@@ -339,7 +358,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         groups = {
-            "bulk": lambda: bulk_and_burst(work, images, 10000, 1000, args.model),
+            "bulk": lambda: bulk_and_burst(work, images, 10000, 1000, args.model, against_previous=True),
             "pages": lambda: pages(work, images, 1000),
             "latency": lambda: latency(work, images, 200),
             "training": lambda: training(work),
@@ -349,6 +368,8 @@ def main() -> int:
         else:
             chosen = [args.only] if args.only else list(groups)
             measures = [m for name in chosen for m in groups[name]()]
+            if args.student:
+                measures.append(model_alone(args.model, args.student, 10000))
     print_table(measures)
     if args.quick and measures[0].ratio <= 1:
         print("FAIL: the daemon is not faster than the naive per-file path", file=sys.stderr)

@@ -8,6 +8,8 @@ through the exported LiteRT file, i.e. the way the daemon will serve it.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import platform
 import time
@@ -251,7 +253,8 @@ def train(
 def calibrate(model_path: Path, data: Path | None = None) -> TrainResult:
     """``worker calibrate``: give a model made before the review flag what it needs (the
     features output, the card's ``review`` section), fitted on the splits it was trained with;
-    the weights are not touched. A new version, published."""
+    the weights are not touched. A new version, published: ``<sha of the .tflite>-r<sha of
+    the review section>``, as a model calibrated again has the same .tflite."""
     model_path = Path(model_path)
     card = model_io.read_card(model_path)
     spec = datasets.get_spec(card["dataset"])
@@ -265,7 +268,12 @@ def calibrate(model_path: Path, data: Path | None = None) -> TrainResult:
                       seed=seed, scan_share=card.get("scan_augment", 0.0))
     net = keras.saving.load_model(model_path, compile=False)
     kept = {k: v for k, v in card.items() if k not in ("version", "review", "checks")}
-    return _publish(_save(net, model_path, kept, splits), model_path, force=False)
+    staged = _save(net, model_path, kept, splits)
+    card = model_io.read_card(staged)
+    review = json.dumps(card["review"], sort_keys=True).encode()
+    card["version"] = f"{model_io.file_version(staged)}-r{hashlib.sha256(review).hexdigest()[:6]}"
+    model_io.write_card(staged, card)
+    return _publish(staged, model_path, force=False)
 
 
 def _publish(staged: Path, output: Path, force: bool) -> TrainResult:
