@@ -3,6 +3,7 @@ served by ``predict`` and ``watch``; the scan renderings training learns from.""
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
 import shutil
@@ -64,6 +65,20 @@ def test_shipped_card_holds_calibration_and_thresholds(shipped, real_model_path)
         assert 0.5 < review["temperature"] < 3
         assert review["expected_calibration_error"]["after"] < 0.02
         assert classifier.has_features and classifier.flagger.distance is not None
+
+
+def test_a_review_section_of_another_network_is_refused(real_model_path, tmp_path):
+    from worker.errors import ModelError
+
+    copy = _hotter_copy(real_model_path, tmp_path / "m", 1.0)
+    card = json.loads(copy.with_suffix(".json").read_text())
+    unlike = card["review"]["unlike_training"]
+    unlike["shape"] = [64, 64]
+    unlike["means"] = base64.b64encode(np.zeros((10, 64), "<f4").tobytes()).decode()
+    unlike["transform"] = base64.b64encode(np.eye(64, dtype="<f4").tobytes()).decode()
+    copy.with_suffix(".json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="gives 128 features but its card's review section measures 64"):
+        Classifier(copy)
 
 
 @pytest.mark.slow

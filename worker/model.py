@@ -200,8 +200,13 @@ class Classifier:
         self.name = self.path.stem
         self.version = model_version(self.path, self.card)
         self.runtime, self._run = self._open_runtime(runtime, threads)
-        self.has_features = self._check_outputs()
+        features = self._check_outputs()
+        self.has_features = features > 0
         self.flagger = Flagger.from_card(self.card, self.has_features)
+        measured = self.flagger.distance.width if self.flagger and self.flagger.distance else features
+        if measured != features:
+            raise ModelError(f"model {self.path} gives {features} features but its card's review section "
+                             f"measures {measured}: the card does not belong to this model")
         self._check_samples()
 
     def _open_runtime(self, runtime: str, threads: int):
@@ -227,8 +232,9 @@ class Classifier:
         except Exception as exc:  # noqa: BLE001 - Keras raises many kinds for a bad file
             raise ModelError(f"cannot load model {self.path}: {exc}") from exc
 
-    def _check_outputs(self) -> bool:
-        """Checks the network gives a probability per class; says whether it gives features."""
+    def _check_outputs(self) -> int:
+        """Checks the network gives a probability per class; returns how many features it gives
+        (0: none, a model exported before the review flag)."""
         outputs = self._run(np.zeros((1, *INPUT_SHAPE), dtype=np.float32))
         probabilities, features = split_outputs(outputs, len(self.class_names))
         if probabilities.shape != (1, len(self.class_names)):
@@ -236,7 +242,7 @@ class Classifier:
                 f"model {self.path} outputs {probabilities.shape[1:]} values but its card names "
                 f"{len(self.class_names)} classes; the card does not belong to this model"
             )
-        return features is not None
+        return 0 if features is None else features.shape[-1]
 
     def _check_samples(self) -> None:
         checks = self.card.get("checks")

@@ -91,6 +91,10 @@ class Distance:
         transform = np.linalg.cholesky(np.linalg.inv(covariance)).astype(np.float32)
         return cls(means=(means @ transform).astype(np.float32), transform=transform)
 
+    @property
+    def width(self) -> int:
+        return len(self.transform)
+
     def __call__(self, features: np.ndarray) -> np.ndarray:
         white = _unit(features.astype(np.float32)) @ self.transform
         squared = ((white[:, None, :] - self.means[None, :, :]) ** 2).sum(axis=2)
