@@ -105,6 +105,9 @@ def test_a_student_learns_from_its_teachers_answers(tmp_path):
     assert student.card["teacher"] == {"path": str(teacher.model_path), "version": teacher.card["version"],
                                        "test_accuracy": teacher.card["test_accuracy"], "weight": 0.7}
     assert student.card["teacher_weight"] == 0.7 and student.card["test_accuracy"] > 0.8
+    with pytest.raises(ConfigError, match="--teacher-weight is the teacher's share"):
+        train(dataset="mnist", arch="lenet", teacher=teacher.model_path, teacher_weight=1.5,
+              output=tmp_path / "w.keras", verbose=0)
     with pytest.raises(ConfigError, match="other classes"):
         train(dataset="fashion-mnist", arch="lenet", epochs=1, limit=1000, validation=200,
               teacher=teacher.model_path, output=tmp_path / "f.keras", verbose=0)

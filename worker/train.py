@@ -52,6 +52,8 @@ class Recipe:
             raise ConfigError("--epochs and --batch-size must be at least 1")
         if not 0 <= self.scan_augment <= 1:
             raise ConfigError("--scan-augment is a share of the training images, between 0 and 1")
+        if not 0 <= self.teacher_weight <= 1:
+            raise ConfigError("--teacher-weight is the teacher's share of each target, between 0 and 1")
         return self
 
 
