@@ -21,7 +21,7 @@ from factories import HARD_SETS  # noqa: E402
 from worker import datasets, defaults  # noqa: E402
 from worker.errors import InputError  # noqa: E402
 from worker.model import Classifier  # noqa: E402
-from worker.preprocess import PROFILES, normalize  # noqa: E402
+from worker.preprocess import DIGITS, PROFILES, normalize  # noqa: E402
 
 
 def hard_set(name: str, count: int, seed: int = 0) -> tuple[list[np.ndarray], np.ndarray]:
@@ -32,8 +32,9 @@ def hard_set(name: str, count: int, seed: int = 0) -> tuple[list[np.ndarray], np
     return [make(data.test_images[i], rng) for i in range(count)], data.test_labels[:count].astype(int)
 
 
-def accuracy(classifier: Classifier, pages: list[np.ndarray], labels: np.ndarray, profile) -> float:
-    """Share of pages read right; a page refused (no ink found) counts as wrong."""
+def taken(pages, profile=DIGITS) -> tuple[np.ndarray | None, list[int]]:
+    """Model inputs of the pages the preprocessing takes, and which pages those are (a page
+    refused, no ink found, gets an error record in the daemon, never a row)."""
     inputs, known = [], []
     for i, page in enumerate(pages):
         try:
@@ -41,7 +42,13 @@ def accuracy(classifier: Classifier, pages: list[np.ndarray], labels: np.ndarray
             known.append(i)
         except InputError:
             continue
-    predicted = classifier.predict_proba(np.stack(inputs)).argmax(axis=1) if inputs else []
+    return (np.stack(inputs) if inputs else None), known
+
+
+def accuracy(classifier: Classifier, pages: list[np.ndarray], labels: np.ndarray, profile) -> float:
+    """Share of pages read right; a page refused (no ink found) counts as wrong."""
+    inputs, known = taken(pages, profile)
+    predicted = classifier.predict_proba(inputs).argmax(axis=1) if inputs is not None else []
     return float(np.sum(np.asarray(predicted) == labels[known])) / len(labels)
 
 

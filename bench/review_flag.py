@@ -24,23 +24,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from factories import HARD_SETS, NOT_DIGITS, scan_page  # noqa: E402
+from hard_sets import taken  # noqa: E402
 
 from worker import datasets, defaults  # noqa: E402
-from worker.errors import InputError  # noqa: E402
 from worker.model import Classifier  # noqa: E402
-from worker.preprocess import normalize  # noqa: E402
 
 
 def inputs(pages) -> np.ndarray:
-    """Model inputs of the pages the preprocessing takes (as the daemon: refused ones get an
-    error record, not a row)."""
-    out = []
-    for page in pages:
-        try:
-            out.append(normalize(page))
-        except InputError:
-            continue
-    return np.stack(out)
+    return taken(pages)[0]
 
 
 def auroc(inside: np.ndarray, outside: np.ndarray) -> float:
@@ -104,14 +95,8 @@ def main() -> None:
 
 
 def flag_line(name: str, classifier: Classifier, pages: list, labels: np.ndarray) -> None:
-    kept, x = [], []
-    for i, page in enumerate(pages):
-        try:
-            x.append(normalize(page))
-            kept.append(i)
-        except InputError:
-            continue
-    scored = classifier.predict(np.stack(x))
+    x, kept = taken(pages)
+    scored = classifier.predict(x)
     wrong = scored.probabilities.argmax(axis=1) != labels[kept]
     flagged = np.array([bool(r) for r in scored.reviews])
     caught = flagged[wrong].mean() if wrong.any() else float("nan")
