@@ -203,7 +203,7 @@ def test_place_uses_a_short_name_at_the_top_when_both_names_are_taken(tmp_path):
 def test_rows_carry_model_version_and_review_in_the_last_columns(tmp_path):
     box = Outbox(tmp_path, NAMES)
     box.record([Row(**{**_row(1).__dict__, "model_version": "abc123",
-                       "review": ("low-confidence", "unlike-training"), "review_score": 2.5})])
+                       "review": "low-confidence unlike-training", "review_score": 2.5})])
     box.close()
     with open(tmp_path / "predictions.csv", newline="", encoding="utf-8") as fh:
         [header, record] = list(csv.reader(fh))
@@ -219,7 +219,7 @@ def test_an_outbox_started_with_model_version_last_keeps_its_columns(tmp_path):
     header = csv_columns(NAMES, later=1)
     (tmp_path / "predictions.csv").write_text(",".join(header) + "\r\n")
     box = Outbox(tmp_path, NAMES)
-    box.record([Row(**{**_row(1).__dict__, "model_version": "abc123", "review": ("low-margin",)})])
+    box.record([Row(**{**_row(1).__dict__, "model_version": "abc123", "review": "low-margin"})])
     box.close()
     with open(tmp_path / "predictions.csv", newline="", encoding="utf-8") as fh:
         [kept, record] = list(csv.reader(fh))

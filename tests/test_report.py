@@ -33,7 +33,7 @@ def row(file: str, label: str, confidence: float, *, second: str | None = None, 
     probs = {d: probs[d] for d in DIGITS}  # in class order, as the daemon writes them
     return Row(id=new_id(), file=file, label=label, confidence=confidence, class_index=int(label),
                sha256="ab" * 32, model=model, processed_at=at, probabilities=probs, model_version=version,
-               review=review, review_score=2.0 if review else 0.5)
+               review=" ".join(review), review_score=2.0 if review else 0.5)
 
 
 def outbox_with(tmp_path: Path, rows: list[Row], failures: list[tuple[str, str]] = ()) -> Path:

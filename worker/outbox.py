@@ -93,7 +93,7 @@ class Row:
     probabilities: dict[str, float]
     model_version: str = ""
     page: int | None = None  # a document's page (``file`` then ends in ``#<page>``); JSONL only
-    review: tuple[str, ...] = ()  # review_flag's reasons
+    review: str = ""  # review_flag's reasons, space separated, as both files write them
     review_score: float | None = None
 
     @classmethod
@@ -105,7 +105,7 @@ class Row:
             processed_at=processed_at,
             probabilities=dict(zip(class_names, prediction.probabilities, strict=True)),
             model_version=model_version, page=page,
-            review=tuple(prediction.review), review_score=prediction.review_score,
+            review=" ".join(prediction.review), review_score=prediction.review_score,
         )
 
     def to_json(self) -> dict:
@@ -113,7 +113,7 @@ class Row:
             "file": self.file, "label": self.label, "confidence": round(self.confidence, 6),
             "class_index": self.class_index, "sha256": self.sha256, "model": self.model,
             "processed_at": self.processed_at, "id": self.id, "probabilities": self.probabilities,
-            "model_version": self.model_version, "review": " ".join(self.review),
+            "model_version": self.model_version, "review": self.review,
             "review_score": self.review_score,
         }
         if self.page is not None:
@@ -127,7 +127,7 @@ class Row:
             self.model, self.processed_at, self.id, *(f"{p:.6f}" for p in self.probabilities.values()),
         ]
         score = "" if self.review_score is None else f"{self.review_score:.3f}"
-        return fields + [self.model_version, " ".join(self.review), score][:later]
+        return fields + [self.model_version, self.review, score][:later]
 
 
 def readable(text: str) -> str:
