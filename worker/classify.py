@@ -50,8 +50,7 @@ class LoadedBatch:
         self.paths = paths
         self.loaded = loaded
         self.classifier = classifier
-        self.good = [i for i, item in enumerate(loaded) if not isinstance(item, InputError)]
-        inputs = [pixels for i in self.good for pixels in loaded[i].inputs]
+        inputs = [pixels for item in loaded if not isinstance(item, InputError) for pixels in item.inputs]
         self.inputs = np.stack(inputs) if inputs else None
 
     def predict(self) -> Scored | None:
@@ -60,20 +59,27 @@ class LoadedBatch:
 
     def outcomes(self, scored: Scored | None) -> list[Outcome]:
         """One outcome per file, in order, from the model's output for ``inputs``."""
-        outcomes = [
-            Outcome(path=path, error=item if isinstance(item, InputError) else None)
-            for path, item in zip(self.paths, self.loaded, strict=True)
-        ]
-        every = self.classifier.predictions(scored) if scored is not None else []
-        start = 0
-        for i in self.good:
-            item, count = self.loaded[i], len(self.loaded[i].inputs)
-            predictions = every[start : start + count]
-            start += count
-            outcomes[i].prediction, outcomes[i].sha256 = predictions[0], item.sha256
-            if item.pages:
-                outcomes[i].pages = [(n, p) for (n, _), p in zip(item.pages, predictions, strict=True)]
-        return outcomes
+        return outcomes_of(self.paths, self.loaded, self.classifier, scored)
+
+
+def outcomes_of(paths: list[Path], loaded: list[LoadedInput | InputError], classifier: Classifier,
+                scored: Scored | None) -> list[Outcome]:
+    """One outcome per file, in order: its error, or its predictions from ``scored`` (the
+    model's output for the good files' inputs, in order; a document has one a page)."""
+    outcomes = [Outcome(path=path, error=item if isinstance(item, InputError) else None)
+                for path, item in zip(paths, loaded, strict=True)]
+    every = classifier.predictions(scored) if scored is not None else []
+    start = 0
+    for outcome, item in zip(outcomes, loaded, strict=True):
+        if isinstance(item, InputError):
+            continue
+        count = len(item.inputs)
+        predictions = every[start : start + count]
+        start += count
+        outcome.prediction, outcome.sha256 = predictions[0], item.sha256
+        if item.pages:
+            outcome.pages = [(n, p) for (n, _), p in zip(item.pages, predictions, strict=True)]
+    return outcomes
 
 
 def classify_batch(paths: list[Path], classifier: Classifier, **load_options) -> list[Outcome]:

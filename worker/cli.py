@@ -22,6 +22,7 @@ import typer
 
 from worker import __version__, defaults
 from worker.archs import ARCHS, DEFAULT_ARCH
+from worker.broker import VISIBILITY_TIMEOUT
 from worker.errors import ConfigError, DatasetError, ModelError, WorkerError
 from worker.outbox import ON_SUCCESS
 
@@ -240,6 +241,9 @@ def watch(
     max_pixels: Annotated[int, typer.Option(envvar=_env("max_pixels"), help="Refuse images with more pixels (checked before decoding).")] = defaults.MAX_PIXELS,
     metrics: Annotated[str | None, typer.Option(envvar=_env("metrics"), help="Serve Prometheus /metrics, /healthz and /readyz on HOST:PORT (e.g. 127.0.0.1:9464).")] = None,
     metrics_file: Annotated[Path | None, typer.Option(envvar=_env("metrics_file"), help="Write the metrics to this .prom file each minute (node_exporter's textfile collector).")] = None,
+    broker: Annotated[str | None, typer.Option(envvar=_env("broker"), help="Redis URL (redis://HOST:6379/0): send batches to 'worker classify-worker' processes instead of classifying here.")] = None,
+    in_flight: Annotated[int, typer.Option(envvar=_env("in_flight"), help="With --broker: most batches out with the workers at a time.")] = defaults.IN_FLIGHT,
+    visibility_timeout: Annotated[float, typer.Option(envvar=_env("visibility_timeout"), help="With --broker: a batch a worker took and never answered goes to another after this many seconds (longer than a batch takes).")] = VISIBILITY_TIMEOUT,
 ) -> None:
     """Watch the inbox and classify every image dropped into it (the daemon)."""
     from worker.daemon import Daemon
@@ -250,7 +254,7 @@ def watch(
         inbox=inbox, outbox=outbox, model=model, once=once, poll=poll, rescan=rescan,
         settle=settle, recursive=recursive, batch_size=batch_size, max_delay_ms=max_delay,
         on_success=on_success.value, decode_threads=decode_threads,
-        limits=Limits(max_pixels=max_pixels),
+        limits=Limits(max_pixels=max_pixels), broker=broker, in_flight=in_flight,
     )
     from worker.model import Classifier
     from worker.service import ServiceNotifier
@@ -261,13 +265,41 @@ def watch(
     stop = threading.Event()
     registry, server = _metrics_server(metrics, metrics_file)
     daemon = _run(Daemon, settings, classifier, service=ServiceNotifier(), metrics=registry,
-                  load_model=lambda: Classifier(model, threads=defaults.WATCH_MODEL_THREADS))
+                  load_model=lambda: Classifier(model, threads=defaults.WATCH_MODEL_THREADS),
+                  broker=_broker(broker, visibility_timeout))
     _install_signal_handlers(stop, daemon.request_reload)
     try:
         _run(daemon.run, stop)
     finally:
         if server is not None:
             server.stop()
+
+
+def _broker(url: str | None, visibility_timeout: float):
+    """The watcher's Redis connection (Celery is imported only here, and only with --broker)."""
+    if url is None:
+        return None
+    from worker.remote import Broker
+
+    return _run(Broker, url, visibility_timeout=visibility_timeout)
+
+
+@app.command("classify-worker")
+def classify_worker(
+    broker: Annotated[str, typer.Option(envvar=_env("broker"), help="Redis URL the watcher sends batches to (redis://HOST:6379/0).")],
+    models: Annotated[Path, typer.Option(envvar=_env("models"), help="Folder of model versions (<name>/<version>/); each task names its version.")] = defaults.MODELS_DIR,
+    concurrency: Annotated[int, typer.Option(envvar=_env("concurrency"), min=1, help="Worker processes (default: one per core).")] = os.cpu_count() or 1,
+    threads: Annotated[int, typer.Option(envvar=_env("threads"), min=1, help="Model threads in each process.")] = 1,
+    visibility_timeout: Annotated[float, typer.Option(envvar=_env("visibility_timeout"), help="A batch taken and never answered (its host died) goes to another worker after this many seconds.")] = VISIBILITY_TIMEOUT,
+    loglevel: Annotated[str, typer.Option(envvar=_env("loglevel"), help="Celery's log level.")] = "INFO",
+) -> None:
+    """Classify the batches a 'worker watch --broker' sends (a Celery worker; run one per host)."""
+    from worker.classify_worker import run
+
+    if not models.is_dir():
+        raise _fail(f"--models {models} is not a folder", EXIT_CONFIG)
+    _run(run, broker, models=models, concurrency=concurrency, threads=threads,
+         visibility_timeout=visibility_timeout, loglevel=loglevel)
 
 
 def _metrics_server(address: str | None, textfile: Path | None):

@@ -35,8 +35,9 @@ from worker.pipeline import Pipeline
 from worker.service import ServiceNotifier
 from worker.settings import Settings
 
-if TYPE_CHECKING:  # prometheus_client is imported only with --metrics
+if TYPE_CHECKING:  # prometheus_client is imported only with --metrics, Celery only with --broker
     from worker.metrics import Metrics
+    from worker.remote import Broker
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,8 @@ log = logging.getLogger(__name__)
 class Daemon:
     def __init__(self, settings: Settings, classifier: Classifier, *,
                  clock: Callable[[], float] = time.time, service: ServiceNotifier | None = None,
-                 load_model: Callable[[], Classifier] | None = None, metrics: Metrics | None = None) -> None:
+                 load_model: Callable[[], Classifier] | None = None, metrics: Metrics | None = None,
+                 broker: Broker | None = None) -> None:
         self.settings = settings.validate()
         self.clock = clock
         self.service = service or ServiceNotifier(environ={})
@@ -58,11 +60,15 @@ class Daemon:
         self.outbox = Outbox(settings.outbox, classifier.class_names, on_success=settings.on_success)
         self.claims = Claims(self.inbox)
         self.intake = Intake(self.inbox, settings, clock)
-        self.pipeline = Pipeline(
-            classifier, self.outbox, self.claims, limits=settings.limits,
-            decode_threads=settings.decode_threads, clock=clock, on_put_back=self.intake.tracker.hold,
-            metrics=metrics,
-        )
+        options = {"limits": settings.limits, "decode_threads": settings.decode_threads, "clock": clock,
+                   "on_put_back": self.intake.tracker.hold, "metrics": metrics}
+        if broker is None:
+            self.pipeline = Pipeline(classifier, self.outbox, self.claims, **options)
+        else:  # worker.remote imports Celery: only with --broker
+            from worker.remote import RemotePipeline
+
+            self.pipeline = RemotePipeline(classifier, self.outbox, self.claims, broker=broker,
+                                           in_flight=settings.in_flight, retry=settings.retry, **options)
         self._serving(classifier)
         self._recovered: list[Claim] = []
         self._written: Written = (set(), set())
@@ -85,7 +91,7 @@ class Daemon:
 
     def idle(self) -> bool:
         """Nothing known left to do: no recovered claims, no scan under way, nothing tracked."""
-        return not self._recovered and self.intake.idle() and not len(self.pipeline.slow)
+        return not self._recovered and self.intake.idle() and not self.pipeline.busy()
 
     def step(self, now: float | None = None) -> int:
         """Process at most one batch; return the number of files it took."""
@@ -94,7 +100,9 @@ class Daemon:
             return 0
         if self._recovered:
             return self._replay_recovered()
-        slow = self.pipeline.take_slow()
+        collected = self.pipeline.collect()
+        if not self.pipeline.room():
+            return collected
         if self.intake.rescan_due(now):
             self.pipeline.finish_pending()  # recover() lists our own claims too: none may be in flight
             self._recover()  # a daemon that died since: adopt its claims
@@ -102,7 +110,7 @@ class Daemon:
         ready = self.intake.ready(now, self.settings.batch_size)
         arrived = self.intake.arrived
         claims = [c for rel in ready if (c := self.claims.claim(rel, arrived.get(rel))) is not None]
-        return slow + (self.pipeline.process(claims) if claims else 0)
+        return collected + (self.pipeline.process(claims) if claims else 0)
 
     def request_reload(self) -> None:
         """Reopen the outbox files and reload the model between two batches (SIGHUP)."""
@@ -146,7 +154,7 @@ class Daemon:
             return False
         if once and self.idle():
             return True
-        if done == 0:
+        if done == 0 and not self.pipeline.wait(timeout=0.05 if once else 0.2):
             self.intake.wait(timeout=0.05 if once else 0.2)
         return False
 
@@ -188,7 +196,8 @@ class Daemon:
 
     def _status(self) -> str:
         return (f"{self.finished} files done, {len(self.intake)} waiting, "
-                f"{len(self._recovered)} to recover; last batch {self.pipeline.last_batch}")
+                f"{len(self._recovered)} to recover; last batch {self.pipeline.last_batch}"
+                + self.pipeline.note())
 
     def _reload_now(self) -> None:
         """Between batches: the outbox files reopened (re-created with a header if they were
@@ -254,7 +263,7 @@ class Daemon:
 
     def _recover(self) -> None:
         """Take up the claims a crash left, and look up once which of them have rows already."""
-        self._recovered = self.claims.recover(skip=self.pipeline.slow.in_hand())
+        self._recovered = self.claims.recover(skip=self.pipeline.in_hand())
         self._written = self.outbox.written_ids({c.id for c in self._recovered})
         if self._recovered:
             log.warning("%d claimed files left unfinished will be finished", len(self._recovered))

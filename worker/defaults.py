@@ -68,6 +68,9 @@ DECODE_THREADS = 2
 # After a failed write (disk full, I/O error), wait this long before trying again: long enough
 # not to spin on a full disk, short enough that service resumes soon after space is freed.
 RETRY_SECONDS = 5.0
+# With --broker: most batches out with the classify workers at a time. Enough to keep several
+# worker processes busy while the watcher reads the next; each holds its files claimed.
+IN_FLIGHT = 8
 # Reports list predictions below this confidence as unsure, for a person to look at. It is a
 # first filter only: a confident answer can still be wrong (`worker report --low-confidence`).
 LOW_CONFIDENCE = 0.9

@@ -69,6 +69,7 @@ class Metrics:
         self.last_success = Gauge("worker_last_success_timestamp_seconds",
                                   "When a batch last became durable (Unix time)", registry=r)
         self.reloads = Counter("worker_reloads", "Reloads (SIGHUP), by result", ["result"], registry=r)
+        self._remote: tuple[Gauge, ...] | None = None  # made at the first remote(): --broker only
         self.last_turn = clock()
         self.ready = False
 
@@ -83,6 +84,21 @@ class Metrics:
         self.batch_files.observe(rows + len(failures))
         self.batch_seconds.observe(seconds)
         self.last_success.set(at)
+
+    def remote(self, batches: int, files: int, oldest: float, broker_up: bool) -> None:
+        """With --broker: the work out with the classify workers."""
+        if self._remote is None:
+            r = self.registry
+            self._remote = (
+                Gauge("worker_remote_batches", "Batches sent to the classify workers, not yet answered",
+                      registry=r),
+                Gauge("worker_remote_files", "Files in those batches", registry=r),
+                Gauge("worker_remote_oldest_seconds", "Age of the oldest unanswered batch (it grows "
+                      "while no classify worker answers)", registry=r),
+                Gauge("worker_broker_up", "1 while Redis answers the watcher, else 0", registry=r),
+            )
+        for gauge, value in zip(self._remote, (batches, files, oldest, int(broker_up)), strict=True):
+            gauge.set(value)
 
     def serving(self, name: str, version: str, dataset: str) -> None:
         self.model.clear()

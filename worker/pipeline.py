@@ -52,6 +52,10 @@ class InFlight:
     written: Written | None
     started: float
 
+    @property
+    def classifier(self) -> Classifier:
+        return self.batch.classifier
+
     def outcomes(self) -> list[Outcome]:
         scored = self.scored.result() if self.scored is not None else self.batch.predict()
         return self.batch.outcomes(scored)
@@ -92,6 +96,30 @@ class Pipeline:
             self._model_thread = None
         self.slow.close(self.claims.put_back)
         self.pool.shutdown()
+
+    def room(self) -> bool:
+        """Whether a new batch may be taken now."""
+        return True
+
+    def busy(self) -> bool:
+        """Whether files are in hand that a step may still finish."""
+        return len(self.slow) > 0
+
+    def in_hand(self) -> set:
+        """The paths of claims in hand (a recovery must not take them up again)."""
+        return self.slow.in_hand()
+
+    def note(self) -> str:
+        """What the status line adds about the pipeline."""
+        return ""
+
+    def wait(self, timeout: float) -> bool:
+        """Wait for work of the pipeline's own, if it has any to wait for (it has not)."""
+        return False
+
+    def collect(self) -> int:
+        """Finish what finished in the background since the last step: the slow lane's files."""
+        return self.take_slow()
 
     def process(self, claims: list[Claim], *, written: Written | None = None, alone: bool = False) -> int:
         """Load the claimed files; finish the batch here (``alone``, or before ``overlap``), or
@@ -188,12 +216,12 @@ class Pipeline:
         pairs = list(zip(flight.claims, outcomes, strict=True))
         written = flight.written or (set(), set())
         rows = [row for claim, outcome in pairs if outcome.ok
-                for row in self._rows(claim, outcome, processed_at)]
+                for row in self._rows(claim, outcome, processed_at, flight.classifier)]
         self.outbox.record(rows, written=written)
         failures = []
         for claim, outcome in pairs:
             try:
-                if self._settle(claim, outcome, processed_at, written) == "quarantined":
+                if self._settle(claim, outcome, processed_at, written, flight.classifier) == "quarantined":
                     failures.append(outcome.error.kind)
             except FileNotFoundError:
                 if os.path.lexists(claim.path):
@@ -212,8 +240,8 @@ class Pipeline:
             " (recovered)" if flight.written is not None else "",
         )
 
-    def _settle(self, claim: Claim, outcome: Outcome, processed_at: str,
-                written: Written) -> str:
+    def _settle(self, claim: Claim, outcome: Outcome, processed_at: str, written: Written,
+                classifier: Classifier) -> str:
         """The claimed file leaves ``.work/``: archived, put back for its writer, or quarantined;
         returns which."""
         if outcome.ok or claim.id in written[1]:
@@ -224,7 +252,7 @@ class Pipeline:
             self.on_put_back(claim.rel)
             return "put back"
         else:
-            self._quarantine(claim, outcome, processed_at)
+            self._quarantine(claim, outcome, processed_at, classifier)
             done = "quarantined"
         self.claims.finish(claim)
         return done
@@ -240,29 +268,27 @@ class Pipeline:
         except OSError:
             return False
 
-    def _rows(self, claim: Claim, outcome: Outcome, processed_at: str) -> list[Row]:
-        """An image's row; a document's row for each page with ink (``file`` is ``x.pdf#2``)."""
+    @staticmethod
+    def _rows(claim: Claim, outcome: Outcome, processed_at: str, classifier: Classifier) -> list[Row]:
+        """An image's row; a document's row for each page with ink (``file`` is ``x.pdf#2``).
+        ``classifier`` is the one that scored the batch (a reload may have come since)."""
+        def row(p: Prediction, row_id: str, file: str, page: int | None = None) -> Row:
+            log.debug("%s -> %s (%.3f)", file, p.label, p.confidence)
+            return Row.of(
+                p, claim_id=row_id, file=file, sha256=outcome.sha256 or "",
+                model=classifier.name, model_version=classifier.version,
+                processed_at=processed_at, class_names=classifier.class_names, page=page,
+            )
+
         if not outcome.pages:
-            return [self._row(outcome.prediction, claim.id, claim.rel, outcome, processed_at)]
-        return [
-            self._row(p, page_id(claim.id, number, i == 0), f"{claim.rel}#{number}", outcome, processed_at,
-                      page=number)
-            for i, (number, p) in enumerate(outcome.pages)
-        ]
+            return [row(outcome.prediction, claim.id, claim.rel)]
+        return [row(p, page_id(claim.id, number, i == 0), f"{claim.rel}#{number}", page=number)
+                for i, (number, p) in enumerate(outcome.pages)]
 
-    def _row(self, p: Prediction, row_id: str, file: str, outcome: Outcome, processed_at: str,
-             page: int | None = None) -> Row:
-        log.debug("%s -> %s (%.3f)", file, p.label, p.confidence)
-        return Row.of(
-            p, claim_id=row_id, file=file, sha256=outcome.sha256 or "",
-            model=self.classifier.name, model_version=self.classifier.version,
-            processed_at=processed_at, class_names=self.classifier.class_names, page=page,
-        )
-
-    def _quarantine(self, claim: Claim, outcome: Outcome, processed_at: str) -> None:
+    def _quarantine(self, claim: Claim, outcome: Outcome, processed_at: str, classifier: Classifier) -> None:
         error = outcome.error
         log.warning("failed %s: %s (%s)", claim.rel, error.message, error.kind)
         record = error_record(error, claim_id=claim.id, file=claim.rel, time=processed_at,
-                              model=self.classifier.name, model_version=self.classifier.version)
+                              model=classifier.name, model_version=classifier.version)
         self.outbox.quarantine(claim.path, claim.rel, claim.id, record,
                                too_big=self.claims.inbox / TOO_BIG_DIR)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from worker import defaults
+from worker.broker import safe_url
 from worker.errors import ConfigError
 from worker.outbox import ON_SUCCESS
 from worker.preprocess import Limits
@@ -28,6 +29,8 @@ class Settings:
     decode_threads: int = defaults.DECODE_THREADS
     queue_limit: int = defaults.QUEUE_LIMIT
     retry: float = defaults.RETRY_SECONDS  # seconds between tries after a failed write
+    broker: str | None = None  # Redis URL: batches go to classify workers (worker.remote)
+    in_flight: int = defaults.IN_FLIGHT  # with a broker: most batches out at a time
     limits: Limits = field(default_factory=Limits)
 
     def validate(self) -> Settings:
@@ -44,6 +47,10 @@ class Settings:
             raise ConfigError("--poll must be a positive number of seconds")
         if self.batch_size < 1 or self.decode_threads < 1 or self.queue_limit < 1:
             raise ConfigError("--batch-size and --decode-threads must be at least 1")
+        if self.in_flight < 1:
+            raise ConfigError("--in-flight must be at least 1")
+        if self.broker is not None and not self.broker.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"--broker must be a Redis URL (redis://HOST:6379/0), not {self.broker!r}")
         if self.max_delay_ms < 0:
             raise ConfigError("--max-delay must not be negative")
         if self.on_success not in ON_SUCCESS:
@@ -57,4 +64,5 @@ class Settings:
             f"recursive={self.recursive} settle={self.settle}s rescan={self.rescan}s "
             f"batch={self.batch_size} max_delay={self.max_delay_ms}ms on_success={self.on_success} "
             f"decode_threads={self.decode_threads} max_pixels={self.limits.max_pixels}"
+            + (f" broker={safe_url(self.broker)} in_flight={self.in_flight}" if self.broker else "")
         )

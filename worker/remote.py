@@ -1,0 +1,272 @@
+"""The watcher's side of ``--broker``: the pipeline with its model on other hosts.
+
+What comes before and after the model is the same as without a broker, and keeps its
+guarantees: files are claimed by rename, rows made durable before an input leaves ``.work/``,
+claims a crash left are replayed by claim id. The middle changes: a batch's files are read
+here (not decoded: no decoder runs in the watcher) and sent, bytes and all, as one Celery
+task; up to ``in_flight`` batches are out at a time, each finished here when its answer comes.
+
+A batch is sent again, under the same task id, when Redis restarted since it was sent (a
+Redis without persistence forgets its queue and its answers) or when a worker refused it (it
+had not the model version). The first answer read is used and the batch is finished; a second
+answer for it is never read. So a batch answered twice writes its rows once, and after a
+watcher's restart the claim ids see to it as they do without a broker.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+
+from worker.broker import TASK, limits_to_dict, make_app, safe_url
+from worker.claims import Claim
+from worker.classify import Outcome, outcomes_of
+from worker.classify_worker import decode
+from worker.errors import InputError
+from worker.model import Classifier
+from worker.outbox import Written
+from worker.pipeline import Pipeline
+from worker.preprocess import read_bytes
+
+log = logging.getLogger(__name__)
+
+TASK_BYTES = 8 * 1024 * 1024  # a batch's files are cut into tasks of about this much
+RESTART_CHECK_SECONDS = 1.0
+POLL_SECONDS = 0.005
+CLOSE_WAIT_SECONDS = 30.0  # at a stop, answers are awaited this long; the rest replay at the next start
+
+
+class Broker:
+    """The watcher's connection to Redis: send a task, read its answer, notice a restart.
+    Redis being unreachable is never an error here: it is logged once, and the caller tries
+    again later."""
+
+    def __init__(self, url: str, *, visibility_timeout: float, clock=time.monotonic) -> None:
+        self.url = url
+        self.app = make_app(url, visibility_timeout=visibility_timeout)
+        self.app.conf.update(redis_socket_connect_timeout=5, redis_socket_timeout=30)
+        self.clock = clock
+        self.up = True
+        self._run_id: str | None = None
+        self._checked = float("-inf")
+
+    def send(self, task_id: str, args: list) -> bool:
+        try:
+            self.app.send_task(TASK, args=args, task_id=task_id, retry=False)
+        except Exception as exc:  # noqa: BLE001 - kombu and redis raise many kinds for one outage
+            return self._lost(exc)
+        return self._reached()
+
+    def answer(self, task_id: str) -> dict | None:
+        """The task's answer, or None while it has none (or Redis cannot be reached)."""
+        try:
+            result = self.app.AsyncResult(task_id)
+            state, value = result.state, result.result
+        except Exception as exc:  # noqa: BLE001
+            self._lost(exc)
+            return None
+        self._reached()
+        if state == "SUCCESS":
+            return value
+        if state == "FAILURE":
+            return {"refused": f"the task failed on the worker: {value!r}"}
+        return None
+
+    def restarted(self) -> bool:
+        """Whether Redis restarted since the last look (at most once a second): its queue and
+        answers may be gone."""
+        now = self.clock()
+        if now - self._checked < RESTART_CHECK_SECONDS:
+            return False
+        self._checked = now
+        try:
+            run_id = self.app.backend.client.info("server")["run_id"]
+        except Exception as exc:  # noqa: BLE001
+            self._lost(exc)
+            return False
+        self._reached()
+        restarted = self._run_id is not None and run_id != self._run_id
+        self._run_id = run_id
+        return restarted
+
+    def _lost(self, exc: Exception) -> bool:
+        if self.up:
+            log.error("broker %s unreachable (%s); batches wait and are sent when it is back",
+                      safe_url(self.url), exc)
+        self.up = False
+        return False
+
+    def _reached(self) -> bool:
+        if not self.up:
+            log.warning("broker %s reachable again", safe_url(self.url))
+        self.up = True
+        return True
+
+
+@dataclass
+class RemoteFlight:
+    """A batch out with the classify workers. ``unread`` are the files that could not be read
+    here (their errors, by position); the others travel as ``[claim id, name, bytes]``."""
+
+    claims: list[Claim]
+    files: list[list]
+    unread: dict[int, InputError]
+    written: Written | None
+    started: float
+    classifier: Classifier
+    task_id: str
+    sent: bool = False
+    send_after: float = float("-inf")  # a refused batch is sent again after the retry time
+    answer: dict | None = None
+
+    def outcomes(self) -> list[Outcome]:
+        answered, scored = decode(self.answer, len(self.classifier.class_names))
+        remote = iter(answered)
+        loaded = [self.unread[i] if i in self.unread else next(remote) for i in range(len(self.claims))]
+        return outcomes_of([c.path for c in self.claims], loaded, self.classifier, scored)
+
+
+class RemotePipeline(Pipeline):
+    """The pipeline with the model call replaced by a Celery task per batch."""
+
+    def __init__(self, *args, broker: Broker, in_flight: int, retry: float, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.broker = broker
+        self.in_flight = in_flight
+        self.retry = retry
+        self.flights: list[RemoteFlight] = []
+
+    def overlap(self) -> None:
+        """Nothing to overlap here: the model runs elsewhere."""
+
+    def room(self) -> bool:
+        return len(self.flights) < self.in_flight
+
+    def busy(self) -> bool:
+        return bool(self.flights) or super().busy()
+
+    def in_hand(self) -> set:
+        return {c.path for f in self.flights for c in f.claims} | super().in_hand()
+
+    def note(self) -> str:
+        if not self.flights:
+            return ""
+        oldest = self.clock() - min(f.started for f in self.flights)
+        files = sum(len(f.claims) for f in self.flights)
+        broker = "" if self.broker.up else ", broker unreachable"
+        return f"; {len(self.flights)} batches ({files} files) with workers, oldest {oldest:.0f} s{broker}"
+
+    def process(self, claims: list[Claim], *, written: Written | None = None, alone: bool = False) -> int:
+        """Read the claimed files and send them, in tasks of about ``TASK_BYTES``."""
+        for chunk in self._chunks(claims):
+            flight = self._read(chunk, written)
+            self.flights.append(flight)
+            if flight.files:
+                self._send(flight)
+            else:  # nothing readable: nothing to send
+                flight.answer = {"files": [], "probabilities": None, "reviews": [], "scores": None}
+        return len(claims)
+
+    def process_alone(self, claim: Claim, written: Written) -> int:
+        """A claim a watcher died holding is not suspect here: the watcher decodes nothing."""
+        return self.process([claim], written=written)
+
+    def collect(self) -> int:
+        """Finish the batches answered; send those waiting to go. Returns the files finished."""
+        if self.broker.restarted():
+            log.warning("the broker restarted: %d unanswered batches are sent again", len(self.flights))
+            for flight in self.flights:
+                flight.sent = flight.answer is not None
+        finished = 0
+        for flight in list(self.flights):
+            if not flight.sent:
+                self._send(flight)
+            elif self._answered(flight):
+                self.flights.remove(flight)  # before finishing: a failed finish replays from .work/
+                self._finish(flight)
+                finished += len(flight.claims)
+        self._count()
+        return finished
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for an answer; False at once if no batch is out."""
+        if not self.flights:
+            return False
+        deadline = self.clock() + timeout
+        while self.clock() < deadline:
+            if any(f.sent and self._answered(f) for f in self.flights):
+                break
+            time.sleep(POLL_SECONDS)
+        return True
+
+    def finish_pending(self) -> None:
+        self.collect()
+
+    def drop_pending(self) -> None:
+        """After a failed write: the batches out stay claimed and are replayed after the repair."""
+        self.flights.clear()
+
+    def close(self) -> None:
+        deadline = self.clock() + CLOSE_WAIT_SECONDS
+        while self.flights and self.clock() < deadline:
+            self.settle_pending()
+            self.wait(0.1)
+        if self.flights:
+            log.warning("stopping with %d batches unanswered: their files stay claimed and are sent "
+                        "again at the next start", len(self.flights))
+            self.flights.clear()
+        super().close()
+
+    def _chunks(self, claims: list[Claim]):
+        chunk: list[Claim] = []
+        size = 0
+        for claim in claims:
+            try:
+                bytes_ = claim.path.lstat().st_size
+            except OSError:
+                bytes_ = 0
+            if chunk and size + bytes_ > TASK_BYTES:
+                yield chunk
+                chunk, size = [], 0
+            chunk.append(claim)
+            size += bytes_
+        if chunk:
+            yield chunk
+
+    def _read(self, claims: list[Claim], written: Written | None) -> RemoteFlight:
+        files, unread = [], {}
+        for i, claim in enumerate(claims):
+            try:
+                data = read_bytes(claim.path, max_bytes=self.limits.max_bytes, follow_symlinks=False,
+                                  name=claim.rel)
+            except InputError as exc:
+                unread[i] = exc
+                continue
+            files.append([claim.id, claim.rel, data])
+        return RemoteFlight(claims, files, unread, written, self.clock(), self.classifier, uuid.uuid4().hex)
+
+    def _send(self, flight: RemoteFlight) -> None:
+        if self.clock() < flight.send_after:
+            return
+        model = {"name": flight.classifier.name, "version": flight.classifier.version}
+        flight.sent = self.broker.send(flight.task_id, [model, flight.files, limits_to_dict(self.limits)])
+
+    def _answered(self, flight: RemoteFlight) -> bool:
+        if flight.answer is None:
+            answer = self.broker.answer(flight.task_id)
+            if answer is not None and "refused" in answer:
+                log.error("a batch of %d files was refused (%s); sent again in %.0f s",
+                          len(flight.claims), answer["refused"], self.retry)
+                flight.sent, flight.send_after = False, self.clock() + self.retry
+                flight.task_id = uuid.uuid4().hex  # the refusal is that id's answer
+                return False
+            flight.answer = answer
+        return flight.answer is not None
+
+    def _count(self) -> None:
+        if self.metrics is not None:
+            oldest = self.clock() - min((f.started for f in self.flights), default=self.clock())
+            self.metrics.remote(len(self.flights), sum(len(f.claims) for f in self.flights), oldest,
+                                self.broker.up)
