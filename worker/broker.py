@@ -9,7 +9,12 @@ One definition for both sides, so they agree on what makes a batch safe to lose 
   ``visibility_timeout`` seconds, which must be longer than a batch takes;
 - the task and its answer travel as msgpack (raw bytes, no pickle: a message can run no code).
 
-Celery is imported here only, and this module only with ``--broker``.
+The answer is not left in Celery's result backend: the worker writes it to ``ANSWER_KEY`` in
+the same Redis, where the watcher reads it with one GET. Celery's result client subscribes
+to every task it sends and, once Redis has been away long enough, gives up for good ("the
+Celery application must be restarted"); a plain key survives a Redis restart's aftermath.
+
+Celery is imported only in ``make_app``, and this module's callers only with ``--broker``.
 """
 
 from __future__ import annotations
@@ -22,26 +27,25 @@ from worker.preprocess import Limits
 TASK = "worker.classify"
 QUEUE = "worker.classify"
 VISIBILITY_TIMEOUT = 300.0  # seconds; a 256-page batch takes ~15 s on one core
-RESULT_SECONDS = 3600  # an answer nobody collected (its watcher died) expires after this
+ANSWER_KEY = "worker:answer:{}"  # by task id
+ANSWER_SECONDS = 3600  # an answer nobody collected (its watcher died) expires after this
 
 
 def make_app(broker: str, *, visibility_timeout: float = VISIBILITY_TIMEOUT):
     from celery import Celery
 
-    app = Celery("worker", broker=broker, backend=broker, set_as_current=False)
+    app = Celery("worker", broker=broker, set_as_current=False)
     # Unacked tasks are looked for every second, so one is back soon after its timeout.
     transport = {"visibility_timeout": visibility_timeout, "unacked_restore_interval": 1,
                  "unacked_restore_throttle": 1}
     app.conf.update(
         task_serializer="msgpack",
-        result_serializer="msgpack",
         accept_content=["msgpack"],
+        task_ignore_result=True,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         broker_transport_options=transport,
-        result_backend_transport_options={"visibility_timeout": visibility_timeout},
-        result_expires=RESULT_SECONDS,
         task_default_queue=QUEUE,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,  # a worker waits out a broker that is down
@@ -49,6 +53,14 @@ def make_app(broker: str, *, visibility_timeout: float = VISIBILITY_TIMEOUT):
         worker_send_task_events=False,
     )
     return app
+
+
+def redis_client(url: str):
+    """A plain Redis client for the answers and the death counts: fails at once when Redis is
+    away (the callers try again later)."""
+    import redis
+
+    return redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30)
 
 
 def limits_to_dict(limits: Limits) -> dict:

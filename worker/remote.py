@@ -20,7 +20,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from worker.broker import TASK, limits_to_dict, make_app, safe_url
+from worker.broker import ANSWER_KEY, TASK, limits_to_dict, make_app, redis_client, safe_url
 from worker.claims import Claim
 from worker.classify import Outcome, outcomes_of
 from worker.classify_worker import decode
@@ -46,7 +46,10 @@ class Broker:
     def __init__(self, url: str, *, visibility_timeout: float, clock=time.monotonic) -> None:
         self.url = url
         self.app = make_app(url, visibility_timeout=visibility_timeout)
-        self.app.conf.update(redis_socket_connect_timeout=5, redis_socket_timeout=30)
+        # A send fails at once while Redis is away (kombu would otherwise retry for seconds,
+        # with the loop stopped); the batch is sent again at the next turn.
+        self.app.conf.broker_transport_options.update(max_retries=0)
+        self.redis = redis_client(url)
         self.clock = clock
         self.up = True
         self._run_id: str | None = None
@@ -61,18 +64,22 @@ class Broker:
 
     def answer(self, task_id: str) -> dict | None:
         """The task's answer, or None while it has none (or Redis cannot be reached)."""
+        import msgpack
+
         try:
-            result = self.app.AsyncResult(task_id)
-            state, value = result.state, result.result
+            packed = self.redis.get(ANSWER_KEY.format(task_id))
         except Exception as exc:  # noqa: BLE001
             self._lost(exc)
             return None
         self._reached()
-        if state == "SUCCESS":
-            return value
-        if state == "FAILURE":
-            return {"refused": f"the task failed on the worker: {value!r}"}
-        return None
+        return None if packed is None else msgpack.unpackb(packed)
+
+    def forget(self, task_id: str) -> None:
+        """Drop an answer once its rows are durable (else it expires)."""
+        try:
+            self.redis.delete(ANSWER_KEY.format(task_id))
+        except Exception as exc:  # noqa: BLE001
+            self._lost(exc)
 
     def restarted(self) -> bool:
         """Whether Redis restarted since the last look (at most once a second): its queue and
@@ -82,7 +89,7 @@ class Broker:
             return False
         self._checked = now
         try:
-            run_id = self.app.backend.client.info("server")["run_id"]
+            run_id = self.redis.info("server")["run_id"]
         except Exception as exc:  # noqa: BLE001
             self._lost(exc)
             return False
@@ -186,6 +193,7 @@ class RemotePipeline(Pipeline):
             elif self._answered(flight):
                 self.flights.remove(flight)  # before finishing: a failed finish replays from .work/
                 self._finish(flight)
+                self.broker.forget(flight.task_id)
                 finished += len(flight.claims)
         self._count()
         return finished
