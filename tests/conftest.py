@@ -15,7 +15,7 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from worker import defaults  # noqa: E402
+from worker import datasets, defaults  # noqa: E402
 from worker.model import Classifier, Scored  # noqa: E402
 from worker.outbox import CSV_NAME, ERROR_SUFFIX, FAILED_DIR  # noqa: E402
 from worker.preprocess import DIGITS  # noqa: E402
@@ -168,3 +168,17 @@ def _path_of(target) -> str:
 @pytest.fixture
 def faults(monkeypatch) -> Faults:
     return Faults(monkeypatch)
+
+
+@pytest.fixture(scope="session")
+def mnist_test():
+    data = datasets.load("mnist")
+    return data.test_images, data.test_labels
+
+
+@pytest.fixture
+def staging(tmp_path) -> Path:
+    """Where files are written before they are renamed into the inbox whole."""
+    folder = tmp_path / "staging"
+    folder.mkdir()
+    return folder

@@ -5,7 +5,6 @@ Every file dropped must end as exactly one row or one error record, whatever hap
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import random
@@ -19,118 +18,17 @@ import cv2
 import pytest
 from conftest import errors as _errors
 from factories import wait_for
-
-from worker import datasets
+from watching import Watcher, assert_exactly_once, drop, nothing_left, records, row_count, run_once, stage
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def mnist_test():
-    data = datasets.load("mnist")
-    return data.test_images, data.test_labels
-
-
-@pytest.fixture
-def staging(tmp_path) -> Path:
-    """Where files are written before they are renamed into the inbox whole."""
-    folder = tmp_path / "staging"
-    folder.mkdir()
-    return folder
-
-
-def _stage(staging: Path, images, count: int, start: int = 0) -> list[Path]:
-    paths = []
-    for i in range(start, start + count):
-        path = staging / f"{i:05d}.png"
-        path.write_bytes(cv2.imencode(".png", images[i % len(images)])[1].tobytes())
-        paths.append(path)
-    return paths
-
-
-def _drop(paths: list[Path], inbox: Path) -> None:
-    for path in paths:
-        os.rename(path, inbox / path.name)
-
-
-class Watcher:
-    """A ``worker watch`` subprocess; its log goes to a file so it can never block on a pipe."""
-
-    def __init__(self, inbox: Path, outbox: Path, *extra: str) -> None:
-        self.log = outbox.parent / f"watch-{random.random():.8f}.log"
-        self.log_fh = open(self.log, "w")
-        args = [sys.executable, "-m", "worker", "watch", "--inbox", str(inbox),
-                "--outbox", str(outbox), "--settle", "0.2", *extra]
-        self.proc = subprocess.Popen(args, stdout=self.log_fh, stderr=subprocess.STDOUT)
-
-    def ready(self) -> bool:
-        return "ready:" in self.log.read_text()
-
-    def wait_ready(self) -> None:
-        assert wait_for(lambda: self.ready() or self.proc.poll() is not None, 60), self.output()
-        assert self.proc.poll() is None, self.output()
-
-    def output(self) -> str:
-        return self.log.read_text()
-
-    def stop(self, sig=signal.SIGTERM, timeout: float = 60) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        code = self.proc.wait(timeout)
-        self.log_fh.close()
-        return code
-
-
-def _run_once(inbox: Path, outbox: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "worker", "watch", "--once", "--inbox", str(inbox),
-         "--outbox", str(outbox), "--settle", "0.2"],
-        capture_output=True, text=True, timeout=300,
-    )
-
-
-def _row_count(outbox: Path) -> int:
-    try:
-        return (outbox / "predictions.jsonl").read_bytes().count(b"\n")
-    except FileNotFoundError:
-        return 0
-
-
-def _records(outbox: Path) -> tuple[list[dict], list[dict]]:
-    """JSONL rows and CSV rows, both fully parsed (either failing to parse fails the test)."""
-    jsonl = [json.loads(line) for line in (outbox / "predictions.jsonl").read_text().splitlines()]
-    with open(outbox / "predictions.csv", newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    return jsonl, rows
-
-
-def _assert_exactly_once(outbox: Path, names: set[str]) -> list[dict]:
-    """Every name has exactly one record; CSV and JSONL hold the same rows in the same order
-    (daemons sharing an outbox take turns appending to both)."""
-    jsonl, rows = _records(outbox)
-    errors = _errors(outbox)
-    files = [r["file"] for r in jsonl] + [e["file"] for e in errors]
-    assert len(files) == len(set(files)), "a file has two records"
-    assert set(files) == names, f"missing: {sorted(names - set(files))[:5]}"
-    csv_ids, jsonl_ids = [r["id"] for r in rows], [r["id"] for r in jsonl]
-    assert csv_ids == jsonl_ids, "CSV and JSONL disagree"
-    return jsonl
-
-
-def _nothing_left(inbox: Path) -> bool:
-    leftovers = [  # os.walk, unlike rglob, tolerates folders a daemon removes meanwhile
-        name for _, _, names in os.walk(inbox / ".work") for name in names
-        if not name.endswith(".lock")
-    ]
-    return not leftovers and not [p for p in inbox.iterdir() if p.name != ".work"]
-
-
 def _burst_into_running_watcher(boxes, staging, images, count: int) -> tuple[Watcher, list[Path]]:
     inbox, outbox = boxes
-    paths = _stage(staging, images, count)
+    paths = stage(staging, images, count)
     watcher = Watcher(inbox, outbox)
     watcher.wait_ready()
-    _drop(paths, inbox)
+    drop(paths, inbox)
     return watcher, paths
 
 
@@ -141,9 +39,9 @@ def test_burst_of_2000_while_running(boxes, staging, mnist_test):
     assert wait_for(lambda: (outbox / "predictions.jsonl").exists()
                     and len((outbox / "predictions.jsonl").read_text().splitlines()) >= 2000, 120)
     assert watcher.stop() == 0, watcher.output()
-    rows = _assert_exactly_once(outbox, {p.name for p in paths})
+    rows = assert_exactly_once(outbox, {p.name for p in paths})
     assert len(os.listdir(outbox / "processed")) == 2000
-    assert _nothing_left(inbox)
+    assert nothing_left(inbox)
     correct = sum(int(r["label"]) == labels[int(r["file"][:5])] for r in rows)
     assert correct / len(rows) >= 0.99, "the shipped model reads the digits"
 
@@ -151,23 +49,23 @@ def test_burst_of_2000_while_running(boxes, staging, mnist_test):
 def test_backlog_and_crash_leftovers_each_processed_once(boxes, staging, mnist_test):
     inbox, outbox = boxes
     images, _ = mnist_test
-    _drop(_stage(staging, images, 300), inbox)
+    drop(stage(staging, images, 300), inbox)
     orphan = inbox / ".work" / "deadbeefdeadbeef" / "0123456789abcdef"
     orphan.mkdir(parents=True)
-    left = _stage(staging, images, 5, start=300)
+    left = stage(staging, images, 5, start=300)
     for path in left:
         os.rename(path, orphan / path.name) if path == left[0] else None
-    _drop(left[1:], inbox)
-    result = _run_once(inbox, outbox)
+    drop(left[1:], inbox)
+    result = run_once(inbox, outbox)
     assert result.returncode == 0, result.stderr
-    _assert_exactly_once(outbox, {f"{i:05d}.png" for i in range(305)})
-    assert _nothing_left(inbox)
+    assert_exactly_once(outbox, {f"{i:05d}.png" for i in range(305)})
+    assert nothing_left(inbox)
 
 
 def test_kill_9_during_burst_loses_nothing_and_duplicates_nothing(boxes, staging, mnist_test):
     inbox, outbox = boxes
     images, _ = mnist_test
-    names = {p.name for p in _stage(staging, images, 5000)}
+    names = {p.name for p in stage(staging, images, 5000)}
     paths = sorted(staging.iterdir())
     (staging / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     paths.append(staging / "corrupt.png")
@@ -178,30 +76,30 @@ def test_kill_9_during_burst_loses_nothing_and_duplicates_nothing(boxes, staging
         watcher = Watcher(inbox, outbox)
         watcher.wait_ready()
         chunk = paths[dropped : dropped + 900]
-        _drop(chunk, inbox)
+        drop(chunk, inbox)
         dropped += len(chunk)
-        target = _row_count(outbox) + rng.randint(1, 600)  # let it get mid-stream, then kill
-        assert wait_for(lambda t=target: _row_count(outbox) >= t or _nothing_left(inbox), 60)
+        target = row_count(outbox) + rng.randint(1, 600)  # let it get mid-stream, then kill
+        assert wait_for(lambda t=target: row_count(outbox) >= t or nothing_left(inbox), 60)
         assert watcher.stop(signal.SIGKILL) == -signal.SIGKILL
-    _drop(paths[dropped:], inbox)
-    result = _run_once(inbox, outbox)
+    drop(paths[dropped:], inbox)
+    result = run_once(inbox, outbox)
     assert result.returncode == 0, result.stderr
-    _assert_exactly_once(outbox, names)
-    assert _nothing_left(inbox)
+    assert_exactly_once(outbox, names)
+    assert nothing_left(inbox)
 
 
 def test_two_daemons_share_an_inbox(boxes, staging, mnist_test):
     inbox, outbox = boxes
     images, _ = mnist_test
-    paths = _stage(staging, images, 2000)
+    paths = stage(staging, images, 2000)
     watchers = [Watcher(inbox, outbox), Watcher(inbox, outbox)]
     for w in watchers:
         w.wait_ready()
-    _drop(paths, inbox)
-    assert wait_for(lambda: _nothing_left(inbox), 120)
+    drop(paths, inbox)
+    assert wait_for(lambda: nothing_left(inbox), 120)
     for w in watchers:
         assert w.stop() == 0, w.output()
-    _assert_exactly_once(outbox, {p.name for p in paths})
+    assert_exactly_once(outbox, {p.name for p in paths})
 
 
 def test_sigterm_mid_burst_exits_0_and_loses_nothing(boxes, staging, mnist_test):
@@ -210,9 +108,9 @@ def test_sigterm_mid_burst_exits_0_and_loses_nothing(boxes, staging, mnist_test)
     wait_for(lambda: (outbox / "predictions.jsonl").exists(), 30)
     assert watcher.stop(signal.SIGTERM) == 0, watcher.output()
     assert "stopped after" in watcher.output()
-    result = _run_once(inbox, outbox)
+    result = run_once(inbox, outbox)
     assert result.returncode == 0, result.stderr
-    _assert_exactly_once(outbox, {p.name for p in paths})
+    assert_exactly_once(outbox, {p.name for p in paths})
 
 
 def test_slow_writer_and_bad_inputs_then_a_good_file(boxes, staging, mnist_test):
@@ -233,10 +131,10 @@ def test_slow_writer_and_bad_inputs_then_a_good_file(boxes, staging, mnist_test)
     os.mkfifo(inbox / "pipe.png")
     (inbox / "zero.png").symlink_to("/dev/zero")
     (inbox / "out.png").symlink_to(staging)
-    _drop(_stage(staging, images, 1), inbox)
-    assert wait_for(lambda: _nothing_left(inbox), 60), watcher.output()
+    drop(stage(staging, images, 1), inbox)
+    assert wait_for(lambda: nothing_left(inbox), 60), watcher.output()
     assert watcher.stop() == 0
-    rows = {r["file"]: r for r in _records(outbox)[0]}
+    rows = {r["file"]: r for r in records(outbox)[0]}
     assert set(rows) == {"slow.png", "00000.png"}
     assert rows["slow.png"]["label"] == str(labels[0]) == rows["00000.png"]["label"]
     kinds = {e["file"]: e["kind"] for e in _errors(outbox)}
@@ -249,7 +147,7 @@ def test_slow_writer_and_bad_inputs_then_a_good_file(boxes, staging, mnist_test)
 def test_once_exits_78_when_the_outbox_is_not_a_folder(boxes):
     inbox, outbox = boxes
     outbox.write_text("a file, not a folder")
-    result = _run_once(inbox, outbox)
+    result = run_once(inbox, outbox)
     assert result.returncode == 78, "a configuration error: the unit does not restart it"
     assert "outbox" in result.stderr and "Traceback" not in result.stderr
 
@@ -259,21 +157,21 @@ def test_sighup_rotation_mid_burst_loses_nothing_and_repeats_nothing(boxes, stag
     the rows before are in the moved files, the rows after in new ones, each file once."""
     inbox, outbox = boxes
     watcher, paths = _burst_into_running_watcher(boxes, staging, mnist_test[0], 3000)
-    assert wait_for(lambda: _row_count(outbox) >= 300, 60)
+    assert wait_for(lambda: row_count(outbox) >= 300, 60)
     rotated = outbox.parent / "rotated"
     rotated.mkdir()
     for name in ("predictions.jsonl", "predictions.csv"):
         os.rename(outbox / name, rotated / name)
     watcher.proc.send_signal(signal.SIGHUP)
-    assert wait_for(lambda: _nothing_left(inbox), 120), watcher.output()
+    assert wait_for(lambda: nothing_left(inbox), 120), watcher.output()
     assert watcher.stop() == 0, watcher.output()
     assert "reloaded: outbox files reopened" in watcher.output()
-    before, after = _records(rotated)[0], _records(outbox)[0]
+    before, after = records(rotated)[0], records(outbox)[0]
     assert before and after, "rows on both sides of the rotation"
     files = [r["file"] for r in before + after]
     assert sorted(files) == sorted(p.name for p in paths), "each file exactly once"
     for side in (rotated, outbox):
-        jsonl, csv_rows = _records(side)
+        jsonl, csv_rows = records(side)
         assert [r["id"] for r in jsonl] == [r["id"] for r in csv_rows], "CSV and JSONL agree"
 
 
@@ -285,10 +183,10 @@ def test_inbox_deleted_and_recreated_twice_while_running(boxes, staging, mnist_t
     watcher.wait_ready()
     names = set()
     for round_ in range(3):
-        paths = _stage(staging, mnist_test[0], 50, start=100 * round_)
+        paths = stage(staging, mnist_test[0], 50, start=100 * round_)
         names |= {p.name for p in paths}
-        _drop(paths, inbox)
-        assert wait_for(lambda: _nothing_left(inbox), 60), watcher.output()
+        drop(paths, inbox)
+        assert wait_for(lambda: nothing_left(inbox), 60), watcher.output()
         if round_ < 2:
             shutil.rmtree(inbox)
             assert wait_for(lambda: "is gone" in watcher.output(), 30), watcher.output()
@@ -297,11 +195,11 @@ def test_inbox_deleted_and_recreated_twice_while_running(boxes, staging, mnist_t
     assert watcher.proc.poll() is None, watcher.output()
     assert watcher.stop() == 0, watcher.output()
     assert "Traceback" not in watcher.output()
-    _assert_exactly_once(outbox, names)
+    assert_exactly_once(outbox, names)
 
 
 def _versions(outbox: Path) -> list[str]:
-    return [row["model_version"] for row in _records(outbox)[0]]
+    return [row["model_version"] for row in records(outbox)[0]]
 
 
 def _scrape(watcher: Watcher) -> str:
@@ -345,19 +243,19 @@ def test_a_version_published_mid_burst_serves_from_the_next_batch(boxes, staging
     inbox, outbox = boxes
     model = _served_model(tmp_path)
     first = json.loads(model.with_suffix(".json").read_text())["version"]
-    paths = _stage(staging, mnist_test[0], 6000)
+    paths = stage(staging, mnist_test[0], 6000)
     second = copy_set(defaults.MODEL, tmp_path / "v2" / "mnist.keras", version="v2")
     watcher = Watcher(inbox, outbox, "--model", str(model), "--metrics", "127.0.0.1:0")
     watcher.wait_ready()
-    _drop(paths, inbox)
-    assert wait_for(lambda: _row_count(outbox) >= 300, 60)
+    drop(paths, inbox)
+    assert wait_for(lambda: row_count(outbox) >= 300, 60)
     publish.publish_checked(second, model)  # what `worker publish` does, without its start-up time
     assert 0 < _files_scraped(watcher) < 6000, "scraped during the burst"
-    assert wait_for(lambda: _nothing_left(inbox), 120), watcher.output()
+    assert wait_for(lambda: nothing_left(inbox), 120), watcher.output()
     assert wait_for(lambda: _files_scraped(watcher) == 6000, 10), "the metrics match the outbox exactly"
     assert watcher.stop() == 0, watcher.output()
     assert "changed on disk: mnist version v2 loaded" in watcher.output()
-    rows = _assert_exactly_once(outbox, {p.name for p in paths})
+    rows = assert_exactly_once(outbox, {p.name for p in paths})
     versions = [r["model_version"] for r in rows]
     switch = versions.index("v2")
     assert switch >= 300 and set(versions[:switch]) == {first} and set(versions[switch:]) == {"v2"}
@@ -383,8 +281,8 @@ def test_a_broken_model_published_leaves_the_old_one_serving(boxes, staging, mni
     broken.write_bytes(b"not a model")
     publish.replace_symlink(model.parent / "mnist" / "current", "broken")
     assert wait_for(lambda: "the old one keeps serving" in watcher.output(), 30), watcher.output()
-    _drop(_stage(staging, mnist_test[0], 50), inbox)
-    assert wait_for(lambda: _nothing_left(inbox) and _row_count(outbox) == 50, 60), watcher.output()
+    drop(stage(staging, mnist_test[0], 50), inbox)
+    assert wait_for(lambda: nothing_left(inbox) and row_count(outbox) == 50, 60), watcher.output()
     assert set(_versions(outbox)) == {first}
     assert 'worker_reloads_total{result="failed"} 1.0' in _scrape(watcher)
     assert watcher.output().count("cannot be loaded") == 1, "a refused version is not retried each second"
@@ -392,7 +290,7 @@ def test_a_broken_model_published_leaves_the_old_one_serving(boxes, staging, mni
     third = copy_set(defaults.MODEL, tmp_path / "v3" / "mnist.keras", version="v3")
     assert _publish(third, model).returncode == 0, "the CLI publishes too"
     assert wait_for(lambda: "version v3 loaded" in watcher.output(), 30), watcher.output()
-    _drop(_stage(staging, mnist_test[0], 50, start=50), inbox)
-    assert wait_for(lambda: _nothing_left(inbox) and _row_count(outbox) == 100, 60), watcher.output()
+    drop(stage(staging, mnist_test[0], 50, start=50), inbox)
+    assert wait_for(lambda: nothing_left(inbox) and row_count(outbox) == 100, 60), watcher.output()
     assert watcher.stop() == 0, watcher.output()
     assert _versions(outbox)[50:] == ["v3"] * 50

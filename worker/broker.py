@@ -49,7 +49,6 @@ def make_app(broker: str, *, visibility_timeout: float = VISIBILITY_TIMEOUT):
         task_default_queue=QUEUE,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,  # a worker waits out a broker that is down
-        worker_hijack_root_logger=False,
         worker_send_task_events=False,
     )
     return app

@@ -373,12 +373,17 @@ def status(
     outbox: Annotated[Path, typer.Option(envvar=_env("outbox"), help="Their outbox.")] = defaults.OUTBOX,
     recursive: Annotated[bool, typer.Option(envvar=_env("recursive"), help="Count waiting files in subfolders too.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object instead of lines.")] = False,
+    broker: Annotated[str | None, typer.Option(envvar=_env("broker"), help="Also ask this Redis how many classify workers answer and how many batches wait.")] = None,
 ) -> None:
     """Daemons alive, files claimed and waiting, the last row, today's failures: from the folders."""
     from worker.status import format_status
     from worker.status import status as read_status
 
     report = _run(read_status, inbox, outbox, recursive=recursive)
+    if broker:
+        from worker.remote import broker_status
+
+        report["broker"] = broker_status(broker)
     typer.echo(json.dumps(report, indent=2, ensure_ascii=False) if as_json else format_status(report))
 
 

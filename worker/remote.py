@@ -112,6 +112,22 @@ class Broker:
         return True
 
 
+def broker_status(url: str, timeout: float = 1.0) -> dict:
+    """For ``worker status --broker``: the classify workers that answer a ping, and the
+    batches queued for them."""
+    from worker.broker import QUEUE
+
+    report = {"url": safe_url(url), "reachable": False, "workers": [], "queued": None, "error": None}
+    try:
+        queued = redis_client(url).llen(QUEUE)
+        replies = make_app(url).control.ping(timeout=timeout)
+    except Exception as exc:  # noqa: BLE001 - kombu and redis raise many kinds for one outage
+        report["error"] = str(exc)
+        return report
+    report.update(reachable=True, queued=queued, workers=sorted(name for reply in replies for name in reply))
+    return report
+
+
 @dataclass
 class RemoteFlight:
     """A batch out with the classify workers. ``unread`` are the files that could not be read

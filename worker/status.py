@@ -100,4 +100,16 @@ def format_status(report: dict) -> str:
                      "the next start finishes them")
     failed = ", ".join(f"{kind} {n}" for kind, n in sorted(report["failed_today"].items()))
     lines.append(f"failed today: {failed or 'none'}")
+    if "broker" in report:
+        lines.append(_format_broker(report["broker"]))
     return "\n".join(lines)
+
+
+def _format_broker(broker: dict) -> str:
+    if not broker["reachable"]:
+        return f"broker {broker['url']}: unreachable ({broker['error']}); batches wait in the watcher"
+    line = (f"broker {broker['url']}: {len(broker['workers'])} classify worker(s) answering, "
+            f"{broker['queued']} batch(es) queued")
+    if not broker["workers"]:
+        line += "; no worker: the backlog grows until one starts"
+    return line
