@@ -1,0 +1,244 @@
+"""``--broker`` end to end: a real Redis (Debian's redis-server, on a free loopback port), real
+``worker classify-worker`` processes (Celery, the shipped model), a real ``worker watch``.
+Whatever is killed or restarted, every file ends as exactly one row or one error record."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+
+import pytest
+from conftest import errors
+from factories import wait_for
+from services import REDIS_SERVER, ClassifyWorker, RedisServer
+from watching import Watcher, assert_exactly_once, drop, nothing_left, row_count, stage
+
+from worker import defaults
+from worker.model import card_path
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not os.path.exists(REDIS_SERVER), reason="needs Debian's redis-server"),
+]
+
+# The poison: any file holding these bytes kills the worker process that decodes it.
+POISON = b"POISON-KILLS-THE-DECODER"
+POISONED = f"""
+import os, signal
+import worker.classify_worker as cw
+real = cw.load_bytes
+def load_bytes(data, *args, **kwargs):
+    if {POISON!r} in data:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(data, *args, **kwargs)
+cw.load_bytes = load_bytes
+"""
+
+
+@pytest.fixture
+def redis(tmp_path):
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def workers(redis, tmp_path):
+    """Start classify workers with ``workers(n)``; all are killed at the end."""
+    started: list[ClassifyWorker] = []
+
+    def start(count: int = 2, **options) -> list[ClassifyWorker]:
+        new = [ClassifyWorker(redis.url, tmp_path / f"worker-{len(started) + i}.log", **options).start()
+               for i in range(count)]
+        started.extend(new)
+        for worker in new:
+            worker.wait_ready()
+        return new
+
+    yield start
+    for worker in started:
+        worker.kill()
+
+
+def _watcher(boxes, redis, *extra: str) -> Watcher:
+    inbox, outbox = boxes
+    watcher = Watcher(inbox, outbox, "--broker", redis.url, "--batch-size", "32", "--visibility-timeout", "3",
+                      *extra)
+    watcher.wait_ready()
+    return watcher
+
+
+def _all_done(boxes, count: int) -> bool:
+    inbox, outbox = boxes
+    return row_count(outbox) + len(errors(outbox)) >= count and nothing_left(inbox)
+
+
+def test_2000_files_through_two_workers_each_exactly_once(boxes, staging, mnist_test, redis, workers):
+    inbox, outbox = boxes
+    images, labels = mnist_test
+    workers(2)
+    watcher = _watcher(boxes, redis)
+    paths = stage(staging, images, 2000)
+    drop(paths, inbox)
+    assert wait_for(lambda: _all_done(boxes, 2000), 180), watcher.output()
+    assert watcher.stop() == 0, watcher.output()
+    rows = assert_exactly_once(outbox, {p.name for p in paths})
+    assert sum(int(r["label"]) == labels[int(r["file"][:5])] for r in rows) / len(rows) >= 0.99
+    shipped = json.loads(card_path(defaults.MODEL).read_text())["version"]
+    assert {r["model_version"] for r in rows} == {shipped}, "the workers ran the version the watcher named"
+
+
+def test_workers_killed_mid_burst_three_times_lose_and_repeat_nothing(boxes, staging, mnist_test, redis,
+                                                                     workers):
+    inbox, outbox = boxes
+    images, _ = mnist_test
+    pool = workers(2)
+    watcher = _watcher(boxes, redis)
+    paths = stage(staging, images, 1500)
+    drop(paths, inbox)
+    rng = random.Random(3)
+    for kill in range(3):
+        target = row_count(outbox) + rng.randint(50, 250)
+        assert wait_for(lambda t=target: row_count(outbox) >= t, 120), watcher.output()
+        victim = pool[kill % 2]
+        victim.kill()  # mid-batch: its task is taken again after the visibility timeout
+        victim.start()  # as systemd restarts it
+    assert wait_for(lambda: _all_done(boxes, 1500), 180), watcher.output()
+    assert watcher.stop() == 0, watcher.output()
+    assert_exactly_once(outbox, {p.name for p in paths})
+    retaken = sum(w.output().count("was in hand when a worker died") for w in pool)
+    assert retaken >= 1, "a batch a killed worker held was taken again"
+
+
+def test_the_watcher_killed_replays_by_claim_id(boxes, staging, mnist_test, redis, workers):
+    inbox, outbox = boxes
+    images, _ = mnist_test
+    workers(2)
+    watcher = _watcher(boxes, redis)
+    paths = stage(staging, images, 1000)
+    drop(paths, inbox)
+    assert wait_for(lambda: row_count(outbox) >= 200 and _claimed(inbox), 120), watcher.output()
+    assert watcher.stop(signal.SIGKILL) == -signal.SIGKILL  # with batches out with the workers
+    again = subprocess.run(
+        [sys.executable, "-m", "worker", "watch", "--once", "--inbox", str(inbox), "--outbox", str(outbox),
+         "--broker", redis.url, "--settle", "0.2"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "left unfinished will be finished" in again.stderr
+    assert_exactly_once(outbox, {p.name for p in paths})
+    assert nothing_left(inbox)
+
+
+def test_redis_restarted_mid_run_loses_nothing(boxes, staging, mnist_test, redis, workers):
+    """A Redis without persistence forgets its queue and its answers: the watcher sends again
+    what was out, and the claim ids keep each row single."""
+    inbox, outbox = boxes
+    images, _ = mnist_test
+    workers(2)
+    watcher = _watcher(boxes, redis)
+    paths = stage(staging, images, 1500)
+    drop(paths, inbox)
+    assert wait_for(lambda: row_count(outbox) >= 300, 120), watcher.output()
+    redis.restart()
+    assert wait_for(lambda: _all_done(boxes, 1500), 180), watcher.output()
+    assert watcher.stop() == 0, watcher.output()
+    assert_exactly_once(outbox, {p.name for p in paths})
+    assert "the broker restarted" in watcher.output()
+
+
+def test_a_poison_file_is_set_aside_and_its_batch_goes_on(boxes, staging, mnist_test, redis, workers):
+    inbox, outbox = boxes
+    images, _ = mnist_test
+    pool = workers(1, prelude=POISONED)
+    paths = stage(staging, images, 20)
+    poison = paths[7].with_name("poison.png")
+    poison.write_bytes(paths[7].read_bytes() + POISON)
+    watcher = _watcher(boxes, redis)
+    drop([*paths, poison], inbox)
+    assert wait_for(lambda: _all_done(boxes, 21), 120), watcher.output() + pool[0].output()
+    assert watcher.stop() == 0, watcher.output()
+    assert_exactly_once(outbox, {p.name for p in paths} | {"poison.png"})
+    [error] = errors(outbox)
+    assert (error["file"], error["kind"]) == ("poison.png", "worker-crashed")
+    assert pool[0].output().count("exited with 'signal 9 (SIGKILL)'") == 3  # one whole try, two alone
+
+
+def test_broker_down_at_start_is_waited_out(boxes, staging, mnist_test, redis, workers, tmp_path):
+    """Neither the watcher nor a worker crash-loops on a Redis that is not there yet."""
+    inbox, outbox = boxes
+    images, _ = mnist_test
+    redis.kill()
+    worker = ClassifyWorker(redis.url, tmp_path / "early-worker.log").start()
+    watcher = Watcher(inbox, outbox, "--broker", redis.url, "--batch-size", "32")
+    try:
+        watcher.wait_ready()
+        paths = stage(staging, images, 100)
+        drop(paths, inbox)
+        assert wait_for(lambda: "unreachable" in watcher.output(), 30), watcher.output()
+        assert watcher.proc.poll() is None and worker.proc.poll() is None
+        redis.start()
+        assert wait_for(lambda: _all_done(boxes, 100), 120), watcher.output() + worker.output()
+        assert watcher.stop() == 0, watcher.output()
+    finally:
+        worker.kill()
+    assert_exactly_once(outbox, {p.name for p in paths})
+
+
+def test_no_worker_the_backlog_waits_and_status_says_so(boxes, staging, mnist_test, redis, workers, tmp_path):
+    inbox, outbox = boxes
+    images, _ = mnist_test
+    watcher = _watcher(boxes, redis)
+    paths = stage(staging, images, 200)
+    drop(paths, inbox)
+    assert wait_for(lambda: _status(boxes, redis.url)["json"]["broker"]["queued"] > 0, 30)
+    report = _status(boxes, redis.url)
+    assert report["json"]["broker"]["workers"] == [] and "no worker" in report["text"]
+    assert row_count(outbox) == 0
+    workers(1)
+    assert wait_for(lambda: _all_done(boxes, 200), 120), watcher.output()
+    assert watcher.stop() == 0, watcher.output()
+    assert_exactly_once(outbox, {p.name for p in paths})
+
+
+def test_a_worker_without_the_version_refuses_rather_than_answer_with_another(boxes, staging, mnist_test,
+                                                                           redis, workers, tmp_path):
+    inbox, outbox = boxes
+    images, _ = mnist_test
+    (tmp_path / "no-models").mkdir()
+    workers(1, models=tmp_path / "no-models")
+    watcher = _watcher(boxes, redis)
+    paths = stage(staging, images, 10)
+    drop(paths, inbox)
+    assert wait_for(lambda: "was refused" in watcher.output(), 30), watcher.output()
+    assert row_count(outbox) == 0 and not errors(outbox), "refused is not an answer"
+    workers(1)  # one with the models: the batch goes there at its next sending
+    assert wait_for(lambda: _all_done(boxes, 10), 60), watcher.output()
+    assert watcher.stop() == 0, watcher.output()
+    assert_exactly_once(outbox, {p.name for p in paths})
+
+
+def _claimed(inbox) -> int:
+    return sum(1 for _, _, names in os.walk(inbox / ".work") for name in names if not name.endswith(".lock"))
+
+
+def _status(boxes, url: str) -> dict:
+    inbox, outbox = boxes
+    base = [sys.executable, "-m", "worker", "status", "--inbox", str(inbox), "--outbox", str(outbox),
+            "--broker", url]
+    text = subprocess.run(base, capture_output=True, text=True, timeout=60).stdout
+    as_json = json.loads(subprocess.run([*base, "--json"], capture_output=True, text=True, timeout=60).stdout)
+    return {"text": text, "json": as_json}
+
+
+def test_without_a_broker_celery_is_not_imported(boxes):
+    inbox, outbox = boxes
+    args = ["watch", "--once", "--inbox", str(inbox), "--outbox", str(outbox)]
+    code = ("import sys\nfrom worker.cli import app\n"
+            f"try:\n    app(args={args!r})\n"
+            "except SystemExit as exit:\n    assert not exit.code, exit.code\n"
+            "print('celery' in sys.modules, 'redis' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip().splitlines()[-1] == "False False", done.stderr
