@@ -20,15 +20,18 @@ from factories import digit_stroke, write
 
 UNIT = REPO / "deploy" / "worker.service"
 TEMPLATE = REPO / "deploy" / "worker@.service"
+CLASSIFY = REPO / "deploy" / "worker-classify.service"
+BROKER_DROP_IN = REPO / "deploy" / "worker-broker.conf"
+UNITS = pytest.mark.parametrize("unit", [UNIT, TEMPLATE, CLASSIFY], ids=[UNIT.stem, TEMPLATE.stem, CLASSIFY.stem])
 needs_systemd_analyze = pytest.mark.skipif(
     not shutil.which("systemd-analyze"), reason="systemd-analyze not installed (./scripts/test installs it)"
 )
 
 
-def _unit() -> configparser.ConfigParser:
+def _unit(path: Path = UNIT) -> configparser.ConfigParser:
     parser = configparser.ConfigParser(strict=False, interpolation=None)
     parser.optionxform = str
-    parser.read(UNIT)
+    parser.read(path)
     return parser
 
 
@@ -52,7 +55,7 @@ def _as_analyzed(unit: Path, tmp_path: Path) -> Path:
 
 
 @needs_systemd_analyze
-@pytest.mark.parametrize("unit", [UNIT, TEMPLATE], ids=["worker", "worker@"])
+@UNITS
 def test_systemd_analyze_accepts_the_unit(unit, tmp_path):
     result = subprocess.run(["systemd-analyze", "verify", str(_as_analyzed(unit, tmp_path))],
                             capture_output=True, text=True)
@@ -60,13 +63,35 @@ def test_systemd_analyze_accepts_the_unit(unit, tmp_path):
 
 
 @needs_systemd_analyze
-@pytest.mark.parametrize("unit", [UNIT, TEMPLATE], ids=["worker", "worker@"])
+@UNITS
 def test_the_unit_is_hardened_to_safe(unit, tmp_path):
     command = ["systemd-analyze", "security", "--offline=true", str(_as_analyzed(unit, tmp_path))]
     result = subprocess.run(command, capture_output=True, text=True)
     score = re.search(r"Overall exposure level for \S+: ([0-9.]+)", result.stdout)
     assert score, result.stdout + result.stderr
     assert float(score.group(1)) <= 2.0, result.stdout
+
+
+def test_the_classify_unit_runs_a_worker_that_may_reach_redis_only():
+    service = _unit(CLASSIFY)["Service"]
+    assert service["ExecStart"].endswith("worker classify-worker")
+    assert service["Restart"] == "always" and service["KillSignal"] == "SIGTERM"
+    assert "PrivateNetwork" not in service and "ReadWritePaths" not in service
+    assert service["RestrictAddressFamilies"] == "AF_UNIX AF_INET AF_INET6"
+
+
+@needs_systemd_analyze
+def test_the_broker_drop_in_opens_the_watchers_network(tmp_path):
+    """The watcher's unit with the drop-in in its .d folder, as systemd reads them together."""
+    shutil.copy(UNIT, tmp_path / UNIT.name)
+    (tmp_path / f"{UNIT.name}.d").mkdir()
+    shutil.copy(BROKER_DROP_IN, tmp_path / f"{UNIT.name}.d" / "broker.conf")
+    result = subprocess.run(["systemd-analyze", "verify", str(tmp_path / UNIT.name)], capture_output=True,
+                            text=True, env={**os.environ, "SYSTEMD_UNIT_PATH": f"{tmp_path}:"})
+    assert "broker.conf" not in result.stderr, result.stderr  # nothing in it unknown or invalid
+    assert "Unknown key" not in result.stderr and "Invalid" not in result.stderr, result.stderr
+    drop_in = _unit(BROKER_DROP_IN)["Service"]
+    assert drop_in["PrivateNetwork"] == "no" and "AF_INET" in drop_in["RestrictAddressFamilies"]
 
 
 def test_the_template_differs_from_the_unit_only_by_instance():
