@@ -22,7 +22,7 @@ UNIT = REPO / "deploy" / "worker.service"
 TEMPLATE = REPO / "deploy" / "worker@.service"
 CLASSIFY = REPO / "deploy" / "worker-classify.service"
 BROKER_DROP_IN = REPO / "deploy" / "worker-broker.conf"
-UNITS = pytest.mark.parametrize("unit", [UNIT, TEMPLATE, CLASSIFY], ids=[UNIT.stem, TEMPLATE.stem, CLASSIFY.stem])
+UNITS = pytest.mark.parametrize("unit", [UNIT, TEMPLATE, CLASSIFY], ids=lambda unit: unit.stem)
 needs_systemd_analyze = pytest.mark.skipif(
     not shutil.which("systemd-analyze"), reason="systemd-analyze not installed (./scripts/test installs it)"
 )
