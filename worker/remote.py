@@ -32,7 +32,9 @@ from worker.preprocess import read_bytes
 
 log = logging.getLogger(__name__)
 
-TASK_BYTES = 8 * 1024 * 1024  # a batch's files are cut into tasks of about this much
+# A batch's files are cut into tasks of about this much: a few pages each, so the pages of one
+# batch spread over the workers (a task costs the watcher about a millisecond).
+TASK_BYTES = 1024 * 1024
 RESTART_CHECK_SECONDS = 1.0
 POLL_SECONDS = 0.005
 CLOSE_WAIT_SECONDS = 30.0  # at a stop, answers are awaited this long; the rest replay at the next start
