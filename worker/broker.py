@@ -9,10 +9,11 @@ One definition for both sides, so they agree on what makes a batch safe to lose 
   ``visibility_timeout`` seconds, which must be longer than a batch takes;
 - the task and its answer travel as msgpack (raw bytes, no pickle: a message can run no code).
 
-The answer is not left in Celery's result backend: the worker writes it to ``ANSWER_KEY`` in
-the same Redis, where the watcher reads it with one GET. Celery's result client subscribes
-to every task it sends and, once Redis has been away long enough, gives up for good ("the
-Celery application must be restarted"); a plain key survives a Redis restart's aftermath.
+The answer is not left in Celery's result backend: the worker pushes ``[task id, answer]`` on
+the list the task names (``reply_to``, one per watcher) in the same Redis, where the watcher
+blocks on it (BLPOP) while it has nothing else to do: no polling, one round trip an answer.
+Celery's result client subscribes to every task it sends and, once Redis has been away long
+enough, gives up for good ("the Celery application must be restarted").
 
 Celery is imported only in ``make_app``, and this module's callers only with ``--broker``.
 """
@@ -27,8 +28,8 @@ from worker.preprocess import Limits
 TASK = "worker.classify"
 QUEUE = "worker.classify"
 VISIBILITY_TIMEOUT = 300.0  # seconds; a 256-page batch takes ~15 s on one core
-ANSWER_KEY = "worker:answer:{}"  # by task id
-ANSWER_SECONDS = 3600  # an answer nobody collected (its watcher died) expires after this
+REPLY_KEY = "worker:answers:{}"  # by watcher
+ANSWER_SECONDS = 3600  # answers nobody collected (their watcher died) expire after this
 
 
 def make_app(broker: str, *, visibility_timeout: float = VISIBILITY_TIMEOUT):

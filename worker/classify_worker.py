@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from worker import defaults
-from worker.broker import ANSWER_KEY, ANSWER_SECONDS, TASK, limits_from_dict, make_app, redis_client
+from worker.broker import ANSWER_SECONDS, TASK, limits_from_dict, make_app, redis_client
 from worker.errors import InputError, ModelError
 from worker.model import Classifier, Scored, card_path
 from worker.preprocess import LoadedInput, load_bytes
@@ -69,10 +69,13 @@ class Host:
             self._redis = redis_client(self.broker)
         return self._redis
 
-    def answer(self, task_id: str, answer: dict) -> None:
+    def answer(self, reply_to: str, task_id: str, answer: dict) -> None:
         import msgpack
 
-        self.redis.set(ANSWER_KEY.format(task_id), msgpack.packb(answer), ex=ANSWER_SECONDS)
+        pipe = self.redis.pipeline()
+        pipe.rpush(reply_to, msgpack.packb([task_id, answer]))
+        pipe.expire(reply_to, ANSWER_SECONDS)
+        pipe.execute()
 
     def died_holding(self, key: str) -> int:
         """How many workers died with this in hand before; counts this try as one more
@@ -95,10 +98,10 @@ def find_version(models: Path, name: str, version: str) -> Path | None:
     return None
 
 
-def classify(host: Host, task_id: str, model: dict, files: list, limits: dict) -> None:
+def classify(host: Host, task_id: str, model: dict, files: list, limits: dict, reply_to: str) -> None:
     """The task: ``files`` are ``[claim_id, name, bytes]``; the answer (``encode``'s, or a
-    refusal) is written for the watcher under ``ANSWER_KEY``."""
-    host.answer(task_id, _answer(host, task_id, model, files, limits))
+    refusal) is pushed on the watcher's list ``reply_to``."""
+    host.answer(reply_to, task_id, _answer(host, task_id, model, files, limits))
 
 
 def _answer(host: Host, task_id: str, model: dict, files: list, limits: dict) -> dict:
@@ -207,8 +210,8 @@ def run(broker: str, *, models: Path, concurrency: int, threads: int, visibility
     app = make_app(broker, visibility_timeout=visibility_timeout)
 
     @app.task(name=TASK, bind=True)
-    def classify_task(task, model: dict, files: list, limits: dict) -> None:
-        classify(_host, task.request.id, model, files, limits)
+    def classify_task(task, model: dict, files: list, limits: dict, reply_to: str) -> None:
+        classify(_host, task.request.id, model, files, limits, reply_to)
 
     app.worker_main(["worker", "--pool", "prefork", "--concurrency", str(concurrency),
                      "--queues", app.conf.task_default_queue, "--loglevel", loglevel,

@@ -20,7 +20,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from worker.broker import ANSWER_KEY, TASK, limits_to_dict, make_app, redis_client, safe_url
+from worker.broker import REPLY_KEY, TASK, limits_to_dict, make_app, redis_client, safe_url
 from worker.claims import Claim
 from worker.classify import Outcome, outcomes_of
 from worker.classify_worker import decode
@@ -36,12 +36,12 @@ log = logging.getLogger(__name__)
 # batch spread over the workers (a task costs the watcher about a millisecond).
 TASK_BYTES = 1024 * 1024
 RESTART_CHECK_SECONDS = 1.0
-POLL_SECONDS = 0.005
+ANSWERS_AT_ONCE = 64
 CLOSE_WAIT_SECONDS = 30.0  # at a stop, answers are awaited this long; the rest replay at the next start
 
 
 class Broker:
-    """The watcher's connection to Redis: send a task, read its answer, notice a restart.
+    """The watcher's connection to Redis: send a task, take the answers, notice a restart.
     Redis being unreachable is never an error here: it is logged once, and the caller tries
     again later."""
 
@@ -52,6 +52,7 @@ class Broker:
         # with the loop stopped); the batch is sent again at the next turn.
         self.app.conf.broker_transport_options.update(max_retries=0)
         self.redis = redis_client(url)
+        self.replies = REPLY_KEY.format(uuid.uuid4().hex)  # this watcher's answers
         self.clock = clock
         self.up = True
         self._run_id: str | None = None
@@ -64,24 +65,23 @@ class Broker:
             return self._lost(exc)
         return self._reached()
 
-    def answer(self, task_id: str) -> dict | None:
-        """The task's answer, or None while it has none (or Redis cannot be reached)."""
+    def answers(self, timeout: float = 0) -> list[tuple[str, dict]]:
+        """The answers come since the last call, as (task id, answer); with a ``timeout``,
+        waits that long for the first. Empty while Redis cannot be reached."""
         import msgpack
 
         try:
-            packed = self.redis.get(ANSWER_KEY.format(task_id))
+            packed = self.redis.lpop(self.replies, ANSWERS_AT_ONCE) or []
+            if not packed and timeout > 0:
+                first = self.redis.blpop([self.replies], timeout=timeout)
+                packed = [first[1]] if first else []
         except Exception as exc:  # noqa: BLE001
             self._lost(exc)
-            return None
+            if timeout > 0:
+                time.sleep(timeout)  # not a busy loop while Redis is away
+            return []
         self._reached()
-        return None if packed is None else msgpack.unpackb(packed)
-
-    def forget(self, task_id: str) -> None:
-        """Drop an answer once its rows are durable (else it expires)."""
-        try:
-            self.redis.delete(ANSWER_KEY.format(task_id))
-        except Exception as exc:  # noqa: BLE001
-            self._lost(exc)
+        return [tuple(msgpack.unpackb(p)) for p in packed]
 
     def restarted(self) -> bool:
         """Whether Redis restarted since the last look (at most once a second): its queue and
@@ -204,15 +204,15 @@ class RemotePipeline(Pipeline):
             log.warning("the broker restarted: %d unanswered batches are sent again", len(self.flights))
             for flight in self.flights:
                 flight.sent = flight.answer is not None
+        self._take(self.broker.answers())
         finished = 0
         for flight in list(self.flights):
-            if not flight.sent:
-                self._send(flight)
-            elif self._answered(flight):
+            if flight.answer is not None:
                 self.flights.remove(flight)  # before finishing: a failed finish replays from .work/
                 self._finish(flight)
-                self.broker.forget(flight.task_id)
                 finished += len(flight.claims)
+            elif not flight.sent:
+                self._send(flight)
         self._count()
         return finished
 
@@ -220,11 +220,7 @@ class RemotePipeline(Pipeline):
         """Wait up to ``timeout`` for an answer; False at once if no batch is out."""
         if not self.flights:
             return False
-        deadline = self.clock() + timeout
-        while self.clock() < deadline:
-            if any(f.sent and self._answered(f) for f in self.flights):
-                break
-            time.sleep(POLL_SECONDS)
+        self._take(self.broker.answers(timeout))
         return True
 
     def finish_pending(self) -> None:
@@ -277,19 +273,23 @@ class RemotePipeline(Pipeline):
         if self.clock() < flight.send_after:
             return
         model = {"name": flight.classifier.name, "version": flight.classifier.version}
-        flight.sent = self.broker.send(flight.task_id, [model, flight.files, limits_to_dict(self.limits)])
+        args = [model, flight.files, limits_to_dict(self.limits), self.broker.replies]
+        flight.sent = self.broker.send(flight.task_id, args)
 
-    def _answered(self, flight: RemoteFlight) -> bool:
-        if flight.answer is None:
-            answer = self.broker.answer(flight.task_id)
-            if answer is not None and "refused" in answer:
+    def _take(self, answers: list[tuple[str, dict]]) -> None:
+        """Give each answer to its batch; one for a batch finished already (it was sent twice,
+        or answered twice) is dropped."""
+        waiting = {f.task_id: f for f in self.flights if f.answer is None}
+        for task_id, answer in answers:
+            flight = waiting.pop(task_id, None)
+            if flight is None:
+                log.debug("an answer for batch %s, finished already: dropped", task_id)
+            elif "refused" in answer:
                 log.error("a batch of %d files was refused (%s); sent again in %.0f s",
                           len(flight.claims), answer["refused"], self.retry)
                 flight.sent, flight.send_after = False, self.clock() + self.retry
-                flight.task_id = uuid.uuid4().hex  # the refusal is that id's answer
-                return False
-            flight.answer = answer
-        return flight.answer is not None
+            else:
+                flight.answer = answer
 
     def _count(self) -> None:
         if self.metrics is not None:
