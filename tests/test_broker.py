@@ -1,0 +1,159 @@
+"""The pieces of ``--broker`` that need no Redis: the answer's round trip through msgpack, the
+death counts that set a poison file aside (on a stand-in for Redis), the model a worker may
+run, the settings. End to end with a real Redis: test_remote.py."""
+
+from __future__ import annotations
+
+import msgpack
+import numpy as np
+import pytest
+from factories import digit_stroke
+
+from worker import defaults
+from worker.broker import limits_from_dict, limits_to_dict, safe_url
+from worker.classify import outcomes_of
+from worker.classify_worker import Host, classify, decode, encode, find_version
+from worker.errors import ConfigError, InputError
+from worker.model import Classifier, Scored
+from worker.preprocess import Limits, LoadedInput
+from worker.settings import Settings
+
+
+def test_an_answer_survives_msgpack_with_errors_images_and_document_pages(fake_classifier):
+    pixels = np.zeros((28, 28, 1), np.float32)
+    truncated = InputError("truncated", "a.png is cut short")
+    truncated.bytes_read = 17
+    loaded = [LoadedInput(pixels, "aa"), truncated,
+              LoadedInput(pixels, "bb", pages=((1, pixels), (3, pixels)))]
+    probabilities = np.eye(10, dtype=np.float32)[[4, 7, 2]]
+    scored = Scored(probabilities, [[], ["low-margin"], []], np.array([0.5, 1.5, 0.25], np.float32))
+    answer = msgpack.unpackb(msgpack.packb(encode("v1", loaded, scored)))
+    got_loaded, got_scored = decode(answer, 10)
+    paths = ["a", "b", "c"]
+    ours = outcomes_of(paths, got_loaded, fake_classifier, got_scored)
+    theirs = outcomes_of(paths, loaded, fake_classifier, scored)
+    assert [(o.sha256, o.prediction, o.pages, o.error and o.error.kind) for o in ours] == \
+        [(o.sha256, o.prediction, o.pages, o.error and o.error.kind) for o in theirs]
+    assert got_loaded[1].bytes_read == 17, "a file still being written is told apart"
+    assert ours[2].pages[1][0] == 3 and ours[1].prediction is None
+
+
+def test_an_answer_with_no_good_file_has_no_scores():
+    answer = encode("v1", [InputError("empty", "e")], None)
+    loaded, scored = decode(msgpack.unpackb(msgpack.packb(answer)), 10)
+    assert scored is None and loaded[0].kind == "empty"
+
+
+class DictRedis:
+    """Enough of Redis for the death counts: INCR, EXPIRE, DELETE, pipelines; RPUSH for answers."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, int] = {}
+        self.lists: dict[str, list] = {}
+
+    def pipeline(self):
+        return Pipe(self)
+
+    def incr(self, key):
+        self.values[key] = self.values.get(key, 0) + 1
+        return self.values[key]
+
+    def expire(self, key, seconds):
+        return True
+
+    def delete(self, *keys):
+        for key in keys:
+            self.values.pop(key, None)
+
+    def rpush(self, key, value):
+        self.lists.setdefault(key, []).append(value)
+
+
+class Pipe:
+    def __init__(self, redis: DictRedis) -> None:
+        self.redis, self.calls = redis, []
+
+    def __getattr__(self, name):
+        return lambda *args: self.calls.append((name, args))
+
+    def execute(self):
+        return [getattr(self.redis, name)(*args) for name, args in self.calls]
+
+
+@pytest.fixture
+def host(real_model_path):
+    host = Host(real_model_path.parent, "redis://unused", threads=1)
+    host._redis = DictRedis()
+    return host
+
+
+def _png(data: np.ndarray) -> bytes:
+    import cv2
+
+    return cv2.imencode(".png", data)[1].tobytes()
+
+
+def _task(host: Host, task_id: str, files: list) -> dict:
+    classifier = Classifier(defaults.MODEL, threads=1)
+    model = {"name": classifier.name, "version": classifier.version}
+    classify(host, task_id, model, files, limits_to_dict(Limits()), "replies")
+    task, answer = msgpack.unpackb(host.redis.lists["replies"].pop())
+    assert task == task_id
+    return answer
+
+
+@pytest.mark.slow
+def test_a_file_in_hand_at_two_deaths_is_set_aside_and_the_others_answered(host):
+    """The task as a worker runs it, after the deaths a poison file would have caused: the
+    whole batch once, then the poison alone twice."""
+    good = _png(255 - digit_stroke())
+    files = [["c1", "one.png", good], ["c2", "poison.png", good], ["c3", "three.png", good]]
+    host.redis.values.update({"worker:deaths:t1": 3, "worker:deaths:c2": 2})
+    answer = _task(host, "t1", files)
+    kinds = [item.get("error", [None])[0] for item in answer["files"]]
+    assert kinds == [None, "worker-crashed", None]
+    assert len(np.frombuffer(answer["probabilities"], np.float32)) == 2 * 10
+    assert host.redis.values == {}, "counts cleared once the batch is answered"
+
+
+@pytest.mark.slow
+def test_a_batch_a_worker_died_holding_once_is_run_a_file_at_a_time(host):
+    good = _png(255 - digit_stroke())
+    host.redis.values["worker:deaths:t2"] = 1
+    answer = _task(host, "t2", [["c1", "a.png", good], ["c2", "b.png", b"not an image"]])
+    assert answer["files"][1]["error"][0] == "not-an-image"
+    assert "error" not in answer["files"][0]
+
+
+@pytest.mark.slow
+def test_a_version_the_worker_does_not_have_is_refused(host):
+    classify(host, "t3", {"name": "mnist", "version": "no-such-version"}, [], {}, "replies")
+    _, answer = msgpack.unpackb(host.redis.lists["replies"].pop())
+    assert "no-such-version" in answer["refused"]
+
+
+def test_find_version_takes_the_versioned_folder_or_nothing(tmp_path):
+    (tmp_path / "mnist" / "abc").mkdir(parents=True)
+    (tmp_path / "mnist" / "abc" / "mnist.json").write_text("{}")
+    assert find_version(tmp_path, "mnist", "abc") == tmp_path / "mnist" / "abc" / "mnist.keras"
+    assert find_version(tmp_path, "mnist", "other") is None
+
+
+def test_limits_travel_as_a_dict():
+    limits = Limits(max_pixels=123, max_pages=4)
+    assert limits_from_dict(msgpack.unpackb(msgpack.packb(limits_to_dict(limits)))) == limits
+
+
+def test_the_password_never_reaches_the_log():
+    assert safe_url("redis://:s3cret@host:6379/0") == "redis://:***@host:6379/0"
+    assert safe_url("redis://user:s3cret@host/0") == "redis://user:***@host/0"
+    assert safe_url("redis://host:6379/0") == "redis://host:6379/0"
+    assert "s3cret" not in Settings(broker="redis://:s3cret@h:1/0").describe()
+
+
+def test_a_broker_that_is_not_redis_is_a_config_error(boxes):
+    inbox, outbox = boxes
+    with pytest.raises(ConfigError, match="Redis URL"):
+        Settings(inbox=inbox, outbox=outbox, broker="amqp://host//").validate()
+    with pytest.raises(ConfigError, match="in-flight"):
+        Settings(inbox=inbox, outbox=outbox, in_flight=0).validate()
