@@ -10,11 +10,12 @@ import random
 import signal
 import subprocess
 import sys
+import urllib.request
 
 import pytest
 from conftest import errors
 from factories import wait_for
-from services import REDIS_SERVER, ClassifyWorker, RedisServer
+from services import REDIS_SERVER, ClassifyWorker, RedisServer, free_port
 from watching import Watcher, assert_exactly_once, drop, nothing_left, row_count, stage
 
 from worker import defaults
@@ -187,15 +188,20 @@ def test_broker_down_at_start_is_waited_out(boxes, staging, mnist_test, redis, w
     assert_exactly_once(outbox, {p.name for p in paths})
 
 
-def test_no_worker_the_backlog_waits_and_status_says_so(boxes, staging, mnist_test, redis, workers, tmp_path):
+def test_no_worker_the_backlog_waits_and_status_and_metrics_say_so(boxes, staging, mnist_test, redis,
+                                                                  workers):
     inbox, outbox = boxes
     images, _ = mnist_test
-    watcher = _watcher(boxes, redis)
+    port = free_port()
+    watcher = _watcher(boxes, redis, "--metrics", f"127.0.0.1:{port}")
     paths = stage(staging, images, 200)
     drop(paths, inbox)
     assert wait_for(lambda: _status(boxes, redis.url)["json"]["broker"]["queued"] > 0, 30)
     report = _status(boxes, redis.url)
     assert report["json"]["broker"]["workers"] == [] and "no worker" in report["text"]
+    assert wait_for(lambda: _metric(port, "worker_remote_oldest_seconds") >= 1, 30)
+    assert _metric(port, "worker_remote_files") == 200 and _metric(port, "worker_remote_batches") == 7
+    assert _metric(port, "worker_broker_up") == 1
     assert row_count(outbox) == 0
     workers(1)
     assert wait_for(lambda: _all_done(boxes, 200), 120), watcher.output()
@@ -218,6 +224,11 @@ def test_a_worker_without_the_version_refuses_rather_than_answer_with_another(bo
     assert wait_for(lambda: _all_done(boxes, 10), 60), watcher.output()
     assert watcher.stop() == 0, watcher.output()
     assert_exactly_once(outbox, {p.name for p in paths})
+
+
+def _metric(port: int, name: str) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith(f"{name} "))
 
 
 def _claimed(inbox) -> int:
