@@ -157,3 +157,17 @@ def test_a_broker_that_is_not_redis_is_a_config_error(boxes):
         Settings(inbox=inbox, outbox=outbox, broker="amqp://host//").validate()
     with pytest.raises(ConfigError, match="in-flight"):
         Settings(inbox=inbox, outbox=outbox, in_flight=0).validate()
+
+
+def test_a_batch_that_fails_on_the_worker_is_answered_as_refused(monkeypatch):
+    """The watcher waits for an answer: a failure must reach it (it sends the batch again)."""
+    host = Host(defaults.MODELS_DIR, "redis://unused", threads=1)
+    host._redis = DictRedis()
+
+    def broken(name, version):
+        raise RuntimeError("out of file handles")
+
+    monkeypatch.setattr(host, "classifier", broken)
+    classify(host, "t4", {"name": "mnist", "version": "v"}, [], {}, "replies")
+    task, answer = msgpack.unpackb(host.redis.lists["replies"].pop())
+    assert task == "t4" and "out of file handles" in answer["refused"]

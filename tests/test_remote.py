@@ -67,8 +67,7 @@ def workers(redis, tmp_path):
 
 def _watcher(boxes, redis, *extra: str) -> Watcher:
     inbox, outbox = boxes
-    watcher = Watcher(inbox, outbox, "--broker", redis.url, "--batch-size", "32", "--visibility-timeout", "3",
-                      *extra)
+    watcher = Watcher(inbox, outbox, "--broker", redis.url, "--batch-size", "32", *extra)
     watcher.wait_ready()
     return watcher
 

@@ -100,8 +100,19 @@ def find_version(models: Path, name: str, version: str) -> Path | None:
 
 def classify(host: Host, task_id: str, model: dict, files: list, limits: dict, reply_to: str) -> None:
     """The task: ``files`` are ``[claim_id, name, bytes]``; the answer (``encode``'s, or a
-    refusal) is pushed on the watcher's list ``reply_to``."""
-    host.answer(reply_to, task_id, _answer(host, task_id, model, files, limits))
+    refusal) is pushed on the watcher's list ``reply_to``. The watcher waits for an answer, so
+    a batch that fails here is answered too, as refused (it sends it again later); only Redis'
+    own errors escape (the task then goes back on the queue: see ``run``)."""
+    from redis.exceptions import RedisError
+
+    try:
+        answer = _answer(host, task_id, model, files, limits)
+    except RedisError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever it is, the watcher must hear of it
+        log.exception("batch %s failed", task_id)
+        answer = {"refused": f"{host.name} failed on the batch: {exc!r}"}
+    host.answer(reply_to, task_id, answer)
 
 
 def _answer(host: Host, task_id: str, model: dict, files: list, limits: dict) -> dict:
@@ -211,7 +222,13 @@ def run(broker: str, *, models: Path, concurrency: int, threads: int, visibility
 
     @app.task(name=TASK, bind=True)
     def classify_task(task, model: dict, files: list, limits: dict, reply_to: str) -> None:
-        classify(_host, task.request.id, model, files, limits, reply_to)
+        from celery.exceptions import Reject
+        from redis.exceptions import RedisError
+
+        try:
+            classify(_host, task.request.id, model, files, limits, reply_to)
+        except RedisError as exc:  # no answer could be given: back on the queue, for later
+            raise Reject(str(exc), requeue=True) from exc
 
     app.worker_main(["worker", "--pool", "prefork", "--concurrency", str(concurrency),
                      "--queues", app.conf.task_default_queue, "--loglevel", loglevel,

@@ -243,7 +243,6 @@ def watch(
     metrics_file: Annotated[Path | None, typer.Option(envvar=_env("metrics_file"), help="Write the metrics to this .prom file each minute (node_exporter's textfile collector).")] = None,
     broker: Annotated[str | None, typer.Option(envvar=_env("broker"), help="Redis URL (redis://HOST:6379/0): send batches to 'worker classify-worker' processes instead of classifying here.")] = None,
     in_flight: Annotated[int, typer.Option(envvar=_env("in_flight"), help="With --broker: most batches out with the workers at a time.")] = defaults.IN_FLIGHT,
-    visibility_timeout: Annotated[float, typer.Option(envvar=_env("visibility_timeout"), help="With --broker: a batch a worker took and never answered goes to another after this many seconds (longer than a batch takes).")] = VISIBILITY_TIMEOUT,
 ) -> None:
     """Watch the inbox and classify every image dropped into it (the daemon)."""
     from worker.daemon import Daemon
@@ -266,7 +265,7 @@ def watch(
     registry, server = _metrics_server(metrics, metrics_file)
     daemon = _run(Daemon, settings, classifier, service=ServiceNotifier(), metrics=registry,
                   load_model=lambda: Classifier(model, threads=defaults.WATCH_MODEL_THREADS),
-                  broker=_broker(broker, visibility_timeout))
+                  broker=_broker(broker))
     _install_signal_handlers(stop, daemon.request_reload)
     try:
         _run(daemon.run, stop)
@@ -275,13 +274,13 @@ def watch(
             server.stop()
 
 
-def _broker(url: str | None, visibility_timeout: float):
+def _broker(url: str | None):
     """The watcher's Redis connection (Celery is imported only here, and only with --broker)."""
     if url is None:
         return None
     from worker.remote import Broker
 
-    return _run(Broker, url, visibility_timeout=visibility_timeout)
+    return _run(Broker, url)
 
 
 @app.command("classify-worker")

@@ -47,9 +47,9 @@ class Broker:
     Redis being unreachable is never an error here: it is logged once, and the caller tries
     again later."""
 
-    def __init__(self, url: str, *, visibility_timeout: float, clock=time.monotonic) -> None:
+    def __init__(self, url: str, *, clock=time.monotonic) -> None:
         self.url = url
-        self.app = make_app(url, visibility_timeout=visibility_timeout)
+        self.app = make_app(url)
         # A send fails at once while Redis is away (kombu would otherwise retry for seconds,
         # with the loop stopped); the batch is sent again at the next turn.
         self.app.conf.broker_transport_options.update(max_retries=0)
@@ -59,6 +59,7 @@ class Broker:
         self.up = True
         self._run_id: str | None = None
         self._checked = float("-inf")
+        self.restarted()  # a first look: says at once if Redis cannot be reached
 
     def send(self, task_id: str, args: list) -> bool:
         try:
