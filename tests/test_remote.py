@@ -199,7 +199,8 @@ def test_no_worker_the_backlog_waits_and_status_and_metrics_say_so(boxes, stagin
     report = _status(boxes, redis.url)
     assert report["json"]["broker"]["workers"] == [] and "no worker" in report["text"]
     assert wait_for(lambda: _metric(port, "worker_remote_oldest_seconds") >= 1, 30)
-    assert _metric(port, "worker_remote_files") == 200 and _metric(port, "worker_remote_batches") == 7
+    assert 1 <= _metric(port, "worker_remote_batches") <= defaults.IN_FLIGHT  # the rest wait in the inbox
+    assert _metric(port, "worker_remote_files") > 0
     assert _metric(port, "worker_broker_up") == 1
     assert row_count(outbox) == 0
     workers(1)
