@@ -72,21 +72,31 @@ def _watcher(boxes, redis, *extra: str) -> Watcher:
     return watcher
 
 
+def _burst(boxes, staging, images, redis, count: int, *extra: str) -> tuple[Watcher, list]:
+    """A watcher started, then ``count`` files dropped into its inbox."""
+    watcher = _watcher(boxes, redis, *extra)
+    paths = stage(staging, images, count)
+    drop(paths, boxes[0])
+    return watcher, paths
+
+
+def _each_once(boxes, watcher: Watcher, paths: list) -> list[dict]:
+    """Waits for every file to be finished, stops the watcher; each has exactly one record."""
+    assert wait_for(lambda: _all_done(boxes, len(paths)), 180), watcher.output()
+    assert watcher.stop() == 0, watcher.output()
+    return assert_exactly_once(boxes[1], {p.name for p in paths})
+
+
 def _all_done(boxes, count: int) -> bool:
     inbox, outbox = boxes
     return row_count(outbox) + len(errors(outbox)) >= count and nothing_left(inbox)
 
 
 def test_2000_files_through_two_workers_each_exactly_once(boxes, staging, mnist_test, redis, workers):
-    inbox, outbox = boxes
     images, labels = mnist_test
     workers(2)
-    watcher = _watcher(boxes, redis)
-    paths = stage(staging, images, 2000)
-    drop(paths, inbox)
-    assert wait_for(lambda: _all_done(boxes, 2000), 180), watcher.output()
-    assert watcher.stop() == 0, watcher.output()
-    rows = assert_exactly_once(outbox, {p.name for p in paths})
+    watcher, paths = _burst(boxes, staging, images, redis, 2000)
+    rows = _each_once(boxes, watcher, paths)
     assert sum(int(r["label"]) == labels[int(r["file"][:5])] for r in rows) / len(rows) >= 0.99
     shipped = json.loads(card_path(defaults.MODEL).read_text())["version"]
     assert {r["model_version"] for r in rows} == {shipped}, "the workers ran the version the watcher named"
@@ -94,12 +104,10 @@ def test_2000_files_through_two_workers_each_exactly_once(boxes, staging, mnist_
 
 def test_workers_killed_mid_burst_three_times_lose_and_repeat_nothing(boxes, staging, mnist_test, redis,
                                                                      workers):
-    inbox, outbox = boxes
+    outbox = boxes[1]
     images, _ = mnist_test
     pool = workers(2)
-    watcher = _watcher(boxes, redis)
-    paths = stage(staging, images, 1500)
-    drop(paths, inbox)
+    watcher, paths = _burst(boxes, staging, images, redis, 1500)
     rng = random.Random(3)
     for kill in range(3):
         target = row_count(outbox) + rng.randint(50, 250)
@@ -107,9 +115,7 @@ def test_workers_killed_mid_burst_three_times_lose_and_repeat_nothing(boxes, sta
         victim = pool[kill % 2]
         victim.kill()  # mid-batch: its task is taken again after the visibility timeout
         victim.start()  # as systemd restarts it
-    assert wait_for(lambda: _all_done(boxes, 1500), 180), watcher.output()
-    assert watcher.stop() == 0, watcher.output()
-    assert_exactly_once(outbox, {p.name for p in paths})
+    _each_once(boxes, watcher, paths)
     retaken = sum(w.output().count("was in hand when a worker died") for w in pool)
     assert retaken >= 1, "a batch a killed worker held was taken again"
 
@@ -118,9 +124,7 @@ def test_the_watcher_killed_replays_by_claim_id(boxes, staging, mnist_test, redi
     inbox, outbox = boxes
     images, _ = mnist_test
     workers(2)
-    watcher = _watcher(boxes, redis)
-    paths = stage(staging, images, 1000)
-    drop(paths, inbox)
+    watcher, paths = _burst(boxes, staging, images, redis, 1000)
     assert wait_for(lambda: row_count(outbox) >= 200 and _claimed(inbox), 120), watcher.output()
     assert watcher.stop(signal.SIGKILL) == -signal.SIGKILL  # with batches out with the workers
     again = subprocess.run(
@@ -135,17 +139,13 @@ def test_the_watcher_killed_replays_by_claim_id(boxes, staging, mnist_test, redi
 def test_redis_restarted_mid_run_loses_nothing(boxes, staging, mnist_test, redis, workers):
     """A Redis without persistence forgets its queue and its answers: the watcher sends again
     what was out, and the claim ids keep each row single."""
-    inbox, outbox = boxes
+    outbox = boxes[1]
     images, _ = mnist_test
     workers(2)
-    watcher = _watcher(boxes, redis)
-    paths = stage(staging, images, 1500)
-    drop(paths, inbox)
+    watcher, paths = _burst(boxes, staging, images, redis, 1500)
     assert wait_for(lambda: row_count(outbox) >= 300, 120), watcher.output()
     redis.restart()
-    assert wait_for(lambda: _all_done(boxes, 1500), 180), watcher.output()
-    assert watcher.stop() == 0, watcher.output()
-    assert_exactly_once(outbox, {p.name for p in paths})
+    _each_once(boxes, watcher, paths)
     assert "the broker restarted" in watcher.output()
 
 
@@ -192,9 +192,7 @@ def test_no_worker_the_backlog_waits_and_status_and_metrics_say_so(boxes, stagin
     inbox, outbox = boxes
     images, _ = mnist_test
     port = free_port()
-    watcher = _watcher(boxes, redis, "--metrics", f"127.0.0.1:{port}")
-    paths = stage(staging, images, 200)
-    drop(paths, inbox)
+    watcher, paths = _burst(boxes, staging, images, redis, 200, "--metrics", f"127.0.0.1:{port}")
     assert wait_for(lambda: _status(boxes, redis.url)["json"]["broker"]["queued"] > 0, 30)
     report = _status(boxes, redis.url)
     assert report["json"]["broker"]["workers"] == [] and "no worker" in report["text"]
@@ -204,26 +202,20 @@ def test_no_worker_the_backlog_waits_and_status_and_metrics_say_so(boxes, stagin
     assert _metric(port, "worker_broker_up") == 1
     assert row_count(outbox) == 0
     workers(1)
-    assert wait_for(lambda: _all_done(boxes, 200), 120), watcher.output()
-    assert watcher.stop() == 0, watcher.output()
-    assert_exactly_once(outbox, {p.name for p in paths})
+    _each_once(boxes, watcher, paths)
 
 
 def test_a_worker_without_the_version_refuses_rather_than_answer_with_another(boxes, staging, mnist_test,
                                                                            redis, workers, tmp_path):
-    inbox, outbox = boxes
+    outbox = boxes[1]
     images, _ = mnist_test
     (tmp_path / "no-models").mkdir()
     workers(1, models=tmp_path / "no-models")
-    watcher = _watcher(boxes, redis)
-    paths = stage(staging, images, 10)
-    drop(paths, inbox)
+    watcher, paths = _burst(boxes, staging, images, redis, 10)
     assert wait_for(lambda: "was refused" in watcher.output(), 30), watcher.output()
     assert row_count(outbox) == 0 and not errors(outbox), "refused is not an answer"
     workers(1)  # one with the models: the batch goes there at its next sending
-    assert wait_for(lambda: _all_done(boxes, 10), 60), watcher.output()
-    assert watcher.stop() == 0, watcher.output()
-    assert_exactly_once(outbox, {p.name for p in paths})
+    _each_once(boxes, watcher, paths)
 
 
 def _metric(port: int, name: str) -> float:
