@@ -10,6 +10,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 
 import pytest
@@ -136,17 +137,22 @@ def test_the_watcher_killed_replays_by_claim_id(boxes, staging, mnist_test, redi
     assert nothing_left(inbox)
 
 
-def test_redis_restarted_mid_run_loses_nothing(boxes, staging, mnist_test, redis, workers):
+@pytest.mark.parametrize("away", [0, 5], ids=["restarted", "away-5-s"])
+def test_redis_restarted_mid_run_loses_nothing(boxes, staging, mnist_test, redis, workers, away):
     """A Redis without persistence forgets its queue and its answers: the watcher sends again
-    what was out, and the claim ids keep each row single."""
+    what was out, and the claim ids keep each row single. While it is away, batches wait."""
     outbox = boxes[1]
     images, _ = mnist_test
     workers(2)
     watcher, paths = _burst(boxes, staging, images, redis, 1500)
     assert wait_for(lambda: row_count(outbox) >= 300, 120), watcher.output()
-    redis.restart()
+    redis.kill()
+    time.sleep(away)
+    redis.start()
     _each_once(boxes, watcher, paths)
     assert "the broker restarted" in watcher.output()
+    if away:
+        assert "unreachable" in watcher.output() and "reachable again" in watcher.output()
 
 
 def test_a_poison_file_is_set_aside_and_its_batch_goes_on(boxes, staging, mnist_test, redis, workers):
