@@ -14,6 +14,7 @@ owner is gone, and its claims are adopted (renamed into our folder) and processe
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import logging
 import os
@@ -42,10 +43,21 @@ class Claim:
     folder: Path | None = None  # the claim's own folder, for the nested form only
     crashes: int = 0  # how many daemons died while holding this claim
     arrived: float | None = None  # when it arrived whole in the inbox (unknown for a crash's claims)
+    size: int | None = None  # bytes when claimed, from the claim's own lstat (None: a crash's claim)
 
 
 _id_lock = threading.Lock()
 _last_micros = 0
+
+
+def claim_size(claim: Claim) -> int:
+    """The claimed file's bytes: as seen when claimed, or now (0 if it cannot be seen)."""
+    if claim.size is not None:
+        return claim.size
+    try:
+        return os.lstat(claim.path).st_size
+    except OSError:
+        return 0
 
 
 def new_id() -> str:
@@ -145,12 +157,13 @@ class Claims:
             if not isinstance(exc, FileNotFoundError):
                 log.error("cannot claim %s: %s", rel, exc.strerror)
             return None
-        if stat.S_ISDIR(os.lstat(claim.path).st_mode):  # a folder swapped in for the file
+        info = os.lstat(claim.path)
+        if stat.S_ISDIR(info.st_mode):  # a folder swapped in for the file
             self._put_back(claim.path, rel)
             if claim.folder is not None:
                 _remove_empty_folders(claim.folder)
             return None
-        return claim
+        return dataclasses.replace(claim, size=info.st_size)
 
     def _put_back(self, path: Path, rel: str) -> None:
         """A folder is never ours to take apart: back where it was (a scan finds its files)."""

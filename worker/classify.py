@@ -97,17 +97,20 @@ def load_batch(
     limits: Limits = DEFAULT_LIMITS,
     follow_symlinks: bool = True,
     names: list[str] | None = None,
+    sizes: list[int] | None = None,
 ) -> LoadedBatch:
     """Read, check and preprocess each file for ``classifier``. Big files are loaded one each
     on ``pool`` (OpenCV releases the GIL, so both cores work); small ones all together here
-    (``load_many``). ``names`` are how error messages call the files (default: file names)."""
+    (``load_many``). ``names`` are how error messages call the files (default: file names);
+    ``sizes`` their bytes, if the caller knows them (else each is looked up)."""
     names = names or [p.name for p in paths]
     load = partial(load_many, profile=classifier.profile, limits=limits, follow_symlinks=follow_symlinks)
 
     def load_one(path: Path, name: str) -> LoadedInput | InputError:
         return load([path], names=[name])[0]
 
-    if pool is not None and len(paths) > 1 and _average_size(paths) >= POOL_MIN_AVERAGE_BYTES:
+    average = sum(sizes) / len(sizes) if sizes else _average_size(paths)
+    if pool is not None and len(paths) > 1 and average >= POOL_MIN_AVERAGE_BYTES:
         loaded = list(pool.map(load_one, paths, names))
     else:
         loaded = load(paths, names=names)

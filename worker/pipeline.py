@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from worker import defaults
-from worker.claims import Claim, Claims
+from worker.claims import Claim, Claims, claim_size
 from worker.classify import LoadedBatch, Outcome, load_batch
 from worker.errors import InputError
 from worker.model import Classifier, Prediction
@@ -133,7 +133,7 @@ class Pipeline:
             started = self.clock()
             batch = load_batch(
                 [c.path for c in claims], self.classifier, pool=self.pool, limits=self.limits,
-                follow_symlinks=False, names=[c.rel for c in claims],
+                follow_symlinks=False, names=[c.rel for c in claims], sizes=[claim_size(c) for c in claims],
             )
             self._dispatch(claims, batch, written, alone, started)
         return taken

@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass
 
 from worker.broker import REPLY_KEY, TASK, limits_to_dict, make_app, redis_client, safe_url
-from worker.claims import Claim
+from worker.claims import Claim, claim_size
 from worker.classify import Outcome, outcomes_of
 from worker.classify_worker import decode
 from worker.errors import InputError
@@ -248,10 +248,7 @@ class RemotePipeline(Pipeline):
         chunk: list[Claim] = []
         size = 0
         for claim in claims:
-            try:
-                bytes_ = claim.path.lstat().st_size
-            except OSError:
-                bytes_ = 0
+            bytes_ = claim_size(claim)
             if chunk and size + bytes_ > TASK_BYTES:
                 yield chunk
                 chunk, size = [], 0

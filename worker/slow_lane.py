@@ -14,13 +14,12 @@ decoded at the stop goes back into the inbox, unrecorded, and is read again at t
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from worker.claims import Claim
+from worker.claims import Claim, claim_size
 from worker.errors import InputError
 from worker.preprocess import LoadedInput
 
@@ -39,10 +38,7 @@ Loaded = LoadedInput | InputError
 def is_slow(claim: Claim) -> bool:
     if claim.rel.lower().endswith(DOCUMENT_SUFFIXES):
         return True
-    try:
-        return os.lstat(claim.path).st_size >= SLOW_BYTES
-    except OSError:
-        return False
+    return claim_size(claim) >= SLOW_BYTES
 
 
 class SlowLane:
