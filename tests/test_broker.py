@@ -171,3 +171,56 @@ def test_a_batch_that_fails_on_the_worker_is_answered_as_refused(monkeypatch):
     classify(host, "t4", {"name": "mnist", "version": "v"}, [], {}, "replies")
     task, answer = msgpack.unpackb(host.redis.lists["replies"].pop())
     assert task == "t4" and "out of file handles" in answer["refused"]
+
+
+class FakeBroker:
+    """The watcher's side of Redis, recording sends; answers only what a test hands it."""
+
+    up = True
+    replies = "replies"
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.waiting: list[tuple[str, dict]] = []
+
+    def send(self, task_id: str, args: list) -> bool:
+        self.sent.append(task_id)
+        return True
+
+    def answers(self, timeout: float = 0) -> list:
+        answers, self.waiting = self.waiting, []
+        return answers
+
+    def restarted(self) -> bool:
+        return False
+
+
+def test_a_batch_unanswered_too_long_is_sent_again_and_a_second_answer_dropped(boxes, fake_classifier):
+    from worker.claims import Claims
+    from worker.outbox import Outbox
+    from worker.remote import RemotePipeline
+
+    inbox, outbox = boxes
+    (inbox / "one.png").write_bytes(_png(255 - digit_stroke()))
+    now = [1000.0]
+    broker = FakeBroker()
+    claims = Claims(inbox)
+    pipeline = RemotePipeline(fake_classifier, Outbox(outbox, fake_classifier.class_names), claims,
+                              broker=broker, in_flight=8, retry=5, resend_after=60, limits=Limits(),
+                              decode_threads=1, clock=lambda: now[0])
+    try:
+        pipeline.process([claims.claim("one.png")])
+        now[0] += 59
+        pipeline.collect()
+        assert len(broker.sent) == 1, "not yet overdue"
+        now[0] += 2
+        pipeline.collect()
+        assert broker.sent == [broker.sent[0]] * 2, "sent again under the same task id"
+        answer = encode("fake-1", [LoadedInput(np.zeros((28, 28, 1), np.float32), "ab")],
+                        Scored(np.eye(10, dtype=np.float32)[[3]], [[]], None))
+        broker.waiting = [(broker.sent[0], answer), (broker.sent[0], answer)]  # both runs answered
+        assert pipeline.collect() == 1 and not pipeline.busy()
+    finally:
+        pipeline.close()
+        claims.close()
+    assert [line.count('"label"') for line in (outbox / "predictions.jsonl").read_text().splitlines()] == [1]

@@ -67,8 +67,10 @@ def workers(redis, tmp_path):
 
 
 def _watcher(boxes, redis, *extra: str) -> Watcher:
+    """``worker watch --broker``; a batch that Redis' transport lost is sent again after 15 s."""
     inbox, outbox = boxes
-    watcher = Watcher(inbox, outbox, "--broker", redis.url, "--batch-size", "32", *extra)
+    watcher = Watcher(inbox, outbox, "--broker", redis.url, "--batch-size", "32", "--resend-after", "15",
+                      *extra)
     watcher.wait_ready()
     return watcher
 

@@ -243,6 +243,7 @@ def watch(
     metrics_file: Annotated[Path | None, typer.Option(envvar=_env("metrics_file"), help="Write the metrics to this .prom file each minute (node_exporter's textfile collector).")] = None,
     broker: Annotated[str | None, typer.Option(envvar=_env("broker"), help="Redis URL (redis://HOST:6379/0): send batches to 'worker classify-worker' processes instead of classifying here.")] = None,
     in_flight: Annotated[int, typer.Option(envvar=_env("in_flight"), help="With --broker: most batches out with the workers at a time.")] = defaults.IN_FLIGHT,
+    resend_after: Annotated[float, typer.Option(envvar=_env("resend_after"), help="With --broker: a batch without an answer this many seconds is sent again.")] = defaults.RESEND_SECONDS,
 ) -> None:
     """Watch the inbox and classify every image dropped into it (the daemon)."""
     from worker.daemon import Daemon
@@ -253,7 +254,7 @@ def watch(
         inbox=inbox, outbox=outbox, model=model, once=once, poll=poll, rescan=rescan,
         settle=settle, recursive=recursive, batch_size=batch_size, max_delay_ms=max_delay,
         on_success=on_success.value, decode_threads=decode_threads,
-        limits=Limits(max_pixels=max_pixels), broker=broker, in_flight=in_flight,
+        limits=Limits(max_pixels=max_pixels), broker=broker, in_flight=in_flight, resend_after=resend_after,
     )
     from worker.model import Classifier
     from worker.service import ServiceNotifier

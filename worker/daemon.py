@@ -68,7 +68,8 @@ class Daemon:
             from worker.remote import RemotePipeline
 
             self.pipeline = RemotePipeline(classifier, self.outbox, self.claims, broker=broker,
-                                           in_flight=settings.in_flight, retry=settings.retry, **options)
+                                           in_flight=settings.in_flight, retry=settings.retry,
+                                           resend_after=settings.resend_after, **options)
         self._serving(classifier)
         self._recovered: list[Claim] = []
         self._written: Written = (set(), set())

@@ -71,6 +71,10 @@ RETRY_SECONDS = 5.0
 # With --broker: most batches out with the classify workers at a time. Enough to keep several
 # worker processes busy while the watcher reads the next; each holds its files claimed.
 IN_FLIGHT = 8
+# With --broker: a batch without an answer this long is sent again (a second answer is dropped).
+# Twice a classify worker's default visibility timeout, after which Redis itself gives a task
+# whose worker died to another: this catches what that misses.
+RESEND_SECONDS = 600.0
 # Reports list predictions below this confidence as unsure, for a person to look at. It is a
 # first filter only: a confident answer can still be wrong (`worker report --low-confidence`).
 LOW_CONFIDENCE = 0.9

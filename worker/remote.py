@@ -7,10 +7,14 @@ here (not decoded: no decoder runs in the watcher) and sent, bytes and all, as o
 task; up to ``in_flight`` batches are out at a time, each finished here when its answer comes.
 
 A batch is sent again, under the same task id, when Redis restarted since it was sent (a
-Redis without persistence forgets its queue and its answers) or when a worker refused it (it
-had not the model version). The first answer read is used and the batch is finished; a second
-answer for it is never read. So a batch answered twice writes its rows once, and after a
-watcher's restart the claim ids see to it as they do without a broker.
+Redis without persistence forgets its queue and its answers), when a worker refused it (it
+had not the model version), and when it has had no answer for ``resend_after`` seconds: Redis'
+transport is not airtight (a worker killed between taking a task off the queue and noting it
+as unacknowledged loses it; one killed holding the restore lock stops restores for minutes),
+and a batch sent twice costs a second run, never a second row. The first answer read is used
+and the batch is finished; a second answer for it is dropped unread. So a batch answered twice
+writes its rows once, and after a watcher's restart the claim ids see to it as they do
+without a broker.
 """
 
 from __future__ import annotations
@@ -146,6 +150,7 @@ class RemoteFlight:
     classifier: Classifier
     task_id: str
     sent: bool = False
+    sent_at: float = 0.0
     send_after: float = float("-inf")  # a refused batch is sent again after the retry time
     answer: dict | None = None
 
@@ -159,11 +164,13 @@ class RemoteFlight:
 class RemotePipeline(Pipeline):
     """The pipeline with the model call replaced by a Celery task per batch."""
 
-    def __init__(self, *args, broker: Broker, in_flight: int, retry: float, **kwargs) -> None:
+    def __init__(self, *args, broker: Broker, in_flight: int, retry: float, resend_after: float,
+                 **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.broker = broker
         self.in_flight = in_flight
         self.retry = retry
+        self.resend_after = resend_after
         self.flights: list[RemoteFlight] = []
 
     def overlap(self) -> None:
@@ -207,6 +214,7 @@ class RemotePipeline(Pipeline):
             log.warning("the broker restarted: %d unanswered batches are sent again", len(self.flights))
             for flight in self.flights:
                 flight.sent = flight.answer is not None
+        self._resend_overdue()
         self._take(self.broker.answers())
         finished = 0
         for flight in list(self.flights):
@@ -275,6 +283,15 @@ class RemotePipeline(Pipeline):
         model = {"name": flight.classifier.name, "version": flight.classifier.version}
         args = [model, flight.files, limits_to_dict(self.limits), self.broker.replies]
         flight.sent = self.broker.send(flight.task_id, args)
+        flight.sent_at = self.clock()
+
+    def _resend_overdue(self) -> None:
+        now = self.clock()
+        for flight in self.flights:
+            if flight.sent and flight.answer is None and now - flight.sent_at > self.resend_after:
+                log.warning("a batch of %d files has had no answer for %.0f s: sent again",
+                            len(flight.claims), now - flight.sent_at)
+                flight.sent = False
 
     def _take(self, answers: list[tuple[str, dict]]) -> None:
         """Give each answer to its batch; one for a batch finished already (it was sent twice,

@@ -31,6 +31,7 @@ class Settings:
     retry: float = defaults.RETRY_SECONDS  # seconds between tries after a failed write
     broker: str | None = None  # Redis URL: batches go to classify workers (worker.remote)
     in_flight: int = defaults.IN_FLIGHT  # with a broker: most batches out at a time
+    resend_after: float = defaults.RESEND_SECONDS  # with a broker: a batch unanswered this long is sent again
     limits: Limits = field(default_factory=Limits)
 
     def validate(self) -> Settings:
@@ -49,6 +50,8 @@ class Settings:
             raise ConfigError("--batch-size and --decode-threads must be at least 1")
         if self.in_flight < 1:
             raise ConfigError("--in-flight must be at least 1")
+        if self.resend_after <= 0:
+            raise ConfigError("--resend-after must be a positive number of seconds")
         if self.broker is not None and not self.broker.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError(f"--broker must be a Redis URL (redis://HOST:6379/0), not {self.broker!r}")
         if self.max_delay_ms < 0:
