@@ -137,6 +137,7 @@ def test_find_version_takes_the_versioned_folder_or_nothing(tmp_path):
     (tmp_path / "mnist" / "abc" / "mnist.json").write_text("{}")
     assert find_version(tmp_path, "mnist", "abc") == tmp_path / "mnist" / "abc" / "mnist.keras"
     assert find_version(tmp_path, "mnist", "other") is None
+    assert find_version(tmp_path / "mnist", "..", "mnist/abc") is None, "a task cannot name a path"
 
 
 def test_limits_travel_as_a_dict():

@@ -91,7 +91,9 @@ class Host:
 
 def find_version(models: Path, name: str, version: str) -> Path | None:
     """``models/<name>/<version>/<name>.keras``, or the plain ``models/<name>.keras`` if that
-    is the version (a model kept without versions)."""
+    is the version (a model kept without versions). Names that would leave the folder are none."""
+    if any("/" in part or part.startswith(".") or not part for part in (name, version)):
+        return None
     for path in (models / name / version / f"{name}.keras", models / f"{name}.keras"):
         if card_path(path).is_file():
             return path
