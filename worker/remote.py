@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from worker.broker import REPLY_KEY, TASK, limits_to_dict, make_app, redis_client, safe_url
 from worker.claims import Claim, claim_size
 from worker.classify import Outcome, outcomes_of
-from worker.classify_worker import decode
+from worker.classify_worker import decode, encode
 from worker.errors import InputError
 from worker.model import Classifier
 from worker.outbox import Written
@@ -200,8 +200,8 @@ class RemotePipeline(Pipeline):
             self.flights.append(flight)
             if flight.files:
                 self._send(flight)
-            else:  # nothing readable: nothing to send
-                flight.answer = {"files": [], "probabilities": None, "reviews": [], "scores": None}
+            else:  # nothing readable: nothing to send, the answer is known
+                flight.answer = encode(flight.classifier.version, [], None)
         return len(claims)
 
     def process_alone(self, claim: Claim, written: Written) -> int:
