@@ -4,9 +4,12 @@ run, the settings. End to end with a real Redis: test_remote.py."""
 
 from __future__ import annotations
 
+import time
+
 import msgpack
 import numpy as np
 import pytest
+from conftest import errors
 from factories import digit_stroke
 
 from worker import defaults
@@ -225,3 +228,26 @@ def test_a_batch_unanswered_too_long_is_sent_again_and_a_second_answer_dropped(b
         pipeline.close()
         claims.close()
     assert [line.count('"label"') for line in (outbox / "predictions.jsonl").read_text().splitlines()] == [1]
+
+
+def test_a_batch_of_unreadable_files_is_not_sent_and_each_gets_its_error(boxes, fake_classifier, tmp_path):
+    from worker.claims import Claims
+    from worker.outbox import Outbox
+    from worker.remote import RemotePipeline
+
+    inbox, outbox = boxes
+    (tmp_path / "elsewhere.png").write_bytes(_png(255 - digit_stroke()))
+    (inbox / "link.png").symlink_to(tmp_path / "elsewhere.png")
+    broker = FakeBroker()
+    claims = Claims(inbox)
+    pipeline = RemotePipeline(fake_classifier, Outbox(outbox, fake_classifier.class_names), claims,
+                              broker=broker, in_flight=8, retry=5, resend_after=60, limits=Limits(),
+                              decode_threads=1, clock=time.time)
+    try:
+        pipeline.process([claims.claim("link.png")])
+        assert pipeline.collect() == 1 and broker.sent == []
+    finally:
+        pipeline.close()
+        claims.close()
+    [error] = errors(outbox)
+    assert (error["file"], error["kind"]) == ("link.png", "not-a-regular-file")
