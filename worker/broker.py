@@ -27,7 +27,9 @@ from worker.preprocess import Limits
 
 TASK = "worker.classify"
 QUEUE = "worker.classify"
-VISIBILITY_TIMEOUT = 300.0  # seconds; a 256-page batch takes ~15 s on one core
+# Seconds; a task of ~1 MiB of pages takes well under one on a core, a 200-page PDF (the
+# most a document may have) a minute or so.
+VISIBILITY_TIMEOUT = 300.0
 REPLY_KEY = "worker:answers:{}"  # by watcher
 ANSWER_SECONDS = 3600  # answers nobody collected (their watcher died) expire after this
 
