@@ -189,3 +189,33 @@ def test_a_big_outbox_summarised_in_parts_says_what_one_pass_says(tmp_path, monk
         monkeypatch.setattr(parallel.os, "cpu_count", lambda n=processes: n)
         assert build_report(outbox, truth="folders", caps=caps) == one
     assert cut == [2, 3], "summarised in parts"
+
+
+def _sigterm_in_worker(path, filters, start, end):
+    """Stands in for the report's part worker: says how it would take a SIGTERM."""
+    import signal
+    from types import SimpleNamespace
+
+    return SimpleNamespace(default=signal.getsignal(signal.SIGTERM) == signal.SIG_DFL), None
+
+
+def test_the_reports_workers_end_on_sigterm_whatever_the_parent_does(tmp_path, monkeypatch):
+    """Under the daemon or uvicorn, SIGTERM only sets a flag; a forked part worker must not
+    inherit that, or the pool's SIGTERM at its end leaves it alive and the report waits for ever."""
+    import signal
+    from types import SimpleNamespace
+
+    from worker.report import parallel
+
+    jsonl = tmp_path / "predictions.jsonl"
+    jsonl.write_text("".join(f'{{"file": "{i}.png"}}\n' for i in range(100)))
+    monkeypatch.setattr(parallel, "PARALLEL_BYTES", 0)
+    monkeypatch.setattr(parallel.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(parallel, "_work", _sigterm_in_worker)
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        template = SimpleNamespace(truth=None)  # _work is replaced: only its truth is read
+        defaults = [part.default for part, _ in parallel.summarise(jsonl, template, Filters())]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert defaults == [True, True]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,10 +32,18 @@ def summarise(path: Path, template: Summary, filters: Filters) -> Iterator[tuple
         return
     _template = template
     ranges = parts(path, processes)
-    with multiprocessing.get_context("fork").Pool(len(ranges)) as pool:
+    with multiprocessing.get_context("fork").Pool(len(ranges), initializer=_default_signals) as pool:
         for summary, skipped in pool.starmap(_work, [(path, filters, a, b) for a, b in ranges]):
             summary.truth = template.truth
             yield summary, skipped
+
+
+def _default_signals() -> None:
+    """A forked worker inherits its parent's signal handlers: the daemon's or uvicorn's SIGTERM
+    handler only sets a flag, so the pool's SIGTERM at its end would leave the worker alive and
+    the parent waiting for it for ever (seen: a report hung after ``watch`` ran in the process)."""
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
 
 
 def _work(path: Path, filters: Filters, start: int, end: int) -> tuple[Summary, Skipped]:
