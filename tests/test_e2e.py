@@ -18,7 +18,17 @@ import cv2
 import pytest
 from conftest import errors as _errors
 from factories import wait_for
-from watching import Watcher, assert_exactly_once, drop, nothing_left, records, row_count, run_once, stage
+from watching import (  # noqa: F401 - no_watcher_left is a fixture
+    Watcher,
+    assert_exactly_once,
+    drop,
+    no_watcher_left,
+    nothing_left,
+    records,
+    row_count,
+    run_once,
+    stage,
+)
 
 pytestmark = pytest.mark.slow
 

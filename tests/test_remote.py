@@ -17,7 +17,15 @@ import pytest
 from conftest import errors
 from factories import wait_for
 from services import REDIS_SERVER, ClassifyWorker, RedisServer, free_port
-from watching import Watcher, assert_exactly_once, drop, nothing_left, row_count, stage
+from watching import (  # noqa: F401 - no_watcher_left is a fixture
+    Watcher,
+    assert_exactly_once,
+    drop,
+    no_watcher_left,
+    nothing_left,
+    row_count,
+    stage,
+)
 
 from worker import defaults
 from worker.model import card_path

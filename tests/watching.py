@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import cv2
+import pytest
 from conftest import errors as error_records
 from factories import wait_for
 
@@ -32,7 +33,10 @@ def drop(paths: list[Path], inbox: Path) -> None:
 
 
 class Watcher:
-    """A ``worker watch`` subprocess; its log goes to a file so it can never block on a pipe."""
+    """A ``worker watch`` subprocess; its log goes to a file so it can never block on a pipe.
+    Each is killed at the end of its test, even one whose test failed (``no_watcher_left``)."""
+
+    started: list[Watcher] = []
 
     def __init__(self, inbox: Path, outbox: Path, *extra: str) -> None:
         self.log = outbox.parent / f"watch-{random.random():.8f}.log"
@@ -40,6 +44,7 @@ class Watcher:
         args = [sys.executable, "-m", "worker", "watch", "--inbox", str(inbox),
                 "--outbox", str(outbox), "--settle", "0.2", *extra]
         self.proc = subprocess.Popen(args, stdout=self.log_fh, stderr=subprocess.STDOUT)
+        Watcher.started.append(self)
 
     def ready(self) -> bool:
         return "ready:" in self.log.read_text()
@@ -101,3 +106,16 @@ def nothing_left(inbox: Path) -> bool:
         if not name.endswith(".lock")
     ]
     return not leftovers and not [p for p in inbox.iterdir() if p.name != ".work"]
+
+
+@pytest.fixture(autouse=True)
+def no_watcher_left():
+    """A test that fails mid-way leaves its watcher running for ever (and the machine slower
+    for every test after): kill what is still running at the end of each test."""
+    yield
+    while Watcher.started:
+        watcher = Watcher.started.pop()
+        if watcher.proc.poll() is None:
+            watcher.proc.kill()
+            watcher.proc.wait(10)
+        watcher.log_fh.close()
