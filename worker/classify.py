@@ -50,8 +50,7 @@ class LoadedBatch:
         self.paths = paths
         self.loaded = loaded
         self.classifier = classifier
-        inputs = [pixels for item in loaded if not isinstance(item, InputError) for pixels in item.inputs]
-        self.inputs = np.stack(inputs) if inputs else None
+        self.inputs = model_inputs(loaded)
 
     def predict(self) -> Scored | None:
         """Run the model on ``inputs`` (where the caller wants it run: any thread)."""
@@ -60,6 +59,12 @@ class LoadedBatch:
     def outcomes(self, scored: Scored | None) -> list[Outcome]:
         """One outcome per file, in order, from the model's output for ``inputs``."""
         return outcomes_of(self.paths, self.loaded, self.classifier, scored)
+
+
+def model_inputs(loaded: list[LoadedInput | InputError]) -> np.ndarray | None:
+    """The model's batch: the good files' inputs in order (a document's pages each), or None."""
+    inputs = [pixels for item in loaded if not isinstance(item, InputError) for pixels in item.inputs]
+    return np.stack(inputs) if inputs else None
 
 
 def outcomes_of(paths: list[Path], loaded: list[LoadedInput | InputError], classifier: Classifier,

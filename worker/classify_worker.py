@@ -26,6 +26,7 @@ import numpy as np
 
 from worker import defaults
 from worker.broker import ANSWER_SECONDS, TASK, limits_from_dict, make_app, redis_client
+from worker.classify import model_inputs
 from worker.errors import InputError, ModelError
 from worker.model import Classifier, Scored, card_path
 from worker.preprocess import LoadedInput, load_bytes
@@ -162,8 +163,8 @@ def _load(data: bytes, name: str, classifier: Classifier, limits) -> LoadedInput
 
 
 def _score(classifier: Classifier, loaded: list) -> Scored | None:
-    inputs = [pixels for item in loaded if not isinstance(item, InputError) for pixels in item.inputs]
-    return classifier.predict(np.stack(inputs)) if inputs else None
+    inputs = model_inputs(loaded)
+    return None if inputs is None else classifier.predict(inputs)
 
 
 def _joined(parts: list[Scored]) -> Scored | None:
