@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from run import ENV, REPO, Measure, print_table, watch_args, write_digits, write_pages
+from run import ENV, REPO, Measure, linked, print_table, watch_args, write_digits, write_pages
 
 sys.path.insert(0, str(REPO / "tests"))
 
@@ -42,15 +42,6 @@ def timed_once(inbox: Path, outbox: Path, *extra: str) -> tuple[float, float]:
     return time.perf_counter() - started, usage.ru_utime + usage.ru_stime
 
 
-def linked(staging: Path, folder: Path) -> Path:
-    """A fresh inbox holding hard links to the staged files."""
-    inbox = folder / "inbox"
-    inbox.mkdir(parents=True)
-    for path in staging.iterdir():
-        os.link(path, inbox / path.name)
-    return inbox
-
-
 def started_workers(url: str, count: int, logs: Path) -> list[ClassifyWorker]:
     workers = [ClassifyWorker(url, logs / f"worker-{count}-{i}.log").start() for i in range(count)]
     for worker in workers:
@@ -60,10 +51,7 @@ def started_workers(url: str, count: int, logs: Path) -> list[ClassifyWorker]:
 
 def warm_up(warm: Path, staging: Path, url: str, count: int) -> None:
     """A task for each worker first, so each has loaded its model before the clock starts."""
-    inbox = warm / "inbox"
-    inbox.mkdir(parents=True)
-    for path in sorted(staging.iterdir())[: 4 * count]:
-        os.link(path, inbox / path.name)
+    inbox = linked(sorted(staging.iterdir())[: 4 * count], warm / "inbox")
     timed_once(inbox, warm / "outbox", "--broker", url, "--batch-size", "1")
 
 
@@ -74,7 +62,8 @@ def one_set(work: Path, name: str, staging: Path, unit: str, url: str) -> tuple[
     empty = work / f"{name}-empty"
     (empty / "inbox").mkdir(parents=True)
     _, start_cpu = timed_once(empty / "inbox", empty / "outbox", "--broker", url)
-    seconds, _ = timed_once(linked(staging, work / f"{name}-local"), work / f"{name}-local" / "outbox")
+    seconds, _ = timed_once(linked(staging.iterdir(), work / f"{name}-local" / "inbox"),
+                            work / f"{name}-local" / "outbox")
     local = count / seconds
     measures, cpu_per_file = [], []
     for workers_count in WORKER_COUNTS:
@@ -82,7 +71,8 @@ def one_set(work: Path, name: str, staging: Path, unit: str, url: str) -> tuple[
         try:
             warm_up(work / f"{name}-warm-{workers_count}", staging, url, workers_count)
             folder = work / f"{name}-{workers_count}"
-            seconds, cpu = timed_once(linked(staging, folder), folder / "outbox", "--broker", url)
+            inbox = linked(staging.iterdir(), folder / "inbox")
+            seconds, cpu = timed_once(inbox, folder / "outbox", "--broker", url)
         finally:
             for worker in workers:
                 worker.stop()

@@ -225,13 +225,17 @@ def previous_release(work: Path) -> Iterator[Path]:
                        capture_output=True, check=False)
 
 
-def _bulk(folder: Path, files: list[Path], code: Path | None = None) -> tuple[float, int]:
-    """Files per second of ``worker watch --once`` on links to ``files``, and its peak RSS."""
-    inbox = folder / "inbox"
+def linked(files, inbox: Path) -> Path:
+    """``inbox``, made, holding hard links to ``files`` (each run gets the same files, fresh)."""
     inbox.mkdir(parents=True)
     for path in files:
         os.link(path, inbox / path.name)
-    seconds, peak = run_once(inbox, folder / "outbox", code=code)
+    return inbox
+
+
+def _bulk(folder: Path, files: list[Path], code: Path | None = None) -> tuple[float, int]:
+    """Files per second of ``worker watch --once`` on links to ``files``, and its peak RSS."""
+    seconds, peak = run_once(linked(files, folder / "inbox"), folder / "outbox", code=code)
     return len(files) / seconds, peak
 
 
@@ -254,11 +258,8 @@ def pages(work: Path, images, count: int) -> list[Measure]:
             write_pages(staging, images, count, suffix)
             speeds = {}
             for name, code in (("ours", None), ("previous", previous)):
-                inbox, outbox = work / f"pages-in-{name}{suffix}", work / f"pages-out-{name}{suffix}"
-                inbox.mkdir()
-                for path in staging.iterdir():
-                    os.link(path, inbox / path.name)
-                seconds, _ = run_once(inbox, outbox, code=code)
+                inbox = linked(staging.iterdir(), work / f"pages-in-{name}{suffix}")
+                seconds, _ = run_once(inbox, work / f"pages-out-{name}{suffix}", code=code)
                 speeds[name] = count / seconds
             kind = "JPEG" if suffix == ".jpg" else "PNG"
             measures.append(Measure(f"scanned pages ({count} x 1000x1400 {kind}) vs {PREVIOUS_RELEASE}",
