@@ -22,10 +22,10 @@ from worker.preprocess.normalizing import (
     SIZE,
     Profile,
     normalize,
-    normalize_many,
     profile_from_dict,
 )
 from worker.preprocess.reading import DEFAULT_LIMITS, Limits, decode, read_bytes, to_grey
+from worker.preprocess.small import normalize_many
 
 __all__ = [
     "DEFAULT_LIMITS", "DIGITS", "DIGITS_V1", "DIGITS_V3", "OBJECTS", "PROFILES", "SIZE", "Header", "Limits",

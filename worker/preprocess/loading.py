@@ -13,6 +13,7 @@ import numpy as np
 from worker.errors import InputError
 from worker.preprocess.normalizing import DIGITS, Profile, normalize
 from worker.preprocess.reading import DEFAULT_LIMITS, Limits, check_within, decode, decode_pages, read_bytes
+from worker.preprocess.small import grouped_by_shape, normalize_stack
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +87,15 @@ def load_many(
     def fit(decoded: np.ndarray | Document, name: str) -> np.ndarray | Document:
         return decoded if isinstance(decoded, Document) else normalize(decoded, profile)
 
+    def fit_run(run: list[int]) -> None:
+        for i in _fit_small_together(results, run, profile):
+            run.remove(i)
+        for i in run:
+            results[i] = _guarded(fit, results[i], names[i])
+
     results: list = [_guarded(read, path, name) for path, name in zip(paths, names, strict=True)]
     digests = [None if isinstance(r, InputError) else hashlib.sha256(r).hexdigest() for r in results]
-    _decode_and_fit_in_runs(results, names, check_and_decode, fit, run_pixels)
+    _decode_and_fit_in_runs(results, names, check_and_decode, fit_run, run_pixels)
     return [r if isinstance(r, InputError) else _loaded(r, digest)
             for r, digest in zip(results, digests, strict=True)]
 
@@ -138,7 +145,7 @@ def _document(pages, profile: Profile, name: str) -> Document:
     return document
 
 
-def _decode_and_fit_in_runs(results: list, names: list[str], decode_one, fit_one, run_pixels: int) -> None:
+def _decode_and_fit_in_runs(results: list, names: list[str], decode_one, fit_run, run_pixels: int) -> None:
     """In place: file bytes -> decoded grey -> model input, a run of files at a time."""
     run: list[int] = []
     run_size = 0
@@ -149,9 +156,27 @@ def _decode_and_fit_in_runs(results: list, names: list[str], decode_one, fit_one
             run.append(i)
             run_size += results[i].size
         if run and (run_size >= run_pixels or i == len(names) - 1):
-            for j in run:
-                results[j] = _guarded(fit_one, results[j], names[j])
+            fit_run(run)
             run, run_size = [], 0
+
+
+def _fit_small_together(results: list, run: list[int], profile: Profile) -> list[int]:
+    """In place: the run's small images of one shape normalised together (``normalize_stack``,
+    the same inputs or errors ``normalize`` gives, a few times faster); returns their indices.
+    A group whose stack fails unexpectedly is left to be normalised one by one."""
+    images = [i for i in run if not isinstance(results[i], Document)]
+    done = []
+    for members in grouped_by_shape([results[i] for i in images]).values():
+        indices = [images[k] for k in members]
+        try:
+            fitted = normalize_stack(np.stack([results[i] for i in indices]), profile)
+        except Exception:  # noqa: BLE001 - normalize, one by one, will say which file fails
+            log.exception("normalising %d small images together failed; one by one instead", len(indices))
+            continue
+        for i, value in zip(indices, fitted, strict=True):
+            results[i] = value
+        done += indices
+    return done
 
 
 def _guarded(step, value, name: str):

@@ -31,6 +31,9 @@ MIN_BLOB_FRACTION = 0.05
 OBJECT_LEVEL = 24
 # A ruled line is this much brighter than the (flattened) paper all along its length.
 RULE_LEVEL = 10
+# Images smaller than this on their shorter side (MNIST's 28x28) are already clean: the paper's
+# light is not flattened, nor its grain measured.
+FLATTEN_MIN_SIDE = 64
 # digits-v4 (``Profile.locate``): pages whose shorter side is above LOCATE_MIN_SIDE are searched
 # for ink on a copy LOCATE_SIDE long; the ink is then normalised at most CROP_INK pixels across
 # (the 20x20 box needs far fewer; more keeps thin strokes whole through the steps before).
@@ -112,17 +115,6 @@ def normalize(grey: np.ndarray, profile: Profile = DIGITS) -> np.ndarray:
     return (field.astype(np.float32) / 255.0)[:, :, None]
 
 
-def normalize_many(images: np.ndarray, profile: Profile = DIGITS) -> np.ndarray:
-    """Run a dataset (N, 28, 28) uint8 through ``normalize``; blank images stay blank."""
-    out = np.zeros((len(images), SIZE, SIZE, 1), dtype=np.float32)
-    for i, image in enumerate(images):
-        try:
-            out[i] = normalize(image, profile)
-        except InputError:
-            out[i] = (image.astype(np.float32) / 255.0)[:, :, None]
-    return out
-
-
 def _around_ink(grey: np.ndarray, profile: Profile) -> np.ndarray:
     """The part of a big page around its ink, scaled so the ink is at most CROP_INK pixels
     across: found on a copy LOCATE_SIDE pixels long with the profile's own steps. The margin
@@ -179,7 +171,7 @@ def _flatten_light(ink: np.ndarray, adaptive: bool = False) -> np.ndarray:
     much wider than a pen stroke; small images (already clean, like MNIST) are left alone.
     ``adaptive``: at least twice the widest stroke, measured, so a marker's strokes survive."""
     side = min(ink.shape)
-    if side < 64:
+    if side < FLATTEN_MIN_SIDE:
         return ink
     k = max(15, side // 6)
     if not adaptive:
@@ -245,7 +237,7 @@ def _ink_mask(ink: np.ndarray, grainy: bool) -> tuple[float, np.ndarray]:
 def _keep_ink(ink: np.ndarray, *, clear_background: bool, adaptive: bool = False) -> tuple[np.ndarray, tuple]:
     """Find the ink (Otsu), drop speckles, return the cleaned image and the ink's bounding box.
     Whole-image steps are OpenCV calls, which release the GIL: big pages load in parallel."""
-    threshold, mask = _ink_mask(ink, adaptive and min(ink.shape) >= 64)
+    threshold, mask = _ink_mask(ink, adaptive and min(ink.shape) >= FLATTEN_MIN_SIDE)
     if not clear_background:  # a filled object: everything above the paper is the object
         _, mask = cv2.threshold(ink, OBJECT_LEVEL, 255, cv2.THRESH_BINARY)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
@@ -259,7 +251,7 @@ def _keep_ink(ink: np.ndarray, *, clear_background: bool, adaptive: bool = False
         cleaned, mask = cv2.bitwise_and(ink, kept), cv2.bitwise_and(mask, kept)
     if clear_background:  # zero the paper grain below the ink's faint edges (< 0.35 threshold)
         cut = math.ceil(0.35 * threshold)
-        if adaptive and min(ink.shape) >= 64:  # a big page's grain may reach higher
+        if adaptive and min(ink.shape) >= FLATTEN_MIN_SIDE:  # a big page's grain may reach higher
             cut = max(cut, min(_paper_cut(ink, mask), int(threshold)))
         _, cleaned = cv2.threshold(cleaned, cut - 1, 0, cv2.THRESH_TOZERO)
     return cleaned, cv2.boundingRect(mask)
