@@ -14,7 +14,6 @@ owner is gone, and its claims are adopted (renamed into our folder) and processe
 
 from __future__ import annotations
 
-import dataclasses
 import fcntl
 import logging
 import os
@@ -144,26 +143,26 @@ class Claims:
         claim_id = new_id()
         name = flat_name(claim_id, rel)
         if len(os.fsencode(name)) <= NAME_MAX:
-            claim = Claim(id=claim_id, rel=rel, path=self.mine / name, arrived=arrived)
+            folder, path = None, self.mine / name
         else:
             folder = self.mine / claim_id
-            claim = Claim(id=claim_id, rel=rel, path=folder / rel, folder=folder, arrived=arrived)
-            claim.path.parent.mkdir(parents=True, exist_ok=True)
+            path = folder / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            os.rename(self.inbox / rel, claim.path)
+            os.rename(f"{self.inbox}/{rel}", path)
         except OSError as exc:
-            if claim.folder is not None:
-                _remove_empty_folders(claim.folder)
+            if folder is not None:
+                _remove_empty_folders(folder)
             if not isinstance(exc, FileNotFoundError):
                 log.error("cannot claim %s: %s", rel, exc.strerror)
             return None
-        info = os.lstat(claim.path)
+        info = os.lstat(path)
         if stat.S_ISDIR(info.st_mode):  # a folder swapped in for the file
-            self._put_back(claim.path, rel)
-            if claim.folder is not None:
-                _remove_empty_folders(claim.folder)
+            self._put_back(path, rel)
+            if folder is not None:
+                _remove_empty_folders(folder)
             return None
-        return dataclasses.replace(claim, size=info.st_size)
+        return Claim(id=claim_id, rel=rel, path=path, folder=folder, arrived=arrived, size=info.st_size)
 
     def _put_back(self, path: Path, rel: str) -> None:
         """A folder is never ours to take apart: back where it was (a scan finds its files)."""

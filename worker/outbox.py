@@ -54,8 +54,12 @@ ON_SUCCESS = ("keep", "delete")  # what becomes of a classified input: archived,
 _LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
 
 
+# json.dumps with any option makes a new encoder per call: one, made once, for every row.
+_ENCODER = json.JSONEncoder(ensure_ascii=False)
+
+
 def json_line(record: dict) -> str:
-    return json.dumps(record, ensure_ascii=False).translate(_LINE_BREAKS) + "\n"
+    return _ENCODER.encode(record).translate(_LINE_BREAKS) + "\n"
 
 
 # The claim id as ``Row.to_json`` writes it (json.dumps' default separators).

@@ -114,11 +114,12 @@ class StabilityTracker:
         """Up to ``limit`` ready files (paths relative to the inbox); gone files are forgotten."""
         ready = []
         self.arrived.clear()
+        prefix = f"{inbox}/"  # a string join: a Path per file costs more than its lstat's Python
         for rel, entry in list(self._seen.items()):
             if len(ready) >= limit:
                 break
             try:
-                info = os.lstat(inbox / rel)
+                info = os.lstat(prefix + rel)
             except OSError:  # deleted before it was claimed: simply gone
                 del self._seen[rel]
                 continue
