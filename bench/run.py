@@ -77,7 +77,8 @@ def write_pages(folder: Path, images: np.ndarray, count: int, suffix: str = ".jp
     for i in range(count):
         page = scan_page(images[i], rng, colour=i % 2 == 1)
         page = cv2.resize(page, size)  # page-sized, as the issue specifies
-        cv2.imwrite(str(folder / f"{i:05d}{suffix}"), page, [cv2.IMWRITE_JPEG_QUALITY, 85])
+        params = [cv2.IMWRITE_JPEG_QUALITY, 85] if suffix == ".jpg" else []
+        cv2.imwrite(str(folder / f"{i:05d}{suffix}"), page, params)
 
 
 def rows(outbox: Path) -> int:
