@@ -60,7 +60,7 @@ def test_other_small_shapes_noise_and_resized_digits(mnist_test, shape):
             assert_same(normalize_stack(stack, profile), one_by_one(stack, profile))
 
 
-def test_blank_and_faint_images_get_normalizes_own_errors():
+def test_blank_and_faint_images_get_the_errors_normalize_gives():
     stack = np.full((6, 28, 28), 200, np.uint8)
     stack[1, 5, 5] = 0  # a dot: ink enough for the contrast, one blob
     stack[2] = np.tile(np.arange(28, dtype=np.uint8) * 2 + 150, (28, 1))  # a faint ramp: blank

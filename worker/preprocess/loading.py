@@ -88,10 +88,10 @@ def load_many(
         return decoded if isinstance(decoded, Document) else normalize(decoded, profile)
 
     def fit_run(run: list[int]) -> None:
-        for i in _fit_small_together(results, run, profile):
-            run.remove(i)
+        together = set(_fit_small_together(results, run, profile))
         for i in run:
-            results[i] = _guarded(fit, results[i], names[i])
+            if i not in together:
+                results[i] = _guarded(fit, results[i], names[i])
 
     results: list = [_guarded(read, path, name) for path, name in zip(paths, names, strict=True)]
     digests = [None if isinstance(r, InputError) else hashlib.sha256(r).hexdigest() for r in results]

@@ -2,11 +2,11 @@
 
 A small image (under FLATTEN_MIN_SIDE on its shorter side: MNIST's 28x28, a cut-out digit)
 skips the whole-page steps; what is left is a dozen calls on a tiny array, and in a bulk
-backlog of such files their per-call overhead was most of the loop's time per file. Here
-each step is one call over the whole stack: polarity, Otsu's threshold (OpenCV's own
-threshold), the blobs (one labelling of the stack
-laid end to end, each image apart by a row of paper), the speckle cut, the crop box and the
-stroke stretch, the centre of mass. Only the crop's resize stays a call per image.
+backlog of such files their per-call overhead was most of the loop's time per file. Here each
+step is one call over the whole stack: polarity, the blobs (one labelling of the images laid
+end to end, a row of paper between each two), the speckle cut, the crop box, the stroke
+stretch and the centre of mass. Otsu's threshold stays OpenCV's own, and the crop's resize
+``normalize``'s own, a call per image.
 """
 
 from __future__ import annotations
@@ -61,17 +61,24 @@ def is_small(shape: tuple[int, ...]) -> bool:
     return len(shape) == 2 and min(shape) < FLATTEN_MIN_SIDE and max(shape) <= WORK_SIDE
 
 
+def grouped_by_shape(images: list[np.ndarray]) -> dict[tuple[int, int], list[int]]:
+    """Indices of the small images, by shape (each group is one ``normalize_stack``)."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, image in enumerate(images):
+        if is_small(image.shape):
+            groups.setdefault(image.shape, []).append(i)
+    return groups
+
+
 def normalize_stack(stack: np.ndarray, profile: Profile) -> list[np.ndarray | InputError]:
     """(N, h, w) uint8 of small images -> each one's (28, 28, 1) float32, or its InputError."""
     ink = _ink_bright(stack, profile.paper)
     blank = ink.max(axis=(1, 2)).astype(np.int32) - ink.min(axis=(1, 2)) < MIN_CONTRAST
     if profile.framed_as_is and stack.shape[1:] == (SIZE, SIZE):
-        fields = ink
-    else:
-        fields, found = _fit_ink(ink, profile, blank)
-        blank_or_none = [BLANK if b else None if f else NO_INK for b, f in zip(blank, found, strict=True)]
-        return _results(fields, blank_or_none)
-    return _results(fields, [BLANK if b else None for b in blank])
+        return _results(ink, [BLANK if b else None for b in blank])
+    fields, found = _fit_ink(ink, profile, blank)
+    errors = [BLANK if b else None if f else NO_INK for b, f in zip(blank, found, strict=True)]
+    return _results(fields, errors)
 
 
 def _results(fields: np.ndarray, errors: list) -> list[np.ndarray | InputError]:
@@ -147,7 +154,7 @@ def _blobs_kept(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     count, height, width = mask.shape
     tall = np.zeros((count, height + 1, width), np.uint8)
     tall[:, :height] = mask
-    labels_count, labels, stats, _ = cv2.connectedComponentsWithStats(
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(
         tall.reshape(-1, width), connectivity=8)
     stats = stats[1:].astype(np.int64)
     image = stats[:, cv2.CC_STAT_TOP] // (height + 1)
@@ -199,13 +206,3 @@ def _percentile_of(hist: np.ndarray, sizes: np.ndarray, q: float) -> np.ndarray:
     b = (cumulative <= high[:, None]).sum(axis=1).astype(np.float64)
     t = position - low
     return np.where(t < 0.5, a + (b - a) * t, b - (b - a) * (1 - t))
-
-
-def grouped_by_shape(images: list[np.ndarray]) -> dict[tuple[int, int], list[int]]:
-    """Indices of the small images, by shape (each group is one ``normalize_stack``)."""
-    groups: dict[tuple[int, int], list[int]] = {}
-    for i, image in enumerate(images):
-        if is_small(image.shape):
-            groups.setdefault(image.shape, []).append(i)
-    return groups
-
