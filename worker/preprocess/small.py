@@ -7,6 +7,9 @@ step is one call over the whole stack: polarity, the blobs (one labelling of the
 end to end, a row of paper between each two), the speckle cut, the crop box, the stroke
 stretch and the centre of mass. Otsu's threshold stays OpenCV's own, and the crop's resize
 ``normalize``'s own, a call per image.
+
+So this is a second spelling of ``normalize``'s small-image steps: a change to those must be
+made here too. ``tests/test_small.py`` holds the two equal on every kind of image it has.
 """
 
 from __future__ import annotations
