@@ -27,6 +27,7 @@ from worker.preprocess.normalizing import (
     Profile,
     _fit,
     normalize,
+    percentile_of_counts,
 )
 from worker.preprocess.reading import MIN_CONTRAST, WORK_SIDE
 
@@ -192,20 +193,8 @@ def _stretch(cleaned: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     hist = hist.reshape(count, 256)
     hist[:, 0] = 0
     strokes = hist.sum(axis=1)
-    peak = _percentile_of(hist, strokes, 0.95)
+    peak = percentile_of_counts(np.where(strokes[:, None] > 0, hist, 1), 0.95)
     scaled = (strokes > 0) & (peak < 250) & (peak > 0)
     # normalize multiplies float32 pixels by the float 255 / peak, which NumPy rounds to float32
     factors = np.where(scaled, 255.0 / np.where(scaled, peak, 1.0), 1.0).astype(np.float32)
     return np.clip(cleaned.astype(np.float32) * factors[:, None, None], 0, 255).astype(np.uint8)
-
-
-def _percentile_of(hist: np.ndarray, sizes: np.ndarray, q: float) -> np.ndarray:
-    """``normalizing._percentile`` of each row's values, given as a histogram of 256 bins."""
-    position = q * (np.maximum(sizes, 1) - 1)
-    low = position.astype(np.int64)
-    high = np.minimum(low + 1, np.maximum(sizes, 1) - 1)
-    cumulative = np.cumsum(hist, axis=1)
-    a = (cumulative <= low[:, None]).sum(axis=1).astype(np.float64)
-    b = (cumulative <= high[:, None]).sum(axis=1).astype(np.float64)
-    t = position - low
-    return np.where(t < 0.5, a + (b - a) * t, b - (b - a) * (1 - t))
