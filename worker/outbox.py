@@ -59,7 +59,9 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False)
 
 
 def json_line(record: dict) -> str:
-    return _ENCODER.encode(record).translate(_LINE_BREAKS) + "\n"
+    text = _ENCODER.encode(record)
+    # The line breaks to escape are all outside ASCII: an ASCII row (most rows) has none.
+    return (text if text.isascii() else text.translate(_LINE_BREAKS)) + "\n"
 
 
 # The claim id as ``Row.to_json`` writes it (json.dumps' default separators).
