@@ -114,3 +114,18 @@ def test_a_stack_that_fails_is_normalised_one_by_one(tmp_path, mnist_test, monke
     monkeypatch.setattr(loading_module, "normalize_stack", broken)
     _compare_batch_to_files(_mixed_files(tmp_path, mnist_test[0]))
     assert "one by one instead" in caplog.text
+
+
+def test_a_batch_normalises_its_small_images_together_and_only_the_rest_one_by_one(tmp_path, mnist_test,
+                                                                                  monkeypatch):
+    """What makes a bulk backlog fast: no small image goes through ``normalize`` alone."""
+    alone = []
+
+    def counted(image, profile):
+        alone.append(image.shape)
+        return normalize(image, profile)
+
+    monkeypatch.setattr(loading_module, "normalize", counted)
+    paths = _mixed_files(tmp_path, mnist_test[0])
+    load_many(paths, DIGITS, names=[p.name for p in paths])
+    assert len(alone) == 1 and min(alone[0]) >= 64, "only the page is normalised alone"
