@@ -105,14 +105,14 @@ def _ink_bright(stack: np.ndarray, paper: str) -> np.ndarray:
 def _fit_ink(ink: np.ndarray, profile: Profile, blank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``_keep_ink``, ``_stretch``, ``_fit`` and ``_place`` of each image not blank: the 28x28
     uint8 fields, and whether any ink was found in each."""
-    thresholds = _otsu(ink)
-    level = thresholds if profile.stretch else np.full(len(ink), OBJECT_LEVEL, np.float64)
+    # Otsu splits strokes from paper; a filled object is everything above OBJECT_LEVEL
+    level = _otsu(ink) if profile.stretch else np.full(len(ink), OBJECT_LEVEL, np.float64)
     mask = ink > level[:, None, None]
     mask[blank] = False
     kept, boxes, found = _blobs_kept(mask)
     cleaned = np.where(kept, ink, 0).astype(np.uint8)
     if profile.stretch:  # zero the paper grain below the ink's faint edges
-        cuts = np.ceil(0.35 * thresholds)
+        cuts = np.ceil(0.35 * level)
         cleaned[cleaned < cuts[:, None, None]] = 0
         cleaned = _stretch(cleaned, boxes)
     fitted = {i: _fit(cleaned[i, y0:y1, x0:x1], profile.box)
