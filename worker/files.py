@@ -1,16 +1,17 @@
 """File operations that never lose or overwrite: atomic, synced writes, and links into an
-archive folder that pick another name rather than replace what is there."""
+archive folder that pick another name rather than replace what is there. Paths an inbox writer
+chose are made under an open ``Folder``, one name at a time, never through a symlink."""
 
 from __future__ import annotations
 
 import errno
-import filecmp
 import os
 import shutil
 import stat
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
+from contextlib import contextmanager
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 # The process's umask, read once (reading it means setting it): files made by mkstemp (0600)
 # get the permissions a plain open() would give, so a card or a report stays readable to others.
@@ -24,23 +25,55 @@ def plain_mode(mode: int) -> int:
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write ``path`` whole or not at all: a synced temporary file in the same folder, renamed
-    over it, then the folder synced so the rename survives a power cut."""
+    """Write ``path`` whole or not at all (see ``write_atomic_at``), in a folder the caller
+    named itself."""
     path = Path(path)
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:200]}.", suffix=".tmp")
+    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        os.fchmod(fd, plain_mode(0o666))
-        with os.fdopen(fd, "wb") as fh:
+        write_atomic_at(folder, path.name, data)
+    finally:
+        os.close(folder)
+
+
+def write_atomic_at(folder: int, name: str, data: str | bytes) -> None:
+    """Write ``name`` in the open ``folder`` whole or not at all: a synced temporary file
+    beside it, renamed over it, then the folder synced so the rename survives a power cut. The
+    rename replaces a symlink at ``name``, never what it points to."""
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    tmp, fh = _new_temporary(folder, f".{_cut(name, 200)}.")
+    try:
+        with fh:
             fh.write(raw)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        unlink_quietly(tmp, dir_fd=folder)
         raise
-    sync_folder(path.parent)
+    os.fsync(folder)
+
+
+def _new_temporary(folder: int, prefix: str) -> tuple[str, BinaryIO]:
+    """A new file of a random name in ``folder`` (as ``mkstemp`` makes, with the permissions a
+    plain open would give): its name and its binary writer."""
+    for _ in range(100):
+        name = f"{prefix}{os.urandom(6).hex()}.tmp"
+        try:
+            return name, _create(folder, name, 0o666)
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, f"no free temporary name starting {prefix}")
+
+
+def _create(folder: int, name: str, mode: int) -> BinaryIO:
+    """A new file ``name`` in ``folder``, opened for writing: never an existing one, never
+    through a symlink."""
+    return os.fdopen(os.open(name, _NEW_FILE, mode, dir_fd=folder), "wb")
+
+
+def _cut(name: str, size: int) -> str:
+    """The first ``size`` bytes of ``name`` (a cut character kept as its bytes)."""
+    return os.fsdecode(os.fsencode(name)[:size])
 
 
 def sync_folder(folder: Path) -> None:
@@ -61,6 +94,13 @@ NAME_MAX = 255  # bytes in one file name on Linux file systems
 DISK_TROUBLE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS})
 # A suffix longer than this is no file type; the last-resort name drops it.
 MAX_SUFFIX = 16
+# A folder opened by one name in a folder already open: only a folder, never through a symlink
+# (O_NONBLOCK: a FIFO in its place fails, it does not wait for a writer).
+_FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+# A file made by one name in a folder already open: only a new one, never through a symlink.
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+# Names that are no plain entry of a folder: they lead up, nowhere, or stay put.
+_NOT_NAMES = frozenset({"", ".", ".."})
 
 
 class TooBig(OSError):
@@ -73,168 +113,282 @@ def is_disk_trouble(exc: BaseException) -> bool:
 
 
 def destinations(folder: Path, rel: str, claim_id: str, *, reserve: int = 0) -> Iterator[Path]:
+    """``relative_destinations`` under ``folder``, as paths (for readers of the archive)."""
+    return (folder / dest for dest in relative_destinations(rel, claim_id, reserve=reserve))
+
+
+def relative_destinations(rel: str, claim_id: str, *, reserve: int = 0) -> Iterator[str]:
     """Where an input may go, in order: its own path; ``x.<id>.png`` beside it (the plain name is
-    taken); ``<id>.png`` at the top of ``folder`` (a name that always fits, under no subfolder
-    that could be a file). A name that would not fit NAME_MAX with ``reserve`` bytes to spare
-    (for ``.error.json``) is skipped. Made lazily: the first one almost always serves."""
-    plain = folder / rel
-    if _fits(plain.name, reserve):
-        yield plain
-    suffix = "".join(plain.suffixes[-1:])
-    stem = plain.name[: len(plain.name) - len(suffix)] if suffix else plain.name
-    beside = plain.with_name(f"{stem}.{claim_id}{suffix}")
-    if _fits(beside.name, reserve):
-        yield beside
-    yield folder / f"{claim_id}{suffix if len(os.fsencode(suffix)) <= MAX_SUFFIX else ''}"
+    taken); ``<id>.png`` at the top of the folder (a name that always fits, under no subfolder
+    that could be a file or a symlink). A name that would not fit NAME_MAX with ``reserve``
+    bytes to spare (for ``.error.json``) is skipped. Made lazily: the first one almost always
+    serves."""
+    parent, _, name = rel.rpartition("/")
+    if _fits(name, reserve):
+        yield rel
+    suffix = "".join(PurePosixPath(name).suffixes[-1:])
+    stem = name[: len(name) - len(suffix)] if suffix else name
+    beside = f"{stem}.{claim_id}{suffix}"
+    if _fits(beside, reserve):
+        yield f"{parent}/{beside}" if parent else beside
+    yield f"{claim_id}{suffix if len(os.fsencode(suffix)) <= MAX_SUFFIX else ''}"
 
 
 def _fits(name: str, reserve: int) -> bool:
     return len(os.fsencode(name)) + reserve <= NAME_MAX
 
 
-_made_folders: set[str] = set()
+def open_folder(path: Path) -> int:
+    """Open the folder ``path`` (made if missing): a real folder, not a symlink to one. The
+    folders above it are the operator's choice (settings), followed as given."""
+    os.makedirs(path, exist_ok=True)
+    return os.open(path, _FOLDER)
 
 
-def _make_parent(path: Path) -> None:
-    """mkdir -p the parent once per process: a system call for every archived file adds up.
-    Keyed by string, which is cheaper to make and hash than the parent Path."""
-    parent = os.path.dirname(path)
-    if parent not in _made_folders:
-        os.makedirs(parent, exist_ok=True)
-        _made_folders.add(parent)
+class Folder:
+    """A folder of the daemon's own (the outbox's ``processed/`` or ``failed/``), held open.
+
+    The paths put under it come from inbox writers (``rel``), so none is joined onto a path
+    string for the kernel to resolve: each folder on the way is opened, or made, by its one
+    name from the descriptor of the one above (as CPython's ``shutil._rmtree_safe_fd`` walks a
+    tree a stranger can change). A symlink or a file on the way makes that destination
+    unusable, never a way out. Nothing is cached but the top descriptor: opening a folder is
+    the check, and costs no more than the ``mkdir -p`` it replaces."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.fd = open_folder(self.path)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def __enter__(self) -> Folder:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def place(self, src: Path, rel: str, claim_id: str, *, reserve: int = 0) -> str:
+        """``place`` into this folder; returns the destination relative to it."""
+        problems = []
+        for dest in relative_destinations(rel, claim_id, reserve=reserve):
+            try:
+                if self._put(src, dest, claim_id):
+                    return dest
+                problems.append(f"{_name_of(dest)}: taken")
+            except OSError as exc:
+                if is_disk_trouble(exc) or isinstance(exc, TooBig):
+                    raise
+                problems.append(f"{_name_of(dest)}: {exc.strerror or exc}")
+        if not os.path.lexists(src):
+            raise FileNotFoundError(errno.ENOENT, f"{src} is gone")
+        if self._reopened():
+            return self.place(src, rel, claim_id, reserve=reserve)
+        raise OSError(errno.EEXIST, f"cannot place {rel} in {self.path} ({'; '.join(problems)})")
+
+    def write_atomic(self, dest: str, data: str | bytes) -> None:
+        """``write_atomic_at`` the folder-relative path ``dest``, its folders made as for ``place``."""
+        parents, name = _split(dest)
+        with self._parent(parents) as folder:
+            write_atomic_at(folder, name, data)
+
+    def _put(self, src: Path, dest: str, claim_id: str) -> bool:
+        parents, name = _split(dest)
+        with self._parent(parents) as folder:
+            return _put_at(src, folder, name, _checked(f".{claim_id}.part"))
+
+    @contextmanager
+    def _parent(self, names: list[str]) -> Iterator[int]:
+        """The folder ``names`` lead to under this one, each made where missing and opened by
+        its name alone: ENOTDIR where one is a file or a symlink."""
+        fd = self.fd
+        try:
+            for name in names:
+                below = _open_or_make(fd, name)
+                if fd != self.fd:
+                    os.close(fd)
+                fd = below
+            yield fd
+        finally:
+            if fd != self.fd:
+                os.close(fd)
+
+    def _reopened(self) -> bool:
+        """Open the folder again by its path if it was removed under us (every destination
+        then fails): made again, as before it was held open."""
+        if os.fstat(self.fd).st_nlink > 0:
+            return False
+        fd = open_folder(self.path)
+        os.close(self.fd)
+        self.fd = fd
+        return True
 
 
-def place(src: Path, folder: Path, rel: str, claim_id: str, *, reserve: int = 0) -> Path:
+def _split(dest: str) -> tuple[list[str], str]:
+    """A relative path's folders and last name, each a plain name (OSError if not)."""
+    *parents, name = dest.split("/")
+    return [_checked(p) for p in parents], _checked(name)
+
+
+def _checked(name: str) -> str:
+    if name in _NOT_NAMES or "/" in name or "\0" in name:
+        raise OSError(errno.EINVAL, f"{name!r} is not a plain name")
+    return name
+
+
+def _name_of(dest: str) -> str:
+    return dest.rpartition("/")[2]
+
+
+def _open_or_make(folder: int, name: str) -> int:
+    try:
+        return os.open(name, _FOLDER, dir_fd=folder)
+    except FileNotFoundError:
+        pass
+    try:
+        os.mkdir(name, dir_fd=folder)
+    except FileExistsError:  # made by another daemon meanwhile (or a symlink: refused below)
+        pass
+    return os.open(name, _FOLDER, dir_fd=folder)
+
+
+def place(src: Path, folder: Folder | Path, rel: str, claim_id: str, *, reserve: int = 0) -> Path:
     """Put ``src`` into ``folder`` at the first of its ``destinations`` that takes it, without
     ever overwriting, and return where. Idempotent: a replay finds what it placed before.
 
     ``src`` stays where it is unless only a rename could move it (a hard link refused to a file
     of another owner, with ``fs.protected_hardlinks``, and the file unreadable to copy). One
-    file's trouble (a name too long, a file where a folder should be) tries the next
-    destination; disk trouble (``DISK_TROUBLE``) is raised for the caller to wait out."""
-    problems = []
-    for dest in destinations(folder, rel, claim_id, reserve=reserve):
-        try:
-            if _put(src, dest, claim_id):
-                return dest
-            problems.append(f"{dest.name}: taken")
-        except OSError as exc:
-            if is_disk_trouble(exc) or isinstance(exc, TooBig):
-                raise
-            problems.append(f"{dest.name}: {exc.strerror or exc}")
-    if not os.path.lexists(src):
-        raise FileNotFoundError(errno.ENOENT, f"{src} is gone")
-    raise OSError(errno.EEXIST, f"cannot place {rel} in {folder} ({'; '.join(problems)})")
+    file's trouble (a name too long, a file or a symlink where a folder should be) tries the
+    next destination; disk trouble (``DISK_TROUBLE``) is raised for the caller to wait out.
+    ``folder`` given as a path is opened for this call (made if missing)."""
+    if isinstance(folder, Folder):
+        return folder.path / folder.place(src, rel, claim_id, reserve=reserve)
+    with Folder(folder) as opened:
+        return place(src, opened, rel, claim_id, reserve=reserve)
 
 
-def _put(src: Path, dest: Path, claim_id: str) -> bool:
-    """Link (or copy) ``src`` to ``dest``; False if ``dest`` holds something else."""
+def _put_at(src: Path, folder: int, name: str, tmp: str) -> bool:
+    """Link (or copy) ``src`` to ``name`` in ``folder``; False if that holds something else."""
     try:
-        _make_parent(dest)
-        os.link(src, dest, follow_symlinks=False)
+        os.link(src, name, dst_dir_fd=folder, follow_symlinks=False)
         return True
     except FileExistsError:
-        return _same_inode(src, dest) or _same_copy(src, dest)
-    except FileNotFoundError:  # the folder was removed under us: make it again
-        _made_folders.discard(os.path.dirname(dest))
-        return _put_after_mkdir(src, dest)
+        return _same_inode(src, folder, name) or _same_copy(src, folder, name)
     except OSError as exc:
         if exc.errno == errno.EXDEV:  # the outbox is on another file system
-            return copy_atomic(src, dest, dest.with_name(f".{claim_id}.part"))
+            return copy_atomic(src, folder, name, tmp)
         if exc.errno == errno.EPERM:  # protected_hardlinks: another user's file
-            return _copy_or_rename(src, dest, claim_id)
+            return _copy_or_rename(src, folder, name, tmp)
         raise
 
 
-def _put_after_mkdir(src: Path, dest: Path) -> bool:
-    _make_parent(dest)
-    os.link(src, dest, follow_symlinks=False)
-    return True
-
-
-def _copy_or_rename(src: Path, dest: Path, claim_id: str) -> bool:
+def _copy_or_rename(src: Path, folder: int, name: str, tmp: str) -> bool:
     try:
-        return copy_atomic(src, dest, dest.with_name(f".{claim_id}.part"))
+        return copy_atomic(src, folder, name, tmp)
     except PermissionError:  # cannot even read it: move it whole, if nothing is there
-        if os.path.lexists(dest):
+        if _lexists(folder, name):
             return False
-        os.rename(src, dest)
+        os.rename(src, name, dst_dir_fd=folder)
         return True
 
 
-def copy_atomic(src: Path, dest: Path, tmp: Path) -> bool:
-    """Copy to ``tmp`` beside ``dest``, fsync, link into place (never overwriting), fsync the
-    folder: ``dest`` is whole or absent. A stale ``tmp`` from a crash is overwritten. A FIFO or
-    device has no content to keep: nothing is made. False if ``dest`` holds something else."""
+def copy_atomic(src: Path, folder: int, name: str, tmp: str) -> bool:
+    """Copy to ``tmp`` beside ``name`` in ``folder``, fsync, link into place (never
+    overwriting), fsync the folder: ``name`` is whole or absent. A stale ``tmp`` from a crash
+    is replaced. A FIFO or device has no content to keep: nothing is made. False if ``name``
+    holds something else."""
     info = os.lstat(src)
     if stat.S_ISLNK(info.st_mode):
-        unlink_quietly(tmp)
-        os.symlink(os.readlink(src), tmp)
+        unlink_quietly(tmp, dir_fd=folder)
+        os.symlink(os.readlink(src), tmp, dir_fd=folder)
     elif stat.S_ISREG(info.st_mode):
-        _copy_synced(src, tmp, info.st_size)
+        _copy_synced(src, folder, tmp, info)
     else:
         return True
     try:
-        os.link(tmp, dest, follow_symlinks=False)
+        os.link(tmp, name, src_dir_fd=folder, dst_dir_fd=folder, follow_symlinks=False)
     except FileExistsError:
-        if not _same_copy(src, dest):
-            unlink_quietly(tmp)
+        if not _same_copy(src, folder, name):
+            unlink_quietly(tmp, dir_fd=folder)
             return False
-    os.unlink(tmp)
-    sync_folder(dest.parent)
+    os.unlink(tmp, dir_fd=folder)
+    os.fsync(folder)
     return True
 
 
-def _copy_synced(src: Path, tmp: Path, size: int) -> None:
+def _copy_synced(src: Path, folder: int, tmp: str, info: os.stat_result) -> None:
+    """``src``'s bytes, mode and times in a new ``tmp``, synced."""
     try:
-        with open(src, "rb") as reader, open(tmp, "wb") as writer:
-            shutil.copyfileobj(reader, writer, 1 << 20)
-            writer.flush()
-            os.fsync(writer.fileno())
+        with open(src, "rb") as reader:
+            unlink_quietly(tmp, dir_fd=folder)
+            with _create(folder, tmp, 0o600) as writer:
+                shutil.copyfileobj(reader, writer, 1 << 20)
+                writer.flush()
+                os.fchmod(writer.fileno(), stat.S_IMODE(info.st_mode))
+                os.utime(writer.fileno(), ns=(info.st_atime_ns, info.st_mtime_ns))
+                os.fsync(writer.fileno())
     except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or size <= _capacity(tmp.parent):
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or info.st_size <= _capacity(folder):
             raise
-        unlink_quietly(tmp)
-        raise TooBig(errno.EFBIG, f"{size:,} bytes, more than {tmp.parent}'s whole file system") from exc
-    shutil.copystat(src, tmp)
+        unlink_quietly(tmp, dir_fd=folder)
+        raise TooBig(errno.EFBIG, f"{info.st_size:,} bytes, more than its whole file system") from exc
 
 
-def _capacity(folder: Path) -> int:
+def _capacity(folder: int) -> int:
     info = os.statvfs(folder)
     return info.f_blocks * info.f_frsize
 
 
-def unlink_quietly(path: Path) -> None:
+def unlink_quietly(path: Path | str, *, dir_fd: int | None = None) -> None:
     try:
-        os.unlink(path)
+        os.unlink(path, dir_fd=dir_fd)
     except FileNotFoundError:
         pass
 
 
-def _same_inode(a: Path, b: Path) -> bool:
+def _lexists(folder: int, name: str) -> bool:
     try:
-        sa, sb = os.lstat(a), os.lstat(b)
+        os.stat(name, dir_fd=folder, follow_symlinks=False)
     except FileNotFoundError:
         return False
-    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+    return True
 
 
-def _same_copy(src: Path, dest: Path) -> bool:
-    """``dest`` is a whole copy of ``src`` (a replay finds its own earlier copy): the same
-    bytes and, as ``copystat`` left it, the same modification time."""
+def _same_inode(src: Path, folder: int, name: str) -> bool:
     try:
-        a, b = os.lstat(src), os.lstat(dest)
+        a, b = os.lstat(src), os.stat(name, dir_fd=folder, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _same_copy(src: Path, folder: int, name: str) -> bool:
+    """``name`` is a whole copy of ``src`` (a replay finds its own earlier copy): the same
+    bytes and, as the copy left it, the same modification time."""
+    try:
+        a, b = os.lstat(src), os.stat(name, dir_fd=folder, follow_symlinks=False)
     except FileNotFoundError:
         return False
     if stat.S_ISLNK(a.st_mode) and stat.S_ISLNK(b.st_mode):
-        return os.readlink(src) == os.readlink(dest)
+        return os.readlink(src) == os.readlink(name, dir_fd=folder)
     if not (stat.S_ISREG(a.st_mode) and stat.S_ISREG(b.st_mode)):
         return False
     same_stat = (a.st_size, a.st_mtime_ns) == (b.st_size, b.st_mtime_ns)
-    return same_stat and filecmp.cmp(src, dest, shallow=False)
+    return same_stat and _same_bytes(src, folder, name)
 
 
-def move_unique(src: Path, folder: Path, rel: str, claim_id: str) -> Path:
+def _same_bytes(src: Path, folder: int, name: str) -> bool:
+    with open(src, "rb") as a, open(os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                              dir_fd=folder), "rb") as b:
+        while True:
+            chunk = a.read(1 << 20)
+            if chunk != b.read(1 << 20):
+                return False
+            if not chunk:
+                return True
+
+
+def move_unique(src: Path, folder: Folder | Path, rel: str, claim_id: str) -> Path:
     """Move ``src`` into ``folder`` (see ``place``); idempotent after a crash."""
     dest = place(src, folder, rel, claim_id)
     unlink_quietly(src)  # gone already if place had to rename it

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import errno
 import fcntl
 import io
 import json
@@ -35,7 +36,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from worker.errors import ConfigError, InputError
-from worker.files import TooBig, destinations, move_unique, place, unlink_quietly, write_atomic
+from worker.files import (
+    Folder,
+    TooBig,
+    is_disk_trouble,
+    move_unique,
+    place,
+    relative_destinations,
+    unlink_quietly,
+)
 
 if TYPE_CHECKING:  # readers such as report.py need no model code
     from worker.model import Prediction
@@ -204,6 +213,18 @@ def _jsonl_end(fh, size: int) -> int:
     return 0
 
 
+def _own_folder(path: Path) -> Folder:
+    """One of the outbox's folders, opened to hold: it must be a real folder, never a symlink
+    to one, since everything archived goes under it."""
+    try:
+        return Folder(path)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTDIR, errno.ELOOP, errno.EEXIST):
+            raise
+        raise ConfigError(f"{path} is not a folder of the outbox's own (a symlink or a file): "
+                          "move it away, the daemon makes the folder") from exc
+
+
 def repair_tail(path: Path, kind: str) -> int:
     """Cut a torn last record off ``path``; return the number of bytes removed."""
     if not path.exists():
@@ -240,8 +261,9 @@ class Outbox:
 
     def _open(self) -> None:
         self.columns, self.later = csv_columns(self.class_names), len(LATER_COLUMNS)
-        for folder in (self.root, self.processed, self.failed):
-            folder.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._processed_folder = _own_folder(self.processed)
+        self._failed_folder = _own_folder(self.failed)
         self._jsonl = os.open(self.jsonl_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._csv = os.open(self.csv_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         with self._locked():
@@ -253,6 +275,8 @@ class Outbox:
     def close(self) -> None:
         for fd in (self._jsonl, self._csv):
             os.close(fd)
+        self._processed_folder.close()
+        self._failed_folder.close()
 
     def reopen(self) -> None:
         """Open the files again by name: after log rotation moved them away, new ones start
@@ -280,7 +304,7 @@ class Outbox:
     def archive(self, src: Path, rel: str, claim_id: str) -> None:
         """A classified input leaves ``.work/``: into ``processed/``, or deleted (--on-success)."""
         if self.keep_inputs:
-            move_unique(src, self.processed, rel, claim_id)
+            move_unique(src, self._processed_folder, rel, claim_id)
         else:
             os.unlink(src)
 
@@ -291,19 +315,31 @@ class Outbox:
         ``too_big`` folder on its own file system instead, its error record saying where."""
         reserve = len(os.fsencode(ERROR_SUFFIX))
         try:
-            dest = place(src, self.failed, rel, claim_id, reserve=reserve)
+            beside = [self._failed_folder.place(src, rel, claim_id, reserve=reserve)]
         except TooBig as exc:
             if too_big is None:
                 raise
             kept = place(src, too_big, rel, claim_id)
             log.warning("%s is too big for %s (%s): kept at %s", rel, self.failed, exc.strerror, kept)
             record = {**record, "kept_at": str(kept)}
-            dest = next(d for d in destinations(self.failed, rel, claim_id, reserve=reserve)
-                        if claim_id in d.name)  # a record of its own, whatever else is there
-        write_atomic(dest.with_name(dest.name + ERROR_SUFFIX),
-                     json.dumps(record, ensure_ascii=False, indent=2) + "\n")
+            beside = [d for d in relative_destinations(rel, claim_id, reserve=reserve)
+                      if claim_id in d.rpartition("/")[2]]  # a record of its own, whatever else is there
+        dest = self._write_error_record(beside, json.dumps(record, ensure_ascii=False, indent=2) + "\n")
         unlink_quietly(src)  # gone already if place had to rename it
-        return dest
+        return self.failed / dest
+
+    def _write_error_record(self, beside: list[str], text: str) -> str:
+        """``<name>.error.json`` beside the first of ``beside`` (paths in ``failed/``) where it
+        can be written; returns that one."""
+        for dest in beside[:-1]:
+            try:
+                self._failed_folder.write_atomic(dest + ERROR_SUFFIX, text)
+                return dest
+            except OSError as exc:
+                if is_disk_trouble(exc):
+                    raise
+        self._failed_folder.write_atomic(beside[-1] + ERROR_SUFFIX, text)
+        return beside[-1]
 
     # --- recovery -------------------------------------------------------------------------
 

@@ -1,0 +1,179 @@
+"""The outbox is the daemon's: what it archives or quarantines is written under folders it
+opened itself, never through a symlink, whatever names an inbox writer chose (issue 22, 2)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import errors, rows
+from factories import digit_stroke, write
+
+from worker.daemon import Daemon
+from worker.errors import ConfigError
+from worker.files import place
+from worker.settings import Settings
+
+TEST_USER = "worker-test"  # made by ./scripts/test; runs the daemon as the shipped unit's User=
+
+
+def _old(path: Path) -> Path:
+    os.utime(path, (time.time() - 10, time.time() - 10), follow_symlinks=False)
+    return path
+
+
+def _drain(inbox: Path, outbox: Path, classifier, **settings) -> None:
+    """``worker watch --once`` in this process, with the fake classifier."""
+    daemon = Daemon(Settings(inbox=inbox, outbox=outbox, once=True, settle=0.2, retry=0.01, **settings),
+                    classifier)
+    assert daemon.run(threading.Event()) >= 0
+
+
+def _records(outbox: Path) -> dict[str, str]:
+    """file -> "row" or the error kind; a file with two records fails the test."""
+    seen: dict[str, str] = {}
+    records = [(r["file"], "row") for r in rows(outbox)] + [(e["file"], e["kind"]) for e in errors(outbox)]
+    for file, what in records:
+        assert file not in seen, f"{file} has two records"
+        seen[file] = what
+    return seen
+
+
+def _everything_under(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def _files_under(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()]
+
+
+def test_place_never_goes_through_a_symlinked_middle_folder(tmp_path):
+    """``sub`` (and ``a/sub``) in the archive are symlinks to a folder elsewhere: the file goes
+    to its top-level name instead, and nothing is written where the links point."""
+    outside, archive = tmp_path / "outside", tmp_path / "archive"
+    outside.mkdir()
+    (archive / "a").mkdir(parents=True)
+    (archive / "sub").symlink_to(outside)
+    (archive / "a" / "sub").symlink_to(outside)
+    src = tmp_path / "s.png"
+    src.write_bytes(b"1")
+    assert place(src, archive, "sub/x.png", "c1") == archive / "c1.png"
+    assert place(src, archive, "a/sub/deeper/x.png", "c2") == archive / "c2.png"
+    assert _everything_under(outside) == []
+    assert (archive / "sub").is_symlink() and (archive / "a" / "sub").is_symlink()
+    assert place(src, archive, "sub/x.png", "c1") == archive / "c1.png", "a replay finds it again"
+
+
+def test_place_never_follows_a_symlink_at_the_final_name(tmp_path):
+    """A symlink where the file would go is a name taken, not a way out."""
+    outside, archive = tmp_path / "outside", tmp_path / "archive"
+    outside.mkdir()
+    archive.mkdir()
+    (archive / "x.png").symlink_to(outside / "x.png")
+    src = tmp_path / "s.png"
+    src.write_bytes(b"1")
+    assert place(src, archive, "x.png", "c1") == archive / "x.c1.png"
+    assert _everything_under(outside) == []
+
+
+def test_place_refuses_names_that_climb_out(tmp_path):
+    """A relative path with ``..`` or an absolute one (a claim name made up by a writer) lands
+    at the top of the archive, under the claim's own name."""
+    archive = tmp_path / "deep" / "archive"
+    src = tmp_path / "s.png"
+    src.write_bytes(b"1")
+    assert place(src, archive, "../../escaped.png", "c1") == archive / "c1.png"
+    assert place(src, archive, str(tmp_path / "abs.png"), "c2") == archive / "c2.png"
+    assert sorted(os.listdir(tmp_path)) == ["deep", "s.png"]
+
+
+@pytest.mark.parametrize("box", ["processed", "failed"])
+def test_a_symlink_planted_in_the_outbox_is_not_followed(tmp_path, fake_classifier, box):
+    """Someone put ``outbox/processed/sub`` (or ``failed/sub``) as a symlink to another folder:
+    ``sub/*.png`` from the inbox are archived and quarantined inside the outbox all the same."""
+    inbox, outbox, outside = tmp_path / "inbox", tmp_path / "outbox", tmp_path / "outside"
+    for folder in (inbox / "sub", outbox / box, outside):
+        folder.mkdir(parents=True)
+    (outbox / box / "sub").symlink_to(outside)
+    _old(write(inbox / "sub" / "digit.png", digit_stroke()))
+    (inbox / "sub" / "bad.png").write_text("not an image")
+    _old(inbox / "sub" / "bad.png")
+    _drain(inbox, outbox, fake_classifier, recursive=True)
+    assert _everything_under(outside) == []
+    assert (outbox / box / "sub").is_symlink()
+    assert _records(outbox) == {"sub/digit.png": "row", "sub/bad.png": "not-an-image"}
+    assert len(_files_under(outbox / "processed")) == 1
+    [kept, record] = sorted(_files_under(outbox / "failed"), key=lambda p: len(p.name))
+    assert kept.read_text() == "not an image" and record.name == kept.name + ".error.json"
+
+
+def test_processed_or_failed_itself_a_symlink_is_refused(tmp_path, fake_classifier):
+    """The outbox's own folders must be real folders: a symlink there is a configuration
+    error, said at start, not a door."""
+    inbox, outbox, outside = tmp_path / "inbox", tmp_path / "outbox", tmp_path / "outside"
+    for folder in (inbox, outbox, outside):
+        folder.mkdir()
+    (outbox / "failed").symlink_to(outside)
+    (inbox / "bad.png").write_text("not an image")
+    _old(inbox / "bad.png")
+    with pytest.raises(ConfigError, match="failed"):
+        _drain(inbox, outbox, fake_classifier)
+    assert _everything_under(outside) == []
+
+
+def _test_user_ids() -> tuple[int, int] | None:
+    import pwd
+
+    try:
+        entry = pwd.getpwnam(TEST_USER)
+    except KeyError:
+        return None
+    return entry.pw_uid, entry.pw_gid
+
+
+def _watch_once_as(ids: tuple[int, int], inbox: Path, outbox: Path, home: Path) -> None:
+    result = subprocess.run(
+        ["setpriv", f"--reuid={ids[0]}", f"--regid={ids[1]}", "--clear-groups",
+         sys.executable, "-m", "worker", "watch", "--once", "--recursive", "--settle", "0",
+         "--inbox", str(inbox), "--outbox", str(outbox)],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "HOME": str(home)},
+    )
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.slow
+def test_a_symlink_named_sub_cannot_lead_later_files_out_of_the_outbox():
+    """The attack: with --recursive a writer drops a symlink ``sub`` -> a folder the daemon may
+    write to; it is archived as ``failed/sub``. A later ``sub/planted.png`` must not be
+    quarantined through it. The daemon runs as the service's user, the writer is root."""
+    ids = _test_user_ids()
+    if ids is None or os.geteuid() != 0:
+        pytest.skip(f"needs root and the user {TEST_USER} (./scripts/test creates it)")
+    root = Path(tempfile.mkdtemp(prefix="worker-paths-", dir="/tmp"))
+    try:
+        inbox, outbox, outside = root / "inbox", root / "outbox", root / "outside"
+        for folder in (inbox, outside):
+            folder.mkdir()
+        for folder in (root, inbox, outside):
+            os.chown(folder, *ids)
+        (inbox / "sub").symlink_to(outside)
+        _watch_once_as(ids, inbox, outbox, root)
+        (inbox / "sub").mkdir(mode=0o777)  # the writer's folder; the daemon takes files out of it
+        os.chmod(inbox / "sub", 0o777)
+        (inbox / "sub" / "planted.png").write_text("not an image")
+        write(inbox / "sub" / "digit.png", 255 - digit_stroke(100))
+        _watch_once_as(ids, inbox, outbox, root)
+        assert _everything_under(outside) == [], "written outside the outbox"
+        records = _records(outbox)
+        assert records.pop("sub/planted.png") == "not-an-image"
+        assert records.pop("sub/digit.png") == "row"
+        assert list(records) == ["sub"], "the symlink itself has its one record"
+    finally:
+        shutil.rmtree(root)
