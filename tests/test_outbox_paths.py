@@ -128,6 +128,39 @@ def test_processed_or_failed_itself_a_symlink_is_refused(tmp_path, fake_classifi
     assert _everything_under(outside) == []
 
 
+@pytest.fixture
+def other_file_system(tmp_path):
+    """A tmpfs mounted for the test: an outbox on another file system than the inbox."""
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {result.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_symlink_planted_as_the_too_big_folder_is_set_aside(tmp_path, fake_classifier, other_file_system):
+    """Inputs too big for the outbox's file system are kept in ``inbox/.too-big``, a name a
+    writer can take first: a symlink there is renamed aside, never followed, and a real folder
+    made; the file still gets its one error record."""
+    inbox, outbox, outside = tmp_path / "inbox", other_file_system / "outbox", tmp_path / "outside"
+    for folder in (inbox, outside):
+        folder.mkdir()
+    (inbox / ".too-big").symlink_to(outside)
+    with open(inbox / "huge.png", "wb") as fh:
+        fh.truncate(2 << 30)
+    _old(inbox / "huge.png")
+    _drain(inbox, outbox, fake_classifier)
+    assert _everything_under(outside) == []
+    assert _records(outbox) == {"huge.png": "too-large"}
+    [record] = errors(outbox)
+    assert Path(record["kept_at"]).parent == inbox / ".too-big" and not (inbox / ".too-big").is_symlink()
+    [aside] = [p for p in inbox.iterdir() if p.name.startswith(".too-big.")]
+    assert aside.is_symlink()
+
+
 def _test_user_ids() -> tuple[int, int] | None:
     import pwd
 
