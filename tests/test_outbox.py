@@ -12,7 +12,7 @@ import pytest
 
 from worker.errors import ConfigError, InputError
 from worker.files import move_unique, place, write_atomic
-from worker.outbox import Outbox, Row, csv_columns, error_record, iso_utc, repair_tail
+from worker.outbox import Outbox, Row, csv_columns, error_record, iso_utc
 
 NAMES = [str(d) for d in range(10)]
 NASTY = 'a, "quoted"\nnew line ünï\u2028\x85.png'  # the last two end a line for str.splitlines
@@ -74,40 +74,6 @@ def test_other_models_outbox_is_refused(tmp_path):
     Outbox(tmp_path, NAMES).close()
     with pytest.raises(ConfigError, match="another model"):
         Outbox(tmp_path, ["T-shirt/top"] * 10)
-
-
-def test_torn_tail_is_cut_back(tmp_path):
-    box = Outbox(tmp_path, NAMES)
-    box.record([_row(1, NASTY)])
-    box.close()
-    with open(tmp_path / "predictions.csv", "ab") as fh:
-        fh.write(b'"half, a record\r\nstill inside quotes')
-    with open(tmp_path / "predictions.jsonl", "ab") as fh:
-        fh.write(b'{"file": "torn')
-    Outbox(tmp_path, NAMES).close()
-    with open(tmp_path / "predictions.csv", newline="", encoding="utf-8") as fh:
-        assert [r["file"] for r in csv.DictReader(fh)] == [NASTY]
-    assert (tmp_path / "predictions.jsonl").read_text().endswith("}\n")
-
-
-@pytest.mark.parametrize("torn", [b'"open\r\n', b'"open\r\nmore, "and"\r\n', b"half", b""])
-def test_csv_record_end_respects_quotes(tmp_path, torn):
-    whole = b'a,b\r\n"x\r\ny",z\r\n' + b"c,d\r\n" * 300_000  # past one read chunk
-    (tmp_path / "p.csv").write_bytes(whole + torn)
-    assert repair_tail(tmp_path / "p.csv", "csv") == len(torn)
-    assert (tmp_path / "p.csv").read_bytes() == whole
-
-
-def test_jsonl_tail_found_across_chunks(tmp_path):
-    whole = b"{}\n" + b"x" * 3_000_000 + b"\n"
-    (tmp_path / "p.jsonl").write_bytes(whole + b'{"torn')
-    assert repair_tail(tmp_path / "p.jsonl", "jsonl") == 6
-    assert (tmp_path / "p.jsonl").read_bytes() == whole
-
-
-def test_repair_is_noop_on_clean_file(tmp_path):
-    (tmp_path / "f.jsonl").write_text("{}\n")
-    assert repair_tail(tmp_path / "f.jsonl", "jsonl") == 0
 
 
 def test_a_crash_between_the_two_files_is_replayed_into_the_csv_only(tmp_path, faults):

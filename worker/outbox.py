@@ -10,7 +10,10 @@ fsyncs, and only then are its inputs moved out of ``.work/``. A crash can theref
 most, a torn last record (repaired at start by cutting the file back to its last whole record)
 and inputs whose rows are already written (found again by their claim ``id`` and not written
 twice). Since the JSONL file is always synced first, a row in the CSV implies the same row in the
-JSONL. Daemons sharing an outbox take turns (an exclusive ``flock`` on the JSONL file) to write
+JSONL. People read these files and save them back, so repair trusts nothing it finds: it cuts
+only a torn record of our own format (of the CSV, only the start of a row the JSONL holds whole)
+and sets aside whole, as ``<name>.unrecognised-<time>``, anything else in the files' place.
+Daemons sharing an outbox take turns (an exclusive ``flock`` on the JSONL file) to write
 the CSV header, append a batch to both files, or cut a torn tail, so the two files list rows in
 the same order and no daemon ever mistakes another's half-written batch for a torn record.
 
@@ -28,6 +31,7 @@ import json
 import logging
 import os
 import re
+import stat
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -81,6 +85,25 @@ FIXED_COLUMNS = [
 # Columns added since, at the end, after the per-class probabilities, in the order they came.
 LATER_COLUMNS = ["model_version", "review", "review_score"]
 CHUNK = 1 << 20
+# How every record of ours begins (``Row.to_json``'s first key, json's separators): a JSONL file
+# starting otherwise is not ours, and a torn record starts so.
+JSON_START = b'{"file": '
+# A torn CSV record is the start of a row of the batch being written; the JSONL, written first,
+# holds that batch whole at its end. Read this much of it to find the row.
+RECENT_JSONL = 16 * CHUNK
+# What a file of the outbox that is not ours (another program's, a symlink, a folder) is renamed
+# to, after its own name and before the time it was set aside.
+SET_ASIDE = ".unrecognised-"
+# Both files are opened by name in the outbox's folder, never through a symlink; not blocking,
+# so that a FIFO in their place is found out instead of waited on.
+OPEN_FLAGS = (os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+              | os.O_CLOEXEC)
+# Opening the files again after setting one aside: more rounds than that means someone keeps
+# putting things in their place.
+OPEN_ROUNDS = 5
+# OWASP's CSV injection guidance: a cell starting with one of these is a formula to a
+# spreadsheet (tab and carriage return too, as some strip them first).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 # Row ids already in the CSV and in the JSONL (``Outbox.written_ids``).
 Written = tuple[set[str], set[str]]
 
@@ -135,10 +158,26 @@ class Row:
             record["page"] = self.page
         return record if self.file.isascii() else {**record, **name_fields(self.file)}
 
+    @classmethod
+    def from_json(cls, record: dict) -> Row:
+        """A JSONL record read back as a row (its ``file`` as ``readable`` shows it, which is
+        what the CSV has): raises KeyError, TypeError or ValueError for anything else."""
+        probabilities = {str(k): float(v) for k, v in record["probabilities"].items()}
+        score = record.get("review_score")
+        return cls(
+            id=str(record["id"]), file=str(record["file"]), label=str(record["label"]),
+            confidence=float(record["confidence"]), class_index=int(record["class_index"]),
+            sha256=str(record["sha256"]), model=str(record["model"]),
+            processed_at=str(record["processed_at"]), probabilities=probabilities,
+            model_version=str(record.get("model_version", "")), page=record.get("page"),
+            review=str(record.get("review", "")), review_score=None if score is None else float(score),
+        )
+
     def to_csv(self, *, later: int = len(LATER_COLUMNS)) -> list:
         """The CSV fields; of ``LATER_COLUMNS`` the first ``later`` (what the file's header has)."""
         fields = [
-            readable(self.file), self.label, f"{self.confidence:.6f}", self.class_index, self.sha256,
+            spreadsheet_safe(readable(self.file)), self.label, f"{self.confidence:.6f}",
+            self.class_index, self.sha256,
             self.model, self.processed_at, self.id, *(f"{p:.6f}" for p in self.probabilities.values()),
         ]
         score = "" if self.review_score is None else f"{self.review_score:.3f}"
@@ -152,6 +191,14 @@ def readable(text: str) -> str:
     if text.isascii():
         return text
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def spreadsheet_safe(cell: str) -> str:
+    """A CSV cell whose text an inbox writer chose (a file name): one a spreadsheet would run as
+    a formula (``=HYPERLINK(...)``) gets a leading ``'``, as OWASP recommends, which spreadsheets
+    show as text. Labels and model names come from the model card, ours, and are written as they
+    are. The JSONL keeps the exact name."""
+    return "'" + cell if cell.startswith(FORMULA_STARTS) else cell
 
 
 def name_fields(file: str) -> dict:
@@ -182,22 +229,46 @@ def error_record(error: InputError, *, claim_id: str, file: str, time: str, mode
 
 
 def _csv_end(fh, size: int) -> int:
-    """Where the last whole CSV record ends, streaming. Fast path: a file ending in CRLF with
-    an even number of quotes ends on a record boundary (inside quotes the count is odd)."""
+    """Where the last whole CSV record ends, streaming: just past a line end outside quotes,
+    CRLF as we write it or LF as a spreadsheet or pandas saves the file back on Linux. Fast
+    path: a file ending in a line end with an even number of quotes ends on a record boundary
+    (inside quotes the count is odd)."""
     quotes = 0
+    fh.seek(0)
     while chunk := fh.read(CHUNK):
         quotes += chunk.count(b'"')
-    fh.seek(max(0, size - 2))
-    if quotes % 2 == 0 and fh.read(2) == b"\r\n":
+    fh.seek(max(0, size - 1))
+    if quotes % 2 == 0 and fh.read(1) == b"\n":
         return size
     end = offset = quotes = 0
     fh.seek(0)
-    for line in fh:  # split at b"\n"; a record ends at a CRLF with the quotes paired
+    for line in fh:  # split at b"\n"; a record ends at a line end with the quotes paired
         offset += len(line)
         quotes += line.count(b'"')
-        if line.endswith(b"\r\n") and quotes % 2 == 0:
+        if line.endswith(b"\n") and quotes % 2 == 0:
             end = offset
     return end
+
+
+def _first_record(fh) -> bytes | None:
+    """The CSV's first record (its header) with its line end, or None if no whole record
+    starts the file within the longest header a model of ours could have."""
+    fh.seek(0)
+    quotes = offset = 0
+    for line in io.BytesIO(fh.read(CHUNK)):
+        offset += len(line)
+        quotes += line.count(b'"')
+        if line.endswith(b"\n") and quotes % 2 == 0:
+            fh.seek(0)
+            return fh.read(offset)
+    return None
+
+
+def _parsed(record: bytes) -> list[str]:
+    try:
+        return next(csv.reader(io.StringIO(record.decode("utf-8"), newline="")), [])
+    except (UnicodeDecodeError, csv.Error):
+        return []
 
 
 def _jsonl_end(fh, size: int) -> int:
@@ -225,38 +296,61 @@ def _own_folder(path: Path) -> Folder:
                           "move it away, the daemon makes the folder") from exc
 
 
-def _too_big_folder(path: Path, claim_id: str) -> Folder:
-    """The folder for inputs too big for the outbox (in the inbox, a writer's place): what
-    a writer put there first (a symlink, a file) is renamed aside (named for the claim that
-    found it), never followed, and a folder made in its place."""
+def _torn_json(tail: bytes) -> bool:
+    """Whether ``tail`` (what follows the JSONL's last newline) can be a torn record of ours:
+    the start of a line as ``json_line`` writes it, and not a whole record (a whole one that
+    merely lacks its newline is not ours to cut)."""
+    if tail[:len(JSON_START)] != JSON_START[:len(tail)] or len(tail) > CHUNK:
+        return False
     try:
-        return Folder(path)
-    except OSError as exc:
-        if exc.errno not in (errno.ENOTDIR, errno.ELOOP, errno.EEXIST):
-            raise
-    aside = path.with_name(f"{path.name}.unrecognised-{claim_id}")
-    try:
-        os.rename(path, aside)  # renames the symlink itself
-    except FileNotFoundError:  # gone meanwhile: made below
-        return Folder(path)
-    log.error("%s was not a folder of ours: set aside as %s", path, aside)
-    return Folder(path)
+        json.loads(tail)
+    except ValueError:
+        return True
+    return False
 
 
-def repair_tail(path: Path, kind: str) -> int:
-    """Cut a torn last record off ``path``; return the number of bytes removed."""
-    if not path.exists():
-        return 0
-    with open(path, "rb+") as fh:
-        size = os.fstat(fh.fileno()).st_size
-        end = _csv_end(fh, size) if kind == "csv" else _jsonl_end(fh, size)
-        if end == size:
-            return 0
-        fh.truncate(end)
-        fh.flush()
-        os.fsync(fh.fileno())
-    log.warning("repaired %s: removed a torn last record (%d bytes)", path, size - end)
-    return size - end
+def _recent_rows(fh, size: int) -> Iterator[Row]:
+    """The JSONL's last rows, newest first, parsed into typed rows; lines that are not rows of
+    ours are skipped. Only the last ``RECENT_JSONL`` bytes are read."""
+    start = max(0, size - RECENT_JSONL)
+    fh.seek(start)
+    lines = fh.read(size - start).split(b"\n")
+    for line in reversed(lines[1:] if start else lines):
+        try:
+            yield Row.from_json(json.loads(line))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue
+
+
+def _cut(fd: int, end: int, name: str) -> None:
+    removed = os.fstat(fd).st_size - end
+    os.ftruncate(fd, end)
+    os.fsync(fd)
+    log.warning("repaired %s: removed a torn last record (%d bytes)", name, removed)
+
+
+def _set_aside(dir_fd: int, name: str, why: str) -> None:
+    """Rename ``name`` in the outbox to ``<name>.unrecognised-<time>`` beside it, whatever it
+    is (a file, a symlink, a folder), never reading or writing through it; a new file starts
+    in its place. Nothing a person or program left there is cut or overwritten."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    aside, n = f"{name}{SET_ASIDE}{stamp}", 0
+    while _exists(aside, dir_fd):
+        n += 1
+        aside = f"{name}{SET_ASIDE}{stamp}-{n}"
+    try:
+        os.rename(name, aside, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except FileNotFoundError:
+        return  # another daemon of this outbox set it aside first
+    log.warning("outbox %s %s: set aside as %s, a new one starts", name, why, aside)
+
+
+def _exists(name: str, dir_fd: int) -> bool:
+    try:
+        os.lstat(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 class Outbox:
@@ -282,17 +376,11 @@ class Outbox:
         self.root.mkdir(parents=True, exist_ok=True)
         self._processed_folder = _own_folder(self.processed)
         self._failed_folder = _own_folder(self.failed)
-        self._jsonl = os.open(self.jsonl_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        self._csv = os.open(self.csv_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        with self._locked():
-            self._repair_tails()
-            self._check_header()
-            if os.fstat(self._csv).st_size == 0:
-                self._write(self._csv, self._csv_text([], header=True))
+        self._open_files()
 
     def close(self) -> None:
-        for fd in (self._jsonl, self._csv):
-            os.close(fd)
+        self._close_files()
+        os.close(self._dir)
         self._processed_folder.close()
         self._failed_folder.close()
 
@@ -337,8 +425,7 @@ class Outbox:
         except TooBig as exc:
             if too_big is None:
                 raise
-            with _too_big_folder(too_big, claim_id) as kept_in:
-                kept = place(src, kept_in, rel, claim_id)
+            kept = place(src, too_big, rel, claim_id)
             log.warning("%s is too big for %s (%s): kept at %s", rel, self.failed, exc.strerror, kept)
             record = {**record, "kept_at": str(kept)}
             beside = [d for d in relative_destinations(rel, claim_id, reserve=reserve)
@@ -382,9 +469,14 @@ class Outbox:
         return in_csv, in_jsonl
 
     def repair(self) -> None:
-        """Cut torn tails after a failed write (disk full), so the next append starts clean."""
+        """Cut torn tails after a failed write (disk full), so the next append starts clean; a
+        file that is not ours by now is set aside and new ones are opened."""
         with self._locked():
-            self._repair_tails()
+            kept = self._checked()
+        if not kept:
+            self._close_files()
+            os.close(self._dir)
+            self._open_files()
 
     # --- inside -----------------------------------------------------------------------------
 
@@ -397,29 +489,163 @@ class Outbox:
         finally:
             fcntl.flock(self._jsonl, fcntl.LOCK_UN)
 
-    def _check_header(self) -> None:
-        """The header upgrade rule: a CSV started before some of the later columns keeps its
-        header and gets rows without those (its readers keep working; the JSONL has every
-        field); a new CSV gets them all. A header of other classes is another model's outbox:
-        refused."""
-        if not self.csv_path.exists() or self.csv_path.stat().st_size == 0:
-            return
-        with open(self.csv_path, newline="", encoding="utf-8") as fh:
-            header = next(csv.reader(fh), [])
-        older = [k for k in range(len(LATER_COLUMNS)) if header == csv_columns(self.class_names, later=k)]
-        if older:
-            self.columns, self.later = header, older[0]
-            log.info("%s predates the %s column(s): kept as it is (the JSONL has them)", self.csv_path,
-                     ", ".join(LATER_COLUMNS[older[0]:]))
-        elif header != self.columns:
+    def _open_files(self) -> None:
+        """Both files, opened by name in the outbox's folder (``_open_file``) and checked under
+        the lock (``_checked``); a new CSV gets its header. A file set aside on the way leaves
+        its name free: the files are opened again."""
+        self._dir = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._jsonl = self._csv = -1
+        try:
+            for _ in range(OPEN_ROUNDS):
+                if self._opened_and_checked():
+                    return
+            raise OSError(errno.EBUSY, f"{JSONL_NAME} or {CSV_NAME} keeps being replaced")
+        except BaseException:
+            self._close_files()
+            os.close(self._dir)
+            raise
+
+    def _opened_and_checked(self) -> bool:
+        self._jsonl = self._open_file(JSONL_NAME)
+        self._csv = self._open_file(CSV_NAME)
+        with self._locked():
+            if self._checked():
+                if os.fstat(self._csv).st_size == 0:
+                    self._write(self._csv, self._csv_text([], header=True))
+                return True
+        self._close_files()
+        return False
+
+    def _open_file(self, name: str) -> int:
+        """``name`` in the outbox's folder, opened (made if missing) never through a symlink.
+        Anything in its place that is not a regular file (a symlink, a folder, a FIFO) is set
+        aside unopened: its target is never read or written."""
+        for _ in range(OPEN_ROUNDS):
+            try:
+                found = os.lstat(name, dir_fd=self._dir)
+            except FileNotFoundError:
+                found = None
+            if found is not None and not stat.S_ISREG(found.st_mode):
+                kind = "a symlink" if stat.S_ISLNK(found.st_mode) else "not a regular file"
+                _set_aside(self._dir, name, f"is {kind}")
+                continue
+            try:
+                fd = os.open(name, OPEN_FLAGS, 0o644, dir_fd=self._dir)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):  # replaced since lstat
+                    continue
+                raise
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                return fd
+            os.close(fd)
+        raise OSError(errno.EBUSY, f"{name} keeps being replaced by something not a file")
+
+    def _close_files(self) -> None:
+        for fd in (self._jsonl, self._csv):
+            if fd >= 0:
+                os.close(fd)
+        self._jsonl = self._csv = -1
+
+    def _checked(self) -> bool:
+        """Under the lock: both names still lead to the files we hold (another daemon of this
+        outbox may have set one aside meanwhile), each in our format with a torn last record
+        cut. One that is not ours is set aside; False then, and the files are opened anew."""
+        if not (self._named(JSONL_NAME, self._jsonl) and self._named(CSV_NAME, self._csv)):
+            return False
+        for name, ours in ((JSONL_NAME, self._jsonl_repaired), (CSV_NAME, self._csv_repaired)):
+            if not ours():
+                _set_aside(self._dir, name, "is not in the outbox's format (or not only a torn record)")
+                return False
+        return True
+
+    def _named(self, name: str, fd: int) -> bool:
+        try:
+            found = os.lstat(name, dir_fd=self._dir)
+        except FileNotFoundError:
+            return False
+        held = os.fstat(fd)
+        return (found.st_dev, found.st_ino) == (held.st_dev, held.st_ino)
+
+    def _jsonl_repaired(self) -> bool:
+        """Whether the JSONL is ours: empty, or starting as our records do; a torn last line
+        (``_torn_json``) is cut. Anything else after the last newline makes it not ours."""
+        size = os.fstat(self._jsonl).st_size
+        with open(self._jsonl, "rb", closefd=False) as fh:
+            fh.seek(0)
+            start = fh.read(len(JSON_START))
+            if start != JSON_START[:len(start)]:
+                return False
+            end = _jsonl_end(fh, size)
+            if end == size:
+                return True
+            fh.seek(end)
+            if not _torn_json(fh.read(min(size - end, CHUNK + 1))):
+                return False
+        _cut(self._jsonl, end, JSONL_NAME)
+        return True
+
+    def _csv_repaired(self) -> bool:
+        """Whether the CSV is ours: empty, a torn header of ours (cut, then written again), or
+        our header (``_check_header``) and whole records, CRLF or LF ended (a spreadsheet saves
+        LF). A torn last record is cut only if it is the start of a row the JSONL holds whole
+        (``_torn_csv``); anything else after the last whole record makes the file not ours."""
+        size = os.fstat(self._csv).st_size
+        with open(self._csv, "rb", closefd=False) as fh:
+            header = _first_record(fh) if size else b""
+            if header is None:
+                return self._torn_header(fh, size)
+            if size == 0 or not self._check_header(_parsed(header)):
+                return size == 0
+            end = _csv_end(fh, size)
+            if end == size:
+                return True
+            fh.seek(end)
+            if size - end > CHUNK or not self._torn_csv(fh.read(size - end)):
+                return False
+        _cut(self._csv, end, CSV_NAME)
+        return True
+
+    def _torn_header(self, fh, size: int) -> bool:
+        """A CSV holding only the start of our header (a crash as the first daemon wrote it):
+        cut, to be written again."""
+        fh.seek(0)
+        if size > CHUNK or not self._csv_text([], header=True).encode().startswith(fh.read(size)):
+            return False
+        _cut(self._csv, 0, CSV_NAME)
+        return True
+
+    def _torn_csv(self, tail: bytes) -> bool:
+        """Whether ``tail`` is the start of the CSV record of one of the JSONL's last rows: only
+        a batch cut short can leave that (the JSONL is written and synced first). A whole
+        record short of its line end only may as well be another program's last line, which
+        a spreadsheet may save without one: not cut."""
+        with open(self._jsonl, "rb", closefd=False) as fh:
+            for row in _recent_rows(fh, os.fstat(self._jsonl).st_size):
+                record = self._csv_text([row]).encode()
+                if record.startswith(tail) and len(tail) != len(record) - len(b"\r\n"):
+                    return True
+        return False
+
+    def _check_header(self, header: list[str]) -> bool:
+        """Whether the CSV's header is ours, by the header upgrade rule: a CSV started before
+        some of the later columns keeps its header and gets rows without those (its readers
+        keep working; the JSONL has every field); a new CSV gets them all. A header of our
+        columns for other classes is another model's outbox: refused. Any other header is
+        another program's file (False)."""
+        known = [k for k in range(len(LATER_COLUMNS) + 1)
+                 if header == csv_columns(self.class_names, later=k)]
+        if known:
+            self.columns, self.later = header, known[0]
+            if known[0] < len(LATER_COLUMNS):
+                log.info("%s predates the %s column(s): kept as it is (the JSONL has them)",
+                         self.csv_path, ", ".join(LATER_COLUMNS[known[0]:]))
+            return True
+        if header[:len(FIXED_COLUMNS)] == FIXED_COLUMNS:
             raise ConfigError(
                 f"{self.csv_path} has columns for another model ({', '.join(header[8:11])}…); "
                 "use another --outbox for this model, or move the old files away"
             )
-
-    def _repair_tails(self) -> None:
-        repair_tail(self.jsonl_path, "jsonl")
-        repair_tail(self.csv_path, "csv")
+        return False
 
     @staticmethod
     def _write(fd: int, text: str) -> None:
