@@ -7,11 +7,16 @@ from __future__ import annotations
 
 import csv
 import json
+import threading
 
 import pytest
+from conftest import rows
+from factories import digit_stroke, write
 
+from worker.daemon import Daemon
 from worker.errors import ConfigError
 from worker.outbox import CSV_NAME, JSONL_NAME, Outbox, Row, csv_columns
+from worker.settings import Settings
 
 NAMES = [str(d) for d in range(10)]
 NASTY = 'a, "quoted"\nnew line ünï\u2028\x85.png'
@@ -68,6 +73,20 @@ def test_a_csv_saved_with_lf_line_ends_survives_a_reload(tmp_path):
     box.record([_row(3)])
     box.close()
     assert _records(tmp_path / CSV_NAME) == saved + [_records_of(_row(3))]
+
+
+def test_the_daemon_goes_on_after_an_lf_saved_csv(tmp_path, fake_classifier):
+    inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
+    inbox.mkdir()
+    _outbox_with_rows(outbox)
+    saved = _resave_with_lf(outbox / CSV_NAME)
+    write(inbox / "=1+1.png", digit_stroke())
+    Daemon(Settings(inbox=inbox, outbox=outbox, once=True, settle=0), fake_classifier).run(threading.Event())
+    assert _records(outbox / CSV_NAME)[:len(saved)] == saved
+    assert [r["file"] for r in rows(outbox)][len(saved) - 1:] == ["'=1+1.png"]
+    last = (outbox / JSONL_NAME).read_text(encoding="utf-8").splitlines()[-1]
+    assert json.loads(last)["file"] == "=1+1.png"
+    assert _set_aside(outbox, CSV_NAME) == []
 
 
 def test_an_lf_saved_csv_whose_last_line_lacks_its_end_is_set_aside_whole(tmp_path):
