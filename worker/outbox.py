@@ -296,6 +296,24 @@ def _own_folder(path: Path) -> Folder:
                           "move it away, the daemon makes the folder") from exc
 
 
+def _too_big_folder(path: Path, claim_id: str) -> Folder:
+    """The folder for inputs too big for the outbox (in the inbox, a writer's place): what
+    a writer put there first (a symlink, a file) is renamed aside (named for the claim that
+    found it), never followed, and a folder made in its place."""
+    try:
+        return Folder(path)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTDIR, errno.ELOOP, errno.EEXIST):
+            raise
+    aside = path.with_name(f"{path.name}.unrecognised-{claim_id}")
+    try:
+        os.rename(path, aside)  # renames the symlink itself
+    except FileNotFoundError:  # gone meanwhile: made below
+        return Folder(path)
+    log.error("%s was not a folder of ours: set aside as %s", path, aside)
+    return Folder(path)
+
+
 def _torn_json(tail: bytes) -> bool:
     """Whether ``tail`` (what follows the JSONL's last newline) can be a torn record of ours:
     the start of a line as ``json_line`` writes it, and not a whole record (a whole one that
@@ -425,7 +443,8 @@ class Outbox:
         except TooBig as exc:
             if too_big is None:
                 raise
-            kept = place(src, too_big, rel, claim_id)
+            with _too_big_folder(too_big, claim_id) as kept_in:
+                kept = place(src, kept_in, rel, claim_id)
             log.warning("%s is too big for %s (%s): kept at %s", rel, self.failed, exc.strerror, kept)
             record = {**record, "kept_at": str(kept)}
             beside = [d for d in relative_destinations(rel, claim_id, reserve=reserve)
