@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import stat
 import threading
 
 import pytest
@@ -179,6 +181,17 @@ def test_a_folder_in_place_of_the_csv_is_set_aside(tmp_path):
     assert _records(tmp_path / CSV_NAME)[1][7] == "id1"
 
 
+def test_a_fifo_in_place_of_the_jsonl_is_set_aside_unopened(tmp_path):
+    """Opening a FIFO to write waits for a reader: it is never opened at all."""
+    os.mkfifo(tmp_path / JSONL_NAME)
+    box = Outbox(tmp_path, NAMES)
+    box.record([_row(1)])
+    box.close()
+    [aside] = _set_aside(tmp_path, JSONL_NAME)
+    assert stat.S_ISFIFO(aside.lstat().st_mode)
+    assert json.loads((tmp_path / JSONL_NAME).read_text())["id"] == "id1"
+
+
 # --- a torn record of our own is still cut -----------------------------------------------------
 
 def _record_bytes(folder, row: Row) -> bytes:
@@ -221,6 +234,17 @@ def test_a_torn_last_record_of_ours_is_cut(tmp_path, cut):
     assert box.written_ids({"id5000"}) == (set(), {"id5000"}), "the replay writes its CSV row"
     box.close()
     assert _set_aside(tmp_path, CSV_NAME) == _set_aside(tmp_path, JSONL_NAME) == []
+
+
+def test_a_torn_record_of_a_non_utf8_formula_like_name_is_cut(tmp_path):
+    """The row read back from the JSONL gives the CSV record byte for byte: the name shown with
+    ``\\xNN`` escapes, and neutralised."""
+    _outbox_with_rows(tmp_path)
+    whole = (tmp_path / CSV_NAME).read_bytes()
+    torn = Row(**{**_row(7, "=caf\udce9.png").__dict__, "review": "low-margin", "review_score": 1.5})
+    _tear(tmp_path, torn, len(_record_bytes(tmp_path, torn)) - 5)
+    Outbox(tmp_path, NAMES).close()
+    assert (tmp_path / CSV_NAME).read_bytes() == whole
 
 
 def test_a_torn_record_after_an_lf_saved_file_is_cut(tmp_path):

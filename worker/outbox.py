@@ -163,13 +163,13 @@ class Row:
         """A JSONL record read back as a row (its ``file`` as ``readable`` shows it, which is
         what the CSV has): raises KeyError, TypeError or ValueError for anything else."""
         probabilities = {str(k): float(v) for k, v in record["probabilities"].items()}
-        score = record.get("review_score")
+        score, page = record.get("review_score"), record.get("page")
         return cls(
             id=str(record["id"]), file=str(record["file"]), label=str(record["label"]),
             confidence=float(record["confidence"]), class_index=int(record["class_index"]),
             sha256=str(record["sha256"]), model=str(record["model"]),
             processed_at=str(record["processed_at"]), probabilities=probabilities,
-            model_version=str(record.get("model_version", "")), page=record.get("page"),
+            model_version=str(record.get("model_version", "")), page=None if page is None else int(page),
             review=str(record.get("review", "")), review_score=None if score is None else float(score),
         )
 
@@ -609,12 +609,14 @@ class Outbox:
         LF). A torn last record is cut only if it is the start of a row the JSONL holds whole
         (``_torn_csv``); anything else after the last whole record makes the file not ours."""
         size = os.fstat(self._csv).st_size
+        if size == 0:
+            return True
         with open(self._csv, "rb", closefd=False) as fh:
-            header = _first_record(fh) if size else b""
+            header = _first_record(fh)
             if header is None:
                 return self._torn_header(fh, size)
-            if size == 0 or not self._check_header(_parsed(header)):
-                return size == 0
+            if not self._check_header(_parsed(header)):
+                return False
             end = _csv_end(fh, size)
             if end == size:
                 return True
