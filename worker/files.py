@@ -194,8 +194,11 @@ class Folder:
 
     def _put(self, src: Path, dest: str, claim_id: str) -> bool:
         parents, name = _split(dest)
+        tmp = f".{claim_id}.part"  # checked where used: a copy, seldom
+        if not parents:  # a flat inbox: no folder to walk
+            return _put_at(src, self.fd, name, tmp)
         with self._parent(parents) as folder:
-            return _put_at(src, folder, name, _checked(f".{claim_id}.part"))
+            return _put_at(src, folder, name, tmp)
 
     @contextmanager
     def _parent(self, names: list[str]) -> Iterator[int]:
@@ -276,9 +279,9 @@ def _put_at(src: Path, folder: int, name: str, tmp: str) -> bool:
         return _same_inode(src, folder, name) or _same_copy(src, folder, name)
     except OSError as exc:
         if exc.errno == errno.EXDEV:  # the outbox is on another file system
-            return copy_atomic(src, folder, name, tmp)
+            return copy_atomic(src, folder, name, _checked(tmp))
         if exc.errno == errno.EPERM:  # protected_hardlinks: another user's file
-            return _copy_or_rename(src, folder, name, tmp)
+            return _copy_or_rename(src, folder, name, _checked(tmp))
         raise
 
 
