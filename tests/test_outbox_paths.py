@@ -18,7 +18,7 @@ from factories import digit_stroke, write
 
 from worker.daemon import Daemon
 from worker.errors import ConfigError
-from worker.files import place
+from worker.files import Folder, place
 from worker.settings import Settings
 
 TEST_USER = "worker-test"  # made by ./scripts/test; runs the daemon as the shipped unit's User=
@@ -92,6 +92,18 @@ def test_place_refuses_names_that_climb_out(tmp_path):
     assert place(src, archive, "../../escaped.png", "c1") == archive / "c1.png"
     assert place(src, archive, str(tmp_path / "abs.png"), "c2") == archive / "c2.png"
     assert sorted(os.listdir(tmp_path)) == ["deep", "s.png"]
+
+
+def test_a_held_folder_removed_under_the_daemon_is_made_again(tmp_path):
+    """Someone deletes ``processed/`` while the daemon holds it open: the next file is placed
+    in a new one at the same path, as before the folder was held."""
+    archive = Folder(tmp_path / "processed")
+    shutil.rmtree(tmp_path / "processed")
+    src = tmp_path / "s.png"
+    src.write_bytes(b"1")
+    assert place(src, archive, "sub/x.png", "c1") == tmp_path / "processed" / "sub" / "x.png"
+    assert (tmp_path / "processed" / "sub" / "x.png").read_bytes() == b"1"
+    archive.close()
 
 
 @pytest.mark.parametrize("box", ["processed", "failed"])
