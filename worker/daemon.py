@@ -109,6 +109,8 @@ class Daemon:
             self._recover()  # a daemon that died since: adopt its claims
             self.intake.begin_scan(now)
         ready = self.intake.ready(now, self.settings.batch_size)
+        if ready:
+            self.claims.keep_in_place()  # claims' paths lead into .work: it must be ours
         arrived = self.intake.arrived
         claims = [c for rel in ready if (c := self.claims.claim(rel, arrived.get(rel))) is not None]
         return collected + (self.pipeline.process(claims) if claims else 0)

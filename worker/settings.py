@@ -38,8 +38,12 @@ class Settings:
         if not self.inbox.is_dir():
             raise ConfigError(f"inbox {self.inbox} is not a folder; create it or pass --inbox")
         inbox, outbox = self.inbox.resolve(), self.outbox.resolve()
-        if outbox == inbox or outbox.is_relative_to(inbox):
+        if outbox == inbox:
+            raise ConfigError(f"the inbox and the outbox are the same folder ({inbox}); give each its own")
+        if outbox.is_relative_to(inbox):
             raise ConfigError("the outbox must not be inside the inbox")
+        if inbox.is_relative_to(outbox):  # its archive would be read again as new drops, for ever
+            raise ConfigError(f"the inbox {inbox} must not be inside the outbox {outbox}")
         if self.settle < 0:
             raise ConfigError("--settle must not be negative")
         if self.rescan <= 0:

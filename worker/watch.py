@@ -15,6 +15,7 @@ Small units, each tested alone; ``intake.py`` drives them:
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import queue
@@ -31,6 +32,8 @@ from watchdog.events import (
     FileSystemEvent,
     FileSystemEventHandler,
 )
+
+from worker.safe_paths import lstat_below, open_folder, opened
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +122,7 @@ class StabilityTracker:
             if len(ready) >= limit:
                 break
             try:
-                info = os.lstat(prefix + rel)
+                info = _lstat(prefix, rel)
             except OSError:  # deleted before it was claimed: simply gone
                 del self._seen[rel]
                 continue
@@ -147,6 +150,17 @@ class StabilityTracker:
                 return True
         # Empty files, and mtimes from a skewed clock: wait until we see no change for a while.
         return not changed and now - entry.since >= quiet
+
+
+def _lstat(prefix: str, rel: str) -> os.stat_result:
+    """The lstat of the inbox's ``rel``: by its path, or by folder fds when the path is over
+    PATH_MAX (a deep tree), so that such a file is claimed like any other."""
+    try:
+        return os.lstat(prefix + rel)
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
+        return lstat_below(prefix, rel)
 
 
 def moved_in(info: os.stat_result) -> bool:
@@ -245,20 +259,26 @@ def is_ignored_folder(name: str) -> bool:
 
 
 def scan(inbox: Path, recursive: bool) -> Iterator[str]:
-    """Yield candidate rel paths lazily; never descends into hidden folders (the claims' ``.work``)."""
+    """Yield candidate rel paths lazily; never descends into hidden folders (the claims' ``.work``).
+    Each folder is opened from the inbox one component at a time (``safe_paths``): never through
+    a symlink a writer swapped in, and deeper than PATH_MAX too."""
     stack = [""]  # folders to read, as "/"-terminated paths relative to the inbox
     while stack:
         prefix = stack.pop()
         try:
-            entries = os.scandir(inbox / prefix if prefix else inbox)
+            with opened(inbox) as inbox_fd:
+                fd = open_folder(inbox_fd, prefix.split("/")[:-1])
         except OSError as exc:
-            log.warning("cannot scan %s: %s", inbox / prefix, exc.strerror)
+            log.warning("cannot scan %s: %s", f"{inbox}/{prefix}", exc.strerror)
             continue
-        with entries:
-            for entry in entries:
-                rel = prefix + entry.name
-                if entry.is_dir(follow_symlinks=False):
-                    if recursive and not is_ignored_folder(entry.name):
-                        stack.append(rel + "/")
-                elif not is_ignored(rel):
-                    yield rel
+        try:
+            with os.scandir(fd) as entries:
+                for entry in entries:
+                    rel = prefix + entry.name
+                    if entry.is_dir(follow_symlinks=False):
+                        if recursive and not is_ignored_folder(entry.name):
+                            stack.append(rel + "/")
+                    elif not is_ignored(rel):
+                        yield rel
+        finally:
+            os.close(fd)
