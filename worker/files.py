@@ -152,8 +152,9 @@ class Folder:
     string for the kernel to resolve: each folder on the way is opened, or made, by its one
     name from the descriptor of the one above (as CPython's ``shutil._rmtree_safe_fd`` walks a
     tree a stranger can change). A symlink or a file on the way makes that destination
-    unusable, never a way out. Nothing is cached but the top descriptor: opening a folder is
-    the check, and costs no more than the ``mkdir -p`` it replaces."""
+    unusable, never a way out. Nothing is cached but the top descriptor, so nothing cached can
+    go stale: opening each folder on the way is the check (an open and a close a level; a flat
+    inbox walks none)."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
