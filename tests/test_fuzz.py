@@ -1,7 +1,10 @@
 """Fuzzing the data path: random file names (any bytes, up to NAME_MAX a name and PATH_MAX a
 path) and mutated image bytes (real PNG, JPEG and TIFF files, bit-flipped, cut, spliced) through
 the real daemon (``--once``, recursive, the fake classifier). Every file dropped ends as exactly
-one row or one error record, the daemon never dies, memory stays bounded.
+one row or one error record, the daemon never dies, memory stays bounded. And a writer's
+attacks on the daemon's own state: random folders, files, names, symlinks and FIFOs planted in
+``.work``, folders swapped for symlinks between the scan and the claim: the daemon never dies and
+touches nothing outside the inbox and the outbox.
 
 A short run is part of the suite; a long one by hand:
 ``WORKER_FUZZ_EXAMPLES=2000 .venv/bin/python -m pytest tests/test_fuzz.py``.
@@ -102,3 +105,102 @@ def test_every_dropped_file_ends_as_exactly_one_record(files):
         recorded = _recorded(outbox)
         assert sorted(recorded) == sorted(expected), "each file exactly one row or error record"
         assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before < 512 * 1024  # KiB
+
+
+# --- a writer's attacks on the daemon's own state: .work planted, folders swapped for symlinks ---
+
+TOKENS = ["0123456789abcdef0123", "0123456789abcdef0124.1", "deadbeef", "zz", "", "."]
+ESCAPED = ["..%2F..%2Foutside%2Fx.png", "{outside}%2Fy.png", "..", ".", "", "a%2F..%2F..%2Fb.png",
+           "%2e%2e%2Fz.png", "ok.png", "%", "a%2F%2Fb.png"]
+planted_names = st.builds(
+    lambda token, separator, rest: token + separator + rest,
+    st.sampled_from(TOKENS), st.sampled_from(["=", ""]),
+    st.sampled_from(ESCAPED) | st.text(min_size=0, max_size=12),
+).filter(lambda n: n not in ("", ".", "..") and "/" not in n and "\0" not in n and len(n.encode()) < 250)
+planted = st.tuples(
+    st.sampled_from(["work", "dead", "dead-nested", "locked"]),  # where in .work
+    st.sampled_from(["file", "folder", "link-to-folder", "link-to-file", "fifo"]),
+    planted_names,
+)
+
+
+def _plant(work: Path, where: str, kind: str, name: str, outside: Path, png: bytes) -> None:
+    folder = {"work": work, "dead": work / "deadbeefdeadbeef0000",
+              "dead-nested": work / "deadbeefdeadbeef0000" / "0123456789abcdef0125",
+              "locked": work / "0000000000000000dead"}[where]
+    folder.mkdir(parents=True, exist_ok=True)
+    if where == "locked":
+        (work / "0000000000000000dead.lock").touch()  # a dead daemon's lock: its folder is adopted
+    path = folder / name.replace("{outside}", str(outside).replace("/", "%2F"))
+    if os.path.lexists(path):
+        return
+    if kind == "file":
+        path.write_bytes(png)
+    elif kind == "folder":
+        path.mkdir()
+        (path / "inner.png").write_bytes(png)
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        os.symlink(outside if kind == "link-to-folder" else outside / "keep.png", path)
+
+
+def _everything_but(root: Path, skip: tuple[Path, ...]) -> dict[str, tuple]:
+    seen = {}
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if Path(folder, d) not in skip]
+        for name in dirs + files:
+            info = os.lstat(os.path.join(folder, name))
+            seen[os.path.join(folder, name)] = (info.st_mode, info.st_size, info.st_ino, info.st_mtime_ns)
+    return seen
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    st.sampled_from(["plain", "writable-by-others", "symlink"]),
+    st.lists(planted, max_size=8),
+    st.lists(st.tuples(st.sampled_from(["a", "b", "c/d"]), st.booleans()), min_size=1, max_size=4),
+)
+def test_planted_work_and_swapped_folders_never_reach_outside(work_kind, plants, subfolders):
+    """Whatever a writer leaves in ``.work`` (folders, files, names, symlinks, FIFOs), and
+    whichever folders it swaps for symlinks between the scan and the claim, the daemon does not
+    crash and writes, moves or deletes nothing outside the inbox and the outbox."""
+    import time
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        inbox, outbox, outside = root / "inbox", root / "outbox", root / "outside"
+        png = SEEDS[0]
+        (outside / "a").mkdir(parents=True)
+        (outside / "keep.png").write_bytes(png)
+        (outside / "a" / "x.png").write_bytes(png)
+        work = inbox / ".work"
+        if work_kind == "symlink":
+            inbox.mkdir()
+            os.symlink(outside, work)
+        else:
+            work.mkdir(parents=True)
+            os.chmod(work, 0o777 if work_kind == "writable-by-others" else 0o755)
+            for where, kind, name in plants:
+                _plant(work, where, kind, name, outside, png)
+        for folder, _ in subfolders:
+            (inbox / folder).mkdir(parents=True, exist_ok=True)
+            (inbox / folder / "x.png").write_bytes(png)
+        before = _everything_but(root, (inbox, outbox))
+        daemon = Daemon(Settings(inbox=inbox, outbox=outbox, once=True, settle=0, recursive=True),
+                        FakeClassifier())
+        daemon.start()
+        daemon.intake.ready(time.time(), 0)  # the scan has seen every sub/x.png
+        for folder, swap in subfolders:
+            if swap and not os.path.islink(inbox / folder):
+                os.rename(inbox / folder, inbox / f".moved-{folder.replace('/', '-')}")
+                os.symlink(outside if folder != "c/d" else outside / "a", inbox / folder)
+        try:
+            for _ in range(200):
+                daemon.step()
+                if daemon.idle():
+                    break
+            daemon.pipeline.finish_pending()
+        finally:
+            daemon.close()
+        assert _everything_but(root, (inbox, outbox)) == before, "nothing outside written or moved"
