@@ -261,7 +261,7 @@ class Claims:
                     arrived: float | None) -> Claim | None:
         name, folder = self._claim_name(claim_id, rel), None
         if name is not None:
-            dest_fd, dest_name, path = os.dup(self._mine_fd), name, self.mine / name
+            dest_fd, dest_name, path = self._mine_fd, name, self.mine / name
         else:
             parts = rel.split("/")
             folder, path = self.mine / claim_id, self.mine / claim_id / rel
@@ -273,9 +273,10 @@ class Claims:
                 os.rename(dest_name, src_name, src_dir_fd=dest_fd, dst_dir_fd=src_fd)
                 return None
         finally:
-            os.close(dest_fd)
-            if folder is not None and not os.path.lexists(path):
-                _remove_empty_folders(folder)
+            if folder is not None:
+                os.close(dest_fd)
+                if not os.path.lexists(path):
+                    _remove_empty_folders(folder)
         return Claim(id=claim_id, rel=rel, path=path, folder=folder, arrived=arrived, size=info.st_size)
 
     def _claim_name(self, claim_id: str, rel: str) -> str | None:
@@ -387,11 +388,14 @@ class Claims:
         log.warning("recovered unfinished claims of a stopped worker from %s", self.work / name)
 
     def _adopt_one(self, folder_fd: int, name: str, folder: Path) -> None:
-        if not TOKEN.fullmatch(name.partition(SEPARATOR)[0]):
+        """One claim of a dead daemon into our folder. Claim ids are never made twice, so a name
+        that is taken in our folder (rename would replace what is there) is no claim of ours."""
+        adopted = one_more_crash(name)
+        if not TOKEN.fullmatch(name.partition(SEPARATOR)[0]) or _exists(self._mine_fd, adopted):
             self._put_back_stray(folder_fd, name, folder)
             return
         with contextlib.suppress(FileNotFoundError):
-            os.rename(name, one_more_crash(name), src_dir_fd=folder_fd, dst_dir_fd=self._mine_fd)
+            os.rename(name, adopted, src_dir_fd=folder_fd, dst_dir_fd=self._mine_fd)
 
     def _put_back_stray(self, folder_fd: int, name: str, folder: Path) -> None:
         """Something in our folders that is no claim of ours (planted, or left by a version we

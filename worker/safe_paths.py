@@ -75,6 +75,9 @@ def make_folders(root_fd: int, parts: list[str], mode: int = 0o755) -> int:
 def parent_of(root_fd: int, rel: str) -> Iterator[tuple[int, str]]:
     """(an fd on the folder holding ``rel``, its last name), for an ``*at`` call."""
     parts = checked_parts(rel)
+    if len(parts) == 1:  # the usual case, a file at the top: no folder to open
+        yield root_fd, parts[0]
+        return
     fd = open_folder(root_fd, parts[:-1])
     try:
         yield fd, parts[-1]
