@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import subprocess
 import sys
 import threading
@@ -245,7 +246,8 @@ def foreign_boxes():
     outbox.mkdir()
     for folder in (inbox, outbox):
         os.chown(folder, *ids)
-    return root, inbox, outbox
+    yield root, inbox, outbox
+    shutil.rmtree(root)
 
 
 @pytest.mark.slow
