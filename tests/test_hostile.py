@@ -438,22 +438,25 @@ def test_a_document_gives_a_row_per_page_with_ink_and_is_archived_once(boxes, fa
     assert _nothing_claimed(inbox)
 
 
-def test_a_slow_decode_holds_up_neither_other_files_nor_the_stop(boxes, fake_classifier, monkeypatch):
-    """A document (or a big file) is decoded in the slow lane: while one is stuck decoding,
-    the other files get their rows, and a stop does not wait for it: it goes back to the inbox
-    unrecorded, and the next start gives it its row."""
-    from worker.preprocess import loading
+def test_a_slow_decode_holds_up_neither_other_files_nor_the_stop(boxes, fake_classifier, monkeypatch,
+                                                                  tmp_path):
+    """A document (or a big file) is decoded in the slow lane, in the sandbox: while one is
+    stuck decoding, the other files get their rows, and a stop does not wait for it: it goes
+    back to the inbox unrecorded, and the next start gives it its row."""
+    from worker.preprocess import sandbox
 
     inbox, outbox = boxes
-    release = threading.Event()
-    real_decode = loading.decode
-
-    def decode(data, name, header):
-        if name == "slow.tif":
-            release.wait(30)
-        return real_decode(data, name, header)
-
-    monkeypatch.setattr(loading, "decode", decode)
+    hold = tmp_path / "hold"  # the child decodes slow.tif only once this is gone
+    hold.touch()
+    stuck = sandbox.Sandbox(child_main=(
+        "import os, time; from worker.preprocess import loading; real = loading.decode_and_fit\n"
+        "def held(data, name, *rest):\n"
+        f"    while name == 'slow.tif' and os.path.exists({str(hold)!r}): time.sleep(0.05)\n"
+        "    return real(data, name, *rest)\n"
+        "loading.decode_and_fit = held\n"
+        "from worker.preprocess.sandbox import serve_child; serve_child()"))
+    monkeypatch.setattr(sandbox, "shared", lambda: stuck)
+    monkeypatch.setattr(sandbox, "close_shared", stuck.close)
     daemon = Daemon(Settings(inbox=inbox, outbox=outbox, settle=0.1), fake_classifier)
     try:
         with running(daemon):
@@ -465,8 +468,9 @@ def test_a_slow_decode_holds_up_neither_other_files_nor_the_stop(boxes, fake_cla
         assert (inbox / "slow.tif").is_file() and _nothing_claimed(inbox), "put back at the stop"
         assert "slow.tif" not in _records(outbox)
     finally:
-        release.set()
-    monkeypatch.setattr(loading, "decode", real_decode)
+        hold.unlink()
+        stuck.close()
+    monkeypatch.undo()
     _drain(boxes, fake_classifier)
     assert _records(outbox)["slow.tif"] == "row"
     assert len(_records(outbox)) == 31

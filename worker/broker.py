@@ -70,7 +70,9 @@ def limits_to_dict(limits: Limits) -> dict:
 
 
 def limits_from_dict(values: dict) -> Limits:
-    return Limits(**{f.name: int(values[f.name]) for f in dataclasses.fields(Limits) if f.name in values})
+    default = Limits()
+    return Limits(**{f.name: type(getattr(default, f.name))(values[f.name])
+                     for f in dataclasses.fields(Limits) if f.name in values})
 
 
 def safe_url(url: str) -> str:

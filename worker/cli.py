@@ -239,6 +239,8 @@ def watch(
     on_success: Annotated[OnSuccess, typer.Option(envvar=_env("on_success"), help="keep: move inputs to outbox/processed/; delete: remove them.")] = OnSuccess[ON_SUCCESS[0]],
     decode_threads: Annotated[int, typer.Option(envvar=_env("decode_threads"), help="Threads decoding large images.")] = defaults.DECODE_THREADS,
     max_pixels: Annotated[int, typer.Option(envvar=_env("max_pixels"), help="Refuse images with more pixels (checked before decoding).")] = defaults.MAX_PIXELS,
+    decode_timeout: Annotated[float, typer.Option(envvar=_env("decode_timeout"), help="Seconds a document, TIFF, HEIC or big file may take to decode (in a separate process) before it is refused as too-slow.")] = defaults.DECODE_TIMEOUT,
+    decode_memory: Annotated[int, typer.Option(envvar=_env("decode_memory"), help="MiB that decoding such a file may take before it is refused as too-large.")] = defaults.DECODE_MEMORY // 2**20,
     metrics: Annotated[str | None, typer.Option(envvar=_env("metrics"), help="Serve Prometheus /metrics, /healthz and /readyz on HOST:PORT (e.g. 127.0.0.1:9464).")] = None,
     metrics_file: Annotated[Path | None, typer.Option(envvar=_env("metrics_file"), help="Write the metrics to this .prom file each minute (node_exporter's textfile collector).")] = None,
     broker: Annotated[str | None, typer.Option(envvar=_env("broker"), help="Redis URL (redis://HOST:6379/0): send batches to 'worker classify-worker' processes instead of classifying here.")] = None,
@@ -254,7 +256,8 @@ def watch(
         inbox=inbox, outbox=outbox, model=model, once=once, poll=poll, rescan=rescan,
         settle=settle, recursive=recursive, batch_size=batch_size, max_delay_ms=max_delay,
         on_success=on_success.value, decode_threads=decode_threads,
-        limits=Limits(max_pixels=max_pixels), broker=broker, in_flight=in_flight, resend_after=resend_after,
+        limits=Limits(max_pixels=max_pixels, decode_seconds=decode_timeout, decode_memory=decode_memory * 2**20),
+        broker=broker, in_flight=in_flight, resend_after=resend_after,
     )
     from worker.model import Classifier
     from worker.service import ServiceNotifier

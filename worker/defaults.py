@@ -86,6 +86,17 @@ MODEL_CHECK_SECONDS = 1.0
 # A document (PDF, multi-page TIFF) of more pages is refused: each page is a row, rendered one
 # at a time (about 50 ms a page at 150 dpi), so 200 pages take seconds, never minutes.
 MAX_PAGES = 200
+# Files whose decoding cost their header cannot bound (documents, TIFF, HEIC, progressive JPEG,
+# anything from SANDBOX_BYTES on) are decoded in a child process, killed after this many
+# seconds: a 200-page document takes a few seconds, a bomb of nested PDF forms minutes.
+DECODE_TIMEOUT = 30.0
+# ... and whose address space may grow by this much: the decoded-bytes limit (256 MiB) with room
+# for the normalising steps' copies; a small PDF holding a 40000x40000 image would need 4.8 GB.
+DECODE_MEMORY = 1024 * 1024 * 1024
+# Files from this size on are decoded in that child process and beside the loop (the slow
+# lane): a page scan (a few hundred KB) decodes in milliseconds; a file of megabytes may be a
+# 50-megapixel photo or a progressive JPEG of many scans, which can take seconds.
+SANDBOX_BYTES = 4 * 1024 * 1024
 # Distillation (``worker train --teacher``): the share of each training target that is the
 # teacher's answer; the rest is the label.
 TEACHER_WEIGHT = 0.5

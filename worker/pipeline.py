@@ -27,7 +27,7 @@ from worker.classify import LoadedBatch, Outcome, load_batch
 from worker.errors import InputError
 from worker.model import Classifier, Prediction
 from worker.outbox import Outbox, Row, Written, error_record, iso_utc, page_id
-from worker.preprocess import Limits, load_many
+from worker.preprocess import Limits, load_many, sandbox
 from worker.slow_lane import SlowLane, is_slow
 
 if TYPE_CHECKING:  # prometheus_client is imported only with --metrics
@@ -95,6 +95,7 @@ class Pipeline:
             self._model_thread.shutdown()
             self._model_thread = None
         self.slow.close(self.claims.put_back)
+        sandbox.close_shared()  # a decode still running is not waited for
         self.pool.shutdown()
 
     def room(self) -> bool:

@@ -60,6 +60,8 @@ class Settings:
             raise ConfigError(f"--broker must be a Redis URL (redis://HOST:6379/0), not {self.broker!r}")
         if self.max_delay_ms < 0:
             raise ConfigError("--max-delay must not be negative")
+        if self.limits.decode_seconds <= 0 or self.limits.decode_memory < 64 * 2**20:
+            raise ConfigError("--decode-timeout must be positive and --decode-memory at least 64 (MiB)")
         if self.on_success not in ON_SUCCESS:
             raise ConfigError(f"--on-success must be one of: {', '.join(ON_SUCCESS)}")
         return self
@@ -70,6 +72,8 @@ class Settings:
             f"mode={mode} inbox={self.inbox} outbox={self.outbox} model={self.model} "
             f"recursive={self.recursive} settle={self.settle}s rescan={self.rescan}s "
             f"batch={self.batch_size} max_delay={self.max_delay_ms}ms on_success={self.on_success} "
-            f"decode_threads={self.decode_threads} max_pixels={self.limits.max_pixels}"
+            f"decode_threads={self.decode_threads} max_pixels={self.limits.max_pixels} "
+            f"decode_timeout={self.limits.decode_seconds:g}s "
+            f"decode_memory={self.limits.decode_memory // 2**20}MiB"
             + (f" broker={safe_url(self.broker)} in_flight={self.in_flight}" if self.broker else "")
         )

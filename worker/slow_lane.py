@@ -1,7 +1,8 @@
 """The slow lane: files that may take long to decode, loaded beside the loop, never in its way.
 
 A big file or a document (a scan bomb within the limits, a 200-page PDF) can take seconds to
-decode. Loaded with the others it would hold their batch, and SIGTERM, for that long. So each
+decode, in the sandbox, up to its time limit. Loaded with the others it would hold their
+batch, and SIGTERM, for that long. So each
 such file is loaded on a thread of the lane (at most ``threads`` at once) while the loop goes on
 with everything else, and picks up the loaded ones at its next step, to finish them as a batch
 like any other.
@@ -14,31 +15,40 @@ decoded at the stop goes back into the inbox, unrecorded, and is read again at t
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from worker import defaults
 from worker.claims import Claim, claim_size
 from worker.errors import InputError
 from worker.preprocess import LoadedInput
+from worker.preprocess.headers import PDF_HEADER_WITHIN, unbounded
 
 log = logging.getLogger(__name__)
-
-# Files from this size on take the slow lane: a page scan (a few hundred KB) decodes in
-# milliseconds; a file of megabytes may be a 50-megapixel photo or a progressive JPEG of many
-# scans, which can take seconds.
-SLOW_BYTES = 4 * 1024 * 1024
-# Documents render a page at a time: a long one takes seconds, whatever its size.
-DOCUMENT_SUFFIXES = (".pdf", ".tif", ".tiff")
 
 Loaded = LoadedInput | InputError
 
 
 def is_slow(claim: Claim) -> bool:
-    if claim.rel.lower().endswith(DOCUMENT_SUFFIXES):
+    """Whether the file goes to the sandbox (``headers.unbounded``): by its size and its first
+    bytes, never its name (a PDF named ``.png`` is a PDF). A file that cannot be read is not
+    slow: loading it says why."""
+    size = claim_size(claim)
+    if size >= defaults.SANDBOX_BYTES:
         return True
-    return claim_size(claim) >= SLOW_BYTES
+    try:
+        fd = os.open(claim.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        return unbounded(os.read(fd, PDF_HEADER_WITHIN), size)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 class SlowLane:

@@ -16,6 +16,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from worker import defaults
 from worker.errors import InputError
 
 # Formats as Pillow names them in the header; what we decode and scanners write.
@@ -40,6 +41,11 @@ JPEG_EOI, JPEG_SOS = 0xD9, 0xDA
 EXIF_ORIENTATION = 0x0112
 # ISO media files (HEIC from phones) start with an ftyp box naming one of these brands.
 HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")
+# Formats whose decoding cost the header cannot bound, by their first bytes: TIFF and BigTIFF
+# (many pages, tiles, fax compression), HEIF (an ISO media file), and a PDF (its header may
+# follow up to a kilobyte of anything, as PDF readers accept).
+UNBOUNDED_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+PDF_HEADER_WITHIN = 1024
 # A PDF page (a scanner's default output) is rendered at this resolution: a digit written on a
 # page stays several times larger than the 20 pixels it ends as.
 PDF_DPI = 150
@@ -66,9 +72,18 @@ class Header:
         return image * 3 if self.progressive else image
 
 
+def unbounded(head: bytes, size: int) -> bool:
+    """Whether a file must be decoded in the sandbox, from its first bytes (at least
+    ``PDF_HEADER_WITHIN`` of them, or all) and its size: never from its name."""
+    return (head.startswith(UNBOUNDED_SIGNATURES) or head[4:8] == b"ftyp"
+            or b"%PDF-" in head[:PDF_HEADER_WITHIN] or size >= defaults.SANDBOX_BYTES)
+
+
 def check_header(data: bytes, name: str, *, max_pixels: int, max_decoded_bytes: int,
                  max_scans: int, max_pages: int) -> Header:
     """The header of an image that is whole and affordable to decode, or InputError."""
+    if data.startswith(UNBOUNDED_SIGNATURES) and tiff_pages(data, max_pages + 1) > max_pages:
+        raise InputError("too-many-pages", f"{name} has more than {max_pages} pages, over the limit")
     if data.startswith(PNG_SIGNATURE):
         header = _png_header(data, name)
     elif data.startswith(b"%PDF-"):
@@ -87,6 +102,25 @@ def check_header(data: bytes, name: str, *, max_pixels: int, max_decoded_bytes: 
     if header.pages > max_pages:
         raise InputError("too-many-pages", f"{name} has {header.pages} pages, over the limit of {max_pages}")
     return header
+
+
+def tiff_pages(data: bytes, most: int) -> int:
+    """A TIFF's pages, counted along its chain of page directories (each one's entry count and
+    next offset read, nothing else) and no further than ``most``: Pillow's count parses every
+    directory whole, which for tens of thousands of tiny pages takes seconds."""
+    order = "little" if data[:2] == b"II" else "big"
+    big = data[2:4] in (b"+\x00", b"\x00+")  # BigTIFF: 8-byte counts and offsets
+    width, entry = (8, 20) if big else (2, 12)
+    offset_size = 8 if big else 4
+    start = 8 if big else 4
+    offset = int.from_bytes(data[start : start + offset_size], order)
+    seen: set[int] = set()
+    while 0 < offset and offset + width <= len(data) and offset not in seen and len(seen) < most:
+        seen.add(offset)
+        count = int.from_bytes(data[offset : offset + width], order)
+        next_at = offset + width + count * entry
+        offset = int.from_bytes(data[next_at : next_at + offset_size], order)
+    return len(seen)
 
 
 def _png_header(data: bytes, name: str) -> Header:
@@ -128,7 +162,7 @@ def pdf_render_size(width: float, height: float, max_pixels: int) -> tuple[int, 
     """A page of ``width`` x ``height`` points in pixels: ``PDF_DPI``, less if that would pass
     the pixel limit (a page may claim any size)."""
     scale = min(PDF_DPI / POINTS_PER_INCH, (max_pixels / max(width * height, 1)) ** 0.5)
-    return max(1, round(width * scale)), max(1, round(height * scale))
+    return max(1, int(width * scale)), max(1, int(height * scale))  # rounded down: within the limit
 
 
 def _other_header(data: bytes, name: str) -> Header:

@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from worker.errors import InputError
+from worker.preprocess import headers, sandbox
 from worker.preprocess.normalizing import DIGITS, Profile, normalize
 from worker.preprocess.reading import DEFAULT_LIMITS, Limits, check_within, decode, decode_pages, read_bytes
+from worker.preprocess.sandbox import Fitted
 from worker.preprocess.small import grouped_by_shape, normalize_stack
 
 log = logging.getLogger(__name__)
@@ -84,8 +86,8 @@ def load_many(
     def check_and_decode(data: bytes, name: str) -> np.ndarray | Document:
         return _check_and_decode(data, name, profile, limits)
 
-    def fit(decoded: np.ndarray | Document, name: str) -> np.ndarray | Document:
-        return decoded if isinstance(decoded, Document) else normalize(decoded, profile)
+    def fit(decoded: np.ndarray | Document | Fitted, name: str) -> np.ndarray | Document | Fitted:
+        return decoded if isinstance(decoded, Document | Fitted) else normalize(decoded, profile)
 
     def fit_run(run: list[int]) -> None:
         together = set(_fit_small_together(results, run, profile))
@@ -109,24 +111,39 @@ def load_bytes(data: bytes, profile: Profile = DIGITS, *, name: str,
     if len(data) > limits.max_bytes:
         raise InputError("too-large", f"{name} is {len(data)} bytes, over the {limits.max_bytes} limit")
     decoded = _check_and_decode(data, name, profile, limits)
-    fitted = decoded if isinstance(decoded, Document) else normalize(decoded, profile)
+    fitted = decoded if isinstance(decoded, Document | Fitted) else normalize(decoded, profile)
     return _loaded(fitted, hashlib.sha256(data).hexdigest())
 
 
-def _check_and_decode(data: bytes, name: str, profile: Profile, limits: Limits) -> np.ndarray | Document:
+def decode_and_fit(data: bytes, name: str, profile: Profile, limits: Limits) -> np.ndarray | Document:
+    """Check, decode and normalise in this process, whatever the file: the sandbox's own work."""
+    decoded = _check_and_decode(data, name, profile, limits, sandboxed=False)
+    return decoded if isinstance(decoded, Document) else normalize(decoded, profile)
+
+
+def _check_and_decode(data: bytes, name: str, profile: Profile, limits: Limits, *,
+                      sandboxed: bool = True) -> np.ndarray | Document | Fitted:
+    """Decoded grey (or a document's pages, normalised); what its header cannot bound is
+    decoded and normalised in the sandbox instead (``Fitted``, or a ``Document``)."""
     try:
+        if sandboxed and headers.unbounded(data[: headers.PDF_HEADER_WITHIN], len(data)):
+            return sandbox.shared().load(data, name, profile, limits)
         header = check_within(data, name, limits)
+        if sandboxed and header.progressive:
+            return sandbox.shared().load(data, name, profile, limits)
         if header.pages > 1:
             return _document(decode_pages(data, name, header, limits.max_pixels), profile, name)
-        return decode(data, name, header)
+        return decode(data, name, header, limits.max_pixels)
     except InputError as exc:
         exc.bytes_read = len(data)  # a truncated file that grows since was still being written
         raise
 
 
-def _loaded(fitted: np.ndarray | Document, sha256: str) -> LoadedInput:
+def _loaded(fitted: np.ndarray | Document | Fitted, sha256: str) -> LoadedInput:
     if isinstance(fitted, Document):
         return LoadedInput(pixels=fitted[0][1], sha256=sha256, pages=tuple(fitted))
+    if isinstance(fitted, Fitted):
+        return LoadedInput(pixels=fitted.pixels, sha256=sha256)
     return LoadedInput(pixels=fitted, sha256=sha256)
 
 
@@ -164,7 +181,7 @@ def _fit_small_together(results: list, run: list[int], profile: Profile) -> list
     """In place: the run's small images of one shape normalised together (``normalize_stack``,
     the same inputs or errors ``normalize`` gives, a few times faster); returns their indices.
     A group whose stack fails unexpectedly is left to be normalised one by one."""
-    images = [i for i in run if not isinstance(results[i], Document)]
+    images = [i for i in run if not isinstance(results[i], Document | Fitted)]
     done = []
     for members in grouped_by_shape([results[i] for i in images]).values():
         indices = [images[k] for k in members]

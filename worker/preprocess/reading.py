@@ -42,6 +42,8 @@ class Limits:
     max_decoded_bytes: int = defaults.MAX_DECODED_BYTES
     max_scans: int = defaults.MAX_JPEG_SCANS
     max_pages: int = defaults.MAX_PAGES
+    decode_seconds: float = defaults.DECODE_TIMEOUT  # in the sandbox (``sandbox.py``)
+    decode_memory: int = defaults.DECODE_MEMORY
 
 
 DEFAULT_LIMITS = Limits()
@@ -98,15 +100,16 @@ def check_within(data: bytes, name: str, limits: Limits = DEFAULT_LIMITS) -> Hea
                         max_scans=limits.max_scans, max_pages=limits.max_pages)
 
 
-def decode(data: bytes, name: str, header: Header) -> np.ndarray:
+def decode(data: bytes, name: str, header: Header, max_pixels: int = defaults.MAX_PIXELS) -> np.ndarray:
     """8-bit grey, upright as the EXIF orientation says. JPEGs are decoded strictly (corrupt or
-    missing data is an error, not a grey patch) straight to grey; GIFs by Pillow (first frame)."""
+    missing data is an error, not a grey patch) straight to grey; GIFs by Pillow (first frame).
+    ``max_pixels`` holds the images inside a PDF page too."""
     if header.format == "JPEG":
         grey = _decode_jpeg(data, name, _least_size(header))
     elif header.format in ("GIF", "HEIF"):
         grey = _decode_with_pillow(data, name)
     elif header.format == "PDF":
-        grey = _render_pdf(data, name, header)
+        grey = _render_pdf(data, name, header, max_pixels)
     else:
         grey = _decode_with_opencv(data, name)
     return _upright(grey, header.orientation)
@@ -174,18 +177,20 @@ def _decode_with_pillow(data: bytes, name: str) -> np.ndarray:
         raise InputError("corrupt", f"{name} could not be decoded ({exc})") from exc
 
 
-def _render_pdf(data: bytes, name: str, header: Header) -> np.ndarray:
+def _render_pdf(data: bytes, name: str, header: Header, max_pixels: int) -> np.ndarray:
     """A one-page PDF, in grey, at the size ``header`` gives."""
-    return next(_render_pdf_pages(data, name, header.width * header.height))
+    return next(_render_pdf_pages(data, name, header.width * header.height, max_pixels))
 
 
-def _render_pdf_pages(data: bytes, name: str, max_pixels: int) -> Iterator[np.ndarray]:
+def _render_pdf_pages(data: bytes, name: str, max_pixels: int,
+                      image_pixels: int | None = None) -> Iterator[np.ndarray]:
     import pypdfium2
 
     try:
         document = pypdfium2.PdfDocument(data)
         try:
             for page in document:
+                _refuse_huge_images(page, name, image_pixels or max_pixels)
                 width, _ = pdf_render_size(*page.get_size(), max_pixels)
                 bitmap = page.render(scale=width / page.get_width(), grayscale=True)
                 yield to_grey(np.array(bitmap.to_numpy(), copy=True))
@@ -193,6 +198,18 @@ def _render_pdf_pages(data: bytes, name: str, max_pixels: int) -> Iterator[np.nd
             document.close()
     except pypdfium2.PdfiumError as exc:
         raise InputError("corrupt", f"{name} could not be rendered ({exc})") from exc
+
+
+def _refuse_huge_images(page, name: str, max_pixels: int) -> None:
+    """A page's rendering is bounded by its size, but an image drawn on it is decoded whole
+    first: a small PDF may hold a 40000x40000 one. Images are held to the pixel limit too."""
+    import pypdfium2.raw as pdfium_c
+
+    for image in page.get_objects(filter=(pdfium_c.FPDF_PAGEOBJ_IMAGE,)):
+        width, height = image.get_px_size()
+        if width * height > max_pixels:
+            raise InputError("too-large", f"{name} holds an image of {width}x{height} pixels, "
+                                          f"over the {max_pixels:,} pixel limit")
 
 
 # EXIF orientation -> what makes the stored image upright (as Pillow's exif_transpose does).
