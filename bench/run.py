@@ -177,7 +177,7 @@ def _time_python(code: str) -> tuple[float, int]:
 
 
 def bulk_and_burst(work: Path, images, count: int, naive_count: int, model: Path,
-                   against_previous: bool = False) -> list[Measure]:
+                   against_previous: str | None = None) -> list[Measure]:
     staging = work / "digits"
     files = write_digits(staging, images, count)
     naive = naive_files_per_second(model, files[:naive_count])
@@ -185,9 +185,9 @@ def bulk_and_burst(work: Path, images, count: int, naive_count: int, model: Path
     bulk, peak_bulk = _bulk(work / "bulk", files)
     previous = []
     if against_previous:
-        with previous_release(work) as code:
+        with previous_release(work, against_previous) as code:
             previous_bulk, _ = _bulk(work / "bulk-previous", files, code)
-        previous = [Measure(f"bulk backlog ({count} x 28x28 PNG) vs {PREVIOUS_RELEASE}", bulk, previous_bulk,
+        previous = [Measure(f"bulk backlog ({count} x 28x28 PNG) vs {against_previous}", bulk, previous_bulk,
                             "files/s")]
 
     inbox, outbox = work / "burst-in", work / "burst-out"
@@ -214,10 +214,10 @@ def bulk_and_burst(work: Path, images, count: int, naive_count: int, model: Path
 
 
 @contextmanager
-def previous_release(work: Path) -> Iterator[Path]:
-    """PREVIOUS_RELEASE checked out (a git worktree) in ``work`` while the block runs."""
+def previous_release(work: Path, revision: str) -> Iterator[Path]:
+    """``revision`` checked out (a git worktree) in ``work`` while the block runs."""
     folder = work / "previous-release"
-    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(folder), PREVIOUS_RELEASE],
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(folder), revision],
                    check=True, capture_output=True)
     try:
         yield folder
@@ -249,11 +249,11 @@ def model_alone(model: Path, student: Path, count: int) -> list[Measure]:
             for threads in (defaults.WATCH_MODEL_THREADS, 2)]
 
 
-def pages(work: Path, images, count: int) -> list[Measure]:
+def pages(work: Path, images, count: int, revision: str) -> list[Measure]:
     """Pages through ``worker watch --once``: ours against the previous release, same files,
     one after the other, each with both decode threads."""
     measures = []
-    with previous_release(work) as previous:
+    with previous_release(work, revision) as previous:
         for suffix in (".jpg", ".png"):
             staging = work / f"pages{suffix}"
             write_pages(staging, images, count, suffix)
@@ -263,7 +263,7 @@ def pages(work: Path, images, count: int) -> list[Measure]:
                 seconds, _ = run_once(inbox, work / f"pages-out-{name}{suffix}", code=code)
                 speeds[name] = count / seconds
             kind = "JPEG" if suffix == ".jpg" else "PNG"
-            measures.append(Measure(f"scanned pages ({count} x 1000x1400 {kind}) vs {PREVIOUS_RELEASE}",
+            measures.append(Measure(f"scanned pages ({count} x 1000x1400 {kind}) vs {revision}",
                                     speeds["ours"], speeds["previous"], "pages/s"))
     return measures + [big_pages(work, images, 40)]
 
@@ -358,6 +358,8 @@ def main() -> int:
     parser.add_argument("--only", choices=["bulk", "pages", "latency", "training", "none"],
                         help="run one group of measures (none: only --student's)")
     parser.add_argument("--student", type=Path, help="also time this (distilled) model alone against --model")
+    parser.add_argument("--previous", default=PREVIOUS_RELEASE,
+                        help="the git revision bulk and pages are compared with, in the same run")
     args = parser.parse_args()
     ENV["WORKER_MODEL"] = str(args.model.resolve())  # every daemon started here serves this model
     images = datasets.load("mnist").test_images
@@ -366,8 +368,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         groups = {
-            "bulk": lambda: bulk_and_burst(work, images, 10000, 1000, args.model, against_previous=True),
-            "pages": lambda: pages(work, images, 1000),
+            "bulk": lambda: bulk_and_burst(work, images, 10000, 1000, args.model,
+                                           against_previous=args.previous),
+            "pages": lambda: pages(work, images, 1000, args.previous),
             "latency": lambda: latency(work, images, 200),
             "training": lambda: training(work),
             "none": list,
