@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import subprocess
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +22,38 @@ from worker.outbox import CSV_NAME, ERROR_SUFFIX, FAILED_DIR  # noqa: E402
 from worker.preprocess import DIGITS  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
+TEST_USER = "worker-test"  # made by ./scripts/test; runs the daemon as the shipped unit's User=
+
+
+def other_user_ids() -> tuple[int, int] | None:
+    """(uid, gid) of TEST_USER, a user other than the tests' own; None where there is none."""
+    import pwd
+
+    try:
+        entry = pwd.getpwnam(TEST_USER)
+    except KeyError:
+        return None
+    return entry.pw_uid, entry.pw_gid
+
+
+def drain(inbox: Path, outbox: Path, classifier, **settings) -> None:
+    """``worker watch --once`` in this process (with the fake classifier, say)."""
+    from worker.daemon import Daemon
+    from worker.settings import Settings
+
+    daemon = Daemon(Settings(inbox=inbox, outbox=outbox, once=True, settle=0.2, retry=0.01, **settings),
+                    classifier)
+    assert daemon.run(threading.Event()) >= 0
+
+
+def records_by_file(outbox: Path) -> dict[str, str]:
+    """file -> "row" or the error kind; a file with two records fails the test."""
+    seen: dict[str, str] = {}
+    found = [(r["file"], "row") for r in rows(outbox)] + [(e["file"], e["kind"]) for e in errors(outbox)]
+    for file, what in found:
+        assert file not in seen, f"{file} has two records"
+        seen[file] = what
+    return seen
 
 
 class FakeClassifier:
@@ -74,6 +107,19 @@ def no_thread_leak():
         thread.join(timeout=2)
     leaked = [t for t in leaked if t.is_alive()]
     assert not leaked, f"threads leaked: {leaked}"
+
+
+@pytest.fixture
+def other_file_system(tmp_path):
+    """A tmpfs mounted for the test: an outbox on another file system than the inbox."""
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {result.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 @contextmanager

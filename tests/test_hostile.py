@@ -9,19 +9,16 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import errors, rows, running
+from conftest import TEST_USER, drain, errors, other_user_ids, records_by_file, rows, running
 from factories import digit_stroke, wait_for, write
 
 from worker.daemon import Daemon
 from worker.settings import Settings
-
-TEST_USER = "worker-test"  # made by ./scripts/test; runs the daemon as the shipped unit's User=
 
 
 def _old(path: Path) -> Path:
@@ -29,22 +26,8 @@ def _old(path: Path) -> Path:
     return path
 
 
-def _drain(boxes, classifier, **settings) -> None:
-    """``worker watch --once`` in this process, with the fake classifier."""
-    inbox, outbox = boxes
-    daemon = Daemon(Settings(inbox=inbox, outbox=outbox, once=True, settle=0.2, retry=0.01, **settings),
-                    classifier)
-    assert daemon.run(threading.Event()) >= 0
 
 
-def _records(outbox: Path) -> dict[str, str]:
-    """file -> "row" or the error kind; a file with two records fails the test."""
-    seen: dict[str, str] = {}
-    records = [(r["file"], "row") for r in rows(outbox)] + [(e["file"], e["kind"]) for e in errors(outbox)]
-    for file, what in records:
-        assert file not in seen, f"{file} has two records"
-        seen[file] = what
-    return seen
 
 
 def _nothing_claimed(inbox: Path) -> bool:
@@ -55,10 +38,10 @@ def test_the_same_long_name_twice_is_archived_under_a_name_that_fits(boxes, fake
     inbox, outbox = boxes
     name = "x" * 236 + ".png"  # x.<id>.png would be over NAME_MAX
     _old(write(inbox / name, digit_stroke()))
-    _drain(boxes, fake_classifier)
+    drain(*boxes, fake_classifier)
     _old(write(inbox / name, digit_stroke()))
     _old(write(inbox / "after.png", digit_stroke()))
-    _drain(boxes, fake_classifier)
+    drain(*boxes, fake_classifier)
     assert sorted(r["file"] for r in rows(outbox)) == sorted([name, name, "after.png"])
     archived = sorted(os.listdir(outbox / "processed"))
     assert len(archived) == 3 and name in archived and "after.png" in archived
@@ -70,7 +53,7 @@ def test_a_refused_file_with_a_long_name_gets_an_error_record_that_fits(boxes, f
     name = "n" * 246 + ".png"  # <name>.error.json would be over NAME_MAX
     (inbox / name).write_text("not an image")
     _old(inbox / name)
-    _drain(boxes, fake_classifier)
+    drain(*boxes, fake_classifier)
     [record] = errors(outbox)
     assert record["file"] == name and record["kind"] == "not-an-image"
     [kept] = [p for p in (outbox / "failed").iterdir() if not p.name.endswith(".error.json")]
@@ -83,7 +66,7 @@ def test_recursive_with_a_file_where_the_archive_needs_a_folder(boxes, fake_clas
     (outbox / "processed").mkdir(parents=True)
     (outbox / "processed" / "batch1").write_text("a file, not a folder")
     _old(write(inbox / "batch1" / "p.png", digit_stroke()))
-    _drain(boxes, fake_classifier, recursive=True)
+    drain(*boxes, fake_classifier, recursive=True)
     assert [r["file"] for r in rows(outbox)] == ["batch1/p.png"]
     assert (outbox / "processed" / "batch1").read_text() == "a file, not a folder"
     assert len(os.listdir(outbox / "processed")) == 2
@@ -110,21 +93,8 @@ def test_read_only_outbox_is_waited_out_not_a_crash(boxes, fake_classifier, faul
         assert thread.is_alive(), "the daemon died in its retry handler"
         read_only[0] = False
         assert wait_for(lambda: len(rows(outbox)) == 12 and daemon.idle(), 20)
-    assert sorted(_records(outbox)) == sorted(f"{i}.png" for i in range(12))
+    assert sorted(records_by_file(outbox)) == sorted(f"{i}.png" for i in range(12))
     assert _nothing_claimed(inbox)
-
-
-@pytest.fixture
-def other_file_system(tmp_path):
-    """A tmpfs mounted for the test: an outbox on another file system than the inbox."""
-    mount = tmp_path / "tmpfs"
-    mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {result.stderr.strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_archive_on_another_file_system_is_whole_and_once(boxes, fake_classifier, other_file_system, faults):
@@ -146,29 +116,21 @@ def test_archive_on_another_file_system_is_whole_and_once(boxes, fake_classifier
     daemon.close()
     faults.clear()
     assert not (outbox / "processed" / "page.png").exists(), "a torn copy under the real name"
-    _drain((inbox, outbox), fake_classifier)
-    assert _records(outbox) == {"page.png": "row", "pipe.png": "not-a-regular-file"}
+    drain(inbox, outbox, fake_classifier)
+    assert records_by_file(outbox) == {"page.png": "row", "pipe.png": "not-a-regular-file"}
     assert (outbox / "processed" / "page.png").read_bytes() == write(
         inbox.parent / "again.png", digit_stroke(600) // 2).read_bytes()
     assert os.listdir(outbox / "processed") == ["page.png"], "no duplicate, no temporary left"
     assert _nothing_claimed(inbox)
 
 
-def _test_user_ids() -> tuple[int, int] | None:
-    import pwd
-
-    try:
-        entry = pwd.getpwnam(TEST_USER)
-    except KeyError:
-        return None
-    return entry.pw_uid, entry.pw_gid
 
 
 @pytest.mark.slow
 def test_another_users_file_with_the_daemon_not_root(fake_classifier):
     """fs.protected_hardlinks refuses the archive's hard link to a file the daemon does not
     own (the shipped unit's User=worker): the file is copied instead, and nothing sticks."""
-    ids = _test_user_ids()
+    ids = other_user_ids()
     if ids is None or os.geteuid() != 0:
         pytest.skip(f"needs root and the user {TEST_USER} (./scripts/test creates it)")
     root = Path(tempfile.mkdtemp(prefix="worker-hostile-", dir="/tmp"))
@@ -187,7 +149,7 @@ def test_another_users_file_with_the_daemon_not_root(fake_classifier):
         capture_output=True, text=True, timeout=120, env={**os.environ, "HOME": str(root)},
     )
     assert result.returncode == 0, result.stderr
-    assert _records(outbox) == {"theirs.png": "row", "mine.png": "row", "bad.png": "not-an-image"}
+    assert records_by_file(outbox) == {"theirs.png": "row", "mine.png": "row", "bad.png": "not-an-image"}
     assert sorted(os.listdir(outbox / "processed")) == ["mine.png", "theirs.png"]
     assert _nothing_claimed(inbox)
 
@@ -206,8 +168,8 @@ def test_names_that_are_not_utf8_are_recorded_losslessly(boxes, fake_classifier)
     png = write(inbox.parent / "digit.png", digit_stroke()).read_bytes()
     _bytes_name(inbox, b"caf\xe9.png", png)  # Latin-1, as old SMB shares and scanners write
     _bytes_name(inbox, b"bad \xff\xfe.png", b"not an image")
-    _drain(boxes, fake_classifier)
-    assert _records(outbox) == {"caf\\xe9.png": "row", "bad \\xff\\xfe.png": "not-an-image"}
+    drain(*boxes, fake_classifier)
+    assert records_by_file(outbox) == {"caf\\xe9.png": "row", "bad \\xff\\xfe.png": "not-an-image"}
     [line] = (outbox / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
     assert base64.b64decode(json.loads(line)["file_bytes"]) == b"caf\xe9.png"
     [error] = errors(outbox)
@@ -242,8 +204,8 @@ def test_a_folder_swapped_in_for_a_tracked_file_is_never_taken_apart(boxes, fake
         pass
     daemon.close()
     assert (inbox / "y.png" / "sub" / "p1.png").is_file() and (inbox / "y.png" / "p2.png").is_file()
-    _drain(boxes, fake_classifier, recursive=True)
-    assert _records(outbox) == {"y.png/sub/p1.png": "row", "y.png/p2.png": "row"}
+    drain(*boxes, fake_classifier, recursive=True)
+    assert records_by_file(outbox) == {"y.png/sub/p1.png": "row", "y.png/p2.png": "row"}
     assert len({r["id"] for r in rows(outbox)}) == 2
 
 
@@ -251,9 +213,9 @@ def test_a_folder_left_claimed_by_an_older_version_is_put_back_on_recovery(boxes
     inbox, outbox = boxes
     dead = inbox / ".work" / "deadbeefdeadbeef"
     write(dead / "0123456789abcdef01234=y.png" / "sub" / "p1.png", digit_stroke())
-    _drain(boxes, fake_classifier)
+    drain(*boxes, fake_classifier)
     assert (inbox / "y.png" / "sub" / "p1.png").is_file(), "put back where it was, not deleted"
-    assert _records(outbox) == {}
+    assert records_by_file(outbox) == {}
 
 
 def _die_holding(inbox: Path, rel: str) -> None:
@@ -273,8 +235,8 @@ def test_a_poison_file_is_set_aside_after_the_second_crash(boxes, fake_classifie
     _old(write(inbox / "fine.png", digit_stroke()))
     _die_holding(inbox, "poison.png")
     _die_holding(inbox, "none-this-time.png")  # adopts poison.png, dies with it in hand again
-    _drain(boxes, fake_classifier)
-    assert _records(outbox) == {"poison.png": "crashed", "fine.png": "row"}
+    drain(*boxes, fake_classifier)
+    assert records_by_file(outbox) == {"poison.png": "crashed", "fine.png": "row"}
     [error] = errors(outbox)
     assert "set aside" in error["message"]
     assert _nothing_claimed(inbox)
@@ -284,8 +246,8 @@ def test_one_crash_is_not_enough_to_set_a_file_aside(boxes, fake_classifier):
     inbox, outbox = boxes
     _old(write(inbox / "unlucky.png", digit_stroke()))
     _die_holding(inbox, "unlucky.png")
-    _drain(boxes, fake_classifier)
-    assert _records(outbox) == {"unlucky.png": "row"}
+    drain(*boxes, fake_classifier)
+    assert records_by_file(outbox) == {"unlucky.png": "row"}
 
 
 @pytest.mark.slow
@@ -309,7 +271,7 @@ def test_a_deep_png_cannot_kill_the_daemon_under_a_1_gib_memory_limit(boxes):
                              "--inbox", str(inbox), "--outbox", str(outbox)],
                             capture_output=True, text=True, timeout=300, preexec_fn=one_gib)
     assert result.returncode == 0, result.stderr
-    assert _records(outbox) == {"deep.png": "too-large", "page.png": "row"}
+    assert records_by_file(outbox) == {"deep.png": "too-large", "page.png": "row"}
 
 
 def test_a_writer_pausing_longer_than_settle_is_not_cut_off(boxes, fake_classifier):
@@ -324,7 +286,7 @@ def test_a_writer_pausing_longer_than_settle_is_not_cut_off(boxes, fake_classifi
             time.sleep(1.0)  # the writer's pause: five times --settle
             fh.write(data[len(data) // 2 :])
         assert wait_for(lambda: (outbox / "predictions.csv").exists() and len(rows(outbox)) == 1, 10)
-    assert _records(outbox) == {"slow.png": "row"}
+    assert records_by_file(outbox) == {"slow.png": "row"}
     assert (outbox / "processed" / "slow.png").read_bytes() == data
 
 
@@ -344,9 +306,9 @@ def test_a_truncated_file_growing_after_its_claim_is_put_back(boxes, fake_classi
 
     faults.before(os, "close", when=lambda path: "/.work/" in path and path.endswith("paused.png"),
                   action=writer_resumes)
-    _drain(boxes, fake_classifier, settle_open=0.3)
+    drain(*boxes, fake_classifier, settle_open=0.3)
     assert appended, "the writer never resumed"
-    assert _records(outbox) == {"paused.png": "row"}
+    assert records_by_file(outbox) == {"paused.png": "row"}
     assert (outbox / "processed" / "paused.png").read_bytes() == data
 
 
@@ -414,8 +376,8 @@ def test_a_row_written_before_two_deaths_still_reaches_the_csv(boxes, fake_class
         box.record([row])
     faults.clear()
     box.close()
-    _drain(boxes, fake_classifier)
-    assert _records(outbox) == {"unlucky.png": "row"}
+    drain(*boxes, fake_classifier)
+    assert records_by_file(outbox) == {"unlucky.png": "row"}
     assert [r["id"] for r in rows(outbox)] == [claim_id]
 
 
@@ -428,7 +390,7 @@ def test_a_document_gives_a_row_per_page_with_ink_and_is_archived_once(boxes, fa
     digit = Image.fromarray(255 - np.kron(digit_stroke(), np.ones((10, 10), np.uint8)))
     digit.save(inbox / "forms.pdf", save_all=True, append_images=[Image.new("L", digit.size, 255), digit])
     _old(inbox / "forms.pdf")
-    _drain(boxes, fake_classifier)
+    drain(*boxes, fake_classifier)
     found = rows(outbox)
     assert [r["file"] for r in found] == ["forms.pdf#1", "forms.pdf#3"]
     assert found[1]["id"] == f"{found[0]['id']}#3"
@@ -466,14 +428,14 @@ def test_a_slow_decode_holds_up_neither_other_files_nor_the_stop(boxes, fake_cla
                 write(inbox / f"{i:02d}.png", digit_stroke())
             assert wait_for(lambda: (outbox / "predictions.csv").exists() and len(rows(outbox)) == 30, 20)
         assert (inbox / "slow.tif").is_file() and _nothing_claimed(inbox), "put back at the stop"
-        assert "slow.tif" not in _records(outbox)
+        assert "slow.tif" not in records_by_file(outbox)
     finally:
         hold.unlink()
         stuck.close()
     monkeypatch.undo()
-    _drain(boxes, fake_classifier)
-    assert _records(outbox)["slow.tif"] == "row"
-    assert len(_records(outbox)) == 31
+    drain(*boxes, fake_classifier)
+    assert records_by_file(outbox)["slow.tif"] == "row"
+    assert len(records_by_file(outbox)) == 31
 
 
 def test_a_file_bigger_than_the_outbox_file_system_is_its_trouble(boxes, fake_classifier, other_file_system):
@@ -486,8 +448,8 @@ def test_a_file_bigger_than_the_outbox_file_system_is_its_trouble(boxes, fake_cl
         fh.truncate(2 << 30)
     _old(inbox / "huge.png")
     _old(write(inbox / "after.png", digit_stroke()))
-    _drain((inbox, outbox), fake_classifier)
-    assert _records(outbox) == {"huge.png": "too-large", "after.png": "row"}
+    drain(inbox, outbox, fake_classifier)
+    assert records_by_file(outbox) == {"huge.png": "too-large", "after.png": "row"}
     (record,) = errors(outbox)
     kept = Path(record["kept_at"])
     assert kept.parent == inbox / ".too-big" and kept.stat().st_size == 2 << 30

@@ -6,7 +6,6 @@ that matter most run the daemon as a user of its own (``worker-test``, the shipp
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import errors, rows
+from conftest import TEST_USER, errors, other_user_ids, rows
 from factories import digit_stroke, write
 from typer.testing import CliRunner
 
@@ -24,7 +23,6 @@ from worker.cli import app
 from worker.daemon import Daemon
 from worker.settings import Settings
 
-TEST_USER = "worker-test"  # made by ./scripts/test
 PATH_MAX = 4096
 
 
@@ -212,16 +210,8 @@ def test_a_path_over_path_max_ends_as_exactly_one_record(boxes, fake_classifier,
     assert sorted(recorded) == sorted(["plain.png", f"{deep}/deep.png"]), [r[-40:] for r in recorded]
 
 
-def _test_user_ids() -> tuple[int, int] | None:
-    try:
-        entry = pwd.getpwnam(TEST_USER)
-    except KeyError:
-        return None
-    return entry.pw_uid, entry.pw_gid
-
-
 def _as_test_user(inbox: Path, outbox: Path, root: Path) -> subprocess.CompletedProcess:
-    ids = _test_user_ids()
+    ids = other_user_ids()
     return subprocess.run(
         ["setpriv", f"--reuid={ids[0]}", f"--regid={ids[1]}", "--clear-groups",
          sys.executable, "-m", "worker", "watch", "--once", "--settle", "0", "--inbox", str(inbox),
@@ -234,7 +224,7 @@ def _as_test_user(inbox: Path, outbox: Path, root: Path) -> subprocess.Completed
 def foreign_boxes():
     """An inbox owned by the daemon's user (as the shipped unit has it), in a folder that user
     may not write: anything outside the inbox and outbox a daemon touched would be a root's."""
-    ids = _test_user_ids()
+    ids = other_user_ids()
     if ids is None or os.geteuid() != 0:
         pytest.skip(f"needs root and the user {TEST_USER} (./scripts/test creates it)")
     import tempfile
@@ -261,7 +251,7 @@ def test_a_work_folder_planted_by_another_user_is_set_aside(foreign_boxes):
     result = _as_test_user(inbox, outbox, root)
     assert result.returncode == 0, result.stderr
     assert _tree(root, skip=(inbox, outbox)) == before, "nothing written or moved outside"
-    assert os.lstat(inbox / WORK_DIR).st_uid == _test_user_ids()[0], "a fresh .work of the daemon's own"
+    assert os.lstat(inbox / WORK_DIR).st_uid == other_user_ids()[0], "a fresh .work of the daemon's own"
     assert [p.name for p in inbox.iterdir() if p.name.startswith(f"{WORK_DIR}.set-aside")]
     assert "set aside" in result.stderr
     assert _records(outbox) == ["fine.png"]
@@ -272,7 +262,7 @@ def test_a_work_folder_renamed_away_by_another_user_is_replaced(foreign_boxes):
     """The daemon's own ``.work`` (with a dead daemon's claim in it) was renamed away by a writer,
     who planted one of its own: the planted one is set aside, never acted on."""
     root, inbox, outbox = foreign_boxes
-    ids = _test_user_ids()
+    ids = other_user_ids()
     outside = _outside(root)
     os.chmod(outside, 0o777)
     (inbox / WORK_DIR).mkdir()

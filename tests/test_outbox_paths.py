@@ -8,20 +8,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import pytest
-from conftest import errors, rows
+from conftest import TEST_USER, drain, errors, other_user_ids, records_by_file
 from factories import digit_stroke, write
 
-from worker.daemon import Daemon
 from worker.errors import ConfigError
 from worker.files import Folder, place
-from worker.settings import Settings
-
-TEST_USER = "worker-test"  # made by ./scripts/test; runs the daemon as the shipped unit's User=
 
 
 def _old(path: Path) -> Path:
@@ -29,21 +24,8 @@ def _old(path: Path) -> Path:
     return path
 
 
-def _drain(inbox: Path, outbox: Path, classifier, **settings) -> None:
-    """``worker watch --once`` in this process, with the fake classifier."""
-    daemon = Daemon(Settings(inbox=inbox, outbox=outbox, once=True, settle=0.2, retry=0.01, **settings),
-                    classifier)
-    assert daemon.run(threading.Event()) >= 0
 
 
-def _records(outbox: Path) -> dict[str, str]:
-    """file -> "row" or the error kind; a file with two records fails the test."""
-    seen: dict[str, str] = {}
-    records = [(r["file"], "row") for r in rows(outbox)] + [(e["file"], e["kind"]) for e in errors(outbox)]
-    for file, what in records:
-        assert file not in seen, f"{file} has two records"
-        seen[file] = what
-    return seen
 
 
 def _everything_under(folder: Path) -> list[str]:
@@ -117,10 +99,10 @@ def test_a_symlink_planted_in_the_outbox_is_not_followed(tmp_path, fake_classifi
     _old(write(inbox / "sub" / "digit.png", digit_stroke()))
     (inbox / "sub" / "bad.png").write_text("not an image")
     _old(inbox / "sub" / "bad.png")
-    _drain(inbox, outbox, fake_classifier, recursive=True)
+    drain(inbox, outbox, fake_classifier, recursive=True)
     assert _everything_under(outside) == []
     assert (outbox / box / "sub").is_symlink()
-    assert _records(outbox) == {"sub/digit.png": "row", "sub/bad.png": "not-an-image"}
+    assert records_by_file(outbox) == {"sub/digit.png": "row", "sub/bad.png": "not-an-image"}
     assert len(_files_under(outbox / "processed")) == 1
     [kept, record] = sorted(_files_under(outbox / "failed"), key=lambda p: len(p.name))
     assert kept.read_text() == "not an image" and record.name == kept.name + ".error.json"
@@ -136,21 +118,8 @@ def test_processed_or_failed_itself_a_symlink_is_refused(tmp_path, fake_classifi
     (inbox / "bad.png").write_text("not an image")
     _old(inbox / "bad.png")
     with pytest.raises(ConfigError, match="failed"):
-        _drain(inbox, outbox, fake_classifier)
+        drain(inbox, outbox, fake_classifier)
     assert _everything_under(outside) == []
-
-
-@pytest.fixture
-def other_file_system(tmp_path):
-    """A tmpfs mounted for the test: an outbox on another file system than the inbox."""
-    mount = tmp_path / "tmpfs"
-    mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {result.stderr.strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_a_symlink_planted_as_the_too_big_folder_is_set_aside(tmp_path, fake_classifier, other_file_system):
@@ -164,23 +133,15 @@ def test_a_symlink_planted_as_the_too_big_folder_is_set_aside(tmp_path, fake_cla
     with open(inbox / "huge.png", "wb") as fh:
         fh.truncate(2 << 30)
     _old(inbox / "huge.png")
-    _drain(inbox, outbox, fake_classifier)
+    drain(inbox, outbox, fake_classifier)
     assert _everything_under(outside) == []
-    assert _records(outbox) == {"huge.png": "too-large"}
+    assert records_by_file(outbox) == {"huge.png": "too-large"}
     [record] = errors(outbox)
     assert Path(record["kept_at"]).parent == inbox / ".too-big" and not (inbox / ".too-big").is_symlink()
     [aside] = [p for p in inbox.iterdir() if p.name.startswith(".too-big.")]
     assert aside.is_symlink()
 
 
-def _test_user_ids() -> tuple[int, int] | None:
-    import pwd
-
-    try:
-        entry = pwd.getpwnam(TEST_USER)
-    except KeyError:
-        return None
-    return entry.pw_uid, entry.pw_gid
 
 
 def _watch_once_as(ids: tuple[int, int], inbox: Path, outbox: Path, home: Path) -> None:
@@ -198,7 +159,7 @@ def test_a_symlink_named_sub_cannot_lead_later_files_out_of_the_outbox():
     """The attack: with --recursive a writer drops a symlink ``sub`` -> a folder the daemon may
     write to; it is archived as ``failed/sub``. A later ``sub/planted.png`` must not be
     quarantined through it. The daemon runs as the service's user, the writer is root."""
-    ids = _test_user_ids()
+    ids = other_user_ids()
     if ids is None or os.geteuid() != 0:
         pytest.skip(f"needs root and the user {TEST_USER} (./scripts/test creates it)")
     root = Path(tempfile.mkdtemp(prefix="worker-paths-", dir="/tmp"))
@@ -216,7 +177,7 @@ def test_a_symlink_named_sub_cannot_lead_later_files_out_of_the_outbox():
         write(inbox / "sub" / "digit.png", 255 - digit_stroke(100))
         _watch_once_as(ids, inbox, outbox, root)
         assert _everything_under(outside) == [], "written outside the outbox"
-        records = _records(outbox)
+        records = records_by_file(outbox)
         assert records.pop("sub/planted.png") == "not-an-image"
         assert records.pop("sub/digit.png") == "row"
         assert list(records) == ["sub"], "the symlink itself has its one record"
