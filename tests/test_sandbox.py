@@ -25,7 +25,9 @@ from worker.claims import Claim
 from worker.errors import InputError
 from worker.preprocess import DIGITS, Limits, load_bytes, load_input
 from worker.preprocess.headers import tiff_pages
+from worker.preprocess.reading import decode_page
 from worker.preprocess.sandbox import Sandbox
+from worker.report.thumbnails import page_of
 from worker.slow_lane import is_slow
 
 
@@ -42,6 +44,18 @@ def test_text_pdfs_loaded_on_many_threads_at_once_all_read(tmp_path):
     with ThreadPoolExecutor(6) as pool:
         loaded = list(pool.map(lambda d: load_bytes(d, DIGITS, name="doc.pdf"), documents))
     assert all([number for number, _ in item.pages] == [1, 2, 3] for item in loaded)
+
+
+def test_thumbnails_of_archived_pdfs_made_on_many_threads_are_the_pages(tmp_path):
+    """The web page makes thumbnails of archived inputs on uvicorn's threads: a document's page
+    comes from the sandbox, the same grey as decoding it here."""
+    path = tmp_path / "doc.pdf"
+    path.write_bytes(text_pdf(3))
+    with ThreadPoolExecutor(4) as pool:
+        greys = list(pool.map(lambda page: page_of(path, page), [1, 2, 3, 2] * 3))
+    expected = decode_page(path.read_bytes(), "doc.pdf", 2)
+    assert greys[1].dtype == np.uint8 and np.array_equal(greys[1], expected)
+    assert not np.array_equal(greys[0], greys[1]), "each page its own"
 
 
 def test_a_pdf_named_png_is_decoded_in_the_sandbox_and_its_time_is_bounded(tmp_path):

@@ -13,7 +13,15 @@ import numpy as np
 from worker.errors import InputError
 from worker.preprocess import headers, sandbox
 from worker.preprocess.normalizing import DIGITS, Profile, normalize
-from worker.preprocess.reading import DEFAULT_LIMITS, Limits, check_within, decode, decode_pages, read_bytes
+from worker.preprocess.reading import (
+    DEFAULT_LIMITS,
+    Limits,
+    check_within,
+    decode,
+    decode_page,
+    decode_pages,
+    read_bytes,
+)
 from worker.preprocess.sandbox import Fitted
 from worker.preprocess.small import grouped_by_shape, normalize_stack
 
@@ -126,7 +134,7 @@ def _check_and_decode(data: bytes, name: str, profile: Profile, limits: Limits, 
     """Decoded grey (or a document's pages, normalised); what its header cannot bound is
     decoded and normalised in the sandbox instead (``Fitted``, or a ``Document``)."""
     try:
-        if sandboxed and headers.unbounded(data[: headers.PDF_HEADER_WITHIN], len(data)):
+        if sandboxed and _unbounded(data):
             return sandbox.shared().load(data, name, profile, limits)
         header = check_within(data, name, limits)
         if sandboxed and header.progressive:
@@ -137,6 +145,18 @@ def _check_and_decode(data: bytes, name: str, profile: Profile, limits: Limits, 
     except InputError as exc:
         exc.bytes_read = len(data)  # a truncated file that grows since was still being written
         raise
+
+
+def grey_page(data: bytes, name: str, page: int | None = None, limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
+    """``data`` in 8-bit grey (of a document, its page ``page``), decoded where
+    ``_check_and_decode`` would decode it: what its header cannot bound, in the sandbox."""
+    if _unbounded(data) or check_within(data, name, limits).progressive:
+        return sandbox.shared().page(data, name, page, limits)
+    return decode_page(data, name, page, limits)
+
+
+def _unbounded(data: bytes) -> bool:
+    return headers.unbounded(data[: headers.PDF_HEADER_WITHIN], len(data))
 
 
 def _loaded(fitted: np.ndarray | Document | Fitted, sha256: str) -> LoadedInput:

@@ -115,6 +115,17 @@ def decode(data: bytes, name: str, header: Header, max_pixels: int = defaults.MA
     return _upright(grey, header.orientation)
 
 
+def decode_page(data: bytes, name: str, page: int | None, limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
+    """``data`` in 8-bit grey (of a document, its page ``page``, the first if there is no such
+    page), in this process."""
+    header = check_within(data, name, limits)
+    if header.pages > 1:
+        for number, grey in enumerate(decode_pages(data, name, header, limits.max_pixels), 1):
+            if number == (page or 1):
+                return grey
+    return decode(data, name, header, limits.max_pixels)
+
+
 def decode_pages(data: bytes, name: str, header: Header, max_pixels: int) -> Iterator[np.ndarray]:
     """Each page of a document (a PDF, a multi-page TIFF) in 8-bit grey, one at a time, so that
     only one page is ever held decoded."""

@@ -92,13 +92,22 @@ class Sandbox:
     def load(self, data: bytes, name: str, profile, limits):
         """``data`` checked, decoded and normalised in a child: a ``Fitted`` image, a
         ``Document`` of pages, or InputError (the file's own, or why the child gave none)."""
+        return self._ask(data, name, {"profile": profile.to_dict()}, limits)
+
+    def page(self, data: bytes, name: str, page: int | None, limits) -> np.ndarray:
+        """``data`` decoded in a child to 8-bit grey (of a document, its page ``page``), as
+        ``reading.decode_page`` gives it, or InputError."""
+        return self._ask(data, name, {"page": page}, limits)
+
+    def _ask(self, data: bytes, name: str, what: dict, limits):
+        request = {"name": name, "limits": asdict(limits), **what}
         child = self._places.get()
         try:
             with self._lock:
                 if self._closed:
                     raise InputError("internal", f"{name}: the worker is stopping; not decoded")
                 child.start_if_needed()
-            return child.ask(_request(name, profile, limits), data, limits)
+            return child.ask(request, data, limits)
         except InputError:  # the file's own refusal: the child is well and stays
             raise
         except _ChildLost as lost:
@@ -151,9 +160,13 @@ class _Child:
         (length,) = struct.unpack("<I", _read(process, 4, deadline, limits))
         if length > HEADER_MAX:
             raise _ChildLost("crashed", "the decoder process sent a malformed answer")
-        answer = _parse_answer(_read(process, length, deadline, limits))
+        answer = _parse_answer(_read(process, length, deadline, limits), limits.max_pixels)
         if not answer["ok"]:
             raise InputError(answer["kind"], answer["message"])
+        if "grey" in answer:
+            height, width = answer["grey"]
+            raw = _read(process, height * width, deadline, limits)
+            return np.frombuffer(raw, dtype=np.uint8).reshape(height, width).copy()
         raw = _read(process, INPUT_BYTES * len(answer["pages"]), deadline, limits)
         return _fitted(answer["pages"], np.frombuffer(raw, dtype="<f4"))
 
@@ -214,13 +227,9 @@ def _start_child(main: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, env=env, close_fds=True)
 
 
-def _request(name: str, profile, limits) -> dict:
-    return {"name": name, "profile": profile.to_dict(), "limits": asdict(limits)}
-
-
-def _parse_answer(raw: bytes) -> dict:
-    """The child's JSON header, checked: ``{"ok": true, "pages": [int...] | null}`` or
-    ``{"ok": false, "kind": str, "message": str}``."""
+def _parse_answer(raw: bytes, max_pixels: int) -> dict:
+    """The child's JSON header, checked: ``{"ok": true, "pages": [int...] | null}``,
+    ``{"ok": true, "grey": [height, width]}`` or ``{"ok": false, "kind": str, "message": str}``."""
     try:
         answer = json.loads(raw)
     except ValueError:
@@ -232,6 +241,12 @@ def _parse_answer(raw: bytes) -> dict:
         if kind not in CHILD_KINDS or not isinstance(message, str):
             raise _ChildLost("crashed", "the decoder process sent a malformed answer")
         return {"ok": False, "kind": kind, "message": message[:MAX_MESSAGE]}
+    if "grey" in answer:
+        shape = answer["grey"]
+        if not (isinstance(shape, list) and len(shape) == 2 and all(type(n) is int and n > 0 for n in shape)
+                and shape[0] * shape[1] <= max_pixels):
+            raise _ChildLost("crashed", "the decoder process sent a malformed answer")
+        return {"ok": True, "grey": shape}
     pages = answer.get("pages")
     valid = pages is None or (
         isinstance(pages, list) and 0 < len(pages) <= defaults.MAX_PAGES
@@ -311,10 +326,14 @@ def _fit(decode_and_fit, data: bytes, request: dict) -> tuple[dict, np.ndarray |
     """One request's answer: the header and the inputs (a document's pages stacked)."""
     from worker.preprocess import Limits, profile_from_dict
     from worker.preprocess.loading import Document
+    from worker.preprocess.reading import decode_page
 
     name, limits = request["name"], Limits(**request["limits"])
     resource.setrlimit(resource.RLIMIT_AS, (_mapped() + limits.decode_memory, resource.RLIM_INFINITY))
     try:
+        if "page" in request:
+            grey = decode_page(data, name, request["page"], limits)
+            return {"ok": True, "grey": list(grey.shape)}, grey
         fitted = decode_and_fit(data, name, profile_from_dict(request["profile"]), limits)
         if isinstance(fitted, Document):
             return {"ok": True, "pages": [n for n, _ in fitted]}, np.stack([p for _, p in fitted])
@@ -330,9 +349,15 @@ def _fit(decode_and_fit, data: bytes, request: dict) -> tuple[dict, np.ndarray |
         resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
 
 
-def _answer(protocol, header: dict, inputs: np.ndarray | None) -> None:
+def _answer(protocol, header: dict, pixels: np.ndarray | None) -> None:
+    """The header, then the inputs as little-endian float32 (or a grey page's bytes)."""
     head = json.dumps(header).encode()
-    body = b"" if inputs is None else np.ascontiguousarray(inputs, dtype="<f4").tobytes()
+    if pixels is None:
+        body = b""
+    elif pixels.dtype == np.uint8:
+        body = np.ascontiguousarray(pixels).tobytes()
+    else:
+        body = np.ascontiguousarray(pixels, dtype="<f4").tobytes()
     protocol.write(struct.pack("<I", len(head)) + head + body)
     protocol.flush()
 

@@ -19,8 +19,9 @@ import numpy as np
 from worker.errors import InputError
 from worker.files import destinations
 from worker.outbox import PROCESSED_DIR, claim_of
-from worker.preprocess import DEFAULT_LIMITS, DIGITS, OBJECTS, decode, normalize
-from worker.preprocess.reading import check_within, decode_pages, read_bytes
+from worker.preprocess import DEFAULT_LIMITS, DIGITS, OBJECTS, normalize
+from worker.preprocess.loading import grey_page
+from worker.preprocess.reading import read_bytes
 
 SCAN_SIDE = 96  # the longer side of an input's thumbnail, in pixels
 SEEN_SCALE = 2  # the 28x28 shown at twice its size, pixels kept sharp
@@ -67,14 +68,10 @@ def archived_input(processed: Path, row: dict) -> Path | None:
 
 
 def page_of(path: Path, page: int | None) -> np.ndarray:
-    """The image of an archived input in 8-bit grey (of a document, its page ``page``)."""
+    """The image of an archived input in 8-bit grey (of a document, its page ``page``); a
+    document, a TIFF or a big file decoded in the sandbox, as the daemon decoded it."""
     data = read_bytes(path, max_bytes=DEFAULT_LIMITS.max_bytes, follow_symlinks=False)
-    header = check_within(data, path.name)
-    if header.pages > 1:
-        for number, grey in enumerate(decode_pages(data, path.name, header, DEFAULT_LIMITS.max_pixels), 1):
-            if number == (page or 1):
-                return grey
-    return decode(data, path.name, header)
+    return grey_page(data, path.name, page)
 
 
 def _shrink(grey: np.ndarray) -> np.ndarray:
