@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
+from worker.safe_paths import FOLDER_FLAGS, checked_parts, make_folders, parts_of
+
 # The process's umask, read once (reading it means setting it): files made by mkstemp (0600)
 # get the permissions a plain open() would give, so a card or a report stays readable to others.
 _UMASK = os.umask(0o022)
@@ -94,13 +96,8 @@ NAME_MAX = 255  # bytes in one file name on Linux file systems
 DISK_TROUBLE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS})
 # A suffix longer than this is no file type; the last-resort name drops it.
 MAX_SUFFIX = 16
-# A folder opened by one name in a folder already open: only a folder, never through a symlink
-# (O_NONBLOCK: a FIFO in its place fails, it does not wait for a writer).
-_FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 # A file made by one name in a folder already open: only a new one, never through a symlink.
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-# Names that are no plain entry of a folder: they lead up, nowhere, or stay put.
-_NOT_NAMES = frozenset({"", ".", ".."})
 
 
 class TooBig(OSError):
@@ -142,7 +139,7 @@ def open_folder(path: Path) -> int:
     """Open the folder ``path`` (made if missing): a real folder, not a symlink to one. The
     folders above it are the operator's choice (settings), followed as given."""
     os.makedirs(path, exist_ok=True)
-    return os.open(path, _FOLDER)
+    return os.open(path, FOLDER_FLAGS)
 
 
 class Folder:
@@ -189,12 +186,12 @@ class Folder:
 
     def write_atomic(self, dest: str, data: str | bytes) -> None:
         """``write_atomic_at`` the folder-relative path ``dest``, its folders made as for ``place``."""
-        parents, name = _split(dest)
+        *parents, name = checked_parts(dest)
         with self._parent(parents) as folder:
             write_atomic_at(folder, name, data)
 
     def _put(self, src: Path, dest: str, claim_id: str) -> bool:
-        parents, name = _split(dest)
+        *parents, name = checked_parts(dest)
         tmp = f".{claim_id}.part"  # checked where used: a copy, seldom
         if not parents:  # a flat inbox: no folder to walk
             return _put_at(src, self.fd, name, tmp)
@@ -204,18 +201,12 @@ class Folder:
     @contextmanager
     def _parent(self, names: list[str]) -> Iterator[int]:
         """The folder ``names`` lead to under this one, each made where missing and opened by
-        its name alone: ENOTDIR where one is a file or a symlink."""
-        fd = self.fd
+        its name alone: ENOTDIR or ELOOP where one is a file or a symlink."""
+        fd = make_folders(self.fd, names, 0o777)  # as mkdir makes them: the umask decides
         try:
-            for name in names:
-                below = _open_or_make(fd, name)
-                if fd != self.fd:
-                    os.close(fd)
-                fd = below
             yield fd
         finally:
-            if fd != self.fd:
-                os.close(fd)
+            os.close(fd)
 
     def _reopened(self) -> bool:
         """Open the folder again by its path if it was removed under us (every destination
@@ -228,32 +219,15 @@ class Folder:
         return True
 
 
-def _split(dest: str) -> tuple[list[str], str]:
-    """A relative path's folders and last name, each a plain name (OSError if not)."""
-    *parents, name = dest.split("/")
-    return [_checked(p) for p in parents], _checked(name)
-
-
 def _checked(name: str) -> str:
-    if name in _NOT_NAMES or "/" in name or "\0" in name:
+    """A plain name of one entry (OSError if not)."""
+    if parts_of(name) != [name]:
         raise OSError(errno.EINVAL, f"{name!r} is not a plain name")
     return name
 
 
 def _name_of(dest: str) -> str:
     return dest.rpartition("/")[2]
-
-
-def _open_or_make(folder: int, name: str) -> int:
-    try:
-        return os.open(name, _FOLDER, dir_fd=folder)
-    except FileNotFoundError:
-        pass
-    try:
-        os.mkdir(name, dir_fd=folder)
-    except FileExistsError:  # made by another daemon meanwhile (or a symlink: refused below)
-        pass
-    return os.open(name, _FOLDER, dir_fd=folder)
 
 
 def place(src: Path, folder: Folder | Path, rel: str, claim_id: str, *, reserve: int = 0) -> Path:

@@ -56,19 +56,29 @@ def open_folder(root_fd: int, parts: list[str]) -> int:
 
 
 def make_folders(root_fd: int, parts: list[str], mode: int = 0o755) -> int:
-    """``mkdir -p`` of ``parts`` below ``root_fd``, never through a symlink; an fd on the last."""
+    """``mkdir -p`` of ``parts`` below ``root_fd``, never through a symlink (a symlink or a file
+    on the way: ENOTDIR or ELOOP); a new fd on the last."""
     fd = os.open(".", FOLDER_FLAGS, dir_fd=root_fd)
     for part in parts:
         try:
-            try:
-                os.mkdir(part, mode, dir_fd=fd)
-            except FileExistsError:
-                pass
-            child = os.open(part, FOLDER_FLAGS, dir_fd=fd)
+            child = _open_or_make(fd, part, mode)
         finally:
             os.close(fd)
         fd = child
     return fd
+
+
+def _open_or_make(folder: int, name: str, mode: int) -> int:
+    """Opened first: the folder is there far more often than not."""
+    try:
+        return os.open(name, FOLDER_FLAGS, dir_fd=folder)
+    except FileNotFoundError:
+        pass
+    try:
+        os.mkdir(name, mode, dir_fd=folder)
+    except FileExistsError:  # made by another daemon meanwhile (or a symlink: refused below)
+        pass
+    return os.open(name, FOLDER_FLAGS, dir_fd=folder)
 
 
 @contextmanager
