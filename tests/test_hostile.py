@@ -12,6 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from conftest import TEST_USER, drain, errors, other_user_ids, records_by_file, rows, running
@@ -218,14 +219,15 @@ def test_a_folder_left_claimed_by_an_older_version_is_put_back_on_recovery(boxes
     assert records_by_file(outbox) == {}
 
 
-def _die_holding(inbox: Path, rel: str) -> None:
-    """A worker process that claims ``rel`` (or adopts its claim) and is killed with it in hand."""
+def _die_holding(inbox: Path, *rels: str) -> None:
+    """A worker process that claims ``rels`` (or adopts their claims) and is killed with them
+    in hand."""
     code = (
         "import os, signal, sys; from worker.claims import Claims\n"
-        "c = Claims(sys.argv[1]); c.recover(); c.claim(sys.argv[2])\n"
+        "c = Claims(sys.argv[1]); c.recover(); [c.claim(rel) for rel in sys.argv[2:]]\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code, str(inbox), rel])
+    done = subprocess.run([sys.executable, "-c", code, str(inbox), *rels])
     assert done.returncode == -9
 
 
@@ -400,42 +402,86 @@ def test_a_document_gives_a_row_per_page_with_ink_and_is_archived_once(boxes, fa
     assert _nothing_claimed(inbox)
 
 
-def test_a_slow_decode_holds_up_neither_other_files_nor_the_stop(boxes, fake_classifier, monkeypatch,
-                                                                  tmp_path):
-    """A document (or a big file) is decoded in the slow lane, in the sandbox: while one is
-    stuck decoding, the other files get their rows, and a stop does not wait for it: it goes
-    back to the inbox unrecorded, and the next start gives it its row."""
+@pytest.fixture
+def held_decoder(monkeypatch, tmp_path):
+    """This process's sandbox, with children that decode the files named ``held_*`` only once
+    the returned ``release()`` was called (until then, as a PDF bomb would, they hold their
+    child); ``release()`` also gives the process its own sandbox back."""
     from worker.preprocess import sandbox
 
-    inbox, outbox = boxes
-    hold = tmp_path / "hold"  # the child decodes slow.tif only once this is gone
+    hold = tmp_path / "hold"
     hold.touch()
-    stuck = sandbox.Sandbox(child_main=(
+    held = sandbox.Sandbox(child_main=(
         "import os, time; from worker.preprocess import loading; real = loading.decode_and_fit\n"
         "def held(data, name, *rest):\n"
-        f"    while name == 'slow.tif' and os.path.exists({str(hold)!r}): time.sleep(0.05)\n"
+        f"    while name.startswith('held_') and os.path.exists({str(hold)!r}): time.sleep(0.05)\n"
         "    return real(data, name, *rest)\n"
         "loading.decode_and_fit = held\n"
         "from worker.preprocess.sandbox import serve_child; serve_child()"))
-    monkeypatch.setattr(sandbox, "shared", lambda: stuck)
-    monkeypatch.setattr(sandbox, "close_shared", stuck.close)
-    daemon = Daemon(Settings(inbox=inbox, outbox=outbox, settle=0.1), fake_classifier)
-    try:
-        with running(daemon):
-            write(inbox / "slow.tif", digit_stroke())
-            assert wait_for(lambda: not (inbox / "slow.tif").exists(), 10), "claimed"
-            for i in range(30):
-                write(inbox / f"{i:02d}.png", digit_stroke())
-            assert wait_for(lambda: (outbox / "predictions.csv").exists() and len(rows(outbox)) == 30, 20)
-        assert (inbox / "slow.tif").is_file() and _nothing_claimed(inbox), "put back at the stop"
-        assert "slow.tif" not in records_by_file(outbox)
-    finally:
-        hold.unlink()
-        stuck.close()
-    monkeypatch.undo()
+    monkeypatch.setattr(sandbox, "shared", lambda: held)
+    monkeypatch.setattr(sandbox, "close_shared", held.close)
+
+    def release() -> None:
+        hold.unlink(missing_ok=True)
+        held.close()
+        monkeypatch.undo()
+
+    yield release
+    release()
+
+
+def _progressive_jpeg(path: Path) -> Path:
+    from PIL import Image
+
+    Image.fromarray(255 - cv2.resize(digit_stroke(), (200, 200))).save(path, progressive=True)
+    return path
+
+
+def _rows_while_held(inbox: Path, outbox: Path, held: list[str], classifier, **settings) -> None:
+    """A daemon with ``held`` files stuck decoding: 30 files dropped meanwhile get their rows,
+    and at the stop the held ones go back to the inbox unrecorded."""
+    daemon = Daemon(Settings(inbox=inbox, outbox=outbox, settle=0.1, **settings), classifier)
+    with running(daemon):
+        assert wait_for(lambda: not any((inbox / name).exists() for name in held), 10), "claimed"
+        for i in range(30):
+            write(inbox / f"{i:02d}.png", digit_stroke())
+        assert wait_for(lambda: (outbox / "predictions.csv").exists() and len(rows(outbox)) == 30, 20)
+    assert all((inbox / name).is_file() for name in held) and _nothing_claimed(inbox), "put back"
+    assert not set(held) & set(records_by_file(outbox))
+
+
+def test_a_slow_decode_holds_up_neither_other_files_nor_the_stop(boxes, fake_classifier, held_decoder):
+    """A document (or a big file) is decoded in the slow lane, in the sandbox: while one is
+    stuck decoding, the other files get their rows, and a stop does not wait for it: it goes
+    back to the inbox unrecorded, and the next start gives it its row."""
+    inbox, outbox = boxes
+    write(inbox / "held_slow.tif", digit_stroke())
+    _rows_while_held(inbox, outbox, ["held_slow.tif"], fake_classifier)
+    held_decoder()
     drain(*boxes, fake_classifier)
-    assert records_by_file(outbox)["slow.tif"] == "row"
+    assert records_by_file(outbox)["held_slow.tif"] == "row"
     assert len(records_by_file(outbox)) == 31
+
+
+def test_a_progressive_jpeg_found_out_by_reading_goes_to_the_slow_lane(boxes, fake_classifier, held_decoder):
+    """Its first bytes say JPEG like any other: only its header, read on the loop, says it is
+    for the sandbox. The loop hands it to the slow lane instead of waiting for the sandbox."""
+    inbox, outbox = boxes
+    _progressive_jpeg(inbox / "held_photo.jpg")
+    _rows_while_held(inbox, outbox, ["held_photo.jpg"], fake_classifier)
+
+
+def test_claims_left_by_a_crash_are_decoded_beside_the_loop(boxes, fake_classifier, held_decoder):
+    """A dead daemon's claims of files for the sandbox are replayed in the slow lane, not on
+    the loop: new files get their rows meanwhile, and the stop does not wait for them."""
+    inbox, outbox = boxes
+    _old(write(inbox / "held_scan.tif", digit_stroke()))
+    _old(_progressive_jpeg(inbox / "held_photo.jpg"))
+    _die_holding(inbox, "held_scan.tif", "held_photo.jpg")
+    _rows_while_held(inbox, outbox, ["held_scan.tif", "held_photo.jpg"], fake_classifier)
+    held_decoder()
+    drain(*boxes, fake_classifier)
+    assert records_by_file(outbox)["held_scan.tif"] == records_by_file(outbox)["held_photo.jpg"] == "row"
 
 
 def test_a_file_bigger_than_the_outbox_file_system_is_its_trouble(boxes, fake_classifier, other_file_system):

@@ -221,3 +221,13 @@ def test_write_atomic_gives_the_permissions_of_a_plain_open(tmp_path):
     write_atomic(tmp_path / "card.json", "{}")
     (tmp_path / "plain.json").write_text("{}")
     assert (tmp_path / "card.json").stat().st_mode & 0o777 == (tmp_path / "plain.json").stat().st_mode & 0o777
+
+
+def test_a_row_with_a_path_longer_than_the_csv_modules_cell_limit_is_read_back(tmp_path):
+    """--recursive reaches paths past PATH_MAX, and a person may paste anything into a cell:
+    a cell over csv's default 128 Ki characters made every later start fail reading it back."""
+    deep = "d" * 250 + "/"
+    box = Outbox(tmp_path, NAMES)
+    box.record([_row(1, deep * 600 + "x.png"), _row(2)])
+    assert box.written_ids({"id1", "id2"}) == ({"id1", "id2"}, {"id1", "id2"})
+    box.close()

@@ -83,8 +83,9 @@ def test_the_memory_cap_makes_a_big_image_too_large_not_a_crash(tmp_path):
     assert _refusal(path, decode_memory=16 * 2**20).kind == "too-large"
 
 
-def test_a_tiff_of_countless_pages_is_refused_before_its_pages_are_walked(tmp_path):
-    data = tiny_pages_tiff(20_000)
+@pytest.mark.parametrize("prefix", [b"II*\x00", b"II\x00*"])
+def test_a_tiff_of_countless_pages_is_refused_before_its_pages_are_walked(tmp_path, prefix):
+    data = prefix + tiny_pages_tiff(20_000)[4:]
     assert tiff_pages(data, 201) == 201  # the count stops at the limit
     (tmp_path / "pages.png").write_bytes(data)
     assert _refusal(tmp_path / "pages.png", max_pages=200).kind == "too-many-pages"
@@ -93,6 +94,7 @@ def test_a_tiff_of_countless_pages_is_refused_before_its_pages_are_walked(tmp_pa
 @pytest.mark.parametrize(("name", "data", "slow"), [
     ("doc.png", text_pdf(1), True),  # the bytes say PDF, whatever the name
     ("fax.jpg", tiny_pages_tiff(3), True),
+    ("odd.png", b"II\x00*" + tiny_pages_tiff(3)[4:], True),  # a TIFF prefix Pillow takes too
     ("scan.pdf", cv2.imencode(".png", digit_stroke())[1].tobytes(), False),
 ])
 def test_the_slow_lane_is_chosen_by_the_bytes_never_the_name(tmp_path, name, data, slow):
@@ -110,10 +112,12 @@ ANSWER = ("import json, struct, sys; sys.stdin.buffer.read(12); head = json.dump
           "sys.stdin.read()")
 LYING = ANSWER.format(header="{'ok': True, 'pages': None}", body="b'\\x00\\x00\\xc0\\x7f' * 784")  # NaNs
 FORGING = ANSWER.format(header="{'ok': False, 'kind': '../x', 'message': 'hi'}", body="b''")
+ASKED_ELSE = ANSWER.format(header="{'ok': True, 'grey': [28, 28]}", body="b'\\x00' * 784")  # a page
 
 
 @pytest.mark.parametrize(("child", "kind"), [
     (CRASHING, "crashed"), (HANGING, "too-slow"), (LYING, "crashed"), (FORGING, "crashed"),
+    (ASKED_ELSE, "crashed"),
 ])
 def test_whatever_the_child_does_costs_one_file_an_error(child, kind):
     sandbox = Sandbox(1, child_main=child)
@@ -124,6 +128,26 @@ def test_whatever_the_child_does_costs_one_file_an_error(child, kind):
             assert caught.value.kind == kind, caught.value.message
     finally:
         sandbox.close()
+
+
+def test_a_decoder_that_cannot_start_is_said_plainly(monkeypatch):
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    sandbox = Sandbox(1)
+    with pytest.raises(InputError, match="cannot start the decoder process") as caught:
+        sandbox.load(b"%PDF-1.4", "x.pdf", DIGITS, Limits())
+    assert caught.value.kind == "internal"
+    sandbox.close()
+
+
+def test_documents_are_read_under_a_hard_address_space_limit(tmp_path):
+    """A unit's LimitAS= (or ulimit -v) sets a hard limit the child may not raise: it caps
+    itself below it instead of failing every document."""
+    (tmp_path / "doc.pdf").write_bytes(text_pdf(2))
+    code = ("import sys; from pathlib import Path; from worker.preprocess import load_input; "
+            "print(len(load_input(Path(sys.argv[1])).pages))")
+    result = subprocess.run(["prlimit", "--as=8000000000:8000000000", sys.executable, "-c", code,
+                             str(tmp_path / "doc.pdf")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "2", result.stderr[-2000:]
 
 
 def test_close_ends_a_decode_in_progress_at_once():

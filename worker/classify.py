@@ -103,13 +103,16 @@ def load_batch(
     follow_symlinks: bool = True,
     names: list[str] | None = None,
     sizes: list[int] | None = None,
+    defer_unbounded: bool = False,
 ) -> LoadedBatch:
     """Read, check and preprocess each file for ``classifier``. Big files are loaded one each
     on ``pool`` (OpenCV releases the GIL, so both cores work); small ones all together here
     (``load_many``). ``names`` are how error messages call the files (default: file names);
-    ``sizes`` their bytes, if the caller knows them (else each is looked up)."""
+    ``sizes`` their bytes, if the caller knows them (else each is looked up);
+    ``defer_unbounded`` is ``load_many``'s."""
     names = names or [p.name for p in paths]
-    load = partial(load_many, profile=classifier.profile, limits=limits, follow_symlinks=follow_symlinks)
+    load = partial(load_many, profile=classifier.profile, limits=limits, follow_symlinks=follow_symlinks,
+                   defer_unbounded=defer_unbounded)
 
     def load_one(path: Path, name: str) -> LoadedInput | InputError:
         return load([path], names=[name])[0]

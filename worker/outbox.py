@@ -54,6 +54,10 @@ if TYPE_CHECKING:  # readers such as report.py need no model code
     from worker.model import Prediction
 
 log = logging.getLogger(__name__)
+# A CSV cell may be as long as a relative path (--recursive reaches past PATH_MAX) or whatever a
+# person pasted into the file: the csv module's default cell limit (128 Ki characters) would make
+# reading our own outbox back fail, at every start.
+csv.field_size_limit(2**31 - 1)
 
 JSONL_NAME = "predictions.jsonl"
 CSV_NAME = "predictions.csv"

@@ -28,6 +28,7 @@ from worker.errors import InputError
 from worker.model import Classifier, Prediction
 from worker.outbox import Outbox, Row, Written, error_record, iso_utc, page_id
 from worker.preprocess import Limits, load_many, sandbox
+from worker.preprocess.loading import DEFERRED
 from worker.slow_lane import SlowLane, is_slow
 
 if TYPE_CHECKING:  # prometheus_client is imported only with --metrics
@@ -124,19 +125,24 @@ class Pipeline:
 
     def process(self, claims: list[Claim], *, written: Written | None = None, alone: bool = False) -> int:
         """Load the claimed files; finish the batch here (``alone``, or before ``overlap``), or
-        hand it to the model thread and finish the one before it while the model runs. New
-        claims that may be slow to decode go to the slow lane instead (``take_slow``).
-        Returns how many files it took."""
+        hand it to the model thread and finish the one before it while the model runs. Files
+        for the sandbox go to the slow lane instead (``take_slow``), unless a row of theirs is
+        written already (a replay) or the caller is a test driving a batch ``alone``: this
+        thread never waits for the sandbox otherwise. Returns how many files it took."""
         taken = len(claims)
-        if not alone and written is None:
-            claims = self._leave_slow(claims)
+        to_lane = written is not None or not alone
+        if to_lane:
+            claims = self._leave_slow(claims, written)
         if claims:
             started = self.clock()
             batch = load_batch(
                 [c.path for c in claims], self.classifier, pool=self.pool, limits=self.limits,
                 follow_symlinks=False, names=[c.rel for c in claims], sizes=[claim_size(c) for c in claims],
+                defer_unbounded=to_lane,
             )
-            self._dispatch(claims, batch, written, alone, started)
+            claims, batch = self._leave_deferred(claims, batch, written)
+            if claims:
+                self._dispatch(claims, batch, written, alone, started)
         return taken
 
     def take_slow(self) -> int:
@@ -149,15 +155,35 @@ class Pipeline:
         self._dispatch(claims, batch, None, False, self.clock())
         return len(claims)
 
-    def _leave_slow(self, claims: list[Claim]) -> list[Claim]:
-        """Hand the claims that may be slow to decode to the slow lane; return the others."""
+    def _leave_slow(self, claims: list[Claim], written: Written | None) -> list[Claim]:
+        """Hand the claims that are for the sandbox (``is_slow``) to the slow lane; return the
+        others. A replayed claim with a row written already stays (its replay needs that)."""
         quick = []
         for claim in claims:
-            if is_slow(claim):
+            if is_slow(claim) and not _has_row(claim, written):
                 self.slow.submit(claim)
             else:
                 quick.append(claim)
         return quick
+
+    def _leave_deferred(self, claims: list[Claim], batch: LoadedBatch,
+                        written: Written | None) -> tuple[list[Claim], LoadedBatch]:
+        """The files ``is_slow`` missed but reading showed are for the sandbox (a progressive
+        JPEG; a file changed since it was looked at) go to the slow lane too; a replay's with a
+        row written already is decoded here (its replay needs the outcome)."""
+        deferred = [isinstance(item, InputError) and item.kind == DEFERRED for item in batch.loaded]
+        if not any(deferred):
+            return claims, batch
+        kept = []
+        for claim, item, later in zip(claims, batch.loaded, deferred, strict=True):
+            if not later:
+                kept.append((claim, item))
+            elif _has_row(claim, written):
+                kept.append((claim, self._load_one(claim)))
+            else:
+                self.slow.submit(claim)
+        paths, items = [c.path for c, _ in kept], [i for _, i in kept]
+        return [c for c, _ in kept], LoadedBatch(paths, items, self.classifier)
 
     def _load_one(self, claim: Claim):
         """The slow lane's loader (on its own thread)."""
@@ -293,3 +319,8 @@ class Pipeline:
                               model=classifier.name, model_version=classifier.version)
         self.outbox.quarantine(claim.path, claim.rel, claim.id, record,
                                too_big=self.claims.inbox / TOO_BIG_DIR)
+
+
+def _has_row(claim: Claim, written: Written | None) -> bool:
+    """Whether a row of the claim is in the CSV or the JSONL already (only a replay's can be)."""
+    return written is not None and (claim.id in written[0] or claim.id in written[1])

@@ -44,7 +44,11 @@ HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"
 # Formats whose decoding cost the header cannot bound, by their first bytes: TIFF and BigTIFF
 # (many pages, tiles, fax compression), HEIF (an ISO media file), and a PDF (its header may
 # follow up to a kilobyte of anything, as PDF readers accept).
-UNBOUNDED_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+UNBOUNDED_SIGNATURES = (  # every TIFF prefix Pillow accepts (TiffImagePlugin.PREFIXES)
+    b"II*\x00", b"MM\x00*", b"MM*\x00", b"II\x00*", b"II+\x00", b"MM\x00+",
+)
+# Formats whose decoding goes to the sandbox whatever their first bytes looked like.
+SANDBOXED_FORMATS = frozenset({"TIFF", "HEIF", "PDF"})
 PDF_HEADER_WITHIN = 1024
 # A PDF page (a scanner's default output) is rendered at this resolution: a digit written on a
 # page stays several times larger than the 20 pixels it ends as.

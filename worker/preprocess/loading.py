@@ -12,6 +12,7 @@ import numpy as np
 
 from worker.errors import InputError
 from worker.preprocess import headers, sandbox
+from worker.preprocess.headers import Header
 from worker.preprocess.normalizing import DIGITS, Profile, normalize
 from worker.preprocess.reading import (
     DEFAULT_LIMITS,
@@ -27,6 +28,8 @@ from worker.preprocess.small import grouped_by_shape, normalize_stack
 
 log = logging.getLogger(__name__)
 
+# The kind of error ``load_many(defer_unbounded=True)`` gives a file it leaves for the sandbox.
+DEFERRED = "needs-sandbox"
 # ``load_many`` decodes files until their images hold this many pixels, then normalises them:
 # enough small images to keep each step's code in the CPU caches, never many big pages at once.
 RUN_PIXELS = 4_000_000
@@ -80,8 +83,12 @@ def load_many(
     limits: Limits = DEFAULT_LIMITS,
     follow_symlinks: bool = True,
     run_pixels: int = RUN_PIXELS,
+    defer_unbounded: bool = False,
 ) -> list[LoadedInput | InputError]:
     """``load_input`` for each file, in order, with the error in place of a file that fails.
+    With ``defer_unbounded``, a file for the sandbox is not decoded but given the error kind
+    ``DEFERRED``: a caller that must never wait for the sandbox (the daemon's loop) sends it
+    where that wait does no harm (the slow lane).
 
     It goes step by step across the files (read them all, then decode a run of them, then
     normalise that run) rather than file by file, so each step's code stays in the CPU's
@@ -92,7 +99,7 @@ def load_many(
         return read_bytes(path, max_bytes=limits.max_bytes, follow_symlinks=follow_symlinks, name=name)
 
     def check_and_decode(data: bytes, name: str) -> np.ndarray | Document:
-        return _check_and_decode(data, name, profile, limits)
+        return _check_and_decode(data, name, profile, limits, defer=defer_unbounded)
 
     def fit(decoded: np.ndarray | Document | Fitted, name: str) -> np.ndarray | Document | Fitted:
         return decoded if isinstance(decoded, Document | Fitted) else normalize(decoded, profile)
@@ -130,15 +137,16 @@ def decode_and_fit(data: bytes, name: str, profile: Profile, limits: Limits) -> 
 
 
 def _check_and_decode(data: bytes, name: str, profile: Profile, limits: Limits, *,
-                      sandboxed: bool = True) -> np.ndarray | Document | Fitted:
+                      sandboxed: bool = True, defer: bool = False) -> np.ndarray | Document | Fitted:
     """Decoded grey (or a document's pages, normalised); what its header cannot bound is
-    decoded and normalised in the sandbox instead (``Fitted``, or a ``Document``)."""
+    decoded and normalised in the sandbox instead (``Fitted``, or a ``Document``), or with
+    ``defer``, refused as ``DEFERRED``."""
     try:
         if sandboxed and _unbounded(data):
-            return sandbox.shared().load(data, name, profile, limits)
+            return _in_sandbox(data, name, profile, limits, defer)
         header = check_within(data, name, limits)
-        if sandboxed and header.progressive:
-            return sandbox.shared().load(data, name, profile, limits)
+        if sandboxed and _unbounded_header(header):
+            return _in_sandbox(data, name, profile, limits, defer)
         if header.pages > 1:
             return _document(decode_pages(data, name, header, limits.max_pixels), profile, name)
         return decode(data, name, header, limits.max_pixels)
@@ -150,13 +158,25 @@ def _check_and_decode(data: bytes, name: str, profile: Profile, limits: Limits, 
 def grey_page(data: bytes, name: str, page: int | None = None, limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
     """``data`` in 8-bit grey (of a document, its page ``page``), decoded where
     ``_check_and_decode`` would decode it: what its header cannot bound, in the sandbox."""
-    if _unbounded(data) or check_within(data, name, limits).progressive:
+    if _unbounded(data) or _unbounded_header(check_within(data, name, limits)):
         return sandbox.shared().page(data, name, page, limits)
     return decode_page(data, name, page, limits)
 
 
+def _in_sandbox(data: bytes, name: str, profile: Profile, limits: Limits, defer: bool) -> Document | Fitted:
+    if defer:
+        raise InputError(DEFERRED, f"{name} is decoded in the sandbox, beside the loop")
+    return sandbox.shared().load(data, name, profile, limits)
+
+
 def _unbounded(data: bytes) -> bool:
     return headers.unbounded(data[: headers.PDF_HEADER_WITHIN], len(data))
+
+
+def _unbounded_header(header: Header) -> bool:
+    """What a header read here says is for the sandbox after all: a progressive JPEG, or a
+    format of the sandbox's with first bytes ``unbounded`` missed."""
+    return header.progressive or header.format in headers.SANDBOXED_FORMATS
 
 
 def _loaded(fitted: np.ndarray | Document | Fitted, sha256: str) -> LoadedInput:

@@ -107,24 +107,35 @@ class Sandbox:
                 if self._closed:
                     raise InputError("internal", f"{name}: the worker is stopping; not decoded")
                 child.start_if_needed()
+                child.busy = True
             return child.ask(request, data, limits)
         except InputError:  # the file's own refusal: the child is well and stays
             raise
         except _ChildLost as lost:
             child.kill()
             raise InputError(lost.kind, f"{name}: {lost.reason}") from None
+        except OSError as exc:  # the child could not be started: no fault of the file's
+            log.error("cannot start the decoder process (%s): can this user run %s?", exc, sys.executable)
+            raise InputError("internal", f"{name}: cannot start the decoder process ({exc})") from None
         except BaseException:
             child.kill()
             raise
         finally:
+            with self._lock:
+                child.busy = False
             self._places.put(child)
 
     def close(self) -> None:
         """Kill every child now (a decode in progress ends as an error, which the stopping
-        caller throws away); no child starts after this."""
+        caller throws away); no child starts after this. A busy child is only signalled: its
+        caller closes its pipes, so no descriptor it still reads is closed under it."""
         with self._lock:
             self._closed = True
-        for child in self._all:
+            busy = [child for child in self._all if child.busy]
+            idle = [child for child in self._all if not child.busy]
+        for child in busy:
+            child.signal_kill()
+        for child in idle:
             child.kill()
 
 
@@ -140,6 +151,7 @@ class _Child:
     def __init__(self, main: str) -> None:
         self.main = main
         self.process: subprocess.Popen | None = None
+        self.busy = False  # a caller is in ``ask`` (set and read under the sandbox's lock)
 
     def start_if_needed(self) -> None:
         if self.process is None:
@@ -163,12 +175,20 @@ class _Child:
         answer = _parse_answer(_read(process, length, deadline, limits), limits.max_pixels)
         if not answer["ok"]:
             raise InputError(answer["kind"], answer["message"])
+        if ("grey" in answer) != ("page" in request):
+            raise _ChildLost("crashed", "the decoder process answered another question")
         if "grey" in answer:
             height, width = answer["grey"]
             raw = _read(process, height * width, deadline, limits)
             return np.frombuffer(raw, dtype=np.uint8).reshape(height, width).copy()
         raw = _read(process, INPUT_BYTES * len(answer["pages"]), deadline, limits)
         return _fitted(answer["pages"], np.frombuffer(raw, dtype="<f4"))
+
+    def signal_kill(self) -> None:
+        """SIGKILL the process, leaving its pipes to its caller."""
+        process = self.process
+        if process is not None:
+            process.kill()
 
     def kill(self) -> None:
         """End the process (if any) at once; the place stays, for a new one."""
@@ -329,7 +349,9 @@ def _fit(decode_and_fit, data: bytes, request: dict) -> tuple[dict, np.ndarray |
     from worker.preprocess.reading import decode_page
 
     name, limits = request["name"], Limits(**request["limits"])
-    resource.setrlimit(resource.RLIMIT_AS, (_mapped() + limits.decode_memory, resource.RLIM_INFINITY))
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    cap = _mapped() + limits.decode_memory
+    resource.setrlimit(resource.RLIMIT_AS, (cap if hard == resource.RLIM_INFINITY else min(cap, hard), hard))
     try:
         if "page" in request:
             grey = decode_page(data, name, request["page"], limits)
@@ -346,7 +368,7 @@ def _fit(decode_and_fit, data: bytes, request: dict) -> tuple[dict, np.ndarray |
                     f"{limits.decode_memory / 2**20:,.0f} MiB memory limit"}, None
         return {"ok": False, "kind": "internal", "message": f"unexpected error reading {name}: {exc}"}, None
     finally:
-        resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
 def _answer(protocol, header: dict, pixels: np.ndarray | None) -> None:
