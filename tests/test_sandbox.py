@@ -130,6 +130,24 @@ def test_whatever_the_child_does_costs_one_file_an_error(child, kind):
         sandbox.close()
 
 
+def test_a_child_that_says_more_than_it_was_asked_is_replaced():
+    """Two answers to one question: the second is never taken for the next file's."""
+    twice = ("import json, os, struct, sys\n"
+             "while len(sys.stdin.buffer.read(12)) == 12:\n"
+             "    head = json.dumps({'ok': False, 'kind': 'no-ink', 'message': str(os.getpid())}).encode()\n"
+             "    sys.stdout.buffer.write((struct.pack('<I', len(head)) + head) * 2); sys.stdout.flush()\n")
+    sandbox = Sandbox(1, child_main=twice)
+    children = set()
+    try:
+        for _ in range(3):
+            with pytest.raises(InputError) as caught:
+                sandbox.load(b"%PDF-1.4", "x.pdf", DIGITS, Limits(decode_seconds=5))
+            children.add(caught.value.message)
+    finally:
+        sandbox.close()
+    assert len(children) == 3, "each file answered by a child of its own"
+
+
 def test_a_decoder_that_cannot_start_is_said_plainly(monkeypatch):
     monkeypatch.setattr(sys, "executable", "/nonexistent/python")
     sandbox = Sandbox(1)

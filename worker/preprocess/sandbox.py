@@ -46,8 +46,8 @@ log = logging.getLogger(__name__)
 
 SIZE = 28  # the model input's side (normalizing.SIZE; not imported: the parent needs no OpenCV)
 INPUT_BYTES = SIZE * SIZE * 4
-# A child's answer names at most this many inputs (a document's pages) and says at most this
-# much in its message: anything more is not an answer of ours.
+# A child's refusal says at most this much (the rest is cut), and its JSON header is at most
+# this long (a longer one is no answer of ours); it names at most MAX_PAGES inputs.
 MAX_MESSAGE = 2000
 HEADER_MAX = 64 * 1024
 CHILD_MAIN = "from worker.preprocess.sandbox import serve_child; serve_child()"
@@ -154,6 +154,10 @@ class _Child:
         self.busy = False  # a caller is in ``ask`` (set and read under the sandbox's lock)
 
     def start_if_needed(self) -> None:
+        """A child, fresh if the last one said more than it was asked (no file's answer may
+        come from another's decoding)."""
+        if self.process is not None and select.select([self.process.stdout], [], [], 0)[0]:
+            self.kill()
         if self.process is None:
             self.process = _start_child(self.main)
 
