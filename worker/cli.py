@@ -24,6 +24,7 @@ from worker import __version__, defaults
 from worker.archs import ARCHS, DEFAULT_ARCH
 from worker.broker import VISIBILITY_TIMEOUT
 from worker.errors import ConfigError, DatasetError, ModelError, WorkerError
+from worker.gate import PUBLISH_MODES, TOLERANCE_POINTS
 from worker.outbox import ON_SUCCESS
 
 app = typer.Typer(
@@ -46,6 +47,7 @@ class Dataset(str, Enum):
 
 
 OnSuccess = Enum("OnSuccess", {name: name for name in ON_SUCCESS}, type=str)
+PublishMode = Enum("PublishMode", {name: name for name in PUBLISH_MODES}, type=str)
 
 
 def _env(name: str) -> str:
@@ -125,19 +127,24 @@ def train(
     teacher_weight: Annotated[float, typer.Option(envvar=_env("teacher_weight"), help="With --teacher: the share of each target that is its answer.")] = defaults.TEACHER_WEIGHT,
     force: Annotated[bool, typer.Option(envvar=_env("force"), help="Turn a model kept as plain files at --output into versions (the old files kept as one).")] = False,
     extra: Annotated[Path | None, typer.Option(envvar=_env("extra"), help="Also train on a folder per label of images (e.g. from 'worker export-reviewed').")] = None,
+    publish_mode: Annotated[PublishMode, typer.Option("--publish", envvar=_env("publish"), help="auto: serve the new version only if it passes the gate (not worse than the serving one); always; never.")] = PublishMode.auto,
+    tolerance: Annotated[float, typer.Option(envvar=_env("tolerance"), help="Points of test accuracy the new version may lose against the serving one.")] = TOLERANCE_POINTS,
 ) -> None:
-    """Train a model, keep the best epoch, evaluate on the test split, publish it as a new version."""
+    """Train a model, keep the best epoch, evaluate on the test split, keep it as a new version
+    and serve it if it passes the gate (exit 1 if it does not)."""
     from worker.train import train as run_training
 
     result = _run(
         run_training, dataset=dataset.value, arch=arch, epochs=epochs, batch_size=batch_size,
         seed=seed, validation=validation, data=data, output=output, limit=limit,
         learning_rate=learning_rate, init_from=init_from, patience=patience, augment=augment,
-        scan_augment=scan_augment, teacher=teacher, teacher_weight=teacher_weight, force=force, extra=extra, verbose=1 if sys.stderr.isatty() else 2,
+        scan_augment=scan_augment, teacher=teacher, teacher_weight=teacher_weight, force=force, extra=extra,
+        verbose=1 if sys.stderr.isatty() else 2, publish_mode=publish_mode.value, tolerance=tolerance,
     )
     card = result.card
     typer.echo(
-        f"published {result.model_path} version {card['version']}: test accuracy "
+        f"{'published' if result.published else 'kept, not published:'} {result.model_path} version "
+        f"{card['version']}: test accuracy "
         f"{card['test_accuracy']:.4f}, best epoch {card['best_epoch']}/{card['epochs_run']}, "
         f"{card['training_seconds']:.0f} s"
     )
@@ -147,13 +154,15 @@ def train(
 def publish(
     source: Annotated[Path, typer.Argument(help="A version folder (models/mnist/<version>), or a model file with its .tflite and .json beside it.")],
     model: Annotated[Path, typer.Option(envvar=_env("model"), help="The model path the daemon serves, whose versions these are.")] = defaults.MODEL,
-    force: Annotated[bool, typer.Option(help="Turn a model kept as plain files at --model into versions.")] = False,
+    force: Annotated[bool, typer.Option(help="Serve it even if it fails the gate (worse than the serving version); turn a model kept as plain files at --model into versions.")] = False,
+    tolerance: Annotated[float, typer.Option(envvar=_env("tolerance"), help="Points of test accuracy it may lose against the serving version.")] = TOLERANCE_POINTS,
 ) -> None:
     """Check a model and make it the version that serves: one atomic switch, which running
-    daemons pick up between two batches. Publishing an older version rolls back."""
+    daemons pick up between two batches. Publishing an older version rolls back. A version
+    worse than the one serving (the gate) needs --force."""
     from worker.publish import publish_checked
 
-    classifier = _run(publish_checked, source, model, force=force)
+    classifier = _run(publish_checked, source, model, force=force, tolerance=tolerance)
     typer.echo(f"published {model} version {classifier.version} ({classifier.card.get('dataset')})")
 
 

@@ -4,6 +4,8 @@
     ├── ConfigError              a setting is invalid (bad folder, bad number, ...): exit 78
     ├── DatasetError             a dataset cannot be found, fetched or verified: exit 78
     ├── ModelError               the model file or its card is missing or does not fit: exit 78
+    ├── NotPublished             a model kept as a version but not served: worse than what
+    │                            serves (the gate, ``gate.py``): exit 1
     └── InputError               one input file cannot be classified; has a ``kind``
                                  (empty, not-an-image, truncated, too-large, unsupported,
                                  no-ink, not-a-regular-file, permission-denied, ...)
@@ -29,6 +31,10 @@ class DatasetError(WorkerError):
 
 class ModelError(WorkerError):
     """The model or its card is missing, corrupt or inconsistent."""
+
+
+class NotPublished(WorkerError):
+    """A model did not pass the gate: kept as a version, not served."""
 
 
 class InputError(WorkerError):

@@ -25,7 +25,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from worker.errors import ConfigError, ModelError
+from worker import gate
+from worker.errors import ConfigError, ModelError, NotPublished
 from worker.files import plain_mode, sync_file, sync_folder
 
 log = logging.getLogger(__name__)
@@ -132,18 +133,33 @@ def _check_links(model_path: Path, force: bool) -> None:
         log.warning("the plain files of %s are kept as version %s", model_path, kept.parent.name)
 
 
-def publish_checked(source: Path, model_path: Path, *, force: bool = False):
+def publish_checked(source: Path, model_path: Path, *, force: bool = False,
+                    tolerance: float = gate.TOLERANCE_POINTS):
     """``worker publish``: load and check ``source`` (a version folder of ``model_path``, a
-    model file in one, or a model set kept elsewhere, copied in as a new version), then
-    publish it. Returns the loaded ``Classifier``; nothing changes if the check fails."""
+    model file in one, or a model set kept elsewhere, copied in as a new version), pass it
+    through the gate against what serves (``force`` overrides it), then publish it. Returns
+    the loaded ``Classifier``; nothing changes if a check fails."""
     from worker.model import Classifier
 
     source, model_path = Path(source), Path(model_path)
     if source.is_dir():
         source = source / model_path.name
     classifier = Classifier(source)
+    verdict = gate.judge(classifier.card, serving_card(model_path), tolerance)
+    if not verdict.passed and not force:
+        raise NotPublished(f"not published: {verdict.reason}; 'worker publish --force {source.parent}' "
+                           "serves it anyway")
     if source.parent.parent.resolve() != versions_folder(model_path).resolve():
         source = add_version(source, model_path, classifier.version)
     publish(source, model_path, force=force)
     return classifier
 
+
+def serving_card(model_path: Path) -> dict | None:
+    """The card of the version that serves at ``model_path``, or None if none does."""
+    from worker.model import read_card
+
+    try:
+        return read_card(model_path)
+    except ModelError:
+        return None

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from worker import __version__, archs, datasets, defaults, publish, review_flag
+from worker import __version__, archs, datasets, defaults, gate, publish, review_flag
 from worker import model as model_io
-from worker.errors import ConfigError
+from worker.errors import ConfigError, NotPublished
 from worker.preprocess import normalize_many
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 class TrainResult:
     model_path: Path
     card: dict
+    published: bool = True
+    verdict: str = ""  # what the gate said
 
 
 @dataclass(frozen=True)
@@ -217,6 +219,8 @@ def train(
     force: bool = False,
     extra: Path | None = None,
     verbose: int = 2,
+    publish_mode: str = "auto",
+    tolerance: float = gate.TOLERANCE_POINTS,
 ) -> TrainResult:
     """Train ``arch`` on ``dataset`` and save model, LiteRT file and card at ``output``.
 
@@ -226,9 +230,13 @@ def train(
     training images by scan-like renderings (``scan_render.py``). ``teacher``: distillation,
     each training target a mix of the label and a trained model's answer for that image
     (``teacher_weight`` of it). The model is saved as a new
-    version beside the old ones and published (``publish.py``); nothing is overwritten, and a
-    model kept as plain files at ``output`` is turned into versions only with ``force``.
+    version beside the old ones and published (``publish.py``) as ``publish_mode`` says:
+    ``auto`` only if it passes the gate against what serves (``gate.py``; else NotPublished),
+    ``always``, or ``never``. Nothing is overwritten, and a model kept as plain files at
+    ``output`` is turned into versions only with ``force``.
     """
+    if publish_mode not in gate.PUBLISH_MODES:
+        raise ConfigError(f"--publish must be one of: {', '.join(gate.PUBLISH_MODES)}")
     recipe = Recipe(dataset=dataset, arch=arch, epochs=epochs, batch_size=batch_size, seed=seed,
                     learning_rate=learning_rate, patience=patience, augment=augment,
                     scan_augment=scan_augment, teacher_weight=teacher_weight if teacher else 0.0).validate()
@@ -249,7 +257,7 @@ def train(
     fitted = _fit(net, splits, recipe, verbose, targets)
     card = _card(output, spec, architecture, net, recipe, fitted, splits, start)
     staged = _save(net, output, {**card, "teacher": learnt_from}, splits)
-    return _publish(staged, output, force)
+    return _publish(staged, output, force, publish_mode, tolerance)
 
 
 def calibrate(model_path: Path, data: Path | None = None) -> TrainResult:
@@ -275,16 +283,26 @@ def calibrate(model_path: Path, data: Path | None = None) -> TrainResult:
     review = json.dumps(card["review"], sort_keys=True).encode()
     card["version"] = f"{model_io.file_version(staged)}-r{hashlib.sha256(review).hexdigest()[:6]}"
     model_io.write_card(staged, card)
-    return _publish(staged, model_path, force=False)
+    return _publish(staged, model_path, force=False, mode="always")  # the same weights: no gate
 
 
-def _publish(staged: Path, output: Path, force: bool) -> TrainResult:
+def _publish(staged: Path, output: Path, force: bool, mode: str = "auto",
+             tolerance: float = gate.TOLERANCE_POINTS) -> TrainResult:
+    """Keep the staged model as a version; publish it as ``mode`` says (see ``train``)."""
     card = model_io.read_card(staged)
+    verdict = gate.judge(card, publish.serving_card(output), tolerance)
     version_path = publish.commit(staged, card["version"])
+    if mode == "never" or (mode == "auto" and not verdict.passed):
+        log.info("test accuracy %.4f; kept %s as version %s, not published", card["test_accuracy"],
+                 output, card["version"])
+        if mode == "auto":
+            raise NotPublished(f"not published: {verdict.reason}; 'worker publish --force "
+                               f"{version_path.parent} --model {output}' serves it anyway")
+        return TrainResult(model_path=version_path, card=card, published=False, verdict=verdict.reason)
     publish.publish(version_path, output, force=force)
     log.info("test accuracy %.4f; published %s version %s (older versions stay in %s/)",
              card["test_accuracy"], output, card["version"], publish.versions_folder(output))
-    return TrainResult(model_path=output, card=card)
+    return TrainResult(model_path=output, card=card, verdict=verdict.reason)
 
 
 def _save(net, output: Path, card: dict, splits: Splits) -> Path:
