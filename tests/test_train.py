@@ -111,3 +111,24 @@ def test_a_student_learns_from_its_teachers_answers(tmp_path):
     with pytest.raises(ConfigError, match="other classes"):
         train(dataset="fashion-mnist", arch="lenet", epochs=1, limit=1000, validation=200,
               teacher=teacher.model_path, output=tmp_path / "f.keras", verbose=0)
+
+
+def test_training_without_tensorflow_says_how_to_get_it_in_one_line(monkeypatch, tmp_path):
+    """Serving needs no TensorFlow, so ./scripts/run does not install it: `worker train` then
+    names the command that does, exit 78, never a traceback."""
+    import sys
+
+    from typer.testing import CliRunner
+
+    from worker.cli import app
+
+    monkeypatch.setitem(sys.modules, "keras", None)  # as if it were not installed
+    result = CliRunner().invoke(app, ["train", "--epochs", "1", "--output", str(tmp_path / "m.keras")])
+    assert result.exit_code == 78, result.output
+    assert "./scripts/run train" in result.output and "Traceback" not in result.output
+
+
+def test_a_limit_holds_out_a_tenth_for_validation():
+    from worker.train import validation_size
+
+    assert validation_size(None) == 5000 and validation_size(2000) == 200 and validation_size(90_000) == 5000

