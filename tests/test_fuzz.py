@@ -204,3 +204,74 @@ def test_planted_work_and_swapped_folders_never_reach_outside(work_kind, plants,
         finally:
             daemon.close()
         assert _everything_but(root, (inbox, outbox)) == before, "nothing outside written or moved"
+
+
+# --- damaged lines of our own outbox: every reader counts and skips them, never crashes ---
+
+GOOD_ROW = {
+    "file": "7/a.png", "label": "7", "confidence": 0.9, "class_index": 7, "sha256": "ab" * 32,
+    "model": "mnist", "processed_at": "2026-11-20T10:00:00.000Z", "id": "0123456789abcdef0123",
+    "probabilities": {**{str(d): 0.01 for d in range(10)}, "7": 0.9}, "model_version": "v1",
+    "review": "", "review_score": 0.5,
+}
+REQUIRED = ("file", "label", "confidence", "processed_at", "id", "probabilities")
+other_values = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.integers(min_value=2**63, max_value=2**200),
+    st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([1e308, -1e308, 5e-324]),
+    st.text(max_size=20), st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.floats(allow_nan=False) | st.text(max_size=3), max_size=3),
+)
+
+
+@st.composite
+def damaged_lines(draw) -> tuple[bytes, bool]:
+    """A line of predictions.jsonl (without its newline) with typed damage, and whether it
+    surely is no row."""
+    record, surely = dict(GOOD_ROW), False
+    for key in draw(st.lists(st.sampled_from([*GOOD_ROW, "page", "file_bytes"]), min_size=1, max_size=4)):
+        value = draw(other_values)
+        if draw(st.booleans()) and key in record:
+            del record[key]
+            surely |= key in REQUIRED
+        elif type(value) is not type(GOOD_ROW.get(key)):
+            record[key] = value
+            surely |= key in REQUIRED and not (key == "confidence" and type(value) is int and 0 <= value <= 1)
+    line = json.dumps(record).encode()  # NaN and Infinity as Python writes them: not JSON
+    how = draw(st.sampled_from(["whole", "cut", "garbage"]))
+    if how == "cut":
+        return line[: draw(st.integers(1, len(line) - 1))], True
+    if how == "garbage":
+        at = draw(st.integers(0, len(line)))
+        return line[:at] + draw(st.binary(min_size=1, max_size=8)).replace(b"\n", b"") + line[at:], False
+    return line, surely
+
+
+@settings(max_examples=EXAMPLES * 4, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(damaged_lines(), min_size=1, max_size=8), st.booleans(), st.integers(0, 3))
+def test_damaged_outbox_lines_are_counted_and_skipped_by_every_reader(damaged, torn, review):
+    """Each field replaced by a value of another type (huge numbers, NaN, lists, ...), lines cut
+    and spliced, the last one torn: the report (text, JSON, HTML) and the page's readers never
+    crash, and every line is a row or counted as skipped."""
+    from worker.report import HTML_CAPS, Caps, Filters, format_report, gather, to_dict
+    from worker.report.html import write_html
+    from worker.web import outbox_view
+
+    lines_ = [json.dumps(GOOD_ROW).encode()] + [line for line, _ in damaged]
+    body = b"\n".join(lines_) + (b"" if torn else b"\n")
+    surely = sum(is_damage for _, is_damage in damaged[:-1]) + (torn or damaged[-1][1])
+    with tempfile.TemporaryDirectory() as tmp:
+        outbox = Path(tmp, "outbox")
+        outbox.mkdir()
+        (outbox / JSONL_NAME).write_bytes(body)
+        for caps in (Caps(review=review), HTML_CAPS):
+            summary, skipped = gather(outbox, filters=Filters(), truth="folders", caps=caps)
+            report = to_dict(outbox, Filters(), summary, skipped, review=review)
+            format_report(report)
+            json.dumps(report)
+            assert report["predictions"] + report["skipped_lines"] == len(lines_)
+            assert report["skipped_lines"] >= surely and report["predictions"] >= 1
+        write_html(Path(tmp, "report.html"), report, summary, outbox)
+        newest = outbox_view.newest_rows(outbox, 200)
+        assert newest and all(outbox_view.brief_row(row) for row in newest)
+        outbox_view.review_queue(outbox, 200)
+        assert outbox_view.record_of(outbox, GOOD_ROW["file"]) is not None

@@ -38,6 +38,8 @@ log = logging.getLogger("worker")
 # sysexits.h's EX_CONFIG: the unit's RestartPreventExitStatus= names it, so systemd stops
 # restarting a daemon that cannot start as configured (a missing folder, model or dataset).
 EXIT_CONFIG = 78
+# LSB's "program is not running", as `systemctl status` and init scripts' status answer.
+EXIT_NOT_RUNNING = 3
 CONFIGURATION_ERRORS = (ConfigError, ModelError, DatasetError)
 
 
@@ -381,13 +383,14 @@ def export_reviewed(
 
 @app.command()
 def status(
-    inbox: Annotated[Path, typer.Option(envvar=_env("inbox"), help="The inbox the daemons watch.")] = defaults.INBOX,
-    outbox: Annotated[Path, typer.Option(envvar=_env("outbox"), help="Their outbox.")] = defaults.OUTBOX,
+    inbox: Annotated[Path, typer.Option(envvar=_env("inbox"), readable=False, help="The inbox the daemons watch.")] = defaults.INBOX,
+    outbox: Annotated[Path, typer.Option(envvar=_env("outbox"), readable=False, help="Their outbox.")] = defaults.OUTBOX,
     recursive: Annotated[bool, typer.Option(envvar=_env("recursive"), help="Count waiting files in subfolders too.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object instead of lines.")] = False,
     broker: Annotated[str | None, typer.Option(envvar=_env("broker"), help="Also ask this Redis how many classify workers answer and how many batches wait.")] = None,
 ) -> None:
-    """Daemons alive, files claimed and waiting, the last row, today's failures: from the folders."""
+    """Daemons alive, files claimed and waiting, the last row, today's failures: from the folders.
+    Exits 0 if a daemon is alive, 3 if none is."""
     from worker.status import format_status
     from worker.status import status as read_status
 
@@ -397,11 +400,13 @@ def status(
 
         report["broker"] = broker_status(broker)
     typer.echo(json.dumps(report, indent=2, ensure_ascii=False) if as_json else format_status(report))
+    if not report["daemons_alive"]:
+        raise typer.Exit(EXIT_NOT_RUNNING)
 
 
 @app.command()
 def report(
-    outbox: Annotated[Path, typer.Option(envvar=_env("outbox"), help="Outbox to report on.")] = defaults.OUTBOX,
+    outbox: Annotated[Path, typer.Option(envvar=_env("outbox"), readable=False, help="Outbox to report on.")] = defaults.OUTBOX,
     as_json: Annotated[bool, typer.Option("--json", help="The report as one JSON object.")] = False,
     low_confidence: Annotated[float, typer.Option(envvar=_env("low_confidence"), min=0.0, max=1.0, help="Count predictions below this confidence as unsure.")] = defaults.LOW_CONFIDENCE,
     since: Annotated[str | None, typer.Option(envvar=_env("since"), help="Only from this date or time on (ISO 8601; UTC unless it says).")] = None,
@@ -420,6 +425,8 @@ def report(
     if model and model.endswith(".keras"):
         model = Path(model).stem
     filters = _run(Filters.parse, since=since, until=until, model=model, label=label, folder=folder)
+    if html is not None and not html.parent.is_dir():
+        raise _fail(f"--html {html}: its folder does not exist", EXIT_CONFIG)
     caps = Caps(review=review) if html is None else Caps(**{**HTML_CAPS.__dict__, "review": max(review, HTML_CAPS.review)})
     summary, skipped = _run(gather, outbox, filters=filters, truth=truth, caps=caps, low_confidence=low_confidence)
     report = to_dict(outbox, filters, summary, skipped, review=review)

@@ -11,10 +11,14 @@
                                  no-ink, not-a-regular-file, permission-denied, ...)
 
 Messages say what to do next. An ``InputError`` never stops the daemon: the file is
-quarantined with its ``kind`` and message.
+quarantined with its ``kind`` and message. A folder or file of ours that the user running a
+reader (``report``, ``status``) may not read is a ``ConfigError`` (``unreadable``).
 """
 
 from __future__ import annotations
+
+import grp
+import os
 
 
 class WorkerError(Exception):
@@ -45,3 +49,15 @@ class InputError(WorkerError):
         self.kind = kind
         self.message = message
         self.bytes_read: int | None = None  # how much of the file there was when it failed
+
+
+def unreadable(exc: OSError) -> ConfigError:
+    """The error for a file or folder of the worker's that this user may not read (the service
+    makes them readable by its group only)."""
+    where = exc.filename or "a file of the outbox"
+    try:
+        group = grp.getgrgid(os.stat(where).st_gid).gr_name
+    except (OSError, KeyError):
+        group = "its group"
+    return ConfigError(f"{where}: cannot read it ({exc.strerror or exc}); run this as its owner, "
+                       f"as root or as a member of {group}")

@@ -7,23 +7,32 @@ last row written, and today's failures by kind.
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
 from worker.claims import WORK_DIR, take_lock
-from worker.errors import ConfigError
+from worker.errors import ConfigError, unreadable
 from worker.outbox import ERROR_SUFFIX, FAILED_DIR, JSONL_NAME
+from worker.outbox_lines import error_record_from, row_from
 from worker.watch import scan
 
 # The last row is found in the file's last bytes: a row is well under this.
 TAIL_BYTES = 64 * 1024
+LAST_ROW_FIELDS = ("file", "label", "confidence", "processed_at", "model_version")
 
 
 def status(inbox: Path, outbox: Path, *, recursive: bool = False) -> dict:
-    inbox, outbox = Path(inbox), Path(outbox)
+    """What the folders say; a ConfigError if this user may not read them (a count of none
+    would tell them no daemon runs)."""
+    try:
+        return _status(Path(inbox), Path(outbox), recursive)
+    except PermissionError as exc:
+        raise unreadable(exc) from None
+
+
+def _status(inbox: Path, outbox: Path, recursive: bool) -> dict:
     if not inbox.is_dir():
         raise ConfigError(f"inbox {inbox} is not a folder")
     alive, dead = _daemons(inbox / WORK_DIR)
@@ -42,9 +51,13 @@ def status(inbox: Path, outbox: Path, *, recursive: bool = False) -> dict:
 
 def _daemons(work: Path) -> tuple[int, int]:
     alive = dead = 0
-    for lock in work.glob("*.lock") if work.is_dir() else []:
+    for lock in os.listdir(work) if work.is_dir() else []:
+        if not lock.endswith(".lock"):
+            continue
         try:
-            fd = take_lock(lock, shared=True)
+            fd = take_lock(work / lock, shared=True)
+        except PermissionError:
+            raise
         except OSError:
             continue
         if fd is None:
@@ -66,25 +79,25 @@ def _last_row(path: Path) -> dict | None:
         with open(path, "rb") as fh:
             fh.seek(max(0, os.fstat(fh.fileno()).st_size - TAIL_BYTES))
             lines = fh.read().splitlines()
+    except PermissionError:
+        raise
     except OSError:
         return None
     for line in reversed(lines):
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue  # a torn last line, or the cut-off first one
-        return {key: row.get(key) for key in ("file", "label", "confidence", "processed_at", "model_version")}
+        row = row_from(line)  # None for a torn last line, the cut-off first one, or damage
+        if row is not None:
+            return {key: row.get(key) for key in LAST_ROW_FIELDS}
     return None
 
 
 def _failures_on(failed: Path, day: str):
     for path in failed.rglob(f"*{ERROR_SUFFIX}") if failed.is_dir() else []:
         try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            record = error_record_from(path.read_bytes())
+        except OSError:
             continue
-        if str(record.get("time", "")).startswith(day):
-            yield record.get("kind", "?")
+        if record is not None and record.get("time", "").startswith(day):
+            yield record["kind"]
 
 
 def format_status(report: dict) -> str:

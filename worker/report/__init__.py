@@ -2,7 +2,8 @@
 ``--json`` form), ``format_report`` makes the text of that, ``write_html`` one self-contained
 HTML file with pictures.
 
-    records.py    rows and error records, streamed and filtered (a damaged line is skipped)
+    records.py    rows and error records, streamed and filtered (a damaged line is skipped;
+                  each line checked by ``worker.outbox_lines``)
     truth.py      the right labels, where known: folders, a labels CSV, reviews
     summary.py    one pass's counts, and the capped lists (review queue, galleries, mistakes)
     text.py       the text report
@@ -14,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from worker import defaults
-from worker.errors import ConfigError
+from worker.errors import ConfigError, unreadable
 from worker.outbox import JSONL_NAME
 from worker.report.parallel import summarise
 from worker.report.records import Filters, Skipped, error_records
@@ -34,8 +35,15 @@ HTML_CAPS = Caps(review=200, gallery=24, mistakes=24, failures=200)
 
 def gather(outbox: Path, *, filters: Filters = EVERYTHING, truth: str | None = None, caps: Caps = TEXT_CAPS,
            low_confidence: float = defaults.LOW_CONFIDENCE) -> tuple[Summary, Skipped]:
-    """One pass over the outbox."""
-    outbox = Path(outbox)
+    """One pass over the outbox; a ConfigError if this user may not read it."""
+    try:
+        return _gather(Path(outbox), filters, truth, caps, low_confidence)
+    except PermissionError as exc:
+        raise unreadable(exc) from None
+
+
+def _gather(outbox: Path, filters: Filters, truth: str | None, caps: Caps,
+            low_confidence: float) -> tuple[Summary, Skipped]:
     if not outbox.is_dir():
         raise ConfigError(f"outbox {outbox} does not exist")
     summary, skipped = Summary(Truth(truth, outbox), caps, low_confidence), Skipped()

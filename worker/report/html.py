@@ -8,6 +8,7 @@ from pathlib import Path
 
 import jinja2
 
+from worker.errors import ConfigError
 from worker.files import write_atomic
 from worker.report.summary import Summary
 from worker.report.thumbnails import Thumbnails
@@ -37,7 +38,10 @@ def render_html(report: dict, summary: Summary, outbox: Path) -> str:
 
 
 def write_html(path: Path, report: dict, summary: Summary, outbox: Path) -> None:
-    write_atomic(Path(path), render_html(report, summary, outbox))
+    try:
+        write_atomic(Path(path), render_html(report, summary, outbox))
+    except OSError as exc:
+        raise ConfigError(f"--html {path}: cannot write it ({exc.strerror or exc})") from None
 
 
 def _mistakes(report: dict, summary: Summary, with_pictures) -> list[dict]:

@@ -1,7 +1,8 @@
 """Reading an outbox for a report: rows and error records streamed one at a time, filtered.
 
-A million-row outbox is never held in memory: ``predictions`` yields one row at a time (parsed
-with orjson), and a line that is torn or not a row is counted in ``Skipped`` and passed over.
+A million-row outbox is never held in memory: ``predictions`` yields one row at a time (each
+line parsed and checked by ``outbox_lines``), and a line that is torn, too long or not a row is
+counted in ``Skipped`` and passed over.
 """
 
 from __future__ import annotations
@@ -13,14 +14,13 @@ from datetime import datetime, time, timedelta, timezone
 from pathlib import Path
 
 import orjson
+from orjson import JSONDecodeError, loads
 
 from worker.errors import ConfigError
 from worker.outbox import ERROR_SUFFIX, FAILED_DIR, iso_utc
+from worker.outbox_lines import MAX_LINE_BYTES, RowRecord, row_of, skip_line
 
 log = logging.getLogger(__name__)
-
-ROW_FIELDS = frozenset({"file", "label", "confidence", "processed_at", "id", "probabilities"})
-
 
 @dataclass(frozen=True)
 class Filters:
@@ -53,7 +53,7 @@ class Filters:
     def keeps_file(self, file: str) -> bool:
         return self.folder is None or file.startswith(self.folder)
 
-    def keeps_row(self, row: dict) -> bool:
+    def keeps_row(self, row: RowRecord) -> bool:
         return (
             self.keeps_time(row["processed_at"]) and self.keeps_file(row["file"])
             and (self.label is None or row["label"] == self.label)
@@ -112,41 +112,41 @@ def parts(path: Path, count: int) -> list[tuple[int, int]]:
     with open(path, "rb") as fh:
         for k in range(1, count):
             fh.seek(max(size * k // count, cuts[-1]))
-            fh.readline()
+            skip_line(fh)
             cuts.append(min(fh.tell(), size))
     cuts.append(size)
     return [(a, b) for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
 
 
 def predictions(path: Path, filters: Filters, skipped: Skipped, start: int = 0,
-                end: int | None = None) -> Iterator[dict]:
+                end: int | None = None) -> Iterator[RowRecord]:
     """The rows that pass ``filters``, in file order: those of the lines that begin in
-    [``start``, ``end``) bytes of the JSONL at ``path`` (all of them by default)."""
+    [``start``, ``end``) bytes of the JSONL at ``path`` (all of them by default). Each line is
+    checked by ``outbox_lines`` (spelled out here, not called line by line: a million pass)."""
     keeps = filters.keeps_row if filters.active else None
+    end = float("inf") if end is None else end
     offset = start
     with open(path, "rb") as fh:
         fh.seek(start)
-        for line in fh:
-            if end is not None and offset >= end:
+        readline = fh.readline
+        while offset < end:
+            line = readline(MAX_LINE_BYTES + 1)
+            if not line:
                 return
-            row = _row(line)
+            length = len(line)
+            if line[-1:] != b"\n":  # too long (passed over), or a torn last line
+                length += skip_line(fh)
+                row = None
+            else:
+                try:
+                    row = row_of(loads(line))
+                except JSONDecodeError:
+                    row = None
             if row is None:
                 skipped.add(offset)
             elif keeps is None or keeps(row):
                 yield row
-            offset += len(line)
-
-
-def _row(line: bytes) -> dict | None:
-    if not line.endswith(b"\n"):
-        return None  # a torn last line (a crash mid-write)
-    try:
-        row = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(row, dict) or not ROW_FIELDS <= row.keys():
-        return None
-    return row
+            offset += length
 
 
 def error_records(outbox: Path, filters: Filters) -> Iterator[dict]:

@@ -86,7 +86,9 @@ class Summary:
         if reasons:
             self.flagged += 1
             self.reasons.update(reasons.split())
-        self._queue_for_review(row, bool(reasons), confidence, len(self.confidences))
+        queue, flagged = self._review, bool(reasons)
+        if len(queue) < self.caps.review or (queue and (flagged, -confidence) >= queue[0][:2]):
+            self._queue_for_review(row, flagged, confidence, len(self.confidences))
         if self.caps.gallery and len(self.galleries[label]) < self.caps.gallery:
             self.galleries[label].append(brief(row))
         if self.has_truth:
@@ -122,13 +124,13 @@ class Summary:
         heapq.heapify(self._review)
 
     def _queue_for_review(self, row: dict, flagged: bool, confidence: float, number: int) -> None:
-        if len(self._review) == self.caps.review and (flagged, -confidence) < self._review[0][:2]:
-            return  # less to review than all it keeps: the common case costs no margin
+        """Called for a row when the queue has room or the row is less sure than the surest
+        it keeps (``add_row`` tests that first: the common case costs no call, no margin)."""
         item = brief(row)
         entry = (flagged, -confidence, -item["margin"], -number, item)
         if len(self._review) < self.caps.review:
             heapq.heappush(self._review, entry)
-        elif self.caps.review:
+        else:
             heapq.heappushpop(self._review, entry)
 
     def _compare(self, row: dict, label: str) -> None:

@@ -1,6 +1,7 @@
 """What the web page shows of an outbox, read cheaply enough to poll: the newest rows from the
 JSONL's tail (never the whole file), a file's row or error record, the newest failures, and a
-review queue of the least sure among the recent rows not yet reviewed."""
+review queue of the least sure among the recent rows not yet reviewed. Every line and record
+is checked by ``outbox_lines`` as the report checks it: what is no row is passed over."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import orjson
 
 from worker.outbox import ERROR_SUFFIX, FAILED_DIR, JSONL_NAME
+from worker.outbox_lines import RowRecord, error_record_from, row_from
 from worker.report.summary import Caps, Summary, brief
 from worker.report.truth import Truth
 from worker.reviews import read_reviews
@@ -18,12 +20,12 @@ from worker.reviews import read_reviews
 TAIL_BYTES = 4 * 2**20
 
 
-def newest_rows(outbox: Path, limit: int, tail_bytes: int = TAIL_BYTES) -> list[dict]:
+def newest_rows(outbox: Path, limit: int, tail_bytes: int = TAIL_BYTES) -> list[RowRecord]:
     """Up to ``limit`` rows, newest first."""
     return list(reversed(_tail(outbox / JSONL_NAME, tail_bytes)))[:limit]
 
 
-def _tail(path: Path, tail_bytes: int, needle: bytes = b"") -> list[dict]:
+def _tail(path: Path, tail_bytes: int, needle: bytes = b"") -> list[RowRecord]:
     """The rows in the last ``tail_bytes`` of the JSONL (those holding ``needle``, if given)."""
     try:
         with open(path, "rb") as fh:
@@ -35,15 +37,8 @@ def _tail(path: Path, tail_bytes: int, needle: bytes = b"") -> list[dict]:
     lines = data.split(b"\n")
     if size > tail_bytes:
         lines = lines[1:]  # the first is cut
-    rows = []
-    for line in lines[:-1]:  # the last is empty, or torn
-        if needle not in line:
-            continue
-        try:
-            rows.append(orjson.loads(line))
-        except orjson.JSONDecodeError:
-            continue
-    return rows
+    rows = (row_from(line) for line in lines[:-1] if needle in line)  # the last is empty, or torn
+    return [row for row in rows if row is not None]
 
 
 def record_of(outbox: Path, name: str) -> dict | None:
@@ -51,16 +46,13 @@ def record_of(outbox: Path, name: str) -> dict | None:
     from the page, once there is one. Polled: only lines that hold the name are parsed."""
     needle = orjson.dumps(name)[1:-1]  # the name as the JSONL spells it
     for row in reversed(_tail(outbox / JSONL_NAME, TAIL_BYTES, needle)):
-        if row.get("file") == name or row.get("file", "").startswith(f"{name}#"):
+        if row["file"] == name or row["file"].startswith(f"{name}#"):
             return {"row": row}
     failed = outbox / FAILED_DIR
     stem = name[: -len(Path(name).suffix)] if Path(name).suffix else name
     for path in failed.glob(f"{_glob_escape(stem)}*{ERROR_SUFFIX}") if failed.is_dir() else []:
-        try:
-            record = orjson.loads(path.read_bytes())
-        except (OSError, orjson.JSONDecodeError):
-            continue
-        if record.get("file") == name:
+        record = _error_record(path)
+        if record is not None and record["file"] == name:
             return {"error": record}
     return None
 
@@ -74,13 +66,14 @@ def newest_failures(outbox: Path, limit: int) -> list[dict]:
     if not failed.is_dir():
         return []
     paths = sorted(failed.rglob(f"*{ERROR_SUFFIX}"), key=lambda p: p.stat().st_mtime, reverse=True)[:limit]
-    records = []
-    for path in paths:
-        try:
-            records.append(orjson.loads(path.read_bytes()))
-        except (OSError, orjson.JSONDecodeError):
-            continue
-    return records
+    return [record for record in map(_error_record, paths) if record is not None]
+
+
+def _error_record(path: Path) -> dict | None:
+    try:
+        return error_record_from(path.read_bytes())
+    except OSError:
+        return None
 
 
 def review_queue(outbox: Path, limit: int) -> list[dict]:
@@ -88,10 +81,10 @@ def review_queue(outbox: Path, limit: int) -> list[dict]:
     reviewed = read_reviews(outbox)
     summary = Summary(Truth(None, outbox), Caps(review=limit))
     for row in _tail(outbox / JSONL_NAME, TAIL_BYTES):
-        if row.get("id") not in reviewed and "probabilities" in row:
+        if row["id"] not in reviewed:
             summary.add_row(row)
     return summary.review_queue()
 
 
-def brief_row(row: dict) -> dict:
-    return {**brief(row), "processed_at": row.get("processed_at")}
+def brief_row(row: RowRecord) -> dict:
+    return {**brief(row), "processed_at": row["processed_at"]}
