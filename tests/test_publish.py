@@ -96,3 +96,16 @@ def test_a_published_version_is_readable_by_others(served):
     """A service runs as its own user: a version folder must not keep mkdtemp's 0700."""
     folder = served.parent / "mnist" / publish.current_version(served)
     assert folder.stat().st_mode & 0o005 == 0o005
+
+
+def test_a_version_of_another_model_says_which_model_to_pass(served, real_model_path):
+    fashion = real_model_path.with_name("fashion-mnist.keras")
+    version = real_model_path.parent / "fashion-mnist" / publish.current_version(fashion)
+    result = runner.invoke(app, ["publish", str(version), "--model", str(served)])
+    assert result.exit_code == 78, result.output
+    assert "pass --model" in result.output and "fashion-mnist.keras" in result.output
+
+
+def test_a_model_that_does_not_exist_is_said_so_not_its_card(tmp_path):
+    with pytest.raises(ModelError, match="nope.keras does not exist"):
+        Classifier(tmp_path / "nope.keras")

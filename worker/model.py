@@ -41,6 +41,10 @@ def serving_path(model_path: Path) -> Path:
 
 def read_card(model_path: Path) -> dict:
     path = card_path(model_path)
+    model_files = (Path(model_path).with_suffix(suffix) for suffix in (".keras", ".tflite"))
+    if not path.is_file() and not any(file.exists() for file in model_files):
+        raise ModelError(f"model {model_path} does not exist (nor its .tflite or card); give the path "
+                         "of a trained model's .keras file")
     if not path.is_file():
         raise ModelError(
             f"model card {path} is missing; every model needs its card beside it "

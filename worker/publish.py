@@ -143,7 +143,7 @@ def publish_checked(source: Path, model_path: Path, *, force: bool = False,
 
     source, model_path = Path(source), Path(model_path)
     if source.is_dir():
-        source = source / model_path.name
+        source = _model_in(source, model_path)
     classifier = Classifier(source)
     verdict = gate.judge(classifier.card, serving_card(model_path), tolerance)
     if not verdict.passed and not force:
@@ -153,6 +153,19 @@ def publish_checked(source: Path, model_path: Path, *, force: bool = False,
         source = add_version(source, model_path, classifier.version)
     publish(source, model_path, force=force)
     return classifier
+
+
+def _model_in(folder: Path, model_path: Path) -> Path:
+    """The model file of a version folder, which must be one of ``model_path``'s: a version of
+    another model (fashion-mnist's, published with the default --model) says which --model."""
+    if (folder / model_path.name).exists():
+        return folder / model_path.name
+    found = sorted(folder.glob("*.keras"))
+    if len(found) == 1:
+        right = model_path.with_name(found[0].name)
+        raise ConfigError(f"{folder} is a version of {found[0].stem}, not of {model_path.stem}: "
+                          f"pass --model {right}")
+    return folder / model_path.name  # loading it says what is missing
 
 
 def serving_card(model_path: Path) -> dict | None:
