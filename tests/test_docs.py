@@ -20,7 +20,7 @@ def _commands() -> list[str]:
     return sorted(typer.main.get_command(app).commands)
 
 
-@pytest.mark.parametrize("command", ["train", "predict", "watch", "report", "status"])
+@pytest.mark.parametrize("command", ["train", "predict", "watch", "report", "status", "models", "publish"])
 def test_every_command_is_documented(command):
     assert command in _commands()
     assert f"`worker {command}" in README

@@ -168,6 +168,35 @@ def publish(
     typer.echo(f"published {model} version {classifier.version} ({classifier.card.get('dataset')})")
 
 
+@app.command()
+def models(
+    models_dir: Annotated[Path, typer.Option("--models", envvar=_env("models"), help="The model repository.")] = defaults.MODELS_DIR,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON list instead of a table.")] = False,
+) -> None:
+    """Each model and its versions (classes, arch, preprocessing, test accuracy, hard sets,
+    created, size), and which version serves: 'worker publish' one to roll back."""
+    from worker.catalog import versions
+
+    if not models_dir.is_dir():
+        raise _fail(f"--models {models_dir} is not a folder", EXIT_CONFIG)
+    found = versions(models_dir)
+    if as_json:
+        typer.echo(json.dumps([v.to_json() for v in found], indent=2, ensure_ascii=False))
+        return
+    for v in found:
+        typer.echo(_version_line(v))
+
+
+def _version_line(v) -> str:
+    accuracy = "-" if v.test_accuracy is None else f"{v.test_accuracy * 100:.2f} %"
+    hard = "/".join(f"{a * 100:.1f}" for a in v.hard_sets.values())
+    return "  ".join([
+        f"{v.model:<14}", f"{v.version:<22}", "serving" if v.serving else "       ",
+        f"{len(v.classes):>3} classes", f"{v.arch or '-':<16}", f"{v.profile or '-':<11}", f"{accuracy:>8}",
+        f"hard sets {hard} %" if hard else "", (v.created_at or "")[:10], f"{v.size_bytes / 2**20:.1f} MB",
+    ])
+
+
 def _load_classifier(model: Path, threads: int):
     from worker.model import Classifier
 
