@@ -128,7 +128,9 @@ def test_an_upload_dropped_into_the_inbox_is_followed_to_its_row(browser, served
         page.click("#to-inbox")
         page.wait_for_selector("#uploads li:has-text('row written')", timeout=60_000)
         assert page.inner_text("#uploads li").startswith("mine.png: 1 (")
-        page.wait_for_selector("#latest figure[data-file='mine.png']", timeout=10_000)
+        stored = page.locator("#uploads li").get_attribute("data-name")
+        assert stored.startswith("mine-") and stored.endswith(".png")
+        page.wait_for_selector(f"#latest figure[data-file='{stored}']", timeout=10_000)
         page.close()
     finally:
         daemon.terminate()

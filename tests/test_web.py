@@ -4,6 +4,7 @@ real browser in test_browser.py."""
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import cv2
@@ -28,10 +29,16 @@ def boxes_for_web(tmp_path):
     return inbox, outbox
 
 
+def web_settings(boxes, **given) -> ServeSettings:
+    """Settings over the test's folders that also take TestClient's own Host, ``testserver``."""
+    inbox, outbox = boxes
+    given["allowed_hosts"] = ("testserver", *given.get("allowed_hosts", ()))
+    return ServeSettings(inbox=inbox, outbox=outbox, **given)
+
+
 @pytest.fixture
 def client(boxes_for_web, fake_classifier):
-    inbox, outbox = boxes_for_web
-    app = create_app(ServeSettings(inbox=inbox, outbox=outbox, max_bytes=100_000), fake_classifier)
+    app = create_app(web_settings(boxes_for_web, max_bytes=100_000), fake_classifier)
     with TestClient(app) as test_client:
         yield test_client
 
@@ -63,8 +70,12 @@ def test_an_oversized_upload_is_413(client):
 def test_no_path_in_a_name_survives_the_drop(client, boxes_for_web, given, kept):
     answer = client.post("/api/inbox", files={"files": (given, png(), "image/png")})
     assert answer.status_code == 201, answer.text
-    assert answer.json()["names"] == [kept]
-    assert [p.name for p in boxes_for_web[0].iterdir()] == [kept], "whole, under its plain name, nothing else"
+    [upload] = answer.json()["uploads"]
+    stem, dot, suffix = kept.rpartition(".")
+    assert upload["original"] == kept
+    assert upload["name"].startswith(f"{stem or suffix}-")
+    assert upload["name"].endswith(f"{dot}{suffix}" if dot else "")
+    assert [p.name for p in boxes_for_web[0].iterdir()] == [upload["name"]], "whole, nothing else"
 
 
 def test_control_characters_never_reach_a_name():
@@ -75,9 +86,9 @@ def test_control_characters_never_reach_a_name():
 
 
 def test_a_second_drop_of_one_name_gets_another_name(client, boxes_for_web):
-    for _ in range(2):
-        client.post("/api/inbox", files={"files": ("s.png", png(), "image/png")})
-    assert sorted(p.name for p in boxes_for_web[0].iterdir()) == ["s-1.png", "s.png"]
+    names = [client.post("/api/inbox", files={"files": ("s.png", png(), "image/png")}).json()["names"][0]
+             for _ in range(2)]
+    assert names[0] != names[1] and sorted(p.name for p in boxes_for_web[0].iterdir()) == sorted(names)
 
 
 def test_a_write_from_another_site_is_refused(client):
@@ -90,8 +101,7 @@ def test_a_write_from_another_site_is_refused(client):
 
 
 def test_with_a_token_every_request_needs_it(boxes_for_web, fake_classifier):
-    inbox, outbox = boxes_for_web
-    app = create_app(ServeSettings(inbox=inbox, outbox=outbox, token="s3cret"), fake_classifier)
+    app = create_app(web_settings(boxes_for_web, token="s3cret"), fake_classifier)
     with TestClient(app) as client:
         assert client.get("/api/model").status_code == 401
         assert client.get("/").status_code == 401
@@ -103,7 +113,11 @@ def test_with_a_token_every_request_needs_it(boxes_for_web, fake_classifier):
 
 
 def test_a_review_is_appended_durably_and_checked(client, boxes_for_web):
-    decision = {"id": "0123456789abcdef0123", "file": "a.png", "predicted": "7", "label": "1"}
+    from test_report import outbox_with, row
+
+    written = row("a.png", "7", 0.6)
+    outbox_with(boxes_for_web[1].parent, [written])
+    decision = {"id": written.id, "file": "a.png", "predicted": "7", "label": "1"}
     assert client.post("/api/reviews", json=decision).status_code == 201
     assert client.post("/api/reviews", json={**decision, "label": "x"}).status_code == 422
     assert client.post("/api/reviews", json={**decision, "id": "../../x"}).status_code == 422
@@ -127,8 +141,7 @@ names = st.text(st.characters(codec="utf-8"), max_size=300)
 @given(name=names, data=st.binary(max_size=2000), label=st.text(max_size=20), row_id=st.text(max_size=40),
        query=st.text(max_size=300))
 def test_the_api_never_answers_500(boxes_for_web, fake_classifier, name, data, label, row_id, query):
-    inbox, outbox = boxes_for_web
-    app = create_app(ServeSettings(inbox=inbox, outbox=outbox, max_bytes=1000), fake_classifier)
+    app = create_app(web_settings(boxes_for_web, max_bytes=1000), fake_classifier)
     with TestClient(app, raise_server_exceptions=False) as client:
         answers = [
             client.post("/api/classify", files={"file": (name, data, "application/octet-stream")}),
@@ -143,9 +156,8 @@ def test_the_api_never_answers_500(boxes_for_web, fake_classifier, name, data, l
 
 
 def test_a_model_not_of_digits_offers_upload_only(boxes_for_web, fake_classifier):
-    inbox, outbox = boxes_for_web
     fake_classifier.card = {"dataset": "fashion-mnist"}
-    with TestClient(create_app(ServeSettings(inbox=inbox, outbox=outbox), fake_classifier)) as client:
+    with TestClient(create_app(web_settings(boxes_for_web), fake_classifier)) as client:
         assert client.get("/api/model").json()["draw"] is False
 
 
@@ -168,4 +180,217 @@ def test_an_inbox_without_hard_links_still_takes_a_drop(client, boxes_for_web, m
 
     monkeypatch.setattr(os, "link", no_links)
     answer = client.post("/api/inbox", files={"files": ("s.png", png(), "image/png")})
-    assert answer.status_code == 201 and [p.name for p in boxes_for_web[0].iterdir()] == ["s.png"]
+    assert answer.status_code == 201
+    assert [p.name for p in boxes_for_web[0].iterdir()] == answer.json()["names"]
+
+
+# --- what the API trusts (issue 23, items 6-11) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["rebind.attacker.example", "rebind.attacker.example:8000", "",
+                                  "127.0.0.1.evil"])
+def test_a_host_not_allowed_is_refused_before_anything_else(client, boxes_for_web, host):
+    """DNS rebinding: a page whose Host and Origin are both the attacker's name is still refused."""
+    same_site = {"Host": host, "Origin": f"http://{host}"}
+    answers = [
+        client.post("/api/inbox", files={"files": ("x.png", png(), "image/png")}, headers=same_site),
+        client.post("/api/reviews", json={"id": "0" * 20, "file": "x.png", "predicted": "1", "label": "1"},
+                    headers=same_site),
+        client.get("/api/latest", headers=same_site),
+        client.get("/", headers=same_site),
+    ]
+    assert [a.status_code for a in answers] == [421] * 4
+    assert not list(boxes_for_web[0].iterdir()) and not (boxes_for_web[1] / "reviews.jsonl").exists()
+
+
+@pytest.mark.parametrize("host", ["localhost:8000", "127.0.0.1", "[::1]:8000", "LOCALHOST", "digits.lan:8000",
+                                  "192.0.2.7:8000"])
+def test_loopback_names_the_listening_address_and_allowed_hosts_are_served(boxes_for_web, fake_classifier,
+                                                                           host):
+    settings = web_settings(boxes_for_web, host="192.0.2.7", allowed_hosts=("digits.lan",), token="s3cret")
+    with TestClient(create_app(settings, fake_classifier)) as client:
+        answer = client.get("/api/model", headers={"Host": host, "Authorization": "Bearer s3cret"})
+    assert answer.status_code == 200, answer.text
+
+
+def test_allowed_hosts_are_named_not_patterns():
+    from worker.web.guard import host_allowed
+
+    allowed = frozenset({"localhost", "digits.lan"})
+    assert host_allowed("digits.lan:80", allowed) and host_allowed("Digits.LAN", allowed)
+    for refused in (None, "", "evil.digits.lan", "digits.lan.evil", "localhost:80@evil", "[::1", "a b"):
+        assert not host_allowed(refused, allowed), refused
+
+
+def test_serve_on_every_address_needs_the_names_clients_use(tmp_path):
+    from typer.testing import CliRunner
+
+    from worker.cli import app
+
+    result = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0", "--token", "s3cret",
+                                      "--inbox", str(tmp_path)])
+    assert result.exit_code == 78 and "--allowed-host" in result.output
+
+
+def test_a_guess_of_the_token_outside_ascii_is_401(boxes_for_web, fake_classifier):
+    app = create_app(web_settings(boxes_for_web, token="s3cret"), fake_classifier)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        assert client.get("/api/model", params={"token": "sécret"}).status_code == 401
+        for header in ({"Authorization": "Bearer sécret".encode()},
+                       {"Cookie": "worker_token=sécret".encode()}):
+            assert client.get("/api/model", headers=header).status_code == 401
+
+
+@pytest.mark.parametrize("token", ["sécret", "two words", "semi;colon", ""])
+def test_a_token_that_cannot_travel_is_a_configuration_error(boxes_for_web, token):
+    from worker.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--token"):
+        web_settings(boxes_for_web, token=token)
+
+
+def test_serve_says_which_token_it_cannot_use(tmp_path):
+    from typer.testing import CliRunner
+
+    from worker.cli import app
+
+    result = CliRunner().invoke(app, ["serve", "--token", "sécret", "--inbox", str(tmp_path),
+                                      "--model", str(tmp_path / "none.keras")])
+    assert result.exit_code == 78 and "--token" in result.output, result.output
+
+
+@pytest.mark.parametrize("name", ["/x", "/etc/passwd", "../x.png", "a/b.png", ".work", "*", "x.png\0"])
+def test_a_name_no_upload_is_given_is_refused_not_globbed(client, boxes_for_web, name):
+    (boxes_for_web[1] / "failed").mkdir()
+    answer = client.get("/api/record", params={"name": name})
+    assert answer.status_code == 422, answer.text
+
+
+def test_an_upload_is_followed_by_its_own_name_not_an_older_row(client, boxes_for_web):
+    from test_report import outbox_with, row
+
+    inbox = boxes_for_web[0]
+    first = client.post("/api/inbox", files={"files": ("x.png", png(), "image/png")}).json()["names"][0]
+    (inbox / first).unlink()  # the daemon took it, and wrote its row
+    outbox_with(boxes_for_web[1].parent, [row(first, "7", 0.9)])
+    second = client.post("/api/inbox", files={"files": ("x.png", png(), "image/png")}).json()["names"][0]
+    assert client.get("/api/record", params={"name": first}).json()["row"]["label"] == "7"
+    assert client.get("/api/record", params={"name": second}).json() == {"waiting": True}
+
+
+@pytest.mark.parametrize("given", ["scan.tmp", "scan.png.part", "Thumbs.db", "scan.png.crdownload",
+                                   ".scan.png", "scan.png~", "desktop.ini", "scan.swp", ".DS_Store"])
+def test_an_upload_is_stored_under_a_name_the_daemon_takes(client, boxes_for_web, given):
+    from worker.watch import is_ignored
+
+    answer = client.post("/api/inbox", files={"files": (given, png(), "image/png")})
+    assert answer.status_code == 201, answer.text
+    [upload] = answer.json()["uploads"]
+    assert not is_ignored(upload["name"]) and upload["original"] == given.lstrip(".")
+    assert [p.name for p in boxes_for_web[0].iterdir()] == [upload["name"]]
+
+
+def test_a_review_of_a_row_the_outbox_has_not_is_404(client, boxes_for_web):
+    from test_report import outbox_with, row
+
+    written = row("a.png", "7", 0.6)
+    outbox_with(boxes_for_web[1].parent, [written])
+    unknown = {"id": "0123456789abcdef0123", "file": "a.png", "predicted": "7", "label": "1"}
+    assert client.post("/api/reviews", json=unknown).status_code == 404
+    paged = {**unknown, "id": f"{written.id}#2"}
+    assert client.post("/api/reviews", json=paged).status_code == 404
+    assert not (boxes_for_web[1] / "reviews.jsonl").exists()
+
+
+@pytest.mark.parametrize(("file", "predicted"), [("b.png", "7"), ("a.png#2", "7"), ("a.png", "3")])
+def test_a_review_must_say_what_its_row_says(client, boxes_for_web, file, predicted):
+    from test_report import outbox_with, row
+
+    written = row("a.png", "7", 0.6)
+    outbox_with(boxes_for_web[1].parent, [written])
+    decision = {"id": written.id, "file": file, "predicted": predicted, "label": "1"}
+    assert client.post("/api/reviews", json=decision).status_code == 422
+    assert not (boxes_for_web[1] / "reviews.jsonl").exists()
+
+
+def test_a_review_of_a_row_far_from_the_end_is_found(boxes_for_web, fake_classifier, monkeypatch):
+    from test_report import outbox_with, row
+
+    from worker.web import outbox_view
+
+    monkeypatch.setattr(outbox_view, "TAIL_BYTES", 2000)
+    rows = [row(f"{n}.png", "7", 0.6) for n in range(50)]
+    outbox_with(boxes_for_web[1].parent, rows)
+    with TestClient(create_app(web_settings(boxes_for_web), fake_classifier)) as client:
+        decision = {"id": rows[0].id, "file": "0.png", "predicted": "7", "label": "1"}
+        assert client.post("/api/reviews", json=decision).status_code == 201
+
+
+# --- bodies are capped before they are read ---------------------------------------------------------
+
+
+@pytest.fixture
+def served(boxes_for_web, fake_classifier):
+    """The app on uvicorn on a free loopback port (a thread), as ``worker serve`` runs it;
+    yields (host, port)."""
+    import threading
+
+    import uvicorn
+    from factories import wait_for
+    from services import free_port
+
+    port = free_port()
+    app = create_app(web_settings(boxes_for_web, max_bytes=100_000), fake_classifier)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    assert wait_for(lambda: server.started, 20)
+    yield "127.0.0.1", port
+    server.should_exit = True
+    thread.join(10)
+
+
+def _answer_to_a_big_body(address, path: str, headers: str, chunks) -> tuple[bytes, int]:
+    """Send a request's head, then body chunks until the server answers or closes; returns
+    (the answer's first bytes, body bytes sent)."""
+    import select
+    import socket
+
+    sent = 0
+    with socket.create_connection(address, timeout=10) as sock:
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}\r\n".encode())
+        for chunk in chunks:
+            if select.select([sock], [], [], 0)[0]:
+                break
+            try:
+                sock.sendall(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sent += len(chunk)
+        try:
+            return sock.recv(200), sent
+        except (TimeoutError, ConnectionResetError):
+            return b"", sent
+
+
+@pytest.mark.parametrize("path", ["/api/reviews", "/api/inbox", "/api/classify"])
+def test_a_declared_huge_body_is_refused_before_it_is_sent(served, path):
+    answer, sent = _answer_to_a_big_body(served, path, "Content-Type: application/json\r\n"
+                                         f"Content-Length: {300 * 2**20}\r\n", [])
+    assert answer.startswith(b"HTTP/1.1 413"), answer
+
+
+@pytest.mark.parametrize(("path", "kind"), [("/api/reviews", "application/json"),
+                                            ("/api/inbox", "multipart/form-data; boundary=b")])
+def test_a_streamed_huge_body_is_refused_while_it_comes(served, path, kind):
+    """Chunked, without a length: the server stops reading it soon after the cap."""
+    def framed(chunk: bytes) -> bytes:
+        return b"%x\r\n%s\r\n" % (len(chunk), chunk)
+
+    part = b'--b\r\nContent-Disposition: form-data; name="files"; filename="x.png"\r\n\r\n'
+    head = f"Content-Type: {kind}\r\nTransfer-Encoding: chunked\r\n"
+    body = itertools.chain([framed(part if "multipart" in kind else b"[")],
+                           (framed(b"0" * 2**16) for _ in range(300 * 2**4)))
+    answer, sent = _answer_to_a_big_body(served, path, head, body)
+    assert answer.startswith(b"HTTP/1.1 413"), answer
+    assert sent < 32 * 2**20, "the server stopped reading long before the end"

@@ -7,7 +7,12 @@ is read from the inbox and outbox folders, as ``worker status`` reads them.
 Safe by default: it listens on 127.0.0.1; on any other address a token is required (the
 command refuses to start without one), and then every request must carry it (the page is
 opened once with ``?token=...``, which sets a same-site cookie). Requests that change anything
-(an upload, a review) are refused when they come from another site (``Origin``).
+(an upload, a review) are refused when they come from another site (``Origin``). Before all of
+that, ``guard.Gate`` answers only to Host names of ours and caps every body (see ``guard``).
+
+Uploads are stored under a name of their own (``<name>-<tag>.<ext>``, never a name the daemon
+ignores), which is how the page follows each to its row: never by a name an older file had.
+A review must name a row of the outbox, with that row's file and label.
 """
 
 from __future__ import annotations
@@ -35,10 +40,20 @@ from worker.preprocess import DEFAULT_LIMITS, load_bytes
 from worker.report.thumbnails import Thumbnails, seen_uri
 from worker.reviews import ROW_ID, append_review
 from worker.status import status as folder_status
+from worker.watch import IGNORED_SUFFIXES, is_ignored
 from worker.web import outbox_view
+from worker.web.guard import (
+    JSON_MAX_BYTES,
+    TOKEN_COOKIE,
+    HostGate,
+    carries,
+    check_token,
+    served_names,
+    token_given,
+    upload_body_cap,
+)
 
 STATIC = Path(__file__).parent / "static"
-TOKEN_COOKIE = "worker_token"
 THUMBNAILS_KEPT = 2000
 # The report's numbers on the live page are made again at most this often, on a thread of their
 # own: on a million-row outbox a report takes seconds, and a poll must not wait for it.
@@ -51,21 +66,31 @@ class ServeSettings:
     outbox: Path
     token: str | None = None
     max_bytes: int = DEFAULT_LIMITS.max_bytes
+    host: str = "127.0.0.1"  # the address listened on: the page may be opened by it
+    allowed_hosts: tuple[str, ...] = ()  # more Host names the page may be opened by
+
+    def __post_init__(self) -> None:
+        if self.token is not None:
+            check_token(self.token)
 
 
 class Decision(BaseModel):
-    id: str = Field(pattern=ROW_ID.pattern, max_length=30)
+    id: str = Field(pattern=f"^{ROW_ID.pattern}$", max_length=30)
     file: str = Field(max_length=4096)
     predicted: str = Field(max_length=100)
     label: str = Field(max_length=100)
 
 
 def create_app(settings: ServeSettings, classifier: Classifier) -> FastAPI:
-    app = FastAPI(title="worker", summary="Classify drawings and uploads; follow and review the outbox.")
+    app = FastAPI(title="worker", summary="Classify drawings and uploads; follow and review the outbox.",
+                  max_body_size=JSON_MAX_BYTES)
+    upload_cap = upload_body_cap(settings.max_bytes)
     model = _Model(classifier)
     pictures = _Pictures(settings.outbox)
     numbers = _ReportNumbers(settings.outbox)
     _guard(app, settings.token)
+    # Added last, so the first a request meets.
+    app.add_middleware(HostGate, names=served_names(settings.host, settings.allowed_hosts))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)
@@ -76,20 +101,26 @@ def create_app(settings: ServeSettings, classifier: Classifier) -> FastAPI:
     def model_info() -> dict:
         return model.info()
 
-    @app.post("/api/classify")
+    @app.post("/api/classify", max_body_size=upload_cap)
     def classify(file: Annotated[UploadFile, File()]) -> dict:
         """Classify one image now (a drawing, or a file): nothing is written anywhere."""
         return model.classify(_read_upload(file, settings.max_bytes), _plain_name(file.filename))
 
-    @app.post("/api/inbox", status_code=201)
+    @app.post("/api/inbox", status_code=201, max_body_size=upload_cap)
     def drop(files: Annotated[list[UploadFile], File()]) -> dict:
-        """Write each file whole into the inbox, for the daemon; returns the names given."""
-        return {"names": [_drop(settings.inbox, _plain_name(f.filename), _read_upload(f, settings.max_bytes))
-                          for f in files]}
+        """Write each file whole into the inbox, for the daemon, under a name of its own;
+        returns those names (``names``) and, beside each, the name it came with."""
+        uploads = [{"original": _plain_name(f.filename)} for f in files]
+        for upload, file in zip(uploads, files, strict=True):
+            upload["name"] = _drop(settings.inbox, upload["original"], _read_upload(file, settings.max_bytes))
+        return {"names": [u["name"] for u in uploads], "uploads": uploads}
 
     @app.get("/api/record")
     def record(name: str = Query(max_length=255)) -> dict:
-        """A dropped file's row or error record, once the daemon has written it."""
+        """An upload's row or error record, once the daemon has written it, by the name the
+        upload was given (which no earlier file had)."""
+        if not _is_stored_name(name):
+            raise HTTPException(422, f"{name!r} is not a name an upload was given")
         found = outbox_view.record_of(settings.outbox, name)
         if found and "row" in found:
             found["row"] = pictures.with_picture(outbox_view.brief_row(found["row"]), model.classes)
@@ -112,9 +143,10 @@ def create_app(settings: ServeSettings, classifier: Classifier) -> FastAPI:
 
     @app.post("/api/reviews", status_code=201)
     def decide(decision: Decision) -> dict:
-        """A person's decision on a row: appended to reviews.jsonl, durably."""
+        """A person's decision on a row of the outbox: appended to reviews.jsonl, durably."""
         if decision.label not in model.classes:
             raise HTTPException(422, f"{decision.label!r} is not one of the model's classes")
+        _check_against_row(settings.outbox, decision)
         return append_review(settings.outbox, row_id=decision.id, file=decision.file,
                              predicted=decision.predicted, label=decision.label, at=time.time())
 
@@ -218,9 +250,35 @@ def _plain_name(filename: str | None) -> str:
     return name or "upload"
 
 
+# A stored name's tag: random, so that no name is given twice (a row of an earlier upload of the
+# same name is never taken for this one's).
+TAG_BYTES = 6
+STORED_NAME = re.compile(rf"(?s).+-[0-9a-f]{{{2 * TAG_BYTES}}}(\.[^.]*)?")
+TAG_ATTEMPTS = 5
+
+
+def _stored_name(plain: str) -> str:
+    """``plain`` with a fresh tag before its extension, and without the suffixes that make the
+    daemon ignore a file (``.part``, ``.tmp``, ``~``...: a browser's name for a download, not
+    what the file is). Never a name the daemon ignores: 422 says so if it would be."""
+    name = plain
+    while (ignored := next((s for s in IGNORED_SUFFIXES if name.lower().endswith(s)), None)) is not None:
+        name = name[: -len(ignored)]
+    stem, suffix = os.path.splitext(name or "upload")
+    stored = f"{stem}-{secrets.token_hex(TAG_BYTES)}{suffix}"
+    if is_ignored(stored):
+        raise HTTPException(422, f"{plain!r} is a name the daemon ignores, and no other could be made of it")
+    return stored
+
+
+def _is_stored_name(name: str) -> bool:
+    """Whether ``name`` is of the form ``_stored_name`` gives (a plain name with a tag)."""
+    return _plain_name(name) == name and STORED_NAME.fullmatch(name) is not None and not is_ignored(name)
+
+
 def _drop(inbox: Path, name: str, data: bytes) -> str:
     """Write ``data`` whole under a hidden temporary name (which the daemon ignores), synced, then
-    link it into place under ``name`` or, if taken, ``name-1``, ``name-2``...; returns the name."""
+    link it into place under a stored name made of ``name``; returns the stored name."""
     if not data:
         raise HTTPException(422, "the file is empty")
     tmp = inbox / f".upload-{secrets.token_hex(8)}.tmp"
@@ -228,13 +286,12 @@ def _drop(inbox: Path, name: str, data: bytes) -> str:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
-    stem, suffix = os.path.splitext(name)
     try:
-        for n in range(1000):
-            candidate = name if n == 0 else f"{stem}-{n}{suffix}"
+        for _ in range(TAG_ATTEMPTS):
+            candidate = _stored_name(name)
             if _place(tmp, inbox / candidate):
                 return candidate
-        raise HTTPException(409, f"too many files called {name} are waiting")
+        raise HTTPException(409, f"no free name for {name} in the inbox")
     finally:
         if tmp.exists():
             os.unlink(tmp)
@@ -265,10 +322,20 @@ def _status(settings: ServeSettings) -> dict:
         return {"error": str(exc)}
 
 
+def _check_against_row(outbox: Path, decision: Decision) -> None:
+    """404 unless the outbox has the row the decision names; 422 unless its file and predicted
+    label are that row's."""
+    row = outbox_view.row_by_id(outbox, decision.id)
+    if row is None:
+        raise HTTPException(404, f"the outbox has no row {decision.id}")
+    if (row.get("file"), row.get("label")) != (decision.file, decision.predicted):
+        raise HTTPException(422, f"row {decision.id} is {row.get('file')!r}, predicted {row.get('label')!r}")
+
+
 def _guard(app: FastAPI, token: str | None) -> None:
     @app.middleware("http")
     async def check(request: Request, call_next):
-        if token is not None and not _carries(request, token):
+        if token is not None and not carries(token_given(request), token):
             return JSONResponse({"detail": "a token is needed (open the page with ?token=...)"}, 401)
         if request.method not in ("GET", "HEAD", "OPTIONS") and not _same_site(request):
             return JSONResponse({"detail": "refused: this request comes from another site"}, 403)
@@ -276,12 +343,6 @@ def _guard(app: FastAPI, token: str | None) -> None:
         if token is not None and request.query_params.get("token") == token:
             response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
         return response
-
-
-def _carries(request: Request, token: str) -> bool:
-    given = (request.query_params.get("token") or request.cookies.get(TOKEN_COOKIE)
-             or request.headers.get("authorization", "").removeprefix("Bearer ").strip())
-    return bool(given) and secrets.compare_digest(given, token)
 
 
 def _same_site(request: Request) -> bool:

@@ -5,6 +5,7 @@ is checked by ``outbox_lines`` as the report checks it: what is no row is passed
 
 from __future__ import annotations
 
+import mmap
 import os
 from pathlib import Path
 
@@ -18,6 +19,9 @@ from worker.reviews import read_reviews
 
 # The newest rows are looked for in this much of the JSONL's end (a row is about 400 bytes).
 TAIL_BYTES = 4 * 2**20
+# A row's line is never longer (a path the kernel takes, a few hundred classes' probabilities);
+# a longer one is damage, never parsed.
+MAX_ROW_BYTES = 2**20
 
 
 def newest_rows(outbox: Path, limit: int, tail_bytes: int = TAIL_BYTES) -> list[RowRecord]:
@@ -43,22 +47,62 @@ def _tail(path: Path, tail_bytes: int, needle: bytes = b"") -> list[RowRecord]:
 
 def record_of(outbox: Path, name: str) -> dict | None:
     """The row (``{"row": ...}``) or error record (``{"error": ...}``) of an inbox file dropped
-    from the page, once there is one. Polled: only lines that hold the name are parsed."""
+    from the page (``name``: a plain name, no path), once there is one. Polled: only lines that
+    hold the name are parsed, and ``failed/`` is listed, never searched by pattern."""
     needle = orjson.dumps(name)[1:-1]  # the name as the JSONL spells it
     for row in reversed(_tail(outbox / JSONL_NAME, TAIL_BYTES, needle)):
-        if row["file"] == name or row["file"].startswith(f"{name}#"):
+        if row.get("file") == name or str(row.get("file", "")).startswith(f"{name}#"):
             return {"row": row}
-    failed = outbox / FAILED_DIR
-    stem = name[: -len(Path(name).suffix)] if Path(name).suffix else name
-    for path in failed.glob(f"{_glob_escape(stem)}*{ERROR_SUFFIX}") if failed.is_dir() else []:
-        record = _error_record(path)
-        if record is not None and record["file"] == name:
+    for path in _error_records_of(outbox / FAILED_DIR, name):
+        try:
+            record = orjson.loads(path.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            continue
+        if isinstance(record, dict) and record.get("file") == name:
             return {"error": record}
     return None
 
 
-def _glob_escape(text: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[]" else c for c in text)
+def _error_records_of(failed: Path, name: str) -> list[Path]:
+    """The error records in ``failed/`` that may be of ``name``: its own, then those of the
+    names the daemon gives a quarantined file when its own is taken (``x.<claim id>.png``)."""
+    stem = name[: -len(Path(name).suffix)] if Path(name).suffix else name
+    try:
+        with os.scandir(failed) as entries:
+            found = [failed / e.name for e in entries
+                     if e.name.endswith(ERROR_SUFFIX) and e.name.startswith(f"{stem}.")]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    own = failed / f"{name}{ERROR_SUFFIX}"
+    return sorted(found, key=lambda path: path != own)
+
+
+def row_by_id(outbox: Path, row_id: str, max_line: int = MAX_ROW_BYTES) -> dict | None:
+    """The row with id ``row_id``, looked for from the JSONL's end (where the rows a person is
+    shown are) back to its start, through a map of the file: nothing is read whole."""
+    needle = orjson.dumps(row_id)
+    try:
+        with open(outbox / JSONL_NAME, "rb") as fh, mmap.mmap(fh.fileno(), 0, prot=mmap.PROT_READ) as data:
+            end = len(data)
+            while (found := data.rfind(needle, 0, end)) >= 0:
+                start, stop = data.rfind(b"\n", 0, found) + 1, data.find(b"\n", found)
+                end = start
+                if stop < 0 or stop - start > max_line:
+                    continue  # a torn or overlong line
+                row = _row(data[start:stop])
+                if row is not None and row.get("id") == row_id:
+                    return row
+    except (FileNotFoundError, ValueError):  # no outbox yet; an empty file cannot be mapped
+        return None
+    return None
+
+
+def _row(line: bytes) -> dict | None:
+    try:
+        row = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    return row if isinstance(row, dict) else None
 
 
 def newest_failures(outbox: Path, limit: int) -> list[dict]:

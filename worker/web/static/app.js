@@ -123,32 +123,34 @@ async function classifyNow() {
 }
 
 async function dropIntoInbox() {
-  const files = chosenFiles();
-  if (!files.length) return;
-  const form = new FormData();
-  files.forEach((file) => form.append("files", file));
+  // One request a file: a request's body is capped at one upload's size.
   const list = document.getElementById("uploads");
-  try {
-    const { names } = await api("/api/inbox", { method: "POST", body: form });
-    for (const name of names) {
-      const item = element("li", { "data-name": name, text: `${name}: in the inbox, waiting for the daemon…` });
-      list.prepend(item);
-      follow(name, item);
+  for (const file of chosenFiles()) {
+    const form = new FormData();
+    form.append("files", file);
+    try {
+      const { uploads } = await api("/api/inbox", { method: "POST", body: form });
+      for (const { name, original } of uploads) {
+        const item = element("li", { "data-name": name, text: `${original}: in the inbox as ${name}, waiting for the daemon…` });
+        list.prepend(item);
+        follow(name, original, item);
+      }
+    } catch (error) {
+      list.prepend(element("li", { class: "error", text: `${file.name} not dropped: ${error.message}` }));
     }
-  } catch (error) {
-    list.prepend(element("li", { class: "error", text: `not dropped: ${error.message}` }));
   }
 }
 
-async function follow(name, item, tries = 0) {
+async function follow(name, original, item, tries = 0) {
+  // By the name the upload was given, which no earlier file had.
   const found = await api(`/api/record?name=${encodeURIComponent(name)}`).catch(() => ({ waiting: true }));
   if (found.row) {
-    item.textContent = `${name}: ${found.row.label} (${percent(found.row.confidence)}), row written`;
+    item.textContent = `${original}: ${found.row.label} (${percent(found.row.confidence)}), row written for ${name}`;
   } else if (found.error) {
-    item.textContent = `${name}: failed, ${found.error.kind}: ${found.error.message}`;
+    item.textContent = `${original}: failed, ${found.error.kind}: ${found.error.message}`;
     item.className = "error";
   } else if (tries < 600) {
-    setTimeout(() => follow(name, item, tries + 1), 500);
+    setTimeout(() => follow(name, original, item, tries + 1), 500);
   }
 }
 
