@@ -373,9 +373,12 @@ def serve(
     outbox: Annotated[Path, typer.Option(envvar=_env("outbox"), help="The outbox shown, and reviews written to.")] = defaults.OUTBOX,
     model: Annotated[Path, typer.Option(envvar=_env("model"), help="Model for drawings and 'classify now' (.keras; .tflite and .json beside it).")] = defaults.MODEL,
     token: Annotated[str | None, typer.Option(envvar=_env("token"), help="Secret every request must carry (open the page as /?token=...).")] = None,
+    allowed_host: Annotated[list[str] | None, typer.Option(envvar=_env("allowed_host"), help="A Host name the page may be opened by, besides loopback's and --host (repeat for more); requests naming any other are refused.")] = None,
 ) -> None:
     """The web page: draw a digit, upload images, watch the outbox, review and correct labels."""
     import ipaddress
+
+    from worker.web.guard import EVERY_ADDRESS, served_names
 
     if not inbox.is_dir():
         raise _fail(f"inbox {inbox} is not a folder", EXIT_CONFIG)
@@ -385,14 +388,20 @@ def serve(
         loopback = host == "localhost"
     if not loopback and not token:
         raise _fail(f"--host {host} is reachable from other machines: give a --token (or WORKER_TOKEN)", EXIT_CONFIG)
+    if host in EVERY_ADDRESS and not allowed_host:
+        raise _fail(f"--host {host} listens on every address: name the host clients will open the page by "
+                    "with --allowed-host (requests naming any other are refused)", EXIT_CONFIG)
     import uvicorn
 
     from worker.web.app import ServeSettings, create_app
 
+    settings = _run(ServeSettings, inbox=inbox, outbox=outbox, token=token, host=host,
+                    allowed_hosts=tuple(allowed_host or ()))
     classifier = _load_classifier(model, defaults.PREDICT_MODEL_THREADS)
     outbox.mkdir(parents=True, exist_ok=True)
-    web = create_app(ServeSettings(inbox=inbox, outbox=outbox, token=token), classifier)
-    typer.echo(f"worker page on http://{host}:{port}/" + ("?token=..." if token else ""), err=True)
+    web = create_app(settings, classifier)
+    typer.echo(f"worker page on http://{host}:{port}/" + ("?token=..." if token else "")
+               + f" (answering to Host {', '.join(sorted(served_names(host, settings.allowed_hosts)))})", err=True)
     uvicorn.run(web, host=host, port=port, log_level="warning")
 
 
