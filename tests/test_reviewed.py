@@ -60,3 +60,49 @@ def test_train_adds_the_extra_folder_to_the_training_split_only(tmp_path):
                    output=tmp_path / "m.keras", extra=tmp_path / "x", verbose=0)
     assert result.card["extra"] == {"path": str(tmp_path / "x"), "images": 6}
     assert result.card["train_size"] == 1500 + 6 and result.card["validation_size"] == 500
+
+
+def test_a_bad_line_of_reviews_is_skipped_and_counted(tmp_path):
+    """A page's id with a file that is not of that page, a foreign line, a torn one: each is
+    counted and skipped; the good decisions are still exported."""
+    rows = [row("a.png", "7", 0.6)]
+    outbox = outbox_with(tmp_path, rows)
+    write(outbox / "processed" / "a.png", 255 - digit_stroke(100))
+    lines = [json.dumps({"id": f"{rows[0].id}#2", "file": "a.png", "predicted": "7", "label": "1"}),
+             json.dumps({"id": "../../x", "file": "a.png", "predicted": "7", "label": "1"}),
+             json.dumps({"id": rows[0].id, "file": "a.png", "predicted": "7", "label": 3}),
+             json.dumps(["not", "a", "decision"]),
+             json.dumps({"id": rows[0].id, "file": "a.png", "predicted": "7", "label": "3"}),
+             '{"id": "torn']
+    (outbox / "reviews.jsonl").write_text("\n".join(lines) + "\n")
+    result = runner.invoke(app, ["export-reviewed", str(tmp_path / "set"), "--outbox", str(outbox)])
+    assert result.exit_code == 0, result.output
+    assert "exported 1 image(s) under 1 label(s)" in result.output
+    assert "5 line(s) of reviews.jsonl were not decisions and were skipped" in result.output
+    assert [p.name for p in (tmp_path / "set" / "3").iterdir()] == [f"{rows[0].id}-a.png"]
+
+
+@pytest.mark.parametrize("label", ["T-shirt/top", "100%", ".hidden", "..", "a\\b"])
+def test_a_class_name_is_one_folder_both_ways(label):
+    from worker.reviewed import folder_label, label_folder
+
+    folder = label_folder(label)
+    assert "/" not in folder and "\0" not in folder and not folder.startswith(".")
+    assert folder_label(folder) == label
+
+
+def test_fashion_classes_are_exported_as_folders_train_extra_reads_back(tmp_path):
+    from worker.datasets import FASHION_MNIST
+    from worker.preprocess import OBJECTS
+
+    classes = list(FASHION_MNIST.class_names)
+    rows = [row("shirt.png", "7", 0.6)]
+    outbox = outbox_with(tmp_path, rows)
+    write(outbox / "processed" / "shirt.png", 255 - digit_stroke(100))
+    decision = {"id": rows[0].id, "file": "shirt.png", "predicted": "7", "label": "T-shirt/top"}
+    (outbox / "reviews.jsonl").write_text(json.dumps(decision) + "\n")
+    result = runner.invoke(app, ["export-reviewed", str(tmp_path / "set"), "--outbox", str(outbox)])
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in (tmp_path / "set").iterdir()] == ["T-shirt%2Ftop"]
+    _, labels = read_extra(tmp_path / "set", classes, OBJECTS)
+    assert labels.tolist() == [classes.index("T-shirt/top")]

@@ -416,7 +416,9 @@ def export_reviewed(
 
     done = _run(export, outbox, folder)
     typer.echo(f"exported {done.images} image(s) under {done.labels} label(s) into {folder}"
-               + (f"; {done.missing} reviewed input(s) were not kept" if done.missing else ""))
+               + (f"; {done.missing} reviewed input(s) were not kept" if done.missing else "")
+               + (f"; {done.bad_lines} line(s) of reviews.jsonl were not decisions and were skipped"
+                  if done.bad_lines else ""))
 
 
 @app.command()
