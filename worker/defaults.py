@@ -100,3 +100,8 @@ SANDBOX_BYTES = 4 * 1024 * 1024
 # Distillation (``worker train --teacher``): the share of each training target that is the
 # teacher's answer; the rest is the label.
 TEACHER_WEIGHT = 0.5
+# ``worker train --data DIR`` of one's own images without DIR/test or DIR/validation: the share
+# of each class held out for the test, and for choosing the best epoch. A fifth tests a class of
+# a few dozen images on more than a handful; a tenth is enough to rank epochs.
+TEST_SHARE = 0.2
+VALIDATION_SHARE = 0.1

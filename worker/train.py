@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from worker import __version__, archs, datasets, defaults, gate, publish, review_flag
+from worker import __version__, archs, datasets, defaults, folder_dataset, gate, publish, review_flag
 from worker import model as model_io
 from worker.errors import ConfigError, NotPublished
-from worker.preprocess import normalize_many
+from worker.preprocess import PROFILES, normalize_many
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ class Splits:
     y_test: np.ndarray
     source: str
     extra: dict | None = None  # what --extra added to the training split
+    folder: dict | None = None  # a folder of one's own: its layout, split sizes, cache
 
 
 @dataclass(frozen=True)
@@ -114,11 +115,18 @@ def _split(x: np.ndarray, y: np.ndarray, validation: int, seed: int):
 def _make_datasets(x_train, y_train, x_val, y_val, *, batch_size, augment, seed):
     """The training and validation pipelines. tf.data's autotuning is off: its thread sleeps
     up to 60 s between rounds, and Keras's end-of-epoch iterator teardown waited for it (seen:
-    a 40-55 s stall in every other epoch). Parallelism and prefetch are set by hand instead."""
+    a 40-55 s stall in every other epoch). Parallelism and prefetch are set by hand instead.
+    Memory-mapped inputs (a folder of one's own) are read a batch at a time, never whole."""
     import tensorflow as tf
 
     options = tf.data.Options()
     options.autotune.enabled = False
+    if isinstance(x_train, np.memmap):
+        train = _batches_of(x_train, y_train, batch_size, np.random.default_rng(seed))
+        val = _batches_of(x_val, y_val, 512, None)
+        if augment is not None:
+            train = train.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=1)
+        return train.prefetch(2).with_options(options), val.with_options(options)
     train = tf.data.Dataset.from_tensor_slices((x_train, y_train))
     train = train.shuffle(len(x_train), seed=seed, reshuffle_each_iteration=True)
     train = train.batch(batch_size)
@@ -127,6 +135,23 @@ def _make_datasets(x_train, y_train, x_val, y_val, *, batch_size, augment, seed)
     train = train.prefetch(2).with_options(options)
     val = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(512).with_options(options)
     return train, val
+
+
+def _batches_of(x: np.ndarray, y: np.ndarray, batch_size: int, rng: np.random.Generator | None):
+    """Batches read from a memory-mapped array, in a new random order each epoch (``rng``) or
+    in order (None). Each batch's rows are read in file order: random batches, sequential reads."""
+    import tensorflow as tf
+
+    def generate():
+        order = np.arange(len(x)) if rng is None else rng.permutation(len(x))
+        for start in range(0, len(x), batch_size):
+            rows = np.sort(order[start : start + batch_size])
+            yield np.asarray(x[rows]), np.asarray(y[rows])
+
+    signature = (tf.TensorSpec((None, *x.shape[1:]), tf.float32),
+                 tf.TensorSpec((None, *y.shape[1:]), y.dtype))
+    batches = tf.data.Dataset.from_generator(generate, output_signature=signature)
+    return batches.apply(tf.data.experimental.assert_cardinality(-(-len(x) // batch_size)))
 
 
 def _epoch_log():
@@ -203,7 +228,7 @@ def _versions() -> dict:
 
 def train(
     *,
-    dataset: str = "mnist",
+    dataset: str | None = None,
     arch: str = archs.DEFAULT_ARCH,
     epochs: int = defaults.EPOCHS,
     batch_size: int = defaults.TRAIN_BATCH_SIZE,
@@ -224,6 +249,10 @@ def train(
     verbose: int = 2,
     publish_mode: str = "auto",
     tolerance: float = gate.TOLERANCE_POINTS,
+    name: str | None = None,
+    profile: str | None = None,
+    test_share: float = folder_dataset.TEST_SHARE,
+    validation_share: float = folder_dataset.VALIDATION_SHARE,
 ) -> TrainResult:
     """Train ``arch`` on ``dataset`` and save model, LiteRT file and card at ``output``.
 
@@ -238,24 +267,34 @@ def train(
     ``auto`` only if it passes the gate against what serves (``gate.py``; else NotPublished),
     ``always``, or ``never``. Nothing is overwritten, and a model kept as plain files at
     ``output`` is turned into versions only with ``force``.
+
+    ``data`` may instead be a folder of one's own labelled images (``folder_dataset.py``): the
+    model is then named ``name`` (default: the folder's), its images preprocessed with the
+    profile named ``profile`` (default: digits, i.e. ink on paper) and split by ``test_share``
+    and ``validation_share`` unless the folder gives its splits.
     """
     if publish_mode not in gate.PUBLISH_MODES:
         raise ConfigError(f"--publish must be one of: {', '.join(gate.PUBLISH_MODES)}")
+    own = folder_dataset.is_folder_dataset(data)
+    dataset = _dataset_name(dataset, data, own, name=name, profile=profile, limit=limit,
+                            validation=validation, scan_augment=scan_augment)
     if validation is None:
         validation = validation_size(limit)
-    import_keras_quietly()
     recipe = Recipe(dataset=dataset, arch=arch, epochs=epochs, batch_size=batch_size, seed=seed,
                     learning_rate=learning_rate, patience=patience, augment=augment,
                     scan_augment=scan_augment, teacher_weight=teacher_weight if teacher else 0.0).validate()
-    spec, architecture = datasets.get_spec(dataset), archs.get_arch(arch)
+    architecture = archs.get_arch(arch)
+    prepared = None if not own else folder_dataset.prepare(
+        data, name=dataset, profile=_profile(profile), seed=seed, test_share=test_share,
+        validation_share=validation_share)
+    spec = prepared.spec if own else datasets.get_spec(dataset)
     output = _output_path(output, spec.name, force)
     if not architecture.augment:
         recipe = replace(recipe, augment=0.0)
-    import keras
-
+    keras = import_keras_quietly()
     keras.utils.set_random_seed(seed)
-    splits = _prepare(spec, data, limit=limit, validation=validation, seed=seed,
-                      scan_share=recipe.scan_augment)
+    splits = _own_splits(prepared) if own else _prepare(spec, data, limit=limit, validation=validation,
+                                                        seed=seed, scan_share=recipe.scan_augment)
     if extra is not None:
         splits = _with_extra(splits, extra, spec)
     net = architecture.build(len(spec.class_names))
@@ -267,6 +306,41 @@ def train(
     return _publish(staged, output, force, publish_mode, tolerance)
 
 
+def _dataset_name(dataset: str | None, data: Path | None, own: bool, *, name: str | None,
+                  profile: str | None, limit: int | None, validation: int | None, scan_augment: float) -> str:
+    """The card's dataset: a built-in one (mnist by default), or a folder's model name. The
+    options of the one kind are refused with the other."""
+    if not own:
+        if name is not None or profile is not None:
+            raise ConfigError("--name and --profile are for --data DIR of your own images (a folder per "
+                              f"class, or {folder_dataset.LABELS_CSV}); a built-in dataset has its own")
+        return dataset or "mnist"
+    if dataset is not None:
+        raise ConfigError(f"--data {data} is a dataset of its own (class folders); "
+                          f"leave out --dataset {dataset}")
+    for option, value in (("--limit", limit), ("--validation", validation),
+                          ("--scan-augment", scan_augment or None)):
+        if value is not None:
+            raise ConfigError(f"{option} is for the built-in datasets; a folder of your own is split by "
+                              "--test-share and --validation-share")
+    return folder_dataset.model_name(name, data)
+
+
+def _profile(name: str | None):
+    """A folder's profile: ``--profile``, else the digits profile (ink on paper)."""
+    name = name or datasets.MNIST.profile.name
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ConfigError(f"unknown --profile {name!r}; choose one of: {', '.join(PROFILES)}") from None
+
+
+def _own_splits(prepared: folder_dataset.Prepared) -> Splits:
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = (prepared.arrays[s] for s in folder_dataset.SPLITS)
+    return Splits(x_train, y_train, x_val, y_val, x_test, y_test, prepared.summary["root"],
+                  folder=prepared.summary)
+
+
 def calibrate(model_path: Path, data: Path | None = None) -> TrainResult:
     """``worker calibrate``: give a model made before the review flag what it needs (the
     features output, the card's ``review`` section), fitted on the splits it was trained with;
@@ -274,6 +348,9 @@ def calibrate(model_path: Path, data: Path | None = None) -> TrainResult:
     the review section>``, as a model calibrated again has the same .tflite."""
     model_path = Path(model_path)
     card = model_io.read_card(model_path)
+    if card.get("data_folder"):
+        raise ConfigError(f"{model_path} was trained on a folder of its own and fitted its review flag "
+                          "then: there is nothing to calibrate")
     spec = datasets.get_spec(card["dataset"])
     keras = import_keras_quietly()
 
@@ -519,6 +596,7 @@ def _card(output: Path, spec: datasets.DatasetSpec, architecture: archs.Arch, ne
         "init_from": start,
         "train_size": len(splits.x_train),
         "extra": splits.extra,
+        "data_folder": splits.folder,
         "validation_size": len(splits.x_val),
         **asdict(fitted),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
