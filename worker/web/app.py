@@ -8,7 +8,8 @@ Safe by default: it listens on 127.0.0.1; on any other address a token is requir
 command refuses to start without one), and then every request must carry it (the page is
 opened once with ``?token=...``, which sets a same-site cookie). Requests that change anything
 (an upload, a review) are refused when they come from another site (``Origin``). Before all of
-that, ``guard.Gate`` answers only to Host names of ours and caps every body (see ``guard``).
+that, ``guard.HostGate`` answers only to Host names of ours, and every body is capped as it
+arrives (FastAPI's ``max_body_size``; see ``guard``).
 
 Uploads are stored under a name of their own (``<name>-<tag>.<ext>``, never a name the daemon
 ignores), which is how the page follows each to its row: never by a name an older file had.

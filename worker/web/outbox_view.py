@@ -12,16 +12,13 @@ from pathlib import Path
 import orjson
 
 from worker.outbox import ERROR_SUFFIX, FAILED_DIR, JSONL_NAME
-from worker.outbox_lines import RowRecord, error_record_from, row_from
+from worker.outbox_lines import MAX_LINE_BYTES, RowRecord, error_record_from, row_from
 from worker.report.summary import Caps, Summary, brief
 from worker.report.truth import Truth
 from worker.reviews import read_reviews
 
 # The newest rows are looked for in this much of the JSONL's end (a row is about 400 bytes).
 TAIL_BYTES = 4 * 2**20
-# A row's line is never longer (a path the kernel takes, a few hundred classes' probabilities);
-# a longer one is damage, never parsed.
-MAX_ROW_BYTES = 2**20
 
 
 def newest_rows(outbox: Path, limit: int, tail_bytes: int = TAIL_BYTES) -> list[RowRecord]:
@@ -51,14 +48,11 @@ def record_of(outbox: Path, name: str) -> dict | None:
     hold the name are parsed, and ``failed/`` is listed, never searched by pattern."""
     needle = orjson.dumps(name)[1:-1]  # the name as the JSONL spells it
     for row in reversed(_tail(outbox / JSONL_NAME, TAIL_BYTES, needle)):
-        if row.get("file") == name or str(row.get("file", "")).startswith(f"{name}#"):
+        if row["file"] == name or row["file"].startswith(f"{name}#"):
             return {"row": row}
     for path in _error_records_of(outbox / FAILED_DIR, name):
-        try:
-            record = orjson.loads(path.read_bytes())
-        except (OSError, orjson.JSONDecodeError):
-            continue
-        if isinstance(record, dict) and record.get("file") == name:
+        record = _error_record(path)
+        if record is not None and record["file"] == name:
             return {"error": record}
     return None
 
@@ -77,7 +71,7 @@ def _error_records_of(failed: Path, name: str) -> list[Path]:
     return sorted(found, key=lambda path: path != own)
 
 
-def row_by_id(outbox: Path, row_id: str, max_line: int = MAX_ROW_BYTES) -> dict | None:
+def row_by_id(outbox: Path, row_id: str) -> RowRecord | None:
     """The row with id ``row_id``, looked for from the JSONL's end (where the rows a person is
     shown are) back to its start, through a map of the file: nothing is read whole."""
     needle = orjson.dumps(row_id)
@@ -87,22 +81,14 @@ def row_by_id(outbox: Path, row_id: str, max_line: int = MAX_ROW_BYTES) -> dict 
             while (found := data.rfind(needle, 0, end)) >= 0:
                 start, stop = data.rfind(b"\n", 0, found) + 1, data.find(b"\n", found)
                 end = start
-                if stop < 0 or stop - start > max_line:
-                    continue  # a torn or overlong line
-                row = _row(data[start:stop])
-                if row is not None and row.get("id") == row_id:
+                if stop < 0 or stop - start > MAX_LINE_BYTES:
+                    continue  # a torn line, or one no row is (row_from would refuse it)
+                row = row_from(data[start:stop])
+                if row is not None and row["id"] == row_id:
                     return row
     except (FileNotFoundError, ValueError):  # no outbox yet; an empty file cannot be mapped
         return None
     return None
-
-
-def _row(line: bytes) -> dict | None:
-    try:
-        row = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return None
-    return row if isinstance(row, dict) else None
 
 
 def newest_failures(outbox: Path, limit: int) -> list[dict]:
