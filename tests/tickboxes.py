@@ -9,17 +9,13 @@ non-ASCII), so they are tested all the way to the outbox.
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import quote
 
 import cv2
 import numpy as np
 
+from worker.reviewed import label_folder
+
 CLASSES = ("ticked ✓", "crossed/x", "empty, blank", "scribbled out", "filled ■")
-
-
-def folder_name(class_name: str) -> str:
-    """A class's folder: ``/`` (and ``%``) spelled as %XX, everything else as it is."""
-    return quote(class_name, safe=" ,✓■")
 
 
 def render(kind: int, rng: np.random.Generator) -> np.ndarray:
@@ -61,7 +57,7 @@ def write_folder(root: Path, per_class: int, seed: int = 0) -> Path:
     """``root/<class>/NNN.png`` (every fifth a JPEG) for each class."""
     rng = np.random.default_rng(seed)
     for kind, name in enumerate(CLASSES):
-        folder = root / folder_name(name)
+        folder = root / label_folder(name)
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
             suffix = ".jpg" if i % 5 == 4 else ".png"

@@ -10,9 +10,9 @@
 - ``DIR/<class>/``: one folder per class, split here.
 
 A class folder may hold subfolders: everything under it is that class. A class name holding a
-``/`` is spelled ``%2F`` in its folder's name (any ``%XX`` is decoded, as ``export-reviewed``
-writes it). Files whose suffix is no image format the daemon reads, and hidden files, are
-skipped and counted.
+``/`` is spelled ``%2F`` in its folder's name (any ``%XX`` is decoded: ``reviewed.folder_label``,
+the names ``export-reviewed`` writes). Files whose suffix is no image format the daemon reads,
+and hidden files, are skipped and counted.
 
 Without given splits, the split is stratified and deterministic (``--seed``): each class's
 files, sorted by path, are shuffled by the seed and cut into test, validation and training
@@ -34,7 +34,6 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote
 
 import numpy as np
 
@@ -44,6 +43,7 @@ from worker.errors import ConfigError, InputError
 from worker.files import write_atomic
 from worker.preprocess import SIZE, Profile, load_many
 from worker.preprocess.headers import IMAGE_SUFFIXES
+from worker.reviewed import folder_label
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ def natural_key(name: str) -> list:
 def _class_folders(folder: Path) -> dict[str, list[Path]]:
     found = {}
     for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        found[unquote(sub.name)] = _files_under(sub)
+        found[folder_label(sub.name)] = _files_under(sub)
     if not found:
         raise ConfigError(f"--data {folder} has no class folders (a folder per class, or {LABELS_CSV})")
     return found
