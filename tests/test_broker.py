@@ -1,4 +1,4 @@
-"""The pieces of ``--broker`` that need no Redis: the answer's round trip through msgpack, the
+"""The pieces of ``--broker`` that need no Redis: the answer's round trip through its message, the
 death counts that set a poison file aside (on a stand-in for Redis), the model a worker may
 run, the settings. End to end with a real Redis: test_remote.py."""
 
@@ -6,23 +6,28 @@ from __future__ import annotations
 
 import time
 
-import msgpack
 import numpy as np
 import pytest
 from conftest import errors
 from factories import digit_stroke
 
 from worker import defaults
-from worker.broker import limits_from_dict, limits_to_dict, safe_url
-from worker.classify import outcomes_of
-from worker.classify_worker import Host, classify, decode, encode, find_version
+from worker.broker import safe_url
+from worker.broker_messages import Task, TaskFile, pack_task, parse_answer, parse_task
+from worker.classify_worker import Host, classify, encode, find_version
 from worker.errors import ConfigError, InputError
 from worker.model import Classifier, Scored
 from worker.preprocess import Limits, LoadedInput
 from worker.settings import Settings
 
+REPLY_TO = "worker:answers:" + "0" * 32
 
-def test_an_answer_survives_msgpack_with_errors_images_and_document_pages(fake_classifier):
+
+def _task(task_id: str, files: list, version: str = "v1", limits: Limits | None = None) -> Task:
+    return Task(task_id, ("mnist", version), tuple(TaskFile(*f) for f in files), limits or Limits(), REPLY_TO)
+
+
+def test_an_answer_survives_its_message_with_errors_images_and_document_pages():
     pixels = np.zeros((28, 28, 1), np.float32)
     truncated = InputError("truncated", "a.png is cut short")
     truncated.bytes_read = 17
@@ -30,21 +35,20 @@ def test_an_answer_survives_msgpack_with_errors_images_and_document_pages(fake_c
               LoadedInput(pixels, "bb", pages=((1, pixels), (3, pixels)))]
     probabilities = np.eye(10, dtype=np.float32)[[4, 7, 2]]
     scored = Scored(probabilities, [[], ["low-margin"], []], np.array([0.5, 1.5, 0.25], np.float32))
-    answer = msgpack.unpackb(msgpack.packb(encode("v1", loaded, scored)))
-    got_loaded, got_scored = decode(answer, 10)
-    paths = ["a", "b", "c"]
-    ours = outcomes_of(paths, got_loaded, fake_classifier, got_scored)
-    theirs = outcomes_of(paths, loaded, fake_classifier, scored)
-    assert [(o.sha256, o.prediction, o.pages, o.error and o.error.kind) for o in ours] == \
-        [(o.sha256, o.prediction, o.pages, o.error and o.error.kind) for o in theirs]
-    assert got_loaded[1].bytes_read == 17, "a file still being written is told apart"
-    assert ours[2].pages[1][0] == 3 and ours[1].prediction is None
+    task = _task("t0", [["c1", "a", b"x"], ["c2", "b", b"y"], ["c3", "c", b"z"]])
+    answer = parse_answer(encode(task, None, "v1", loaded, scored), None)
+    scores = answer.check(["c1", "c2", "c3"], ("mnist", "v1"), 10)
+    assert np.array_equal(scores.probabilities, probabilities) and scores.reviews == [[], ["low-margin"], []]
+    assert np.array_equal(scores.review_scores, scored.review_scores)
+    assert answer.files[1].error == ("truncated", "a.png is cut short", 17), \
+        "a file still being written is told apart"
+    assert answer.files[2].pages == (1, 3) and answer.files[0].pages == ()
 
 
 def test_an_answer_with_no_good_file_has_no_scores():
-    answer = encode("v1", [InputError("empty", "e")], None)
-    loaded, scored = decode(msgpack.unpackb(msgpack.packb(answer)), 10)
-    assert scored is None and loaded[0].kind == "empty"
+    task = _task("t0", [["c1", "e", b"x"]])
+    answer = parse_answer(encode(task, None, "v1", [InputError("empty", "e")], None), None)
+    assert answer.check(["c1"], ("mnist", "v1"), 10) is None and answer.files[0].error[0] == "empty"
 
 
 class DictRedis:
@@ -85,9 +89,7 @@ class Pipe:
 
 @pytest.fixture
 def host(real_model_path):
-    host = Host(real_model_path.parent, "redis://unused", threads=1)
-    host._redis = DictRedis()
-    return host
+    return Host(real_model_path.parent, "redis://unused", threads=1, redis=DictRedis())
 
 
 def _png(data: np.ndarray) -> bytes:
@@ -96,12 +98,11 @@ def _png(data: np.ndarray) -> bytes:
     return cv2.imencode(".png", data)[1].tobytes()
 
 
-def _task(host: Host, task_id: str, files: list) -> dict:
+def _run(host: Host, task_id: str, files: list):
     classifier = Classifier(defaults.MODEL, threads=1)
-    model = {"name": classifier.name, "version": classifier.version}
-    classify(host, task_id, model, files, limits_to_dict(Limits()), "replies")
-    task, answer = msgpack.unpackb(host.redis.lists["replies"].pop())
-    assert task == task_id
+    classify(host, task_id, pack_task(_task(task_id, files, classifier.version), None))
+    answer = parse_answer(host.redis.lists[REPLY_TO].pop(), None)
+    assert answer.task_id == task_id
     return answer
 
 
@@ -112,10 +113,10 @@ def test_a_file_in_hand_at_two_deaths_is_set_aside_and_the_others_answered(host)
     good = _png(255 - digit_stroke())
     files = [["c1", "one.png", good], ["c2", "poison.png", good], ["c3", "three.png", good]]
     host.redis.values.update({"worker:deaths:t1": 3, "worker:deaths:c2": 2})
-    answer = _task(host, "t1", files)
-    kinds = [item.get("error", [None])[0] for item in answer["files"]]
+    answer = _run(host, "t1", files)
+    kinds = [item.error and item.error[0] for item in answer.files]
     assert kinds == [None, "worker-crashed", None]
-    assert len(np.frombuffer(answer["probabilities"], np.float32)) == 2 * 10
+    assert len(np.frombuffer(answer.probabilities, np.float32)) == 2 * 10
     assert host.redis.values == {}, "counts cleared once the batch is answered"
 
 
@@ -123,16 +124,16 @@ def test_a_file_in_hand_at_two_deaths_is_set_aside_and_the_others_answered(host)
 def test_a_batch_a_worker_died_holding_once_is_run_a_file_at_a_time(host):
     good = _png(255 - digit_stroke())
     host.redis.values["worker:deaths:t2"] = 1
-    answer = _task(host, "t2", [["c1", "a.png", good], ["c2", "b.png", b"not an image"]])
-    assert answer["files"][1]["error"][0] == "not-an-image"
-    assert "error" not in answer["files"][0]
+    answer = _run(host, "t2", [["c1", "a.png", good], ["c2", "b.png", b"not an image"]])
+    assert answer.files[1].error[0] == "not-an-image"
+    assert answer.files[0].error is None
 
 
 @pytest.mark.slow
 def test_a_version_the_worker_does_not_have_is_refused(host):
-    classify(host, "t3", {"name": "mnist", "version": "no-such-version"}, [], {}, "replies")
-    _, answer = msgpack.unpackb(host.redis.lists["replies"].pop())
-    assert "no-such-version" in answer["refused"]
+    classify(host, "t3", pack_task(_task("t3", [], "no-such-version"), None))
+    answer = parse_answer(host.redis.lists[REPLY_TO].pop(), None)
+    assert "no-such-version" in answer.refused
 
 
 def test_find_version_takes_the_versioned_folder_or_nothing(tmp_path):
@@ -143,9 +144,9 @@ def test_find_version_takes_the_versioned_folder_or_nothing(tmp_path):
     assert find_version(tmp_path / "mnist", "..", "mnist/abc") is None, "a task cannot name a path"
 
 
-def test_limits_travel_as_a_dict():
+def test_limits_travel_in_the_task():
     limits = Limits(max_pixels=123, max_pages=4)
-    assert limits_from_dict(msgpack.unpackb(msgpack.packb(limits_to_dict(limits)))) == limits
+    assert parse_task(pack_task(_task("t", [], limits=limits), None), "t", None).limits == limits
 
 
 def test_the_password_never_reaches_the_log():
@@ -165,30 +166,32 @@ def test_a_broker_that_is_not_redis_is_a_config_error(boxes):
 
 def test_a_batch_that_fails_on_the_worker_is_answered_as_refused(monkeypatch):
     """The watcher waits for an answer: a failure must reach it (it sends the batch again)."""
-    host = Host(defaults.MODELS_DIR, "redis://unused", threads=1)
-    host._redis = DictRedis()
+    host = Host(defaults.MODELS_DIR, "redis://unused", threads=1, redis=DictRedis())
 
     def broken(name, version):
         raise RuntimeError("out of file handles")
 
     monkeypatch.setattr(host, "classifier", broken)
-    classify(host, "t4", {"name": "mnist", "version": "v"}, [], {}, "replies")
-    task, answer = msgpack.unpackb(host.redis.lists["replies"].pop())
-    assert task == "t4" and "out of file handles" in answer["refused"]
+    classify(host, "t4", pack_task(_task("t4", []), None))
+    answer = parse_answer(host.redis.lists[REPLY_TO].pop(), None)
+    assert answer.task_id == "t4" and "out of file handles" in answer.refused
 
 
 class FakeBroker:
     """The watcher's side of Redis, recording sends; answers only what a test hands it."""
 
     up = True
-    replies = "replies"
+    replies = REPLY_TO
+    key = None
 
     def __init__(self) -> None:
         self.sent: list[str] = []
-        self.waiting: list[tuple[str, dict]] = []
+        self.last: Task | None = None
+        self.waiting: list[bytes] = []
 
     def send(self, task_id: str, args: list) -> bool:
         self.sent.append(task_id)
+        self.last = parse_task(args, task_id, None)
         return True
 
     def answers(self, timeout: float = 0) -> list:
@@ -220,9 +223,10 @@ def test_a_batch_unanswered_too_long_is_sent_again_and_a_second_answer_dropped(b
         now[0] += 2
         pipeline.collect()
         assert broker.sent == [broker.sent[0]] * 2, "sent again under the same task id"
-        answer = encode("fake-1", [LoadedInput(np.zeros((28, 28, 1), np.float32), "ab")],
+        task = Task(broker.sent[0], ("fake", "fake-1"), broker.last.files, Limits(), REPLY_TO)
+        answer = encode(task, None, "fake-1", [LoadedInput(np.zeros((28, 28, 1), np.float32), "ab")],
                         Scored(np.eye(10, dtype=np.float32)[[3]], [[]], None))
-        broker.waiting = [(broker.sent[0], answer), (broker.sent[0], answer)]  # both runs answered
+        broker.waiting = [answer, answer]  # both runs answered
         assert pipeline.collect() == 1 and not pipeline.busy()
     finally:
         pipeline.close()

@@ -7,7 +7,10 @@ One definition for both sides, so they agree on what makes a batch safe to lose 
   any worker can take it, not behind a busy one;
 - a task a worker took and never answered (the whole host died) goes back on the queue after
   ``visibility_timeout`` seconds, which must be longer than a batch takes;
-- the task and its answer travel as msgpack (raw bytes, no pickle: a message can run no code).
+- the task and its answer travel as msgpack (raw bytes, no pickle: a message can run no code),
+  sealed with an HMAC where a key is shared, and are checked at the edge (``broker_messages``);
+- a task has a time limit inside the visibility timeout (``time_limits``): a slow batch is
+  answered, its unfinished files as ``too-slow``, before Redis would hand it to another worker.
 
 The answer is not left in Celery's result backend: the worker pushes ``[task id, answer]`` on
 the list the task names (``reply_to``, one per watcher) in the same Redis, where the watcher
@@ -21,9 +24,11 @@ Celery is imported only in ``make_app``, and this module's callers only with ``-
 from __future__ import annotations
 
 import dataclasses
+import os
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from worker.preprocess import Limits
+from worker.errors import ConfigError
 
 TASK = "worker.classify"
 QUEUE = "worker.classify"
@@ -32,9 +37,41 @@ QUEUE = "worker.classify"
 VISIBILITY_TIMEOUT = 300.0
 REPLY_KEY = "worker:answers:{}"  # by watcher
 ANSWER_SECONDS = 3600  # answers nobody collected (their watcher died) expire after this
+# A worker answers a batch within this many seconds: files it has not decoded by then are
+# ``too-slow``. Room for eight documents at the default --decode-timeout (30 s) each.
+BATCH_SECONDS = 240.0
+# Celery's soft limit comes this long after the batch's own deadline (the worker answers in
+# time unless a step ignores it), its hard limit (the process killed) as long again; both
+# inside the visibility timeout, so a batch is answered before Redis hands it to another.
+TIME_LIMIT_GRACE = 15.0
+# LPOP with a count (the watcher takes its answers by the dozen) came with Redis 6.2.
+REDIS_MIN_VERSION = (6, 2)
+# A shared key shorter than this is a password, not a key.
+KEY_MIN_BYTES = 16
+KEY_ENV = "WORKER_BROKER_KEY"
 
 
-def make_app(broker: str, *, visibility_timeout: float = VISIBILITY_TIMEOUT):
+@dataclasses.dataclass(frozen=True)
+class TimeLimits:
+    batch: float  # the worker's own deadline for a batch
+    soft: float  # Celery's task_soft_time_limit
+    hard: float  # Celery's task_time_limit
+
+
+def time_limits(batch_seconds: float, visibility_timeout: float) -> TimeLimits:
+    """The limits of one task, all inside ``visibility_timeout``, or ConfigError."""
+    limits = TimeLimits(batch_seconds, batch_seconds + TIME_LIMIT_GRACE, batch_seconds + 2 * TIME_LIMIT_GRACE)
+    if batch_seconds <= 0:
+        raise ConfigError("--batch-timeout must be a positive number of seconds")
+    if limits.hard >= visibility_timeout:
+        raise ConfigError(f"--batch-timeout {batch_seconds:g} s (with {2 * TIME_LIMIT_GRACE:g} s to stop) "
+                          f"must end before --visibility-timeout {visibility_timeout:g} s: raise the one "
+                          "or lower the other")
+    return limits
+
+
+def make_app(broker: str, *, visibility_timeout: float = VISIBILITY_TIMEOUT,
+             limits: TimeLimits | None = None):
     from celery import Celery
 
     app = Celery("worker", broker=broker, set_as_current=False)
@@ -54,6 +91,8 @@ def make_app(broker: str, *, visibility_timeout: float = VISIBILITY_TIMEOUT):
         broker_connection_max_retries=None,  # a worker waits out a broker that is down
         worker_send_task_events=False,
     )
+    if limits is not None:
+        app.conf.update(task_soft_time_limit=limits.soft, task_time_limit=limits.hard)
     return app
 
 
@@ -65,14 +104,49 @@ def redis_client(url: str):
     return redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30)
 
 
-def limits_to_dict(limits: Limits) -> dict:
-    return dataclasses.asdict(limits)
+def check_version(client, url: str) -> None:
+    """ConfigError if the Redis at ``url`` is older than ``REDIS_MIN_VERSION``."""
+    version = str(client.info("server").get("redis_version", "0"))
+    numbers = tuple(int(part) if part.isdigit() else 0 for part in version.split(".")[:2])
+    if numbers < REDIS_MIN_VERSION:
+        wanted = ".".join(map(str, REDIS_MIN_VERSION))
+        raise ConfigError(f"the Redis at {safe_url(url)} is version {version}; --broker needs Redis {wanted} "
+                          "or later (LPOP with a count)")
 
 
-def limits_from_dict(values: dict) -> Limits:
-    default = Limits()
-    return Limits(**{f.name: type(getattr(default, f.name))(values[f.name])
-                     for f in dataclasses.fields(Limits) if f.name in values})
+def broker_url(url: str | None, url_file: Path | None) -> str | None:
+    """The Redis URL from ``--broker`` (or ``WORKER_BROKER``) or from ``--broker-url-file``, which
+    keeps its password out of ``ps``; ConfigError if both or the file cannot be read."""
+    if url_file is None:
+        return url
+    if url is not None:
+        raise ConfigError("give --broker or --broker-url-file, not both")
+    try:
+        text = url_file.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--broker-url-file {url_file}: cannot read it ({exc})") from None
+    if not text or "\n" in text:
+        raise ConfigError(f"--broker-url-file {url_file} must hold one Redis URL on one line")
+    return text
+
+
+def load_key(key_file: Path | None, environ=os.environ) -> bytes | None:
+    """The shared key from ``--broker-key-file`` or ``WORKER_BROKER_KEY`` (surrounding blanks
+    dropped), or None: no key, messages unsealed. ConfigError if it is too short."""
+    from worker.broker_messages import read_key
+
+    if key_file is not None:
+        try:
+            key = read_key(key_file.read_bytes())
+        except OSError as exc:
+            raise ConfigError(f"--broker-key-file {key_file}: cannot read it ({exc.strerror})") from None
+        where = f"--broker-key-file {key_file}"
+    else:
+        key, where = read_key(environ.get(KEY_ENV)), KEY_ENV
+    if key is not None and len(key) < KEY_MIN_BYTES:
+        raise ConfigError(f"{where}: the key must have at least {KEY_MIN_BYTES} bytes "
+                          "(e.g. openssl rand -hex 32)")
+    return key
 
 
 def safe_url(url: str) -> str:

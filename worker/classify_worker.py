@@ -1,35 +1,31 @@
-"""``worker classify-worker``: a Celery worker that classifies the batches a watcher sends.
-
-A task names the model (name and version) and carries each file's claim id, name and bytes;
-the answer is each file's error or digest and page numbers, and the batch's scores (the
-calibrated probabilities and review of each model input). The worker runs the version the
-task names, found in its models folder (``models/<name>/<version>/``), or refuses the task:
-it never answers with another model than the one the rows will name.
-
-A worker may be killed in the middle of a batch (kill -9, out of memory, a decoder that
-crashes the process): the task goes back to the queue and another worker takes it. A file
-that kills every worker that opens it must not keep the batch going round for ever, so deaths
-are counted in Redis, which outlives the process. A first try runs the batch whole; a batch
-that was in hand when a worker died is run again a file at a time, each file's count raised
-while it is in hand and cleared after; a file in hand at ``CRASHES_BEFORE_SET_ASIDE`` deaths
-is answered as ``worker-crashed`` without being opened, and the rest of its batch goes on.
-"""
-
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from celery.exceptions import SoftTimeLimitExceeded
 
 from worker import defaults
-from worker.broker import ANSWER_SECONDS, TASK, limits_from_dict, make_app, redis_client
+from worker.broker import (
+    ANSWER_SECONDS,
+    BATCH_SECONDS,
+    TASK,
+    check_version,
+    make_app,
+    redis_client,
+    time_limits,
+)
+from worker.broker_messages import Rejected, Task, pack_answer, parse_task
 from worker.classify import model_inputs
 from worker.errors import InputError, ModelError
 from worker.model import Classifier, Scored, card_path
-from worker.preprocess import LoadedInput, load_bytes
+from worker.preprocess import Limits, LoadedInput, load_bytes
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +35,21 @@ KEPT_MODELS = 2  # versions kept loaded: the one serving and the one being rolle
 
 
 class Host:
-    """What one worker process keeps between tasks: its models, loaded on first use, and its
-    Redis connection for the death counts."""
+    """What one worker process keeps between tasks: its models, loaded on first use, its
+    Redis connection for the death counts and answers (``redis``: a client given, or one made
+    at first use), the shared key and a batch's time."""
 
-    def __init__(self, models: Path, broker: str, threads: int) -> None:
+    def __init__(self, models: Path, broker: str, threads: int, *, key: bytes | None = None,
+                 batch_seconds: float = BATCH_SECONDS, redis=None, clock=time.monotonic) -> None:
         self.models = Path(models)
         self.broker = broker
         self.threads = threads
+        self.key = key
+        self.batch_seconds = batch_seconds
+        self.clock = clock
         self.name = socket.gethostname()
         self._classifiers: dict[tuple[str, str], Classifier] = {}
-        self._redis = None
+        self._redis = redis
 
     def classifier(self, name: str, version: str) -> Classifier:
         key = (name, version)
@@ -70,13 +71,19 @@ class Host:
             self._redis = redis_client(self.broker)
         return self._redis
 
-    def answer(self, reply_to: str, task_id: str, answer: dict) -> None:
-        import msgpack
+    def answer(self, task: Task, frame: bytes) -> None:
+        """Push the answer on the watcher's list. A list that is a key of another type (a
+        forged ``reply_to``), or any refusal of Redis' own, drops it with one log line: the
+        watcher sends an unanswered batch again. Redis being away raises (the task goes back)."""
+        from redis.exceptions import ResponseError
 
         pipe = self.redis.pipeline()
-        pipe.rpush(reply_to, msgpack.packb([task_id, answer]))
-        pipe.expire(reply_to, ANSWER_SECONDS)
-        pipe.execute()
+        pipe.rpush(task.reply_to, frame)
+        pipe.expire(task.reply_to, ANSWER_SECONDS)
+        try:
+            pipe.execute()
+        except ResponseError as exc:
+            log.error("batch %s cannot be answered on %s (%s): dropped", task.task_id, task.reply_to, exc)
 
     def died_holding(self, key: str) -> int:
         """How many workers died with this in hand before; counts this try as one more
@@ -101,53 +108,83 @@ def find_version(models: Path, name: str, version: str) -> Path | None:
     return None
 
 
-def classify(host: Host, task_id: str, model: dict, files: list, limits: dict, reply_to: str) -> None:
-    """The task: ``files`` are ``[claim_id, name, bytes]``; the answer (``encode``'s, or a
-    refusal) is pushed on the watcher's list ``reply_to``. The watcher waits for an answer, so
-    a batch that fails here is answered too, as refused (it sends it again later); only Redis'
-    own errors escape (the task then goes back on the queue: see ``run``)."""
-    from redis.exceptions import RedisError
+def classify(host: Host, task_id: str, args) -> None:
+    """The task: ``args`` are a ``broker_messages`` task; its answer (or a refusal) is pushed on
+    the watcher's list. The watcher waits for an answer, so a batch that fails here is answered
+    too, as refused (it sends it again later). A task that fails its checks is dropped with one
+    log line. Only Redis being away escapes (the task then goes back on the queue: see ``run``)."""
+    from redis.exceptions import ConnectionError as RedisAway
+    from redis.exceptions import TimeoutError as RedisSlow
 
     try:
-        answer = _answer(host, task_id, model, files, limits)
-    except RedisError:
+        task = parse_task(args, task_id, host.key)
+    except Rejected as exc:
+        log.error("task %s dropped, not answered: %s", task_id, exc)
+        return
+    try:
+        frame = _answer(host, task)
+    except (RedisAway, RedisSlow):
         raise
     except Exception as exc:  # noqa: BLE001 - whatever it is, the watcher must hear of it
         log.exception("batch %s failed", task_id)
-        answer = {"refused": f"{host.name} failed on the batch: {exc!r}"}
-    host.answer(reply_to, task_id, answer)
+        frame = pack_answer(task_id, host.key, refused=f"{host.name} failed on the batch: {exc!r}")
+    host.answer(task, frame)
 
 
-def _answer(host: Host, task_id: str, model: dict, files: list, limits: dict) -> dict:
+def _answer(host: Host, task: Task) -> bytes:
     try:
-        classifier = host.classifier(model["name"], model["version"])
+        classifier = host.classifier(*task.model)
     except ModelError as exc:
         log.error("refused a batch: %s", exc)
-        return {"refused": str(exc)}
-    limits = limits_from_dict(limits)
-    if host.died_holding(task_id):
-        log.warning("batch %s was in hand when a worker died: running it a file at a time", task_id)
-        loaded, scored = _one_at_a_time(host, classifier, files, limits)
+        return pack_answer(task.task_id, host.key, refused=str(exc))
+    batch = Batch(classifier, task.limits, host.clock() + host.batch_seconds, host.clock)
+    if host.died_holding(task.task_id):
+        log.warning("batch %s was in hand when a worker died: running it a file at a time", task.task_id)
+        loaded, scored = _one_at_a_time(host, batch, task.files)
     else:
-        loaded = [_load(data, name, classifier, limits) for _, name, data in files]
+        loaded = [batch.load(f.data, f.name) for f in task.files]
         scored = _score(classifier, loaded)
-    host.done(task_id)
-    return encode(classifier.version, loaded, scored)
+    host.done(task.task_id)
+    return encode(task, host.key, classifier.version, loaded, scored)
 
 
-def _one_at_a_time(host: Host, classifier: Classifier, files: list, limits) -> tuple[list, Scored | None]:
+@dataclasses.dataclass
+class Batch:
+    """A batch's model, limits and deadline: each document's decode deadline is cut to the
+    batch's time left, and a file not started in time is ``too-slow``."""
+
+    classifier: Classifier
+    limits: Limits
+    deadline: float
+    clock: Callable[[], float]
+
+    def load(self, data: bytes, name: str) -> LoadedInput | InputError:
+        left = self.deadline - self.clock()
+        if left <= 0:
+            return InputError("too-slow", f"{name} was not decoded within the batch's time on the classify "
+                                          "worker (its batch held other slow files); drop it again alone")
+        limits = dataclasses.replace(self.limits, decode_seconds=min(self.limits.decode_seconds, left))
+        try:
+            return _load(data, name, self.classifier, limits)
+        except SoftTimeLimitExceeded:  # Celery's backstop: the batch is answered now
+            self.deadline = float("-inf")
+            return InputError("too-slow", f"{name} was still being decoded at the batch's time limit")
+
+
+def _one_at_a_time(host: Host, batch: Batch, files) -> tuple[list, Scored | None]:
     loaded, parts = [], []
-    for claim_id, name, data in files:
-        deaths = host.died_holding(claim_id)
+    for file in files:
+        deaths = host.died_holding(file.claim_id)
         if deaths >= defaults.CRASHES_BEFORE_SET_ASIDE:
-            log.error("%s was in hand each time a worker died (%d times): set aside", name, deaths)
-            item = InputError("worker-crashed", f"{name} was being classified each time a classify worker "
-                                                f"died ({deaths} times); set aside so the others go on")
+            log.error("%s was in hand each time a worker died (%d times): set aside", file.name, deaths)
+            item = InputError("worker-crashed", f"{file.name} was being classified each time a classify "
+                                                f"worker died ({deaths} times); set aside so the others "
+                                                "go on")
         else:
-            item = _load(data, name, classifier, limits)
+            item = batch.load(file.data, file.name)
             if not isinstance(item, InputError):
-                parts.append(_score(classifier, [item]))
-        host.done(claim_id)
+                parts.append(_score(batch.classifier, [item]))
+        host.done(file.claim_id)
         loaded.append(item)
     return loaded, _joined(parts)
 
@@ -157,6 +194,8 @@ def _load(data: bytes, name: str, classifier: Classifier, limits) -> LoadedInput
         return load_bytes(data, classifier.profile, name=name, limits=limits)
     except InputError as exc:
         return exc
+    except SoftTimeLimitExceeded:
+        raise
     except Exception as exc:  # noqa: BLE001 - a decoder bug fails its file, not the batch
         log.exception("unexpected error reading %s", name)
         return InputError("internal", f"unexpected error reading {name}: {exc}")
@@ -175,62 +214,51 @@ def _joined(parts: list[Scored]) -> Scored | None:
                   [r for p in parts for r in p.reviews], scores)
 
 
-def encode(version: str, loaded: list, scored: Scored | None) -> dict:
-    """The answer, in msgpack's types: each file's error or digest and pages, then the scores
-    of the model inputs in order (a document gives one per page with ink)."""
+def encode(task: Task, key: bytes | None, version: str, loaded: list, scored: Scored | None) -> bytes:
+    """The answer: each file's claim id with its error or its pages, then the scores of the
+    model inputs in order (a document gives one per page with ink)."""
     files = []
-    for item in loaded:
+    for file, item in zip(task.files, loaded, strict=True):
         if isinstance(item, InputError):
-            files.append({"error": [item.kind, item.message, item.bytes_read]})
+            files.append({"id": file.claim_id, "error": [item.kind, item.message, item.bytes_read]})
         else:
-            files.append({"sha256": item.sha256, "pages": [n for n, _ in item.pages]})
-    answer = {"version": version, "files": files, "probabilities": None, "reviews": [], "scores": None}
+            files.append({"id": file.claim_id, "pages": [n for n, _ in item.pages]})
+    scores = {}
     if scored is not None:
-        answer["probabilities"] = np.ascontiguousarray(scored.probabilities, np.float32).tobytes()
-        answer["reviews"] = [list(r) for r in scored.reviews]
+        scores["probabilities"] = np.ascontiguousarray(scored.probabilities, np.float32).tobytes()
+        scores["reviews"] = [list(r) for r in scored.reviews]
         if scored.review_scores is not None:
-            answer["scores"] = np.ascontiguousarray(scored.review_scores, np.float32).tobytes()
-    return answer
-
-
-def decode(answer: dict, classes: int) -> tuple[list[LoadedInput | InputError], Scored | None]:
-    """The watcher's side of ``encode``: each file as a LoadedInput without pixels (its digest
-    and pages), or its InputError; and the scores."""
-    loaded: list[LoadedInput | InputError] = []
-    for item in answer["files"]:
-        if "error" in item:
-            kind, message, bytes_read = item["error"]
-            error = InputError(kind, message)
-            error.bytes_read = bytes_read
-            loaded.append(error)
-        else:
-            pages = tuple((n, None) for n in item["pages"])
-            loaded.append(LoadedInput(pixels=None, sha256=item["sha256"], pages=pages))
-    if answer["probabilities"] is None:
-        return loaded, None
-    probabilities = np.frombuffer(answer["probabilities"], np.float32).reshape(-1, classes)
-    scores = None if answer["scores"] is None else np.frombuffer(answer["scores"], np.float32)
-    return loaded, Scored(probabilities, [list(r) for r in answer["reviews"]], scores)
+            scores["scores"] = np.ascontiguousarray(scored.review_scores, np.float32).tobytes()
+    return pack_answer(task.task_id, key, model=(task.model[0], version), files=files, **scores)
 
 
 _host: Host | None = None
 
 
 def run(broker: str, *, models: Path, concurrency: int, threads: int, visibility_timeout: float,
-        loglevel: str = "INFO") -> None:
-    """Start the Celery worker (it returns when the worker is stopped)."""
+        batch_seconds: float = BATCH_SECONDS, key: bytes | None = None, loglevel: str = "INFO") -> None:
+    """Start the Celery worker (it returns when the worker is stopped). ConfigError for time
+    limits that do not fit the visibility timeout or a Redis too old."""
+    from redis.exceptions import RedisError
+
     global _host
-    _host = Host(models, broker, threads)
-    app = make_app(broker, visibility_timeout=visibility_timeout)
+    limits = time_limits(batch_seconds, visibility_timeout)
+    _host = Host(models, broker, threads, key=key, batch_seconds=batch_seconds)
+    try:
+        check_version(_host.redis, broker)
+    except RedisError as exc:  # not there yet: Celery waits it out; the watcher checks too
+        log.warning("cannot check the Redis version yet (%s)", exc)
+    app = make_app(broker, visibility_timeout=visibility_timeout, limits=limits)
 
     @app.task(name=TASK, bind=True)
-    def classify_task(task, model: dict, files: list, limits: dict, reply_to: str) -> None:
+    def classify_task(task, *args, **kwargs) -> None:
         from celery.exceptions import Reject
-        from redis.exceptions import RedisError
+        from redis.exceptions import ConnectionError as RedisAway
+        from redis.exceptions import TimeoutError as RedisSlow
 
         try:
-            classify(_host, task.request.id, model, files, limits, reply_to)
-        except RedisError as exc:  # no answer could be given: back on the queue, for later
+            classify(_host, task.request.id, list(args))
+        except (RedisAway, RedisSlow) as exc:  # no answer could be given: back on the queue, for later
             raise Reject(str(exc), requeue=True) from exc
 
     app.worker_main(["worker", "--pool", "prefork", "--concurrency", str(concurrency),

@@ -22,7 +22,7 @@ import typer
 
 from worker import __version__, defaults
 from worker.archs import ARCHS, DEFAULT_ARCH
-from worker.broker import VISIBILITY_TIMEOUT
+from worker.broker import BATCH_SECONDS, VISIBILITY_TIMEOUT
 from worker.errors import ConfigError, DatasetError, ModelError, WorkerError
 from worker.gate import PUBLISH_MODES, TOLERANCE_POINTS
 from worker.outbox import ON_SUCCESS
@@ -269,6 +269,13 @@ def _install_signal_handlers(stop: threading.Event, reload: Callable[[], None]) 
     signal.signal(signal.SIGHUP, hang_up)
 
 
+BROKER_URL_FILE_HELP = ("A file holding the Redis URL (one line; its password stays out of ps), "
+                        "instead of --broker.")
+BROKER_KEY_FILE_HELP = ("A file holding the key shared by the watcher and the classify workers: every task "
+                        "and answer is sealed with it (HMAC-SHA256) and one without its seal is dropped. "
+                        "Or WORKER_BROKER_KEY.")
+
+
 @app.command()
 def watch(
     inbox: Annotated[Path, typer.Option(envvar=_env("inbox"), help="Folder to watch.")] = defaults.INBOX,
@@ -288,7 +295,9 @@ def watch(
     decode_memory: Annotated[int, typer.Option(envvar=_env("decode_memory"), help="MiB that decoding such a file may take before it is refused as too-large.")] = defaults.DECODE_MEMORY // 2**20,
     metrics: Annotated[str | None, typer.Option(envvar=_env("metrics"), help="Serve Prometheus /metrics, /healthz and /readyz on HOST:PORT (e.g. 127.0.0.1:9464).")] = None,
     metrics_file: Annotated[Path | None, typer.Option(envvar=_env("metrics_file"), help="Write the metrics to this .prom file each minute (node_exporter's textfile collector).")] = None,
-    broker: Annotated[str | None, typer.Option(envvar=_env("broker"), help="Redis URL (redis://HOST:6379/0): send batches to 'worker classify-worker' processes instead of classifying here.")] = None,
+    broker: Annotated[str | None, typer.Option(envvar=_env("broker"), help="Redis URL (redis://HOST:6379/0): send batches to 'worker classify-worker' processes instead of classifying here. With a password, use WORKER_BROKER or --broker-url-file (a command line shows in ps).")] = None,
+    broker_url_file: Annotated[Path | None, typer.Option(envvar=_env("broker_url_file"), help=BROKER_URL_FILE_HELP)] = None,
+    broker_key_file: Annotated[Path | None, typer.Option(envvar=_env("broker_key_file"), help=BROKER_KEY_FILE_HELP)] = None,
     in_flight: Annotated[int, typer.Option(envvar=_env("in_flight"), help="With --broker: most batches out with the workers at a time.")] = defaults.IN_FLIGHT,
     resend_after: Annotated[float, typer.Option(envvar=_env("resend_after"), help="With --broker: a batch without an answer this many seconds is sent again.")] = defaults.RESEND_SECONDS,
 ) -> None:
@@ -297,6 +306,7 @@ def watch(
     from worker.preprocess import Limits
     from worker.settings import Settings
 
+    broker, broker_key = _broker_options(broker, broker_url_file, broker_key_file)
     settings = Settings(
         inbox=inbox, outbox=outbox, model=model, once=once, poll=poll, rescan=rescan,
         settle=settle, recursive=recursive, batch_size=batch_size, max_delay_ms=max_delay,
@@ -314,7 +324,7 @@ def watch(
     registry, server = _metrics_server(metrics, metrics_file)
     daemon = _run(Daemon, settings, classifier, service=ServiceNotifier(), metrics=registry,
                   load_model=lambda: Classifier(model, threads=defaults.WATCH_MODEL_THREADS),
-                  broker=_broker(broker))
+                  broker=_broker(broker, broker_key))
     _install_signal_handlers(stop, daemon.request_reload)
     try:
         _run(daemon.run, stop)
@@ -323,22 +333,33 @@ def watch(
             server.stop()
 
 
-def _broker(url: str | None):
+def _broker_options(url: str | None, url_file: Path | None, key_file: Path | None) -> tuple[str | None, bytes | None]:
+    """The Redis URL (from --broker, WORKER_BROKER or --broker-url-file) and the shared key
+    (from --broker-key-file or WORKER_BROKER_KEY); a bad one is exit 78."""
+    from worker.broker import broker_url, load_key
+
+    return _run(broker_url, url, url_file), _run(load_key, key_file)
+
+
+def _broker(url: str | None, key: bytes | None = None):
     """The watcher's Redis connection (Celery is imported only here, and only with --broker)."""
     if url is None:
         return None
     from worker.remote import Broker
 
-    return _run(Broker, url)
+    return _run(Broker, url, key=key)
 
 
 @app.command("classify-worker")
 def classify_worker(
-    broker: Annotated[str, typer.Option(envvar=_env("broker"), help="Redis URL the watcher sends batches to (redis://HOST:6379/0).")],
+    broker: Annotated[str | None, typer.Option(envvar=_env("broker"), help="Redis URL the watcher sends batches to (redis://HOST:6379/0). With a password, use WORKER_BROKER or --broker-url-file.")] = None,
+    broker_url_file: Annotated[Path | None, typer.Option(envvar=_env("broker_url_file"), help=BROKER_URL_FILE_HELP)] = None,
+    broker_key_file: Annotated[Path | None, typer.Option(envvar=_env("broker_key_file"), help=BROKER_KEY_FILE_HELP)] = None,
     models: Annotated[Path, typer.Option(envvar=_env("models"), help="Folder of model versions (<name>/<version>/); each task names its version.")] = defaults.MODELS_DIR,
     concurrency: Annotated[int, typer.Option(envvar=_env("concurrency"), min=1, help="Worker processes (default: one per core).")] = os.cpu_count() or 1,
     threads: Annotated[int, typer.Option(envvar=_env("threads"), min=1, help="Model threads in each process.")] = 1,
     visibility_timeout: Annotated[float, typer.Option(envvar=_env("visibility_timeout"), help="A batch taken and never answered (its host died) goes to another worker after this many seconds.")] = VISIBILITY_TIMEOUT,
+    batch_timeout: Annotated[float, typer.Option(envvar=_env("batch_timeout"), help="Seconds a batch may take: files not decoded by then are answered as too-slow. With 30 s for Celery to stop it, it must end before --visibility-timeout.")] = BATCH_SECONDS,
     loglevel: Annotated[str, typer.Option(envvar=_env("loglevel"), help="Celery's log level.")] = "INFO",
 ) -> None:
     """Classify the batches a 'worker watch --broker' sends (a Celery worker; run one per host)."""
@@ -346,8 +367,11 @@ def classify_worker(
 
     if not models.is_dir():
         raise _fail(f"--models {models} is not a folder", EXIT_CONFIG)
+    broker, key = _broker_options(broker, broker_url_file, broker_key_file)
+    if broker is None:
+        raise _fail("give the Redis URL: WORKER_BROKER, --broker-url-file or --broker", EXIT_CONFIG)
     _run(run, broker, models=models, concurrency=concurrency, threads=threads,
-         visibility_timeout=visibility_timeout, loglevel=loglevel)
+         visibility_timeout=visibility_timeout, batch_seconds=batch_timeout, key=key, loglevel=loglevel)
 
 
 def _metrics_server(address: str | None, textfile: Path | None):
@@ -433,6 +457,7 @@ def status(
     recursive: Annotated[bool, typer.Option(envvar=_env("recursive"), help="Count waiting files in subfolders too.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object instead of lines.")] = False,
     broker: Annotated[str | None, typer.Option(envvar=_env("broker"), help="Also ask this Redis how many classify workers answer and how many batches wait.")] = None,
+    broker_url_file: Annotated[Path | None, typer.Option(envvar=_env("broker_url_file"), help=BROKER_URL_FILE_HELP)] = None,
 ) -> None:
     """Daemons alive, files claimed and waiting, the last row, today's failures: from the folders.
     Exits 0 if a daemon is alive, 3 if none is."""
@@ -440,6 +465,10 @@ def status(
     from worker.status import status as read_status
 
     report = _run(read_status, inbox, outbox, recursive=recursive)
+    if broker_url_file is not None:
+        from worker.broker import broker_url
+
+        broker = _run(broker_url, broker, broker_url_file)
     if broker:
         from worker.remote import broker_status
 

@@ -70,6 +70,7 @@ class Metrics:
                                   "When a batch last became durable (Unix time)", registry=r)
         self.reloads = Counter("worker_reloads", "Reloads (SIGHUP), by result", ["result"], registry=r)
         self._remote: tuple[Gauge, ...] | None = None  # made at the first remote(): --broker only
+        self._rejected: Counter | None = None  # made at the first broker_rejected()
         self.last_turn = clock()
         self.ready = False
 
@@ -99,6 +100,14 @@ class Metrics:
             )
         for gauge, value in zip(self._remote, (batches, files, oldest, int(broker_up)), strict=True):
             gauge.set(value)
+
+    def broker_rejected(self, reason: str) -> None:
+        """With --broker: a message from Redis dropped, by the check it failed."""
+        if self._rejected is None:
+            self._rejected = Counter("worker_broker_rejected", "Messages from the broker dropped, by the "
+                                     "check they failed (worker/broker_messages.py)", ["reason"],
+                                     registry=self.registry)
+        self._rejected.labels(reason=reason).inc()
 
     def serving(self, name: str, version: str, dataset: str) -> None:
         self.model.clear()

@@ -12,27 +12,36 @@ had not the model version), and when it has had no answer for ``resend_after`` s
 transport is not airtight (a worker killed between taking a task off the queue and noting it
 as unacknowledged loses it; one killed holding the restore lock stops restores for minutes),
 and a batch sent twice costs a second run, never a second row. The first answer read is used
-and the batch is finished; a second answer for it is dropped unread. So a batch answered twice
+and the batch is finished; a second answer for it is dropped. So a batch answered twice
 writes its rows once, and after a watcher's restart the claim ids see to it as they do
 without a broker.
+
+Anything can be pushed on the reply list by anyone who can reach Redis (its name is in every
+queued task). Each value read there is parsed and checked (``broker_messages``): its seal with
+a shared key, its fields, then against the batch it claims to answer (claim ids, model name
+and version, one row of probabilities per input). What fails is dropped, counted in
+``worker_broker_rejected_total{reason}`` and logged once a minute for each reason at most; it
+never stops the watcher and never becomes a row. A file's sha256 is computed here from the bytes
+sent, never taken from an answer.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 import uuid
 from dataclasses import dataclass
 
-from worker.broker import REPLY_KEY, TASK, limits_to_dict, make_app, redis_client, safe_url
+from worker.broker import REPLY_KEY, TASK, check_version, make_app, redis_client, safe_url
+from worker.broker_messages import Answer, Rejected, Scores, Task, TaskFile, pack_task, parse_answer
 from worker.claims import Claim, claim_size
 from worker.classify import Outcome, outcomes_of
-from worker.classify_worker import decode, encode
 from worker.errors import InputError
-from worker.model import Classifier
+from worker.model import Classifier, Scored
 from worker.outbox import Written
 from worker.pipeline import Pipeline
-from worker.preprocess import read_bytes
+from worker.preprocess import LoadedInput, read_bytes
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +53,10 @@ ANSWERS_AT_ONCE = 64
 # At a stop, answers are awaited this long (well inside systemd's TimeoutStopSec=30); the
 # batches still out replay at the next start.
 CLOSE_WAIT_SECONDS = 10.0
+# A flood of bad answers is one log line a minute for each reason (the metric counts them all).
+REJECT_LOG_SECONDS = 60.0
+# Task ids of batches finished lately, to tell a second answer (a batch sent twice) from a forged one.
+FINISHED_KEPT = 4096
 
 
 class Broker:
@@ -51,13 +64,14 @@ class Broker:
     Redis being unreachable is never an error here: it is logged once, and the caller tries
     again later."""
 
-    def __init__(self, url: str, *, clock=time.monotonic) -> None:
+    def __init__(self, url: str, *, key: bytes | None = None, clock=time.monotonic, redis=None) -> None:
         self.url = url
+        self.key = key
         self.app = make_app(url)
         # A send fails at once while Redis is away (kombu would otherwise retry for seconds,
         # with the loop stopped); the batch is sent again at the next turn.
         self.app.conf.broker_transport_options.update(max_retries=0)
-        self.redis = redis_client(url)
+        self.redis = redis if redis is not None else redis_client(url)
         self.replies = REPLY_KEY.format(uuid.uuid4().hex)  # this watcher's answers
         self.clock = clock
         self.up = True
@@ -72,11 +86,10 @@ class Broker:
             return self._lost(exc)
         return self._reached()
 
-    def answers(self, timeout: float = 0) -> list[tuple[str, dict]]:
-        """The answers come since the last call, as (task id, answer); with a ``timeout``,
-        waits that long for the first. Empty while Redis cannot be reached."""
-        import msgpack
-
+    def answers(self, timeout: float = 0) -> list[bytes]:
+        """The values pushed on our list since the last call, unread (``parse_answer`` reads
+        them); with a ``timeout``, waits that long for the first. Empty while Redis cannot be
+        reached."""
         try:
             packed = self.redis.lpop(self.replies, ANSWERS_AT_ONCE) or []
             if not packed and timeout > 0:
@@ -88,7 +101,7 @@ class Broker:
                 time.sleep(timeout)  # not a busy loop while Redis is away
             return []
         self._reached()
-        return [tuple(msgpack.unpackb(p)) for p in packed]
+        return packed
 
     def restarted(self) -> bool:
         """Whether Redis restarted since the last look (at most once a second): its queue and
@@ -98,11 +111,14 @@ class Broker:
             return False
         self._checked = now
         try:
-            run_id = self.redis.info("server")["run_id"]
+            info = self.redis.info("server")
         except Exception as exc:  # noqa: BLE001
             self._lost(exc)
             return False
         self._reached()
+        run_id = info["run_id"]
+        if run_id != self._run_id:  # a Redis first reached, or another since: is it new enough?
+            check_version(self.redis, self.url)
         restarted = self._run_id is not None and run_id != self._run_id
         self._run_id = run_id
         return restarted
@@ -140,10 +156,12 @@ def broker_status(url: str, timeout: float = 1.0) -> dict:
 @dataclass
 class RemoteFlight:
     """A batch out with the classify workers. ``unread`` are the files that could not be read
-    here (their errors, by position); the others travel as ``[claim id, name, bytes]``."""
+    here (their errors, by position); the others travel as ``files``, with the sha256 of
+    their bytes kept here (``digests``, in the same order)."""
 
     claims: list[Claim]
-    files: list[list]
+    files: list[TaskFile]
+    digests: list[str]
     unread: dict[int, InputError]
     written: Written | None
     started: float
@@ -152,13 +170,37 @@ class RemoteFlight:
     sent: bool = False
     sent_at: float = 0.0
     send_after: float = float("-inf")  # a refused batch is sent again after the retry time
-    answer: dict | None = None
+    answer: Answer | None = None
+    scores: Scores | None = None
+
+    @property
+    def model(self) -> tuple[str, str]:
+        return (self.classifier.name, self.classifier.version)
+
+    def take(self, answer: Answer) -> None:
+        """The answer, once checked against this batch (``Rejected`` if it does not fit)."""
+        ids = [f.claim_id for f in self.files]
+        self.scores = answer.check(ids, self.model, len(self.classifier.class_names))
+        self.answer = answer
 
     def outcomes(self) -> list[Outcome]:
-        answered, scored = decode(self.answer, len(self.classifier.class_names))
-        remote = iter(answered)
-        loaded = [self.unread[i] if i in self.unread else next(remote) for i in range(len(self.claims))]
+        remote = iter(zip(self.answer.files, self.digests, strict=True))
+        loaded = [self.unread[i] if i in self.unread else _loaded(*next(remote))
+                  for i in range(len(self.claims))]
+        scored = None if self.scores is None else \
+            Scored(self.scores.probabilities, self.scores.reviews, self.scores.review_scores)
         return outcomes_of([c.path for c in self.claims], loaded, self.classifier, scored)
+
+
+def _loaded(answer, sha256: str) -> LoadedInput | InputError:
+    """A file's answer as what ``outcomes_of`` takes: its error, or its pages without pixels
+    and the digest of the bytes sent."""
+    if answer.error is not None:
+        kind, message, bytes_read = answer.error
+        error = InputError(kind, message)
+        error.bytes_read = bytes_read
+        return error
+    return LoadedInput(pixels=None, sha256=sha256, pages=tuple((n, None) for n in answer.pages))
 
 
 class RemotePipeline(Pipeline):
@@ -172,6 +214,8 @@ class RemotePipeline(Pipeline):
         self.retry = retry
         self.resend_after = resend_after
         self.flights: list[RemoteFlight] = []
+        self._finished: dict[str, None] = {}  # task ids, oldest first
+        self._reject_logged: dict[str, tuple[float, int]] = {}  # reason: when last logged, since
 
     def overlap(self) -> None:
         """Nothing to overlap here: the model runs elsewhere."""
@@ -201,7 +245,7 @@ class RemotePipeline(Pipeline):
             if flight.files:
                 self._send(flight)
             else:  # nothing readable: nothing to send, the answer is known
-                flight.answer = encode(flight.classifier.version, [], None)
+                flight.answer = Answer(flight.task_id, model=flight.model)
         return len(claims)
 
     def process_alone(self, claim: Claim, written: Written) -> int:
@@ -220,6 +264,7 @@ class RemotePipeline(Pipeline):
         for flight in list(self.flights):
             if flight.answer is not None:
                 self.flights.remove(flight)  # before finishing: a failed finish replays from .work/
+                self._note_finished(flight.task_id)
                 self._finish(flight)
                 finished += len(flight.claims)
             elif not flight.sent:
@@ -266,7 +311,7 @@ class RemotePipeline(Pipeline):
             yield chunk
 
     def _read(self, claims: list[Claim], written: Written | None) -> RemoteFlight:
-        files, unread = [], {}
+        files, digests, unread = [], [], {}
         for i, claim in enumerate(claims):
             try:
                 data = read_bytes(claim.path, max_bytes=self.limits.max_bytes, follow_symlinks=False,
@@ -274,15 +319,16 @@ class RemotePipeline(Pipeline):
             except InputError as exc:
                 unread[i] = exc
                 continue
-            files.append([claim.id, claim.rel, data])
-        return RemoteFlight(claims, files, unread, written, self.clock(), self.classifier, uuid.uuid4().hex)
+            files.append(TaskFile(claim.id, claim.rel, data))
+            digests.append(hashlib.sha256(data).hexdigest())
+        return RemoteFlight(claims, files, digests, unread, written, self.clock(), self.classifier,
+                            uuid.uuid4().hex)
 
     def _send(self, flight: RemoteFlight) -> None:
         if self.clock() < flight.send_after:
             return
-        model = {"name": flight.classifier.name, "version": flight.classifier.version}
-        args = [model, flight.files, limits_to_dict(self.limits), self.broker.replies]
-        flight.sent = self.broker.send(flight.task_id, args)
+        task = Task(flight.task_id, flight.model, tuple(flight.files), self.limits, self.broker.replies)
+        flight.sent = self.broker.send(flight.task_id, pack_task(task, self.broker.key))
         flight.sent_at = self.clock()
 
     def _resend_overdue(self) -> None:
@@ -293,20 +339,49 @@ class RemotePipeline(Pipeline):
                             len(flight.claims), now - flight.sent_at)
                 flight.sent = False
 
-    def _take(self, answers: list[tuple[str, dict]]) -> None:
-        """Give each answer to its batch; one for a batch finished already (it was sent twice,
-        or answered twice) is dropped."""
+    def _take(self, frames: list[bytes]) -> None:
+        """Give each answer, once checked, to its batch; what fails a check is dropped and
+        counted, and so is a second answer for a batch finished already (it was sent twice)."""
         waiting = {f.task_id: f for f in self.flights if f.answer is None}
-        for task_id, answer in answers:
-            flight = waiting.pop(task_id, None)
-            if flight is None:
-                log.debug("an answer for batch %s, finished already: dropped", task_id)
-            elif "refused" in answer:
-                log.error("a batch of %d files was refused (%s); sent again in %.0f s",
-                          len(flight.claims), answer["refused"], self.retry)
-                flight.sent, flight.send_after = False, self.clock() + self.retry
-            else:
-                flight.answer = answer
+        for frame in frames:
+            try:
+                self._give(parse_answer(frame, self.broker.key), waiting)
+            except Rejected as exc:
+                self._rejected(exc)
+
+    def _give(self, answer: Answer, waiting: dict[str, RemoteFlight]) -> None:
+        flight = waiting.get(answer.task_id)
+        if flight is None:
+            late = answer.task_id in self._finished or any(f.task_id == answer.task_id for f in self.flights)
+            raise Rejected("duplicate" if late else "unknown-task", f"an answer for batch {answer.task_id}, "
+                           + ("finished already" if late else "which this watcher has not out"))
+        if answer.refused is not None:
+            log.error("a batch of %d files was refused (%s); sent again in %.0f s",
+                      len(flight.claims), answer.refused, self.retry)
+            flight.sent, flight.send_after = False, self.clock() + self.retry
+            return
+        flight.take(answer)
+        del waiting[answer.task_id]
+
+    def _rejected(self, exc: Rejected) -> None:
+        """Count a dropped message; log the first of each reason, then once a minute at most."""
+        if self.metrics is not None:
+            self.metrics.broker_rejected(exc.reason)
+        now = self.clock()
+        logged, since = self._reject_logged.get(exc.reason, (float("-inf"), 0))
+        if exc.reason == "duplicate":
+            log.debug("an answer dropped: %s", exc)
+        elif now - logged >= REJECT_LOG_SECONDS:
+            more = f" ({since} more of this kind since the last such line)" if since else ""
+            log.warning("an answer from the broker dropped: %s%s", exc, more)
+            self._reject_logged[exc.reason] = (now, 0)
+            return
+        self._reject_logged[exc.reason] = (logged, since + 1)
+
+    def _note_finished(self, task_id: str) -> None:
+        self._finished[task_id] = None
+        if len(self._finished) > FINISHED_KEPT:
+            del self._finished[next(iter(self._finished))]
 
     def _count(self) -> None:
         if self.metrics is not None:
