@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 import time
+from pathlib import Path
 
 import msgpack
 import numpy as np
 import pytest
-from conftest import errors
+from conftest import FakeClassifier, errors
 from factories import digit_stroke
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from services import REDIS_SERVER, RedisServer
 from typer.testing import CliRunner
 
@@ -364,3 +368,114 @@ def test_a_file_the_worker_refused_gets_its_error_record(watching):
     assert one.push(_answer(one.flight, None, files=files, probabilities=None, reviews=[])) == 1
     [error] = errors(one.outbox)
     assert (error["file"], error["kind"]) == ("seven.png", "not-an-image")
+
+
+# -- fuzz: random and mutated messages, both ways ------------------------------------------------
+
+FUZZ_EXAMPLES = int(os.environ.get("WORKER_FUZZ_EXAMPLES", "25"))
+msgpack_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1) | st.floats() | st.text(max_size=40)
+    | st.binary(max_size=64),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=12)
+
+
+def _mutated(data: bytes, draw) -> bytes:
+    data = bytearray(data)
+    for _ in range(draw(st.integers(1, 4))):
+        at = draw(st.integers(0, max(0, len(data) - 1)))
+        how = draw(st.sampled_from(["flip", "cut", "insert"]))
+        if how == "flip" and data:
+            data[at] ^= 1 << draw(st.integers(0, 7))
+        elif how == "cut":
+            del data[at:]
+        else:
+            data[at:at] = draw(st.binary(min_size=1, max_size=16))
+    return bytes(data)
+
+
+class MemoryBroker:
+    """The watcher's side of Redis in memory: tasks sent are kept, answers handed in by the test."""
+
+    up = True
+    replies = REPLY_TO
+
+    def __init__(self, key: bytes | None) -> None:
+        self.key = key
+        self.sent: list[list[bytes]] = []
+        self.waiting: list[bytes] = []
+
+    def send(self, task_id, args) -> bool:
+        self.sent.append(args)
+        return True
+
+    def answers(self, timeout: float = 0) -> list[bytes]:
+        answers, self.waiting = self.waiting, []
+        return answers
+
+    def restarted(self) -> bool:
+        return False
+
+
+def _forgeries(draw, flight, key) -> list[bytes]:
+    """Random bytes, random msgpack, forged ids; with a key also a genuine answer mutated and
+    random fields in the right frame (without one, some of those are well-formed answers: what
+    the key is for)."""
+    forged_ids = _answer(flight, None, task_id=draw(st.sampled_from(["0" * 32, "x"])))
+    anyone = [draw(st.binary(max_size=200)), msgpack.packb(draw(msgpack_values)), forged_ids]
+    if key is None:
+        return anyone
+    ours = {"task": flight.task_id, "model": {"name": "fake", "version": "fake-1"},
+            "files": [{"id": flight.files[0].claim_id, "pages": []}],
+            "probabilities": np.eye(10, dtype=np.float32)[[1]].tobytes(), "reviews": [[]], "scores": None}
+    field = draw(st.sampled_from(sorted(ours)))
+    body = msgpack.packb({**ours, field: draw(msgpack_values)}, use_bin_type=True)
+    forged_seal = msgpack.packb([body, draw(st.binary(max_size=40))])
+    return [*anyone, _mutated(_answer(flight, key), draw), forged_seal]
+
+
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None)
+@given(data=st.data(), key=st.sampled_from([KEY, None]))
+def test_fuzzed_answers_never_stop_the_watcher_and_never_become_a_row(data, key):
+    from worker.claims import Claims
+    from worker.outbox import Outbox
+    from worker.remote import RemotePipeline
+
+    fake = FakeClassifier()
+    with tempfile.TemporaryDirectory() as tmp:
+        inbox, outbox = Path(tmp) / "inbox", Path(tmp) / "outbox"
+        inbox.mkdir()
+        image = _png()
+        (inbox / "seven.png").write_bytes(image)
+        broker, claims = MemoryBroker(key), Claims(inbox)
+        pipeline = RemotePipeline(fake, Outbox(outbox, fake.class_names), claims,
+                                  broker=broker, in_flight=8, retry=5, resend_after=600, limits=Limits(),
+                                  decode_threads=1, clock=time.monotonic, metrics=Metrics())
+        try:
+            pipeline.process([claims.claim("seven.png")])
+            [flight] = pipeline.flights
+            broker.waiting = _forgeries(data.draw, flight, key)
+            assert pipeline.collect() == 0 and _rows(outbox) == []
+            broker.waiting = [_answer(flight, key)]
+            assert pipeline.collect() == 1
+            [row] = _rows(outbox)
+            assert hashlib.sha256(image).hexdigest() in row and '"label": "7"' in row
+        finally:
+            pipeline.close()
+            claims.close()
+
+
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None)
+@given(data=st.data())
+def test_fuzzed_tasks_never_stop_the_worker_and_unsealed_ones_are_never_answered(data):
+    store = ListRedis()
+    host = Host(Path(tempfile.gettempdir()) / "no-models-here", "redis://unused", 1, key=KEY, redis=store)
+    genuine = _task_args(KEY)
+    args = data.draw(st.sampled_from([
+        [_mutated(genuine[0], data.draw), genuine[1]],
+        [genuine[0], _mutated(genuine[1], data.draw)],
+        data.draw(st.lists(msgpack_values, max_size=4)),
+        [msgpack.packb(data.draw(msgpack_values)), data.draw(st.binary(max_size=40))],
+    ]))
+    classify(host, data.draw(st.sampled_from(["t1", "x" * 65, ""])), args)
+    assert store.pushed == [] or args == genuine
