@@ -270,13 +270,14 @@ def test_celery_time_limits_end_inside_the_visibility_timeout():
     conf = make_app("redis://unused", visibility_timeout=300,
                     limits=time_limits(BATCH_SECONDS, 300)).conf
     assert BATCH_SECONDS < conf.task_soft_time_limit < conf.task_time_limit < 300
+    assert time_limits(None, 3).hard < 3, "tied: a short visibility timeout shortens the batch"
     with pytest.raises(ConfigError, match="visibility-timeout"):
-        time_limits(290, 300)
+        time_limits(300, 300)
 
 
 def test_a_batch_timeout_past_the_visibility_timeout_is_exit_78(tmp_path):
     result = CliRunner().invoke(app, ["classify-worker", "--broker", "redis://127.0.0.1:1/0", "--models",
-                                      str(tmp_path), "--visibility-timeout", "300", "--batch-timeout", "290"])
+                                      str(tmp_path), "--visibility-timeout", "300", "--batch-timeout", "300"])
     assert result.exit_code == 78, result.output
     assert "--visibility-timeout" in result.output
 

@@ -37,13 +37,14 @@ QUEUE = "worker.classify"
 VISIBILITY_TIMEOUT = 300.0
 REPLY_KEY = "worker:answers:{}"  # by watcher
 ANSWER_SECONDS = 3600  # answers nobody collected (their watcher died) expire after this
-# A worker answers a batch within this many seconds: files it has not decoded by then are
-# ``too-slow``. Room for eight documents at the default --decode-timeout (30 s) each.
-BATCH_SECONDS = 240.0
-# Celery's soft limit comes this long after the batch's own deadline (the worker answers in
-# time unless a step ignores it), its hard limit (the process killed) as long again; both
-# inside the visibility timeout, so a batch is answered before Redis hands it to another.
-TIME_LIMIT_GRACE = 15.0
+# A worker answers a batch within this share of the visibility timeout (240 s of the default
+# 300: room for eight documents at the default --decode-timeout, 30 s, each); files it has not
+# decoded by then are ``too-slow``. Celery's soft limit comes a quarter of the rest later (the
+# worker answers in time unless a step ignores its deadline), its hard limit (the process
+# killed) half of it later: all inside the visibility timeout, so a batch is answered before
+# Redis hands it to another worker.
+BATCH_SHARE = 0.8
+BATCH_SECONDS = BATCH_SHARE * VISIBILITY_TIMEOUT
 # LPOP with a count (the watcher takes its answers by the dozen) came with Redis 6.2.
 REDIS_MIN_VERSION = (6, 2)
 # A shared key shorter than this is a password, not a key.
@@ -58,16 +59,19 @@ class TimeLimits:
     hard: float  # Celery's task_time_limit
 
 
-def time_limits(batch_seconds: float, visibility_timeout: float) -> TimeLimits:
-    """The limits of one task, all inside ``visibility_timeout``, or ConfigError."""
-    limits = TimeLimits(batch_seconds, batch_seconds + TIME_LIMIT_GRACE, batch_seconds + 2 * TIME_LIMIT_GRACE)
-    if batch_seconds <= 0:
+def time_limits(batch_seconds: float | None, visibility_timeout: float) -> TimeLimits:
+    """The limits of one task, all inside ``visibility_timeout`` (``batch_seconds`` None: its
+    ``BATCH_SHARE``), or ConfigError."""
+    if visibility_timeout <= 0:
+        raise ConfigError("--visibility-timeout must be a positive number of seconds")
+    batch = BATCH_SHARE * visibility_timeout if batch_seconds is None else batch_seconds
+    if batch <= 0:
         raise ConfigError("--batch-timeout must be a positive number of seconds")
-    if limits.hard >= visibility_timeout:
-        raise ConfigError(f"--batch-timeout {batch_seconds:g} s (with {2 * TIME_LIMIT_GRACE:g} s to stop) "
-                          f"must end before --visibility-timeout {visibility_timeout:g} s: raise the one "
-                          "or lower the other")
-    return limits
+    if batch >= visibility_timeout:
+        raise ConfigError(f"--batch-timeout {batch:g} s must end before --visibility-timeout "
+                          f"{visibility_timeout:g} s: raise the one or lower the other")
+    grace = (visibility_timeout - batch) / 4
+    return TimeLimits(batch, batch + grace, batch + 2 * grace)
 
 
 def make_app(broker: str, *, visibility_timeout: float = VISIBILITY_TIMEOUT,

@@ -236,14 +236,14 @@ _host: Host | None = None
 
 
 def run(broker: str, *, models: Path, concurrency: int, threads: int, visibility_timeout: float,
-        batch_seconds: float = BATCH_SECONDS, key: bytes | None = None, loglevel: str = "INFO") -> None:
+        batch_seconds: float | None = None, key: bytes | None = None, loglevel: str = "INFO") -> None:
     """Start the Celery worker (it returns when the worker is stopped). ConfigError for time
     limits that do not fit the visibility timeout or a Redis too old."""
     from redis.exceptions import RedisError
 
     global _host
     limits = time_limits(batch_seconds, visibility_timeout)
-    _host = Host(models, broker, threads, key=key, batch_seconds=batch_seconds)
+    _host = Host(models, broker, threads, key=key, batch_seconds=limits.batch)
     try:
         check_version(_host.redis, broker)
     except RedisError as exc:  # not there yet: Celery waits it out; the watcher checks too

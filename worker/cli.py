@@ -22,7 +22,7 @@ import typer
 
 from worker import __version__, defaults
 from worker.archs import ARCHS, DEFAULT_ARCH
-from worker.broker import BATCH_SECONDS, VISIBILITY_TIMEOUT
+from worker.broker import VISIBILITY_TIMEOUT
 from worker.errors import ConfigError, DatasetError, ModelError, WorkerError
 from worker.gate import PUBLISH_MODES, TOLERANCE_POINTS
 from worker.outbox import ON_SUCCESS
@@ -359,7 +359,7 @@ def classify_worker(
     concurrency: Annotated[int, typer.Option(envvar=_env("concurrency"), min=1, help="Worker processes (default: one per core).")] = os.cpu_count() or 1,
     threads: Annotated[int, typer.Option(envvar=_env("threads"), min=1, help="Model threads in each process.")] = 1,
     visibility_timeout: Annotated[float, typer.Option(envvar=_env("visibility_timeout"), help="A batch taken and never answered (its host died) goes to another worker after this many seconds.")] = VISIBILITY_TIMEOUT,
-    batch_timeout: Annotated[float, typer.Option(envvar=_env("batch_timeout"), help="Seconds a batch may take: files not decoded by then are answered as too-slow. With 30 s for Celery to stop it, it must end before --visibility-timeout.")] = BATCH_SECONDS,
+    batch_timeout: Annotated[float | None, typer.Option(envvar=_env("batch_timeout"), help="Seconds a batch may take: files not decoded by then are answered as too-slow; Celery's time limits follow, all before --visibility-timeout (default: 80% of it).")] = None,
     loglevel: Annotated[str, typer.Option(envvar=_env("loglevel"), help="Celery's log level.")] = "INFO",
 ) -> None:
     """Classify the batches a 'worker watch --broker' sends (a Celery worker; run one per host)."""
