@@ -103,3 +103,16 @@ def test_unknown_dataset():
 def test_real_mnist_verifies():
     data = datasets.load("mnist")
     assert data.train_images.shape == (60000, 28, 28) and data.test_labels.shape == (10000,)
+
+
+def test_an_empty_or_cut_cache_file_is_passed_over(tmp_path, monkeypatch):
+    """A cache file cut short (a full disk, a copy that stopped) is no dataset: the next source
+    is read instead, and the cache written again."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    cache = datasets.cache_dir() / "fashion-mnist.npz"
+    cache.parent.mkdir(parents=True)
+    cache.write_bytes(b"")
+    if not datasets.DEBIAN_FASHION_DIR.is_dir():
+        pytest.skip("needs Debian's dataset-fashion-mnist")
+    assert len(datasets.load("fashion-mnist").test_labels) == 10_000
+    assert cache.stat().st_size > 0

@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,8 +184,8 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
                 "train_images": npz["x_train"], "train_labels": npz["y_train"],
                 "test_images": npz["x_test"], "test_labels": npz["y_test"],
             }
-    except (OSError, KeyError, ValueError) as exc:
-        raise DatasetError(f"{path} is not a Keras dataset .npz ({exc})") from exc
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # an empty or cut file too
+        raise DatasetError(f"{path} is not a Keras dataset .npz ({exc or type(exc).__name__})") from exc
 
 
 def read_npm_tgz(path: Path) -> dict[str, np.ndarray]:
