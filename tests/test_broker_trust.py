@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 
 from worker import defaults
 from worker.broker import BATCH_SECONDS, broker_url, load_key, make_app, time_limits
-from worker.broker_messages import Task, TaskFile, pack_answer, pack_task, parse_answer
+from worker.broker_messages import Task, TaskFile, pack_answer, pack_task, parse_answer, parse_task
 from worker.classify_worker import Host, classify
 from worker.cli import app
 from worker.errors import ConfigError
@@ -480,3 +480,14 @@ def test_fuzzed_tasks_never_stop_the_worker_and_unsealed_ones_are_never_answered
     ]))
     classify(host, data.draw(st.sampled_from(["t1", "x" * 65, ""])), args)
     assert store.pushed == [] or args == genuine
+
+
+def test_a_task_may_tighten_the_workers_limits_but_never_loosen_them():
+    """Whoever may queue a task (anyone on an unshared Redis) must not switch off the size
+    and bomb limits of the worker that decodes it."""
+    loose = Limits(max_pixels=2**62, max_bytes=2**62, max_pages=10**9, decode_seconds=10**6)
+    task = parse_task(pack_task(Task("t1", ("mnist", "v"), (), loose, REPLY_TO), None), "t1", None)
+    assert task.limits == Limits()
+    tight = Limits(max_pixels=1000, decode_seconds=1.0)
+    task = parse_task(pack_task(Task("t1", ("mnist", "v"), (), tight, REPLY_TO), None), "t1", None)
+    assert task.limits.max_pixels == 1000 and task.limits.decode_seconds == 1.0

@@ -183,3 +183,12 @@ def test_options_of_ones_own_data_are_refused_with_a_built_in_dataset(tmp_path):
     _images(tmp_path / "b", 5)
     result = CliRunner().invoke(app, ["train", "--data", str(tmp_path), "--limit", "100"])
     assert result.exit_code == 78 and "--limit is for the built-in datasets" in result.output
+
+
+def test_two_folders_that_name_one_class_are_refused(tmp_path):
+    """`aA` and `a%41` both decode to the class `aA`: one of them would silently swallow the
+    other's images."""
+    for folder in ("aA", "a%41", "b"):
+        (tmp_path / "data" / folder).mkdir(parents=True)
+    with pytest.raises(ConfigError, match="two folders name the class 'aA'"):
+        folder_dataset.list_folder(tmp_path / "data")

@@ -80,3 +80,10 @@ def test_train_keeps_a_model_that_learnt_nothing_as_a_version_but_does_not_serve
     kept = [p for p in (served.parent / "mnist").iterdir() if p.name not in (before, "current")]
     assert len(kept) == 1 and str(kept[0]) in str(refused.value), "kept, and the message names it"
     assert json.loads((kept[0] / "mnist.json").read_text())["test_accuracy"] < 0.5
+
+
+def test_a_class_the_test_split_has_no_image_of_is_not_taken_for_collapsed():
+    """A folder dataset's test folders may lack a class: its recall of 0 means nothing."""
+    lacking = card(0.99) | {"per_class_test_accuracy": dict.fromkeys(DIGITS, 0.99) | {"9": 0.0},
+                            "confusion_matrix": [[100] + [0] * 9] * 9 + [[0] * 10]}
+    assert judge(lacking, None).passed

@@ -256,3 +256,17 @@ def test_a_reader_outside_the_group_gets_one_line(private_boxes):
         assert done.returncode == 78, (args, done.stdout, done.stderr)
         assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
         assert "cannot read" in done.stderr and done.stdout == ""
+
+
+@pytest.mark.parametrize("block", [1, 3, 7, 64])
+def test_rows_are_looked_up_backwards_a_block_at_a_time(tmp_path, block, monkeypatch):
+    """The page's review lookup reads the JSONL from its end in blocks (a map of the file died
+    with SIGBUS when the file was cut short under it): whole lines, last first, the torn tail
+    and over-long lines left out."""
+    from worker.web import outbox_view
+
+    monkeypatch.setattr(outbox_view, "MAX_LINE_BYTES", 10)
+    path = tmp_path / "lines"
+    path.write_bytes(b"one\n" + b"x" * 25 + b"\ntwo\n\nthree\ntorn")
+    with open(path, "rb") as fh:
+        assert list(outbox_view.lines_backwards(fh, block)) == [b"three\n", b"\n", b"two\n", b"one\n"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -183,3 +184,18 @@ def test_a_symlink_named_sub_cannot_lead_later_files_out_of_the_outbox():
         assert list(records) == ["sub"], "the symlink itself has its one record"
     finally:
         shutil.rmtree(root)
+
+
+def test_an_atomic_write_never_replaces_a_device_or_a_fifo(tmp_path):
+    """`report --html /dev/null` as root renamed a file over the device: a special file at the
+    target is refused and left as it was."""
+    from worker.files import write_atomic
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError, match="not a regular file"):
+        write_atomic(fifo, "<html>")
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    write_atomic(tmp_path / "plain.html", "<html>")  # a plain file is written as before
+    write_atomic(tmp_path / "plain.html", "<html>2")
+    assert (tmp_path / "plain.html").read_text() == "<html>2"

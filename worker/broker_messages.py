@@ -201,7 +201,7 @@ def _limits(value) -> Limits:
         if isinstance(number, bool) or not isinstance(number, int | float) or \
                 (kind is int and not isinstance(number, int)) or not math.isfinite(number) or number <= 0:
             raise Rejected("schema", f"limit {f.name} is not a positive {kind.__name__}")
-        chosen[f.name] = kind(number)
+        chosen[f.name] = min(kind(number), getattr(default, f.name))  # a task may tighten, never loosen
     return Limits(**chosen)
 
 

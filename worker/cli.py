@@ -383,6 +383,9 @@ def _metrics_server(address: str | None, textfile: Path | None):
 
     if textfile is not None and not textfile.parent.is_dir():
         raise _fail(f"--metrics-file {textfile}: its folder does not exist", EXIT_CONFIG)
+    if textfile is not None and (textfile.is_symlink() or textfile.exists()) and not textfile.is_file():
+        # it is renamed over each minute: a device (/dev/null, as root) would be replaced
+        raise _fail(f"--metrics-file {textfile}: not a regular file", EXIT_CONFIG)
     registry = Metrics(textfile=textfile)
     if not address:
         return registry, None

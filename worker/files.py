@@ -42,6 +42,7 @@ def write_atomic_at(folder: int, name: str, data: str | bytes) -> None:
     beside it, renamed over it, then the folder synced so the rename survives a power cut. The
     rename replaces a symlink at ``name``, never what it points to."""
     raw = data.encode("utf-8") if isinstance(data, str) else data
+    _refuse_special(folder, name)
     tmp, fh = _new_temporary(folder, f".{_cut(name, 200)}.")
     try:
         with fh:
@@ -53,6 +54,17 @@ def write_atomic_at(folder: int, name: str, data: str | bytes) -> None:
         unlink_quietly(tmp, dir_fd=folder)
         raise
     os.fsync(folder)
+
+
+def _refuse_special(folder: int, name: str) -> None:
+    """A device, FIFO, socket or folder at ``name`` is never replaced: a report written to
+    ``/dev/null`` by root would otherwise put a file in the device's place."""
+    try:
+        mode = os.lstat(name, dir_fd=folder).st_mode
+    except FileNotFoundError:
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+        raise IsADirectoryError(errno.EINVAL, f"{name} is not a regular file; it is not replaced")
 
 
 def _new_temporary(folder: int, prefix: str) -> tuple[str, BinaryIO]:

@@ -151,7 +151,11 @@ def natural_key(name: str) -> list:
 def _class_folders(folder: Path) -> dict[str, list[Path]]:
     found = {}
     for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        found[folder_label(sub.name)] = _files_under(sub)
+        label = folder_label(sub.name)
+        if label in found:
+            raise ConfigError(f"--data {folder}: two folders name the class {label!r} (one spelled with "
+                              f"%XX escapes, as {sub.name!r}); merge them or rename one")
+        found[label] = _files_under(sub)
     if not found:
         raise ConfigError(f"--data {folder} has no class folders (a folder per class, or {LABELS_CSV})")
     return found

@@ -37,7 +37,7 @@ class Verdict:
 def judge(candidate: dict, serving: dict | None, tolerance_points: float = TOLERANCE_POINTS) -> Verdict:
     """Whether the card ``candidate`` may replace ``serving`` (None: nothing serves yet)."""
     accuracy = float(candidate.get("test_accuracy", 0.0))
-    recalls = candidate.get("per_class_test_accuracy") or {}
+    recalls = _measured_recalls(candidate)
     collapsed = [name for name, recall in recalls.items() if recall < accuracy / 2]
     if collapsed:
         return Verdict(False, f"{_percent(accuracy)} on the test split, and class(es) "
@@ -56,6 +56,18 @@ def judge(candidate: dict, serving: dict | None, tolerance_points: float = TOLER
                               f"serving version (more than {RECALL_DROP * 100:g} points down)")
     return Verdict(True, f"{_percent(accuracy)} on the test split, the serving version has "
                          f"{_percent(served)}")
+
+
+def _measured_recalls(card: dict) -> dict[str, float]:
+    """Each class's test recall, less the classes the test split holds no image of (their
+    recall of 0 says nothing: a folder dataset's test folders may lack a class)."""
+    recalls = card.get("per_class_test_accuracy") or {}
+    matrix = card.get("confusion_matrix")
+    names = card.get("class_names") or list(recalls)
+    if not matrix or len(matrix) != len(names):
+        return dict(recalls)
+    tested = {name for name, row in zip(names, matrix, strict=True) if sum(row) > 0}
+    return {name: recall for name, recall in recalls.items() if name in tested}
 
 
 def comparable(a: dict, b: dict) -> bool:

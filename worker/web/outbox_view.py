@@ -5,7 +5,6 @@ is checked by ``outbox_lines`` as the report checks it: what is no row is passed
 
 from __future__ import annotations
 
-import mmap
 import os
 from pathlib import Path
 
@@ -17,6 +16,8 @@ from worker.report.summary import Caps, Summary, brief
 from worker.report.truth import Truth
 from worker.reviews import read_reviews
 
+# ``row_by_id`` reads the JSONL backwards this much at a time.
+BLOCK_BYTES = 1 << 20
 # The newest rows are looked for in this much of the JSONL's end (a row is about 400 bytes).
 TAIL_BYTES = 4 * 2**20
 
@@ -73,22 +74,49 @@ def _error_records_of(failed: Path, name: str) -> list[Path]:
 
 def row_by_id(outbox: Path, row_id: str) -> RowRecord | None:
     """The row with id ``row_id``, looked for from the JSONL's end (where the rows a person is
-    shown are) back to its start, through a map of the file: nothing is read whole."""
+    shown are) back to its start, a block at a time: nothing is read whole, and a file cut
+    short meanwhile (a torn tail repaired) only ends the search early."""
     needle = orjson.dumps(row_id)
     try:
-        with open(outbox / JSONL_NAME, "rb") as fh, mmap.mmap(fh.fileno(), 0, prot=mmap.PROT_READ) as data:
-            end = len(data)
-            while (found := data.rfind(needle, 0, end)) >= 0:
-                start, stop = data.rfind(b"\n", 0, found) + 1, data.find(b"\n", found)
-                end = start
-                if stop < 0 or stop - start > MAX_LINE_BYTES:
-                    continue  # a torn line, or one no row is (row_from would refuse it)
-                row = row_from(data[start:stop])
-                if row is not None and row["id"] == row_id:
-                    return row
-    except (FileNotFoundError, ValueError):  # no outbox yet; an empty file cannot be mapped
+        with open(outbox / JSONL_NAME, "rb") as fh:
+            for line in lines_backwards(fh):
+                if needle in line:
+                    row = row_from(line)
+                    if row is not None and row["id"] == row_id:
+                        return row
+    except FileNotFoundError:
         return None
     return None
+
+
+def lines_backwards(fh, block: int = BLOCK_BYTES):
+    """The newline-ended lines of ``fh``, last first (what follows the last newline is a torn
+    line, left out); a line longer than ``MAX_LINE_BYTES`` (no row is) is dropped, not held."""
+    end = os.fstat(fh.fileno()).st_size
+    pending = b""  # the end of a line whose start lies in an earlier block
+    in_tail, too_long = True, False
+    while end > 0:
+        start = max(0, end - block)
+        fh.seek(start)
+        parts = (fh.read(end - start) + pending).split(b"\n")
+        end = start
+        if in_tail:  # the last element is (part of) the torn tail
+            in_tail = len(parts) == 1
+            parts.pop()
+        elif too_long:  # the last element is the start of a line already dropped
+            too_long = len(parts) == 1
+            parts.pop()
+        if not parts:
+            pending = b""
+            continue
+        pending = parts.pop(0) if start > 0 else b""
+        if len(pending) > MAX_LINE_BYTES:
+            pending, too_long = b"", True
+        for line in reversed(parts):
+            if len(line) <= MAX_LINE_BYTES:
+                yield line + b"\n"
+        if start == 0 and pending:
+            yield pending + b"\n"
 
 
 def newest_failures(outbox: Path, limit: int) -> list[dict]:
