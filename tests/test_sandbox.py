@@ -21,10 +21,12 @@ from documents import huge_image_pdf, nested_forms_pdf, text_pdf, tiny_pages_tif
 from factories import digit_stroke, wait_for, write
 from watching import Watcher, assert_exactly_once
 
+from worker import defaults
 from worker.claims import Claim
 from worker.errors import InputError
-from worker.preprocess import DIGITS, Limits, load_bytes, load_input
+from worker.preprocess import DIGITS, Limits, load_bytes, load_input, load_many
 from worker.preprocess.headers import tiff_pages
+from worker.preprocess.loading import DEFERRED
 from worker.preprocess.reading import decode_page
 from worker.preprocess.sandbox import Sandbox
 from worker.report.thumbnails import page_of
@@ -98,9 +100,14 @@ def test_a_tiff_of_countless_pages_is_refused_before_its_pages_are_walked(tmp_pa
     ("scan.pdf", cv2.imencode(".png", digit_stroke())[1].tobytes(), False),
 ])
 def test_the_slow_lane_is_chosen_by_the_bytes_never_the_name(tmp_path, name, data, slow):
+    """The daemon's loop reads a file, and hands it to the slow lane (DEFERRED) when its bytes
+    are for the sandbox."""
     path = tmp_path / name
     path.write_bytes(data)
-    assert is_slow(Claim(id="c", rel=name, path=path, size=len(data))) is slow
+    [loaded] = load_many([path], DIGITS, names=[name], defer_unbounded=True)
+    assert (isinstance(loaded, InputError) and loaded.kind == DEFERRED) is slow
+    big = Claim(id="c", rel="big.png", path=path, size=defaults.SANDBOX_BYTES)
+    assert is_slow(big), "one this big goes to the lane before it is read"
 
 
 # A child that misbehaves in each way a decoder taken over by a file could: the parent must

@@ -156,7 +156,7 @@ class Pipeline:
         return len(claims)
 
     def _leave_slow(self, claims: list[Claim], written: Written | None) -> list[Claim]:
-        """Hand the claims that are for the sandbox (``is_slow``) to the slow lane; return the
+        """Hand the claims too big to read here (``is_slow``) to the slow lane; return the
         others. A replayed claim with a row written already stays (its replay needs that)."""
         quick = []
         for claim in claims:
@@ -168,9 +168,9 @@ class Pipeline:
 
     def _leave_deferred(self, claims: list[Claim], batch: LoadedBatch,
                         written: Written | None) -> tuple[list[Claim], LoadedBatch]:
-        """The files ``is_slow`` missed but reading showed are for the sandbox (a progressive
-        JPEG; a file changed since it was looked at) go to the slow lane too; a replay's with a
-        row written already is decoded here (its replay needs the outcome)."""
+        """The files reading showed are for the sandbox (a document, a TIFF, a progressive
+        JPEG: by their bytes) go to the slow lane too; a replay's with a row written already is
+        decoded here (its replay needs the outcome)."""
         deferred = [isinstance(item, InputError) and item.kind == DEFERRED for item in batch.loaded]
         if not any(deferred):
             return claims, batch

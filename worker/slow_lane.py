@@ -15,7 +15,6 @@ decoded at the stop goes back into the inbox, unrecorded, and is read again at t
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 from collections.abc import Callable
@@ -25,7 +24,6 @@ from worker import defaults
 from worker.claims import Claim, claim_size
 from worker.errors import InputError
 from worker.preprocess import LoadedInput
-from worker.preprocess.headers import PDF_HEADER_WITHIN, unbounded
 
 log = logging.getLogger(__name__)
 
@@ -33,22 +31,10 @@ Loaded = LoadedInput | InputError
 
 
 def is_slow(claim: Claim) -> bool:
-    """Whether the file goes to the sandbox (``headers.unbounded``): by its size and its first
-    bytes, never its name (a PDF named ``.png`` is a PDF). A file that cannot be read is not
-    slow: loading it says why."""
-    size = claim_size(claim)
-    if size >= defaults.SANDBOX_BYTES:
-        return True
-    try:
-        fd = os.open(claim.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return False
-    try:
-        return unbounded(os.read(fd, PDF_HEADER_WITHIN), size)
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
+    """Whether the file goes to the slow lane before it is read: a file this big is for the
+    sandbox whatever it holds. The others are sent there once read, by their bytes, never their
+    name (``Pipeline``: ``load_many(defer_unbounded=True)``): a PDF named ``.png`` is a PDF."""
+    return claim_size(claim) >= defaults.SANDBOX_BYTES
 
 
 class SlowLane:
