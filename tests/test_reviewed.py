@@ -17,6 +17,14 @@ from worker.reviewed import read_extra
 runner = CliRunner()
 
 
+def _export(review_lines: list[str], outbox, target):
+    """``worker export-reviewed target`` of an outbox whose reviews.jsonl holds these lines."""
+    (outbox / "reviews.jsonl").write_text("\n".join(review_lines) + "\n")
+    result = runner.invoke(app, ["export-reviewed", str(target), "--outbox", str(outbox)])
+    assert result.exit_code == 0, result.output
+    return result
+
+
 def test_reviewed_inputs_are_exported_under_the_label_a_person_gave(tmp_path):
     rows = [row("in/a.png", "7", 0.6), row("b.png", "3", 0.99), row("gone.png", "5", 0.5)]
     outbox = outbox_with(tmp_path, rows)
@@ -25,9 +33,7 @@ def test_reviewed_inputs_are_exported_under_the_label_a_person_gave(tmp_path):
     decisions = [(rows[0], "3"), (rows[0], "1"), (rows[1], "3"), (rows[2], "6")]  # a's second decision wins
     lines = [json.dumps({"id": r.id, "file": r.file, "predicted": r.label, "label": label})
              for r, label in decisions]
-    (outbox / "reviews.jsonl").write_text("\n".join(lines) + "\n")
-    result = runner.invoke(app, ["export-reviewed", str(tmp_path / "set"), "--outbox", str(outbox)])
-    assert result.exit_code == 0, result.output
+    result = _export(lines, outbox, tmp_path / "set")
     assert "exported 2 image(s) under 2 label(s)" in result.output
     assert "1 reviewed input(s) were not kept" in result.output
     assert [p.name for p in (tmp_path / "set" / "1").iterdir()] == [f"{rows[0].id}-a.png"]
@@ -75,9 +81,7 @@ def test_a_bad_line_of_reviews_is_skipped_and_counted(tmp_path):
              json.dumps(["not", "a", "decision"]),
              json.dumps({"id": rows[0].id, "file": "a.png", "predicted": "7", "label": "3"}),
              '{"id": "torn']
-    (outbox / "reviews.jsonl").write_text("\n".join(lines) + "\n")
-    result = runner.invoke(app, ["export-reviewed", str(tmp_path / "set"), "--outbox", str(outbox)])
-    assert result.exit_code == 0, result.output
+    result = _export(lines, outbox, tmp_path / "set")
     assert "exported 1 image(s) under 1 label(s)" in result.output
     assert "5 line(s) of reviews.jsonl were not decisions and were skipped" in result.output
     assert [p.name for p in (tmp_path / "set" / "3").iterdir()] == [f"{rows[0].id}-a.png"]
