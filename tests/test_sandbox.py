@@ -5,9 +5,12 @@ memory and a time limit, chosen by the bytes (never the name), and whatever the 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -239,3 +242,40 @@ def test_a_bomb_holds_neither_the_other_files_nor_the_stop(tmp_path):
     assert took < 8, "the stop waited for the decode"
     assert json.dumps(errors(outbox)).count("bomb2") == 0  # put back, for the next start
     assert (inbox / "bomb2.png").exists()
+
+
+@pytest.mark.slow
+def test_the_sandbox_works_for_a_daemon_that_is_not_root(tmp_path):
+    """The shipped unit runs the daemon as its own user: the decoder children it starts get the
+    same user and budget, and a bomb dropped by another user (root here) costs one record."""
+    import pwd
+    import sysconfig
+
+    from conftest import REPO, TEST_USER, other_user_ids
+
+    ids = other_user_ids()
+    python = Path(f"/usr/bin/python{sys.version_info[0]}.{sys.version_info[1]}")
+    if ids is None or os.geteuid() != 0 or not python.is_file():
+        pytest.skip(f"needs root, the user {TEST_USER} and {python} (an interpreter it may run)")
+    root = Path(tempfile.mkdtemp(prefix="worker-sandbox-", dir="/tmp"))
+    try:
+        os.chmod(root, 0o755)
+        inbox, outbox = root / "inbox", root / "outbox"
+        for folder in (inbox, outbox):
+            folder.mkdir()
+            os.chown(folder, *ids)
+        (inbox / "doc.pdf").write_bytes(text_pdf(2))  # root's files, 0644
+        (inbox / "bomb.png").write_bytes(nested_forms_pdf())
+        env = {**os.environ, "HOME": str(root),
+               "PYTHONPATH": os.pathsep.join([sysconfig.get_paths()["purelib"], str(REPO)])}
+        result = subprocess.run(
+            ["setpriv", f"--reuid={ids[0]}", f"--regid={ids[1]}", "--clear-groups", str(python), "-m",
+             "worker", "watch", "--once", "--settle", "0", "--decode-timeout", "5", "--inbox", str(inbox),
+             "--outbox", str(outbox)], capture_output=True, text=True, timeout=300, env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert sorted(r["file"] for r in rows(outbox)) == ["doc.pdf#1", "doc.pdf#2"], result.stderr[-3000:]
+        assert [e["kind"] for e in errors(outbox)] == ["too-slow"]
+        left = subprocess.run(["pgrep", "-u", pwd.getpwuid(ids[0]).pw_name], capture_output=True, text=True)
+        assert not left.stdout.strip(), "a decoder child outlived its daemon"
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
