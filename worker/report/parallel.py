@@ -32,18 +32,43 @@ def summarise(path: Path, template: Summary, filters: Filters) -> Iterator[tuple
         return
     _template = template
     ranges = parts(path, processes)
-    with multiprocessing.get_context("fork").Pool(len(ranges), initializer=_default_signals) as pool:
+    with _pool(len(ranges)) as pool:
         for summary, skipped in pool.starmap(_work, [(path, filters, a, b) for a, b in ranges]):
             summary.truth = template.truth
             yield summary, skipped
 
 
-def _default_signals() -> None:
-    """A forked worker inherits its parent's signal handlers: the daemon's or uvicorn's SIGTERM
+_forking_workers = False  # true while ``_pool`` forks: its children reset their signals at once
+
+
+def _pool(processes: int):
+    """A pool of forked workers whose SIGTERM is the default from their first instruction.
+
+    A forked worker inherits its parent's signal handlers: the daemon's or uvicorn's SIGTERM
     handler only sets a flag, so the pool's SIGTERM at its end would leave the worker alive and
-    the parent waiting for it for ever (seen: a report hung after ``watch`` ran in the process)."""
+    the parent waiting for it for ever (seen: a report hung after ``watch`` ran in the process).
+    A pool initializer resets them too late: a worker still starting when the others have done
+    all the parts is terminated before it runs, ignores the SIGTERM, and waits for tasks for
+    ever (seen: a CI run hung). So the reset runs in the fork itself (``register_at_fork``)."""
+    global _forking_workers
+    _forking_workers = True
+    try:
+        return multiprocessing.get_context("fork").Pool(processes, initializer=_default_signals)
+    finally:
+        _forking_workers = False
+
+
+def _default_signals() -> None:
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, signal.SIG_DFL)
+
+
+def _default_signals_in_our_workers() -> None:
+    if _forking_workers:
+        _default_signals()
+
+
+os.register_at_fork(after_in_child=_default_signals_in_our_workers)
 
 
 def _work(path: Path, filters: Filters, start: int, end: int) -> tuple[Summary, Skipped]:
