@@ -88,6 +88,16 @@ def fake_classifier() -> FakeClassifier:
     return FakeClassifier()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shipped_models_serve() -> None:
+    """A fresh clone's models/ has no ``current`` (it is not in git): the first command that
+    names a model sets it up, and tests that read the shipped model's files directly need it
+    done before them."""
+    from worker.repository import ensure_seeded
+
+    ensure_seeded(defaults.MODELS_DIR)
+
+
 @pytest.fixture(scope="session")
 def real_model_path() -> Path:
     path = defaults.MODEL

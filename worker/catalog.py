@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from worker.publish import CURRENT, SUFFIXES
+from worker.repository import SHIPPED
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,12 @@ def versions(models_dir: Path) -> list[Version]:
 
 
 def _serving(home: Path) -> str | None:
-    pointer = home / CURRENT
-    return pointer.readlink().name if pointer.is_symlink() else None
+    """The version ``current`` names; in a fresh checkout, where nothing is published yet, the
+    shipped one, which the first command that opens the model publishes."""
+    for pointer in (home / CURRENT, home / SHIPPED):
+        if pointer.is_symlink():
+            return pointer.readlink().name
+    return None
 
 
 def _version(folder: Path, model: str, serving: bool) -> Version | None:

@@ -122,7 +122,8 @@ def train(
     profile: Annotated[str | None, typer.Option(envvar=_env("profile"), help="With --data DIR of your own: how images are normalised, in training and serving: digits-v4 (the default: marks, letters, symbols in ink on paper, cropped to the ink) or objects-v2 (objects or photos filling the frame, taken whole).")] = None,
     test_share: Annotated[float, typer.Option(envvar=_env("test_share"), help="With --data DIR of your own and no DIR/test: the share of each class held out for the test.")] = defaults.TEST_SHARE,
     validation_share: Annotated[float, typer.Option(envvar=_env("validation_share"), help="With --data DIR of your own and no DIR/validation: the share of each class held out to choose the best epoch.")] = defaults.VALIDATION_SHARE,
-    output: Annotated[Path | None, typer.Option(envvar=_env("output"), help="Where to save the model (.keras); .tflite and .json go beside it. Default: models/<dataset>.keras.")] = None,
+    output: Annotated[Path | None, typer.Option(envvar=_env("output"), help="Where to save the model (.keras); .tflite and .json go beside it. Default: <models>/<name>.keras.")] = None,
+    models_dir: Annotated[Path, typer.Option("--models", envvar=_env("models"), help="The model repository the new version goes into (a checkout's models/ by default).")] = defaults.MODELS_DIR,
     limit: Annotated[int | None, typer.Option(envvar=_env("limit"), help="Train on the first N images only (quick checks).")] = None,
     learning_rate: Annotated[float, typer.Option(envvar=_env("learning_rate"), help="Peak learning rate of the cosine schedule.")] = defaults.LEARNING_RATE,
     init_from: Annotated[Path | None, typer.Option(envvar=_env("init_from"), help="Start from this trained model's weights (a warm restart: one more cosine cycle).")] = None,
@@ -142,7 +143,7 @@ def train(
 
     result = _run(
         run_training, dataset=dataset.value if dataset else None, arch=arch, epochs=epochs, batch_size=batch_size,
-        seed=seed, validation=validation, data=data, output=output, limit=limit,
+        seed=seed, validation=validation, data=data, output=output, models_dir=models_dir, limit=limit,
         learning_rate=learning_rate, init_from=init_from, patience=patience, augment=augment,
         scan_augment=scan_augment, teacher=teacher, teacher_weight=teacher_weight, force=force, extra=extra,
         verbose=1 if sys.stderr.isatty() else 2, publish_mode=publish_mode.value, tolerance=tolerance,
@@ -364,9 +365,11 @@ def classify_worker(
 ) -> None:
     """Classify the batches a 'worker watch --broker' sends (a Celery worker; run one per host)."""
     from worker.classify_worker import run
+    from worker.repository import ensure_seeded
 
     if not models.is_dir():
         raise _fail(f"--models {models} is not a folder", EXIT_CONFIG)
+    _run(ensure_seeded, models)
     broker, key = _broker_options(broker, broker_url_file, broker_key_file)
     if broker is None:
         raise _fail("give the Redis URL: WORKER_BROKER, --broker-url-file or --broker", EXIT_CONFIG)

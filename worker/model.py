@@ -23,6 +23,7 @@ import numpy as np
 from worker.errors import ModelError
 from worker.files import write_atomic
 from worker.preprocess import SIZE, Profile, profile_from_dict
+from worker.repository import ensure_serving
 from worker.review_flag import Flagger
 
 log = logging.getLogger(__name__)
@@ -207,6 +208,7 @@ class Classifier:
 
     def __init__(self, model_path: Path, *, runtime: str = "auto", threads: int = 2) -> None:
         _one_blas_thread()
+        ensure_serving(model_path)  # a shipped model's first use in a repository
         # Resolved once: a model published while this one loads is another folder, so the
         # three files read here are always of one version.
         self.signature = signature(model_path)

@@ -169,8 +169,12 @@ def _model_in(folder: Path, model_path: Path) -> Path:
 
 
 def serving_card(model_path: Path) -> dict | None:
-    """The card of the version that serves at ``model_path``, or None if none does."""
+    """The card of the version that serves at ``model_path`` (a shipped model's once it is set
+    up, so that a fresh repository's first training is judged against it), or None."""
     from worker.model import read_card
+    from worker.repository import ensure_serving
+
+    ensure_serving(model_path)
 
     try:
         return read_card(model_path)

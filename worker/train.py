@@ -236,6 +236,7 @@ def train(
     validation: int | None = None,
     data: Path | None = None,
     output: Path | None = None,
+    models_dir: Path | None = None,
     limit: int | None = None,
     learning_rate: float = defaults.LEARNING_RATE,
     init_from: Path | None = None,
@@ -288,7 +289,7 @@ def train(
         data, name=dataset, profile=_profile(profile), seed=seed, test_share=test_share,
         validation_share=validation_share)
     spec = prepared.spec if own else datasets.get_spec(dataset)
-    output = _output_path(output, spec.name, force)
+    output = _output_path(output, spec.name, force, models_dir)
     if not architecture.augment:
         recipe = replace(recipe, augment=0.0)
     keras = import_keras_quietly()
@@ -463,10 +464,11 @@ def _raw_outputs(classifier: model_io.Classifier, x: np.ndarray) -> tuple[np.nda
     return np.concatenate([p for p, _ in parts]), features
 
 
-def _output_path(output: Path | None, dataset: str, force: bool) -> Path:
-    """The model path users name (``models/mnist.keras``). A new version goes beside the old
-    ones and is published; plain files there (a model from before versions) need ``force``."""
-    output = Path(output) if output else defaults.MODELS_DIR / f"{dataset}.keras"
+def _output_path(output: Path | None, dataset: str, force: bool, models_dir: Path | None = None) -> Path:
+    """The model path users name (``models/mnist.keras``, or ``<models_dir>/mnist.keras``). A new
+    version goes beside the old ones and is published; plain files there (a model from before
+    versions) need ``force``."""
+    output = Path(output) if output else Path(models_dir or defaults.MODELS_DIR) / f"{dataset}.keras"
     if output.suffix != ".keras":
         raise ConfigError(f"--output {output} must end in .keras")
     if output.exists() and not output.is_symlink() and not force:

@@ -1,0 +1,73 @@
+"""Where models live: the repository a command reads and writes, and the shipped seeds.
+
+A checkout ships one version of each default model (``models/<name>/<version>/``, tracked in
+git) and, beside it, the pointer ``models/<name>/shipped`` naming that version. What *serves* is
+``models/<name>/current``, which is the operator's: it is not in git, so training and publishing
+in a checkout change no tracked file (``.gitignore`` keeps the new versions and pointers out of
+``git status``).
+
+A repository elsewhere (``--models DIR``, ``WORKER_MODELS``; ``/var/lib/worker/models`` for the
+service) starts empty: the first command that needs a shipped model there copies its shipped
+version in and publishes it. The checkout's own ``models/`` gets its ``current`` the same way,
+on a fresh clone. A model that is already published is never touched, so an operator's
+published or rolled-back version stays what serves.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from worker import defaults
+from worker.errors import ConfigError
+from worker.publish import CURRENT, add_version, publish, versions_folder
+
+log = logging.getLogger(__name__)
+
+SHIPPED = "shipped"  # models/<name>/shipped -> <version>: the version the checkout ships
+
+
+def shipped_version(name: str, seeds: Path = defaults.MODELS_DIR) -> Path | None:
+    """The shipped version folder of model ``name``, or None if none ships by that name."""
+    pointer = Path(seeds) / name / SHIPPED
+    if not pointer.is_symlink():
+        return None
+    folder = pointer.parent / os.readlink(pointer)
+    return folder if (folder / f"{name}.keras").is_file() else None
+
+
+def ensure_serving(model_path: Path, seeds: Path = defaults.MODELS_DIR) -> None:
+    """Make a shipped model's path resolve before it is opened: in the seeds' own folder by
+    pointing ``current`` at the shipped version, elsewhere by copying that version in and
+    publishing it. Paths that resolve already, and models that do not ship, are left alone
+    (loading them says what is missing)."""
+    model_path = Path(model_path)
+    published = (versions_folder(model_path) / CURRENT).is_symlink()
+    if model_path.exists() or published or model_path.suffix != ".keras":
+        return  # serving, or published and broken (loading says so): the operator's choice
+    seed = shipped_version(model_path.stem, seeds)
+    if seed is None:
+        return
+    try:
+        version = seed / model_path.name
+        if versions_folder(model_path).resolve() != seed.parent.resolve():
+            version = add_version(version, model_path, seed.name)
+        publish(version, model_path)
+        log.info("model %s: first use of %s, the shipped version %s serves", model_path.stem,
+                 model_path.parent, seed.name)
+    except OSError as exc:
+        raise ConfigError(f"model {model_path} is not published yet and cannot be set up here "
+                          f"({exc.strerror}: {exc.filename}); run a command as the owner of "
+                          f"{model_path.parent} once, or pass --models/--model elsewhere") from exc
+
+
+def ensure_seeded(models_dir: Path, seeds: Path = defaults.MODELS_DIR) -> None:
+    """Every shipped model of ``seeds`` serving in ``models_dir`` (for listings and the
+    classify hosts, which name no one model)."""
+    seeds = Path(seeds)
+    if not seeds.is_dir():
+        return
+    for home in sorted(seeds.iterdir()):
+        if (home / SHIPPED).is_symlink():
+            ensure_serving(Path(models_dir) / f"{home.name}.keras", seeds)
