@@ -114,3 +114,29 @@ def test_tick_boxes_a_new_kind_train_pass_the_gate_and_are_served(tmp_path):
     assert all(set(r["probabilities"]) == set(tickboxes.CLASSES) for r in records)
     report = CliRunner().invoke(app, ["report", "--outbox", str(outbox)])
     assert report.exit_code == 0 and "crossed/x" in report.output and "empty, blank" in report.output
+
+
+@pytest.mark.parametrize("limit", [0, 2**30])
+def test_memory_mapped_images_train_in_memory_or_a_batch_at_a_time(tmp_path, monkeypatch, limit):
+    """Up to the limit a folder's images are read into memory (as the built-in datasets are); a
+    larger set is read a batch at a time, each row once an epoch, in a new order each epoch."""
+    from worker import defaults
+    from worker import train as training
+
+    monkeypatch.setattr(defaults, "IN_MEMORY_TRAINING_BYTES", limit)
+    streamed, batches_of = [], training._batches_of
+    monkeypatch.setattr(training, "_batches_of", lambda *args: streamed.append(args) or batches_of(*args))
+    rows = 300
+    mapped = np.memmap(tmp_path / "x.f32", dtype=np.float32, mode="w+", shape=(rows, 28, 28, 1))
+    mapped[:, 0, 0, 0] = np.arange(rows)
+    mapped.flush()
+    x = np.memmap(tmp_path / "x.f32", dtype=np.float32, mode="r", shape=(rows, 28, 28, 1))
+    y = np.arange(rows) % 10
+    train, val = training._make_datasets(x[:250], y[:250], x[250:], y[250:], batch_size=64, augment=None,
+                                         seed=1)
+
+    assert len(streamed) == (2 if limit == 0 else 0), "streamed only past the limit"
+    epochs = [[int(v) for xb, _ in train for v in xb.numpy()[:, 0, 0, 0]] for _ in range(2)]
+    assert sorted(epochs[0]) == sorted(epochs[1]) == list(range(250)), "every row once an epoch"
+    assert epochs[0] != epochs[1], "shuffled anew each epoch"
+    assert [int(v) for xb, _ in val for v in xb.numpy()[:, 0, 0, 0]] == list(range(250, 300))

@@ -116,11 +116,14 @@ def _make_datasets(x_train, y_train, x_val, y_val, *, batch_size, augment, seed)
     """The training and validation pipelines. tf.data's autotuning is off: its thread sleeps
     up to 60 s between rounds, and Keras's end-of-epoch iterator teardown waited for it (seen:
     a 40-55 s stall in every other epoch). Parallelism and prefetch are set by hand instead.
-    Memory-mapped inputs (a folder of one's own) are read a batch at a time, never whole."""
+    Memory-mapped inputs (a folder of one's own) larger than ``IN_MEMORY_TRAINING_BYTES`` are
+    read a batch at a time, never whole; smaller ones are read into memory first."""
     import tensorflow as tf
 
     options = tf.data.Options()
     options.autotune.enabled = False
+    if isinstance(x_train, np.memmap) and x_train.nbytes <= defaults.IN_MEMORY_TRAINING_BYTES:
+        x_train, x_val = np.array(x_train), np.array(x_val)
     if isinstance(x_train, np.memmap):
         train = _batches_of(x_train, y_train, batch_size, np.random.default_rng(seed))
         val = _batches_of(x_val, y_val, 512, None)
