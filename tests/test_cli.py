@@ -225,3 +225,40 @@ def test_metrics_file_in_a_missing_folder_is_a_configuration_error(tmp_path):
     result = runner.invoke(app, ["watch", "--once", "--inbox", str(tmp_path / "in"), "--outbox",
                                  str(tmp_path / "out"), "--metrics-file", str(tmp_path / "no" / "w.prom")])
     assert result.exit_code == 78 and "its folder does not exist" in result.output, result.output
+
+
+def _png(tmp_path) -> bytes:
+    return write(tmp_path / "digit.png", digit_stroke()).read_bytes()
+
+
+def test_status_leaves_out_what_worker_ignore_names(tmp_path, monkeypatch):
+    """A repeatable option's variable holds several values, separated by spaces."""
+    inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
+    png = _png(tmp_path)
+    inbox.mkdir()
+    for name in ("a.png", "b.BAK", "scan_tmp1.png", "c.png.filepart"):
+        (inbox / name).write_bytes(png)
+    arguments = ["status", "--inbox", str(inbox), "--outbox", str(outbox), "--json"]
+    assert json.loads(runner.invoke(app, arguments).stdout)["waiting"] == 3
+    monkeypatch.setenv("WORKER_IGNORE", "*.bak  scan_tmp*")
+    assert json.loads(runner.invoke(app, arguments).stdout)["waiting"] == 1
+    # the command line wins over the variable: only its pattern
+    assert json.loads(runner.invoke(app, [*arguments, "--ignore", "a*"]).stdout)["waiting"] == 2
+
+
+@pytest.mark.slow
+def test_watch_reads_close_settle_and_ignore_from_the_environment(tmp_path, real_model_path, monkeypatch):
+    inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
+    png = _png(tmp_path)
+    left = ["b.BAK", "scan_tmp1.png", "~$c.png", "d.png.filepart", "e.png.!sync", "f.png.download"]
+    inbox.mkdir()
+    for name in ["a.png", *left]:
+        (inbox / name).write_bytes(png)
+    monkeypatch.setenv("WORKER_IGNORE", "*.bak scan_tmp*")
+    monkeypatch.setenv("WORKER_CLOSE_SETTLE", "0.5")
+    result = runner.invoke(app, ["watch", "--once", "--settle", "0", "--inbox", str(inbox),
+                                 "--outbox", str(outbox), "--model", str(real_model_path)])
+    assert result.exit_code == 0, result.output
+    assert "close_settle=0.5s" in result.output and "ignore=['*.bak', 'scan_tmp*']" in result.output
+    assert sorted(p.name for p in inbox.iterdir() if p.name != ".work") == sorted(left)
+    assert [p.name for p in (outbox / "processed").iterdir()] == ["a.png"]

@@ -11,8 +11,8 @@ import time
 import numpy as np
 import pytest
 from conftest import errors as _errors
+from conftest import records_by_file, running
 from conftest import rows as _rows
-from conftest import running
 from factories import digit_stroke, wait_for, write
 
 from worker.daemon import Daemon
@@ -170,6 +170,11 @@ def test_settings_are_validated(boxes, fake_classifier):
         Daemon(Settings(inbox=inbox, outbox=inbox / "out"), fake_classifier)
     with pytest.raises(ConfigError, match="on-success"):
         Daemon(Settings(inbox=inbox, outbox=outbox, on_success="shred"), fake_classifier)
+    with pytest.raises(ConfigError, match="--close-settle must not be negative"):
+        Daemon(Settings(inbox=inbox, outbox=outbox, close_settle=-1), fake_classifier)
+    for glob in ("scans/*.bak", ""):
+        with pytest.raises(ConfigError, match="matched on a file's name"):
+            Daemon(Settings(inbox=inbox, outbox=outbox, ignore=("*.tmp", glob)), fake_classifier)
 
 
 @pytest.mark.parametrize("poll", [None, 0.1])
@@ -200,6 +205,51 @@ def test_slow_writer_gives_one_row_from_the_complete_image(boxes, fake_classifie
         assert wait_for(lambda: (outbox / "predictions.csv").exists() and len(_rows(outbox)) == 1)
     assert _errors(outbox) == []
     assert (outbox / "processed" / "slow.png").read_bytes() == data
+
+
+def _pages(boxes) -> tuple[bytes, bytes]:
+    """A PNG cut in two, as a scanner writes a file in two steps: the first alone is truncated."""
+    data = write(boxes[0].parent / "whole.png", 255 - cv2_digit()).read_bytes()
+    return data[: len(data) // 2], data[len(data) // 2 :]
+
+
+def test_a_writer_closing_between_pages_gives_one_row_of_the_whole_file(boxes, fake_classifier):
+    """Canon's and Fujitsu's scan-to-folder: write, close, pause, open again, append, close."""
+    inbox, outbox = boxes
+    first, rest = _pages(boxes)
+    daemon = Daemon(Settings(inbox=inbox, outbox=outbox, settle=0.2, close_settle=2), fake_classifier)
+    with running(daemon):
+        with open(inbox / "pages.png", "wb") as fh:
+            fh.write(first)
+        time.sleep(0.5)  # the scanner's pause between pages, its file closed
+        with open(inbox / "pages.png", "ab") as fh:
+            fh.write(rest)
+        assert wait_for(lambda: (outbox / "predictions.csv").exists() and len(_rows(outbox)) == 1, 10)
+    assert records_by_file(outbox) == {"pages.png": "row"}
+    assert (outbox / "processed" / "pages.png").read_bytes() == first + rest
+
+
+def test_by_default_a_closed_file_is_claimed_at_its_close(boxes, fake_classifier):
+    """--close-settle 0, the default: the close alone makes a file ready (--settle is long here),
+    so such a scanner's first page is claimed alone."""
+    inbox, outbox = boxes
+    first, _ = _pages(boxes)
+    daemon = Daemon(Settings(inbox=inbox, outbox=outbox, settle=30), fake_classifier)
+    with running(daemon):
+        with open(inbox / "pages.png", "wb") as fh:
+            fh.write(first)
+        assert wait_for(lambda: records_by_file(outbox) if (outbox / "failed").is_dir() else {}, 10)
+    assert records_by_file(outbox) == {"pages.png": "truncated"}
+
+
+def test_with_close_settle_a_file_moved_in_is_claimed_at_once(boxes, fake_classifier):
+    inbox, outbox = boxes
+    staged = write(boxes[0].parent / "staged.png", digit_stroke())
+    daemon = Daemon(Settings(inbox=inbox, outbox=outbox, settle=30, close_settle=30), fake_classifier)
+    with running(daemon):
+        os.rename(staged, inbox / "moved.png")
+        assert wait_for(lambda: (outbox / "predictions.csv").exists() and len(_rows(outbox)) == 1, 10)
+    assert records_by_file(outbox) == {"moved.png": "row"}
 
 
 def cv2_digit():

@@ -11,9 +11,12 @@ from factories import wait_for
 from worker.watch import (
     CLOSED,
     EVENT_FILTER,
+    MOVED,
+    WRITE,
     InboxEvents,
     StabilityTracker,
     arrivals_observer,
+    ignore_patterns,
     is_ignored,
     relative,
     scan,
@@ -23,15 +26,27 @@ from worker.watch import (
 @pytest.mark.parametrize(
     "rel",
     [".hidden.png", "x.png.part", "x.tmp", "x.png~", ".DS_Store", "Thumbs.db", "desktop.ini",
-     "._x.png", "@eaDir/x.png", ".work/abc/x.png", "a/.git/x.png"],
+     "._x.png", "@eaDir/x.png", ".work/abc/x.png", "a/.git/x.png", "x.png.filepart", "x.png.!sync",
+     "x.png.download", "x.PNG.CRDOWNLOAD", "~$report.docx", "sub/~$x.png"],
 )
 def test_junk_is_ignored(rel):
     assert is_ignored(rel)
 
 
-@pytest.mark.parametrize("rel", ["x.png", "scan 1, copy.JPG", "a/b/x.tif", "notes.txt", "ünï.png"])
+@pytest.mark.parametrize("rel", ["x.png", "scan 1, copy.JPG", "a/b/x.tif", "notes.txt", "ünï.png",
+                                 "~scan.png", "download.png", "x.sync.png", "$x.png"])
 def test_real_files_are_candidates(rel):
     assert not is_ignored(rel)
+
+
+def test_a_sites_patterns_match_names_whatever_their_case_never_folders():
+    patterns = ignore_patterns(["*.bak", "Scan_TMP*", "lock?"])
+    for rel in ["x.bak", "X.BAK", "sub/x.Bak", "scan_tmp.png", "SCAN_TMP 2.pdf", "lock1"]:
+        assert is_ignored(rel, patterns), rel
+    for rel in ["x.bak.png", "x.png", "scan_tmp/x.png", "my scan_tmp.png", "lock12"]:
+        assert not is_ignored(rel, patterns), rel
+    assert ignore_patterns([]) is None
+    assert not is_ignored("x.bak")  # none given: the built-in list alone
 
 
 def _touch(path, data=b"x", mtime=None):
@@ -108,12 +123,91 @@ def test_limit_is_respected(tmp_path):
     assert len(tracker) == 6
 
 
+def test_with_close_settle_a_closed_file_waits_until_it_stayed_closed_that_long(tmp_path):
+    # Its last write long ago, and its ctime later (as a writer setting the file's time leaves it):
+    # it looks moved in, but a close was heard.
+    _touch(tmp_path / "a.png", b"page 1", mtime=time.time() - 60)
+    tracker = StabilityTracker(settle=0.2, close_settle=1)
+    tracker.note("a.png", CLOSED)
+    now = time.time()
+    assert tracker.pop_ready(tmp_path, now, 10) == []
+    assert tracker.pop_ready(tmp_path, now + 0.9, 10) == []
+    assert tracker.pop_ready(tmp_path, now + 1.0, 10) == ["a.png"]
+
+
+def test_a_file_written_again_after_its_close_starts_the_wait_again(tmp_path):
+    path = tmp_path / "a.png"
+    _touch(path, b"page 1")
+    tracker = StabilityTracker(settle=0.2, close_settle=1)
+    tracker.note("a.png", CLOSED)
+    now = time.time()
+    assert tracker.pop_ready(tmp_path, now, 10) == []
+    with open(path, "ab") as fh:  # opened again for the next page, 0.5 s after the close
+        tracker.note("a.png", WRITE)
+        assert tracker.pop_ready(tmp_path, now + 0.5, 10) == []
+        fh.write(b" page 2")
+    tracker.note("a.png", CLOSED)
+    assert tracker.pop_ready(tmp_path, now + 0.6, 10) == []
+    assert tracker.pop_ready(tmp_path, now + 1.5, 10) == [], "1 s from the first close, not the last"
+    assert tracker.pop_ready(tmp_path, now + 1.6, 10) == ["a.png"]
+
+
+def test_a_change_without_an_event_also_starts_the_wait_again(tmp_path):
+    """Events can be lost: a closed file seen to change (size, mtime, inode) waits again."""
+    path = tmp_path / "a.png"
+    _touch(path, b"page 1")
+    tracker = StabilityTracker(settle=0.2, close_settle=1)
+    tracker.note("a.png", CLOSED)
+    now = time.time()
+    assert tracker.pop_ready(tmp_path, now, 10) == []
+    _touch(path, b"page 1 page 2")
+    assert tracker.pop_ready(tmp_path, now + 0.9, 10) == []
+    assert tracker.pop_ready(tmp_path, now + 1.5, 10) == []
+    os.rename(tmp_path / "a.png", tmp_path / "old.png")  # another file, of the same size and mtime
+    _touch(path, b"page 1 page 2")
+    os.utime(path, ns=(os.stat(tmp_path / "old.png").st_mtime_ns,) * 2)
+    assert tracker.pop_ready(tmp_path, now + 1.95, 10) == []
+    assert tracker.pop_ready(tmp_path, now + 3.0, 10) == ["a.png"]
+
+
+def test_with_close_settle_a_moved_in_file_is_still_ready_at_once(tmp_path):
+    _touch(tmp_path / "a.png")
+    tracker = StabilityTracker(settle=1, close_settle=30)
+    tracker.note("a.png", MOVED)
+    assert tracker.pop_ready(tmp_path, time.time(), 10) == ["a.png"]
+
+
+def test_with_close_settle_a_file_a_scan_finds_waits_as_long_as_a_closed_one(tmp_path):
+    """No event tells whether its writer is between two pages: its last write must be that old."""
+    _touch(tmp_path / "recent.png")
+    _touch(tmp_path / "old.png", mtime=time.time() - 60)
+    written = os.stat(tmp_path / "recent.png").st_mtime
+    tracker = StabilityTracker(settle=1, close_settle=5)
+    tracker.note("recent.png")
+    tracker.note("old.png")
+    assert tracker.pop_ready(tmp_path, written, 10) == ["old.png"]
+    assert tracker.pop_ready(tmp_path, written + 4.9, 10) == []
+    assert tracker.pop_ready(tmp_path, written + 5.0, 10) == ["recent.png"]
+
+
+def test_with_close_settle_a_file_open_for_writing_waits_at_least_as_long(tmp_path):
+    now = time.time()
+    _touch(tmp_path / "a.png", mtime=now)
+    tracker = StabilityTracker(settle=0.2, settle_open=1, close_settle=5)
+    tracker.note("a.png", WRITE)
+    assert tracker.pop_ready(tmp_path, now + 4.9, 10) == []
+    assert tracker.pop_ready(tmp_path, now + 5.0, 10) == ["a.png"]
+
+
 def test_scan_skips_work_and_junk_and_respects_recursive(tmp_path):
-    for rel in ["a.png", "b.txt", ".work/x/y.png", "sub/c.png", "x.part", "@eaDir/t.png"]:
+    for rel in ["a.png", "b.txt", ".work/x/y.png", "sub/c.png", "x.part", "@eaDir/t.png", "x.filepart",
+                "~$x.docx", "d.BAK", "sub/e.bak"]:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"1")
-    assert sorted(scan(tmp_path, recursive=False)) == ["a.png", "b.txt"]
-    assert sorted(scan(tmp_path, recursive=True)) == ["a.png", "b.txt", "sub/c.png"]
+    assert sorted(scan(tmp_path, recursive=False)) == ["a.png", "b.txt", "d.BAK"]
+    assert sorted(scan(tmp_path, recursive=True)) == ["a.png", "b.txt", "d.BAK", "sub/c.png", "sub/e.bak"]
+    patterns = ignore_patterns(["*.bak"])
+    assert sorted(scan(tmp_path, recursive=True, patterns=patterns)) == ["a.png", "b.txt", "sub/c.png"]
 
 
 def test_relative_paths_of_watchdog_events(tmp_path):
@@ -156,3 +250,23 @@ def _drain(events: InboxEvents) -> list:
     while not events.queue.empty():
         items.append(events.queue.get_nowait())
     return items
+
+
+def test_events_of_ignored_files_never_reach_the_queue(tmp_path):
+    """A real observer: a WinSCP upload (``.filepart``, renamed when whole) and a site's pattern."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    events = InboxEvents(inbox, limit=100, recursive=False, patterns=ignore_patterns(["*.bak"]))
+    observer = arrivals_observer()
+    observer.schedule(events, str(inbox), event_filter=EVENT_FILTER)
+    observer.start()
+    try:
+        for name in ("x.png.filepart", "x.BAK", "~$x.docx", "y.png.!sync", "z.png.download"):
+            (inbox / name).write_bytes(b"x")
+        os.rename(inbox / "x.png.filepart", inbox / "x.png")
+        seen = []
+        assert wait_for(lambda: seen.extend(_drain(events)) or ("x.png", MOVED) in seen, 10)
+    finally:
+        observer.stop()
+        observer.join()
+    assert {rel for rel, _ in seen} == {"x.png"}

@@ -279,14 +279,15 @@ def test_an_upload_is_followed_by_its_own_name_not_an_older_row(client, boxes_fo
 
 
 @pytest.mark.parametrize("given", ["scan.tmp", "scan.png.part", "Thumbs.db", "scan.png.crdownload",
-                                   ".scan.png", "scan.png~", "desktop.ini", "scan.swp", ".DS_Store"])
+                                   ".scan.png", "scan.png~", "desktop.ini", "scan.swp", ".DS_Store",
+                                   "~$scan.png", ".~$scan.png", "scan.png.download", "scan.png.filepart"])
 def test_an_upload_is_stored_under_a_name_the_daemon_takes(client, boxes_for_web, given):
     from worker.watch import is_ignored
 
     answer = client.post("/api/inbox", files={"files": (given, png(), "image/png")})
     assert answer.status_code == 201, answer.text
     [upload] = answer.json()["uploads"]
-    assert not is_ignored(upload["name"]) and upload["original"] == given.lstrip(".")
+    assert not is_ignored(upload["name"]) and upload["original"] == given.lstrip(".").removeprefix("~$")
     assert [p.name for p in boxes_for_web[0].iterdir()] == [upload["name"]]
 
 

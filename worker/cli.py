@@ -270,6 +270,12 @@ def _install_signal_handlers(stop: threading.Event, reload: Callable[[], None]) 
     signal.signal(signal.SIGHUP, hang_up)
 
 
+CLOSE_SETTLE_HELP = ("A file its writer closed is ready once it stayed closed and unchanged this long (s), "
+                     "for scanners that close a file between pages; 0: at its close. A file moved in "
+                     "is ready at once all the same.")
+IGNORE_HELP = ("Leave alone files whose name matches this glob (case ignored), besides the built-in list "
+               "(*.part, *.tmp, *.crdownload, *.download, *.filepart, *.!sync, ~$*, hidden files...). "
+               "Repeat for more; WORKER_IGNORE holds several, separated by spaces.")
 BROKER_URL_FILE_HELP = ("A file holding the Redis URL (one line; its password stays out of ps), "
                         "instead of --broker.")
 BROKER_KEY_FILE_HELP = ("A file holding the key shared by the watcher and the classify workers: every task "
@@ -286,6 +292,8 @@ def watch(
     poll: Annotated[float | None, typer.Option(envvar=_env("poll"), help="Poll every N seconds instead of inotify (for NFS/SMB shares).")] = None,
     rescan: Annotated[float, typer.Option(envvar=_env("rescan"), help="Full rescan every N seconds (events can be lost).")] = defaults.RESCAN_SECONDS,
     settle: Annotated[float, typer.Option(envvar=_env("settle"), help="A file never closed is ready once unchanged this long (s).")] = defaults.SETTLE_SECONDS,
+    close_settle: Annotated[float, typer.Option(envvar=_env("close_settle"), help=CLOSE_SETTLE_HELP)] = defaults.CLOSE_SETTLE_SECONDS,
+    ignore: Annotated[list[str] | None, typer.Option(envvar=_env("ignore"), metavar="GLOB", help=IGNORE_HELP)] = None,
     recursive: Annotated[bool, typer.Option(envvar=_env("recursive"), help="Watch subfolders too.")] = False,
     batch_size: Annotated[int, typer.Option(envvar=_env("batch_size"), help="Most files per model call.")] = defaults.BATCH_SIZE,
     max_delay: Annotated[int, typer.Option(envvar=_env("max_delay"), help="Most ms to wait while filling a batch.")] = defaults.MAX_DELAY_MS,
@@ -310,7 +318,8 @@ def watch(
     broker, broker_key = _broker_options(broker, broker_url_file, broker_key_file)
     settings = Settings(
         inbox=inbox, outbox=outbox, model=model, once=once, poll=poll, rescan=rescan,
-        settle=settle, recursive=recursive, batch_size=batch_size, max_delay_ms=max_delay,
+        settle=settle, close_settle=close_settle, ignore=tuple(ignore or ()), recursive=recursive,
+        batch_size=batch_size, max_delay_ms=max_delay,
         on_success=on_success.value, decode_threads=decode_threads,
         limits=Limits(max_pixels=max_pixels, decode_seconds=decode_timeout, decode_memory=decode_memory * 2**20),
         broker=broker, in_flight=in_flight, resend_after=resend_after,
@@ -461,6 +470,7 @@ def status(
     inbox: Annotated[Path, typer.Option(envvar=_env("inbox"), readable=False, help="The inbox the daemons watch.")] = defaults.INBOX,
     outbox: Annotated[Path, typer.Option(envvar=_env("outbox"), readable=False, help="Their outbox.")] = defaults.OUTBOX,
     recursive: Annotated[bool, typer.Option(envvar=_env("recursive"), help="Count waiting files in subfolders too.")] = False,
+    ignore: Annotated[list[str] | None, typer.Option(envvar=_env("ignore"), metavar="GLOB", help="Do not count files whose name matches this glob, as the daemons' --ignore.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object instead of lines.")] = False,
     broker: Annotated[str | None, typer.Option(envvar=_env("broker"), help="Also ask this Redis how many classify workers answer and how many batches wait.")] = None,
     broker_url_file: Annotated[Path | None, typer.Option(envvar=_env("broker_url_file"), help=BROKER_URL_FILE_HELP)] = None,
@@ -470,7 +480,7 @@ def status(
     from worker.status import format_status
     from worker.status import status as read_status
 
-    report = _run(read_status, inbox, outbox, recursive=recursive)
+    report = _run(read_status, inbox, outbox, recursive=recursive, ignore=tuple(ignore or ()))
     if broker_url_file is not None:
         from worker.broker import broker_url
 

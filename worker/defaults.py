@@ -35,6 +35,10 @@ SETTLE_SECONDS = 1.0
 # A file that inotify saw opened for writing and not yet closed is ready once unchanged this
 # long: its writer may pause (a scanner between pages, a slow network) and still finish.
 SETTLE_OPEN_SECONDS = 30.0
+# A file its writer closed is ready at once (0): the lowest latency, and right for every writer
+# that closes a file once, when it is whole. A scanner that closes its file between pages and
+# opens it again for the next (scan-to-folder) needs a few seconds: README, "Scanners".
+CLOSE_SETTLE_SECONDS = 0.0
 # Full rescan of the inbox this often, because inotify events can be lost (queue overflow).
 RESCAN_SECONDS = 300.0
 # Bound on queued paths, so a backlog of a million files is never held in memory at once.

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from worker.settings import Settings
-from worker.watch import EVENT_FILTER, InboxEvents, StabilityTracker, arrivals_observer, scan
+from worker.watch import EVENT_FILTER, InboxEvents, StabilityTracker, arrivals_observer, ignore_patterns, scan
 
 # This many events in one step mean a burst: scanning the folder finds the whole burst at once,
 # where events arrive one at a time.
@@ -27,8 +27,9 @@ class Intake:
         self.inbox = inbox
         self.settings = settings
         self.clock = clock
-        self.tracker = StabilityTracker(settings.settle, settings.settle_open)
-        self.events = InboxEvents(inbox, settings.queue_limit, settings.recursive)
+        self.tracker = StabilityTracker(settings.settle, settings.settle_open, settings.close_settle)
+        self.patterns = ignore_patterns(settings.ignore)
+        self.events = InboxEvents(inbox, settings.queue_limit, settings.recursive, self.patterns)
         self.observer = None
         self._scanner: Iterator[str] | None = None
         self._last_scan = self._last_poll = 0.0
@@ -71,17 +72,20 @@ class Intake:
     def begin_scan(self, now: float) -> None:
         """Start a full scan (read lazily, a slice per step) and count the rescan time from now."""
         self._last_scan = now
-        self._scanner = scan(self.inbox, self.settings.recursive)
+        self._scanner = self._scan()
+
+    def _scan(self) -> Iterator[str]:
+        return scan(self.inbox, self.settings.recursive, self.patterns)
 
     def ready(self, now: float, limit: int) -> list[str]:
         """Up to ``limit`` paths (relative to the inbox) ready to claim. A lone file is not held
         back: with no event pending, the batch goes at once."""
         burst = self._drain_events() >= BURST_EVENTS and self._scanner is None
         if burst or self.events.overflowed:  # events lost or slow: a scan finds the files now
-            self._scanner = scan(self.inbox, self.settings.recursive)
+            self._scanner = self._scan()
         elif self._poll_due(now):
             self._last_poll = now
-            self._scanner = scan(self.inbox, self.settings.recursive)
+            self._scanner = self._scan()
         self.events.overflowed = False
         self._fill_from_scan()
         self.arrived.clear()

@@ -22,6 +22,8 @@ class Settings:
     rescan: float = defaults.RESCAN_SECONDS
     settle: float = defaults.SETTLE_SECONDS
     settle_open: float = defaults.SETTLE_OPEN_SECONDS  # quiet time of a file still open for writing
+    close_settle: float = defaults.CLOSE_SETTLE_SECONDS  # time a closed file must stay closed, unchanged
+    ignore: tuple[str, ...] = ()  # globs of file names ignored besides the built-in list
     recursive: bool = False
     batch_size: int = defaults.BATCH_SIZE
     max_delay_ms: int = defaults.MAX_DELAY_MS
@@ -46,6 +48,12 @@ class Settings:
             raise ConfigError(f"the inbox {inbox} must not be inside the outbox {outbox}")
         if self.settle < 0:
             raise ConfigError("--settle must not be negative")
+        if self.close_settle < 0:
+            raise ConfigError("--close-settle must not be negative")
+        for glob in self.ignore:
+            if not glob or "/" in glob:
+                raise ConfigError(f"--ignore takes a pattern of file names such as '*.bak', not {glob!r}: "
+                                  "it is matched on a file's name, never its folders")
         if self.rescan <= 0:
             raise ConfigError("--rescan must be a positive number of seconds")
         if self.poll is not None and self.poll <= 0:
@@ -70,10 +78,12 @@ class Settings:
         mode = "once" if self.once else (f"poll every {self.poll}s" if self.poll else "inotify")
         return (
             f"mode={mode} inbox={self.inbox} outbox={self.outbox} model={self.model} "
-            f"recursive={self.recursive} settle={self.settle}s rescan={self.rescan}s "
+            f"recursive={self.recursive} settle={self.settle}s close_settle={self.close_settle}s "
+            f"rescan={self.rescan}s "
             f"batch={self.batch_size} max_delay={self.max_delay_ms}ms on_success={self.on_success} "
             f"decode_threads={self.decode_threads} max_pixels={self.limits.max_pixels} "
             f"decode_timeout={self.limits.decode_seconds:g}s "
             f"decode_memory={self.limits.decode_memory // 2**20}MiB"
+            + (f" ignore={list(self.ignore)}" if self.ignore else "")
             + (f" broker={safe_url(self.broker)} in_flight={self.in_flight}" if self.broker else "")
         )

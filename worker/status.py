@@ -16,23 +16,24 @@ from worker.claims import WORK_DIR, take_lock
 from worker.errors import ConfigError, unreadable
 from worker.outbox import ERROR_SUFFIX, FAILED_DIR, JSONL_NAME
 from worker.outbox_lines import error_record_from, row_from
-from worker.watch import scan
+from worker.watch import ignore_patterns, scan
 
 # The last row is found in the file's last bytes: a row is well under this.
 TAIL_BYTES = 64 * 1024
 LAST_ROW_FIELDS = ("file", "label", "confidence", "processed_at", "model_version")
 
 
-def status(inbox: Path, outbox: Path, *, recursive: bool = False) -> dict:
+def status(inbox: Path, outbox: Path, *, recursive: bool = False, ignore: tuple[str, ...] = ()) -> dict:
     """What the folders say; a ConfigError if this user may not read them (a count of none
-    would tell them no daemon runs)."""
+    would tell them no daemon runs). Files ``ignore`` names (the daemons' ``--ignore``) are not
+    counted as waiting."""
     try:
-        return _status(Path(inbox), Path(outbox), recursive)
+        return _status(Path(inbox), Path(outbox), recursive, ignore)
     except PermissionError as exc:
         raise unreadable(exc) from None
 
 
-def _status(inbox: Path, outbox: Path, recursive: bool) -> dict:
+def _status(inbox: Path, outbox: Path, recursive: bool, ignore: tuple[str, ...]) -> dict:
     if not inbox.is_dir():
         raise ConfigError(f"inbox {inbox} is not a folder")
     alive, dead = _daemons(inbox / WORK_DIR)
@@ -43,7 +44,7 @@ def _status(inbox: Path, outbox: Path, recursive: bool) -> dict:
         "daemons_alive": alive,
         "daemons_dead_with_claims": dead,
         "claimed": _claimed(inbox / WORK_DIR),
-        "waiting": sum(1 for _ in scan(inbox, recursive)),
+        "waiting": sum(1 for _ in scan(inbox, recursive, ignore_patterns(ignore))),
         "last_row": _last_row(outbox / JSONL_NAME),
         "failed_today": dict(Counter(_failures_on(outbox / FAILED_DIR, today))),
     }

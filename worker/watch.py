@@ -3,10 +3,12 @@
 Small units, each tested alone; ``intake.py`` drives them:
 
 - ``is_ignored``: junk and temporary files that are never touched (hidden, ``.part``, ``~``,
-  ``Thumbs.db``, ``@eaDir``…). Everything else ends as a row or an error record.
-- ``StabilityTracker``: a file is ready at once when its writer closed it or it was moved in
-  whole; otherwise once its size and mtime have not changed for ``settle`` seconds. A file that
-  keeps changing is never given up on.
+  ``Thumbs.db``, ``@eaDir``…), and those a site's own ``--ignore`` patterns name
+  (``ignore_patterns``). Everything else ends as a row or an error record.
+- ``StabilityTracker``: a file is ready at once when it was moved in whole, and when its writer
+  closed it (or, with ``close_settle``, once it stayed closed and unchanged that long); otherwise
+  once its size and mtime have not changed for ``settle`` seconds. A file that keeps changing is
+  never given up on.
 - ``InboxEvents``: a watchdog handler that feeds a bounded queue; on overflow it raises a flag
   so the daemon rescans instead of growing without limit.
 - ``scan``: a lazy walk of the inbox (``os.scandir``), so a huge backlog is read in slices.
@@ -16,11 +18,13 @@ Small units, each tested alone; ``intake.py`` drives them:
 from __future__ import annotations
 
 import errno
+import fnmatch
 import logging
 import os
 import queue
+import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +42,12 @@ from worker.safe_paths import lstat_below, open_folder, opened
 log = logging.getLogger(__name__)
 
 IGNORED_NAMES = {".ds_store", "thumbs.db", "desktop.ini"}
-IGNORED_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", ".swp", "~")
+# Temporaries under the name of the file to come: browsers' downloads (.part, .crdownload,
+# .download), WinSCP's .filepart, Resilio Sync's .!sync, editors' .swp and ~.
+IGNORED_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", ".swp", "~", ".filepart", ".!sync",
+                    ".download")
+# Hidden files, and Office's lock files (~$report.docx).
+IGNORED_PREFIXES = (".", "~$")
 IGNORED_DIRS = {"@eadir", "#recycle", "$recycle.bin", "lost+found"}
 # watchdog reports every open and read of ours too; only these kinds say a file changed.
 EVENT_FILTER = [FileCreatedEvent, FileModifiedEvent, FileClosedEvent, FileMovedEvent]
@@ -46,16 +55,26 @@ EVENT_FILTER = [FileCreatedEvent, FileModifiedEvent, FileClosedEvent, FileMovedE
 MOVED_IN_GAP = 0.05
 
 
-def is_ignored(rel: str) -> bool:
-    """True for junk and temporary files (and anything in a hidden or system folder)."""
+def ignore_patterns(globs: Iterable[str]) -> re.Pattern[str] | None:
+    """The site's own ``--ignore`` globs as one pattern for ``is_ignored`` (None for none). Each
+    is an ``fnmatch`` glob of a file's name (never of its folders), and like the built-in list it
+    ignores case: ``*.bak`` names ``scan.BAK`` too."""
+    globs = [glob.lower() for glob in globs]
+    return re.compile("|".join(f"(?:{fnmatch.translate(glob)})" for glob in globs)) if globs else None
+
+
+def is_ignored(rel: str, patterns: re.Pattern[str] | None = None) -> bool:
+    """True for junk and temporary files (and anything in a hidden or system folder), and for
+    files whose name ``patterns`` (``ignore_patterns``) matches."""
     parts = rel.split("/")
     name = parts[-1].lower()
     if any(is_ignored_folder(part) for part in parts[:-1]):
         return True
     return (
-        name.startswith(".")
+        name.startswith(IGNORED_PREFIXES)
         or name in IGNORED_NAMES
         or name.endswith(IGNORED_SUFFIXES)
+        or (patterns is not None and patterns.match(name) is not None)
     )
 
 
@@ -72,22 +91,38 @@ WRITE, CLOSED, MOVED, FOUND = "write", "closed", "moved", "found"
 
 @dataclass
 class _Seen:
-    size: int
-    mtime_ns: int
-    since: float  # when size and mtime were last seen to change
-    closed: bool  # the writer closed it (or it was moved in whole)
-    writing: bool = False  # opened for writing and not closed yet, as far as events tell
+    heard: str = FOUND  # the last event of the file that tells how it was written (see ``note``)
+    seen: tuple[int, int, int] | None = None  # size, mtime and inode at the last look
+    since: float = 0.0  # when they were last seen to change
     held: bool = False  # put back while still being written: only a close (or quiet) will do
 
 
 class StabilityTracker:
-    """Tracks candidate files until they are ready to claim. A file is ready when its writer
-    closed it or it was moved in whole; one still open for writing (an event said so, no close
-    yet) once quiet for ``settle_open`` seconds; any other once quiet for ``settle``."""
+    """Tracks candidate files until they are ready to claim. A file with bytes is ready:
 
-    def __init__(self, settle: float, settle_open: float | None = None) -> None:
+    - moved in whole (an event said so, or, unless only a close was heard or it was put back,
+      its ctime tells of a rename well after its last write): at once;
+    - closed by its writer (the last event a close): at once, or with ``close_settle`` once it
+      has stayed closed and unchanged (size, mtime, inode) that long after its last close, so a
+      writer that closes its file between pages (scan-to-folder) and opens it again for the next
+      is never cut off between two;
+    - opened for writing and not closed yet: once quiet for ``settle_open``;
+    - found by a scan with no event of it (the start-up scan, rescans, ``--poll``): once its
+      last write is ``settle`` old, or ``close_settle`` if longer. Nothing tells whether its
+      writer still has it open or will open it again for another page, so it is given at least
+      the time a closed file is.
+
+    An empty file (what a writer leaves before its first write), and one whose mtime is ahead of
+    our clock, is ready only once seen unchanged for ``settle_open`` if being written, else for
+    the time a found file waits, whatever else was heard of it.
+    """
+
+    def __init__(self, settle: float, settle_open: float | None = None, close_settle: float = 0.0) -> None:
         self.settle = settle
-        self.settle_open = max(settle, settle_open if settle_open is not None else settle)
+        self.close_settle = close_settle
+        # A writer that may pause with its file closed may pause as long with it open.
+        self.settle_open = max(settle, close_settle, settle_open if settle_open is not None else settle)
+        self.settle_found = max(settle, close_settle)
         self._seen: dict[str, _Seen] = {}
         # When each file of the last pop_ready arrived whole: its ctime, the time of its last
         # write or of its rename into the inbox (the lstat that found it ready tells it).
@@ -100,18 +135,21 @@ class StabilityTracker:
         return rel in self._seen
 
     def note(self, rel: str, kind: str = FOUND) -> None:
+        """``rel`` was heard of: by an event (WRITE, CLOSED, MOVED) or found by a scan (FOUND,
+        which changes nothing an event told)."""
         entry = self._seen.get(rel)
         if entry is None:
-            entry = self._seen[rel] = _Seen(size=-1, mtime_ns=-1, since=0.0, closed=False)
-        if kind == CLOSED or (kind == MOVED and not entry.held):
-            entry.closed, entry.writing = True, False
-        elif kind == WRITE:
-            entry.closed, entry.writing = False, True
+            entry = self._seen[rel] = _Seen()
+        if kind == FOUND or (kind == MOVED and entry.held):
+            return
+        entry.heard = kind
+        if kind == CLOSED and self.close_settle:
+            entry.seen = None  # its time closed starts at the next look
 
     def hold(self, rel: str) -> None:
         """``rel`` was put back while its writer still writes: wait for its close (or for
         ``settle_open`` of quiet), whatever its own move back in looks like."""
-        self._seen[rel] = _Seen(size=-1, mtime_ns=-1, since=0.0, closed=False, writing=True, held=True)
+        self._seen[rel] = _Seen(heard=WRITE, held=True)
 
     def pop_ready(self, inbox: Path, now: float, limit: int) -> list[str]:
         """Up to ``limit`` ready files (paths relative to the inbox); gone files are forgotten."""
@@ -139,12 +177,18 @@ class StabilityTracker:
         """``now`` is wall-clock time, comparable with mtimes."""
         if not stat.S_ISREG(info.st_mode):
             return True  # FIFOs, symlinks, devices: claimed and refused, never read
-        changed = (info.st_size, info.st_mtime_ns) != (entry.size, entry.mtime_ns)
+        seen = (info.st_size, info.st_mtime_ns, info.st_ino)
+        changed = seen != entry.seen
         if changed:
-            entry.size, entry.mtime_ns, entry.since = info.st_size, info.st_mtime_ns, now
-        quiet = self.settle_open if entry.writing else self.settle
+            entry.seen, entry.since = seen, now
+        heard = entry.heard
+        quiet = self.settle_open if heard == WRITE else self.settle_found
         if info.st_size > 0:
-            if entry.closed or (moved_in(info) and not entry.held):
+            if heard == MOVED or (heard == CLOSED and not self.close_settle):
+                return True
+            if heard == CLOSED:  # and it must stay closed, unchanged, for close_settle
+                return not changed and now - entry.since >= self.close_settle
+            if moved_in(info) and not entry.held:
                 return True
             if now - info.st_mtime_ns / 1e9 >= quiet:
                 return True
@@ -170,11 +214,13 @@ def moved_in(info: os.stat_result) -> bool:
 
 class InboxEvents(FileSystemEventHandler):
     """Puts (rel, kind) pairs on a bounded queue, kind one of WRITE, CLOSED, MOVED; sets
-    ``overflowed`` when it is full."""
+    ``overflowed`` when it is full. Ignored files (``is_ignored`` with ``patterns``) never get in."""
 
-    def __init__(self, inbox: Path, limit: int, recursive: bool) -> None:
+    def __init__(self, inbox: Path, limit: int, recursive: bool,
+                 patterns: re.Pattern[str] | None = None) -> None:
         self.inbox = inbox
         self.recursive = recursive
+        self.patterns = patterns
         self.queue: queue.Queue[tuple[str, str]] = queue.Queue(maxsize=limit)
         self.overflowed = False
 
@@ -185,7 +231,7 @@ class InboxEvents(FileSystemEventHandler):
             return
         path = event.dest_path if event.event_type == "moved" else event.src_path
         rel = relative(self.inbox, os.fsdecode(path))
-        if rel is None or is_ignored(rel) or (not self.recursive and "/" in rel):
+        if rel is None or is_ignored(rel, self.patterns) or (not self.recursive and "/" in rel):
             return
         kind = {"closed": CLOSED, "moved": MOVED}.get(event.event_type, WRITE)
         try:
@@ -258,8 +304,9 @@ def is_ignored_folder(name: str) -> bool:
     return name.startswith(".") or name.lower() in IGNORED_DIRS
 
 
-def scan(inbox: Path, recursive: bool) -> Iterator[str]:
-    """Yield candidate rel paths lazily; never descends into hidden folders (the claims' ``.work``).
+def scan(inbox: Path, recursive: bool, patterns: re.Pattern[str] | None = None) -> Iterator[str]:
+    """Yield candidate rel paths lazily (none ``is_ignored`` with ``patterns``); never descends
+    into hidden folders (the claims' ``.work``).
     Each folder is opened from the inbox one component at a time (``safe_paths``): never through
     a symlink a writer swapped in, and deeper than PATH_MAX too."""
     stack = [""]  # folders to read, as "/"-terminated paths relative to the inbox
@@ -278,7 +325,7 @@ def scan(inbox: Path, recursive: bool) -> Iterator[str]:
                     if entry.is_dir(follow_symlinks=False):
                         if recursive and not is_ignored_folder(entry.name):
                             stack.append(rel + "/")
-                    elif not is_ignored(rel):
+                    elif not is_ignored(rel, patterns):
                         yield rel
         finally:
             os.close(fd)

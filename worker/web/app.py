@@ -41,7 +41,7 @@ from worker.preprocess import DEFAULT_LIMITS, load_bytes
 from worker.report.thumbnails import Thumbnails, seen_uri
 from worker.reviews import ROW_ID, append_review
 from worker.status import status as folder_status
-from worker.watch import IGNORED_SUFFIXES, is_ignored
+from worker.watch import IGNORED_PREFIXES, IGNORED_SUFFIXES, is_ignored
 from worker.web import outbox_view
 from worker.web.guard import (
     JSON_MAX_BYTES,
@@ -245,8 +245,11 @@ UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f]")
 
 def _plain_name(filename: str | None) -> str:
     """Only the last part of what a browser calls the file, never a path: ``../../etc/x.png``
-    is ``x.png``; a hidden name (which the daemon would ignore) loses its leading dots."""
-    name = UNSAFE.sub("_", (filename or "").replace("\\", "/").rsplit("/", 1)[-1]).lstrip(".").strip()
+    is ``x.png``; a name the daemon would ignore by its start (hidden, or Office's ``~$``) loses
+    that start."""
+    name = UNSAFE.sub("_", (filename or "").replace("\\", "/").rsplit("/", 1)[-1]).strip()
+    while name.startswith(IGNORED_PREFIXES):
+        name = name.lstrip(".").removeprefix("~$").strip()
     name = name.encode("utf-8")[:200].decode("utf-8", "ignore")
     return name or "upload"
 
