@@ -98,7 +98,10 @@ def make_checks(classifier: Classifier, images: np.ndarray, labels: np.ndarray) 
     stored as 8-bit pixels with the label the model gave it. A copy of the model that does not
     give the same labels is not this model (a wrong file, a broken export, a damaged copy)."""
     pixels = np.round(np.asarray(images) * 255).astype(np.uint8)
-    probs = classifier.predict_proba(pixels.astype(np.float32) / 255)
+    # A thousand at a time: the runtime sizes its activations to the batch (a whole test split
+    # at once took 3 GB more).
+    probs = np.concatenate([classifier.predict_proba(pixels[i : i + 1000].astype(np.float32) / 255)
+                            for i in range(0, len(pixels), 1000)])
     predicted, sure = probs.argmax(axis=1), probs.max(axis=1) >= 0.99
     chosen = [int(np.flatnonzero((labels == c) & (predicted == c) & sure)[0])
               for c in range(len(classifier.class_names)) if np.any((labels == c) & (predicted == c) & sure)]
