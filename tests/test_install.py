@@ -242,7 +242,7 @@ def test_a_second_run_changes_nothing_and_says_so(installed):
 
 
 @pytest.mark.slow
-def test_a_run_repairs_modes_and_keeps_the_operators_model_and_settings(installed):
+def test_a_run_repairs_modes_and_keeps_the_operators_model_settings_and_edits(installed):
     root, _ = installed
     models = root / "var/lib/worker/models"
     published = sorted(p.name for p in (models / "mnist").iterdir() if not p.is_symlink())[0]
@@ -250,10 +250,16 @@ def test_a_run_repairs_modes_and_keeps_the_operators_model_and_settings(installe
     os.replace(models / "mnist" / "current.new", models / "mnist" / "current")  # as worker publish does
     (root / "etc/worker/env").write_text("WORKER_RECURSIVE=true\n")
     os.chmod(root / "var/lib/worker/outbox", 0o777)
+    unit = root / "etc/systemd/system/worker.service"
+    edited = unit.read_text() + "Nice=5\n"  # edited in place instead of in a drop-in
+    unit.write_text(edited)
     result = _install(root, "--instance", "digits", "--metrics")
     assert result.returncode == 0, result.stderr
     assert "/var/lib/worker/outbox: now worker:worker 750" in result.stdout, result.stdout
-    assert "1 change(s)" in result.stdout, result.stdout
+    assert "kept as worker.service.old" in result.stdout, result.stdout
+    assert "3 change(s)" in result.stdout, result.stdout  # the mode, the unit and its copy
+    assert unit.with_name("worker.service.old").read_text() == edited
+    assert unit.read_text() == (REPO / "deploy/worker.service").read_text()
     assert _owner_and_mode(root / "var/lib/worker/outbox")[2] == "750"
     assert os.readlink(models / "mnist" / "current") == published, "the published version keeps serving"
     assert (root / "etc/worker/env").read_text() == "WORKER_RECURSIVE=true\n"
