@@ -171,3 +171,24 @@ def test_the_daemon_runs_sandboxed_as_the_unit_runs_it():
     notify.close()
     assert (outbox / "processed" / "one.png").exists()
     assert oct((outbox / "predictions.csv").stat().st_mode & 0o777) == "0o640", "UMask=0027"
+
+
+@pytest.mark.slow
+def test_an_inbox_the_sandbox_keeps_read_only_is_a_configuration_error(tmp_path):
+    """ProtectSystem=strict mounts everything read-only but ReadWritePaths=: another inbox
+    without a drop-in naming it. One line and exit 78 (no restart loop), not a traceback."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare for a read-only bind mount")
+    inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
+    write(inbox / "one.png", 255 - digit_stroke(100))
+    outbox.mkdir()
+    watch = [sys.executable, "-m", "worker", "watch", "--once", "--settle", "0", "--inbox", str(inbox),
+             "--outbox", str(outbox)]
+    script = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"'
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(["unshare", "--mount", "sh", "-c", script, "sh", str(inbox), *watch],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 78, result.stderr
+    [line] = [line for line in result.stderr.splitlines() if "error" in line]
+    assert "Read-only file system" in line and "ReadWritePaths=" in line, result.stderr
+    assert sorted(os.listdir(inbox)) == ["one.png"], "untouched, for the start with the drop-in"
