@@ -35,10 +35,18 @@ def _install(root: Path, *options: str) -> subprocess.CompletedProcess:
                           timeout=900)
 
 
+def _venv_module(python: Path) -> bool:
+    """Debian splits ``venv``'s ensurepip into python3-venv."""
+    if not python.is_file():
+        return False
+    return subprocess.run([str(python), "-c", "import ensurepip"], capture_output=True).returncode == 0
+
+
 @pytest.fixture(scope="module")
 def installed():
-    if os.geteuid() != 0 or not shutil.which("useradd") or not SYSTEM_PYTHON.is_file():
-        pytest.skip("needs root, useradd and Debian's /usr/bin/python3")
+    if os.geteuid() != 0 or not shutil.which("useradd") or not _venv_module(SYSTEM_PYTHON):
+        pytest.skip("needs root, useradd and Debian's /usr/bin/python3 with python3-venv "
+                    "(./scripts/test installs it)")
     root = Path(tempfile.mkdtemp(prefix="worker-install-", dir="/tmp"))
     os.chmod(root, 0o755)  # the service's user walks down to its venv and folders
     (root / "etc").mkdir()
