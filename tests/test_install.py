@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, rows
 from factories import digit_stroke, wait_for, write
 
 SCRIPT = REPO / "scripts" / "install-service"
@@ -180,6 +180,31 @@ def _under(root: Path, value: str) -> str:
     return re.sub(r"(^|[ =])/(opt|var|etc)/", lambda m: f"{m.group(1)}{root}/{m.group(2)}/", value)
 
 
+def _start_as_installed(root: Path, unit: str, *, network: bool, env: dict[str, str],
+                        args: tuple[str, ...] | list[str] = ()) -> tuple[subprocess.Popen, dict[str, str]]:
+    """The installed unit's ExecStart as systemd would start it: its Environment= only (paths
+    under the scratch root), its user with the groups the root's etc/group gives it (what
+    initgroups() does), its UMask=, no new privileges, no capabilities, and no network unless
+    the unit has one. Returns the process and the unit's environment."""
+    ids = _ids(root)
+    service = _service(root, unit)
+    assert service["User"] == ["worker"] and service["Group"] == ["worker"]
+    environment = dict(pair.split("=", 1) for value in service["Environment"] for pair in value.split())
+    environment = {key: _under(root, value) for key, value in environment.items()}
+    groups = f"{ids['group worker']},{ids['group scanner']}"
+    sandbox = [] if network else ["unshare", "--net"]
+    sandbox += ["setpriv", "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all",
+                f"--reuid={ids['worker']}", f"--regid={ids['group worker']}", f"--groups={groups}"]
+    [umask], [exec_start], [folder] = service["UMask"], service["ExecStart"], service["WorkingDirectory"]
+    command = [*sandbox, "sh", "-c", f'umask {umask} && exec "$@"', "sh", *_under(root, exec_start).split(),
+               *args]
+    full_env = {"PATH": "/usr/bin:/bin", "HOME": str(root / "var/lib/worker"), "USER": "worker",
+                "LOGNAME": "worker", **environment, **env}
+    process = subprocess.Popen(command, env=full_env, cwd=_under(root, folder), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    return process, environment
+
+
 @pytest.mark.slow
 def test_the_installed_unit_runs_the_installed_daemon_which_takes_a_scanners_drop(installed):
     """As systemd would run it: the unit's ExecStart (the venv's script on /usr/bin/python3), its
@@ -189,27 +214,14 @@ def test_the_installed_unit_runs_the_installed_daemon_which_takes_a_scanners_dro
         pytest.skip("needs unshare and setpriv to build the sandbox")
     root, _ = installed
     ids = _ids(root)
-    service = _service(root)
-    assert service["User"] == ["worker"] and service["Group"] == ["worker"]
-    environment = dict(pair.split("=", 1) for value in service["Environment"] for pair in value.split())
-    environment = {key: _under(root, value) for key, value in environment.items()}
-    inbox, outbox = Path(environment["WORKER_INBOX"]), Path(environment["WORKER_OUTBOX"])
     notify_path = root / "var/lib/worker/notify"  # where the daemon's user may reach it
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(notify_path))
     os.chown(notify_path, ids["worker"], ids["group worker"])
     notify.settimeout(120)
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(root / "var/lib/worker"), "USER": "worker",
-           "LOGNAME": "worker", "NOTIFY_SOCKET": str(notify_path), **environment}
-    groups = f"{ids['group worker']},{ids['group scanner']}"  # initgroups() from the root's etc/group
-    sandbox = ["unshare", "--net", "setpriv", "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all",
-               f"--reuid={ids['worker']}", f"--regid={ids['group worker']}", f"--groups={groups}"]
-    [umask] = service["UMask"]
-    [exec_start] = service["ExecStart"]
-    command = [*sandbox, "sh", "-c", f'umask {umask} && exec "$@"', "sh", *_under(root, exec_start).split(),
-               "--settle", "0"]
-    daemon = subprocess.Popen(command, env=env, cwd=_under(root, service["WorkingDirectory"][0]),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    daemon, environment = _start_as_installed(root, "worker.service", network=False,
+                                              env={"NOTIFY_SOCKET": str(notify_path)}, args=["--settle", "0"])
+    inbox, outbox = Path(environment["WORKER_INBOX"]), Path(environment["WORKER_OUTBOX"])
     try:
         ready = notify.recv(4096)
         assert b"READY=1" in ready, ready
@@ -236,6 +248,48 @@ def test_the_installed_unit_runs_the_installed_daemon_which_takes_a_scanners_dro
         notify_path.unlink(missing_ok=True)
     assert _owner_and_mode(outbox / "predictions.csv") == (ids["worker"], ids["group worker"], "640")
     assert _owner_and_mode(inbox / ".work")[:2] == (ids["worker"], ids["group scanner"])
+
+
+@pytest.mark.slow
+def test_the_installed_page_unit_shows_the_outbox_and_drops_uploads_into_the_inbox(installed):
+    """worker-serve.service's ExecStart as its user (the network kept: it serves loopback),
+    after the watcher's test: the rows of the outbox are on the page (the watcher's test wrote
+    one), an upload lands in the inbox as the service's file of group scanner (the setgid
+    inbox), readable by the watcher."""
+    import httpx
+    from services import free_port
+
+    root, _ = installed
+    ids = _ids(root)
+    port = free_port()
+    page, environment = _start_as_installed(root, "worker-serve.service", network=True,
+                                            env={"WORKER_PORT": str(port)})
+    url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        try:
+            return httpx.get(f"{url}/api/model", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return page.poll() is not None
+
+    try:
+        if not wait_for(answers, 60) or page.poll() is not None:
+            page.terminate()
+            pytest.fail(f"the page did not start: {page.communicate(timeout=30)[0]}")
+        latest = httpx.get(f"{url}/api/latest", timeout=10).json()
+        written = [row["file"] for row in rows(Path(environment["WORKER_OUTBOX"]))]
+        assert sorted(row["file"] for row in latest["rows"]) == sorted(written), latest
+        png = write(root / "upload.png", 255 - digit_stroke(100)).read_bytes()
+        dropped = httpx.post(f"{url}/api/inbox", files={"files": ("up.png", png, "image/png")}, timeout=10)
+        assert dropped.status_code == 201, dropped.text
+        [name] = dropped.json()["names"]
+    finally:
+        page.terminate()
+        output = page.communicate(timeout=30)[0]
+    assert page.returncode in (0, -signal.SIGTERM), output
+    inbox = Path(environment["WORKER_INBOX"])
+    assert _owner_and_mode(inbox / name) == (ids["worker"], ids["group scanner"], "640")
+    (inbox / name).unlink()
 
 
 @pytest.mark.slow
