@@ -351,3 +351,54 @@ def test_the_script_refuses_what_it_does_not_know():
     assert result.returncode == 2 and "no plain name" in result.stderr
     result = subprocess.run([str(SCRIPT), "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "--uninstall" in result.stdout
+
+
+ON_THE_HOST = """set -e
+for dir in /etc /opt /var/lib /usr/local/bin; do
+  layer="$SCRATCH/$(echo "$dir" | tr / _)"
+  mkdir -p "$layer/upper" "$layer/work"
+  mount -t overlay overlay -o "lowerdir=$dir,upperdir=$layer/upper,workdir=$layer/work" "$dir"
+done
+"$SCRIPT" --instance digits >"$SCRATCH/first.txt"
+"$SCRIPT" --instance digits >"$SCRATCH/second.txt"
+getent passwd worker >"$SCRATCH/account.txt"
+head -n 1 /opt/worker/venv/bin/worker >"$SCRATCH/shebang.txt"
+setpriv --reuid=worker --regid=worker --init-groups sh -c 'umask 027 && id -Gn && worker models' \
+  >"$SCRATCH/as-worker.txt"
+worker status >"$SCRATCH/status.txt" || echo "$?" >"$SCRATCH/status.rc"
+"$SCRIPT" --uninstall >"$SCRATCH/uninstall.txt"
+test ! -e /opt/worker && test ! -e /usr/local/bin/worker && test -d /var/lib/worker/inbox
+"""
+
+
+@pytest.mark.slow
+def test_the_install_on_the_host_itself_in_a_mount_namespace(tmp_path):
+    """Without --root, as on a host: real paths, NSS, plain useradd, the venv's scripts naming
+    /opt/worker/venv. In a mount namespace whose /etc, /opt, /var/lib and /usr/local/bin are
+    overlays on this machine's, so every write (accounts too) lands in scratch layers and this
+    machine is left as it was. systemd is not PID 1 here: the script says so and skips it."""
+    if os.geteuid() != 0 or not shutil.which("unshare") or not _venv_module(SYSTEM_PYTHON):
+        pytest.skip("needs root, unshare and Debian's python3 with python3-venv")
+    accounts = Path("/etc/passwd").read_bytes(), Path("/etc/group").read_bytes()
+    env = {"PATH": "/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "SCRATCH": str(tmp_path),
+           "SCRIPT": str(SCRIPT)}
+    result = subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-c", ON_THE_HOST],
+                            capture_output=True, text=True, timeout=900, env=env)
+    if "overlay" in result.stderr and not (tmp_path / "first.txt").exists():
+        pytest.skip(f"no overlay mounts here: {result.stderr}")
+    assert result.returncode == 0, result.stderr
+
+    def said(name: str) -> str:
+        return (tmp_path / name).read_text()
+
+    assert "systemctl: skipped (systemd is not running here" in said("first.txt")
+    assert "user worker: created" in said("first.txt")
+    assert said("second.txt").rstrip().endswith("nothing changed: already installed from this checkout")
+    assert said("account.txt").split(":")[5:] == ["/var/lib/worker", "/usr/sbin/nologin\n"]
+    assert said("shebang.txt") == "#!/opt/worker/venv/bin/python3\n"
+    groups, *models = said("as-worker.txt").splitlines()
+    assert groups.split() == ["worker", "scanner"] and "mnist" in "\n".join(models)
+    assert said("status.rc").strip() == "3" and "/var/lib/worker/inbox" in said("status.txt")
+    assert "removed /opt/worker/venv" in said("uninstall.txt")
+    assert (Path("/etc/passwd").read_bytes(), Path("/etc/group").read_bytes()) == accounts, \
+        "this machine's accounts are untouched"
