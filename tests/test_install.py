@@ -328,6 +328,30 @@ def test_a_run_repairs_modes_and_keeps_the_operators_model_settings_and_edits(in
 
 
 @pytest.mark.slow
+def test_an_upgrade_from_a_changed_checkout_rebuilds_the_venv_with_the_new_code(installed, tmp_path):
+    """The checkout pulled (here: a copy with one line more in the package): the venv is built
+    again from it, and said so; nothing else changes."""
+    root, _ = installed
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    for name in ("scripts", "deploy", "worker", "pyproject.toml", "README.md"):
+        copy = shutil.copytree if (REPO / name).is_dir() else shutil.copy
+        copy(REPO / name, checkout / name)
+    (checkout / "models").symlink_to(REPO / "models")
+    marker = "# upgraded by the install test\n"
+    with open(checkout / "worker" / "__init__.py", "a") as init:
+        init.write(marker)
+    result = subprocess.run([str(checkout / "scripts" / "install-service"), "--root", str(root), "--instance",
+                             "digits", "--metrics"], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    said = [line.split(":")[0].strip() for line in result.stdout.splitlines()
+            if line.startswith("  ") and "(as it was)" not in line]
+    assert said == ["/opt/worker/venv", "systemctl"], result.stdout
+    [installed_init] = (root / "opt/worker/venv/lib").glob("python3*/site-packages/worker/__init__.py")
+    assert installed_init.read_text().endswith(marker)
+
+
+@pytest.mark.slow
 def test_uninstall_removes_code_and_units_and_keeps_data_config_and_accounts(installed):
     """Last of the module: the install is gone after it."""
     root, _ = installed
