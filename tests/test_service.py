@@ -21,8 +21,10 @@ from factories import digit_stroke, write
 UNIT = REPO / "deploy" / "worker.service"
 TEMPLATE = REPO / "deploy" / "worker@.service"
 CLASSIFY = REPO / "deploy" / "worker-classify.service"
+SERVE = REPO / "deploy" / "worker-serve.service"
 BROKER_DROP_IN = REPO / "deploy" / "worker-broker.conf"
-UNITS = pytest.mark.parametrize("unit", [UNIT, TEMPLATE, CLASSIFY], ids=lambda unit: unit.stem)
+METRICS_DROP_IN = REPO / "deploy" / "worker-metrics.conf"
+UNITS = pytest.mark.parametrize("unit", [UNIT, TEMPLATE, CLASSIFY, SERVE], ids=lambda unit: unit.stem)
 needs_systemd_analyze = pytest.mark.skipif(
     not shutil.which("systemd-analyze"), reason="systemd-analyze not installed (./scripts/test installs it)"
 )
@@ -80,18 +82,50 @@ def test_the_classify_unit_runs_a_worker_that_may_reach_redis_only():
     assert service["RestrictAddressFamilies"] == "AF_UNIX AF_INET AF_INET6"
 
 
-@needs_systemd_analyze
-def test_the_broker_drop_in_opens_the_watchers_network(tmp_path):
-    """The watcher's unit with the drop-in in its .d folder, as systemd reads them together."""
+def _with_drop_in(tmp_path: Path, drop_in: Path, name: str) -> dict:
+    """The watcher's unit with the drop-in in its .d folder, as systemd reads them together:
+    the environment under which systemd-analyze finds both."""
     shutil.copy(UNIT, tmp_path / UNIT.name)
     (tmp_path / f"{UNIT.name}.d").mkdir()
-    shutil.copy(BROKER_DROP_IN, tmp_path / f"{UNIT.name}.d" / "broker.conf")
+    shutil.copy(drop_in, tmp_path / f"{UNIT.name}.d" / name)
+    return {**os.environ, "SYSTEMD_UNIT_PATH": f"{tmp_path}:"}
+
+
+@needs_systemd_analyze
+def test_the_broker_drop_in_opens_the_watchers_network(tmp_path):
+    env = _with_drop_in(tmp_path, BROKER_DROP_IN, "broker.conf")
     result = subprocess.run(["systemd-analyze", "verify", str(tmp_path / UNIT.name)], capture_output=True,
-                            text=True, env={**os.environ, "SYSTEMD_UNIT_PATH": f"{tmp_path}:"})
+                            text=True, env=env)
     assert "broker.conf" not in result.stderr, result.stderr  # nothing in it unknown or invalid
     assert "Unknown key" not in result.stderr and "Invalid" not in result.stderr, result.stderr
     drop_in = _unit(BROKER_DROP_IN)["Service"]
     assert drop_in["PrivateNetwork"] == "no" and "AF_INET" in drop_in["RestrictAddressFamilies"]
+
+
+@needs_systemd_analyze
+def test_the_metrics_drop_in_opens_loopback_only_and_stays_hardened(tmp_path):
+    env = _with_drop_in(tmp_path, METRICS_DROP_IN, "metrics.conf")
+    result = subprocess.run(["systemd-analyze", "verify", UNIT.name], capture_output=True, text=True, env=env)
+    assert "metrics.conf" not in result.stderr, result.stderr
+    assert "Unknown key" not in result.stderr and "Invalid" not in result.stderr, result.stderr
+    result = subprocess.run(["systemd-analyze", "security", "--offline=true", UNIT.name], capture_output=True,
+                            text=True, env=env)
+    score = re.search(r"Overall exposure level for \S+: ([0-9.]+)", result.stdout)
+    assert score and float(score.group(1)) <= 2.0, result.stdout + result.stderr
+    drop_in = _unit(METRICS_DROP_IN)["Service"]
+    assert drop_in["Environment"].startswith("WORKER_METRICS=127.0.0.1:")
+    assert drop_in["IPAddressAllow"] == "localhost"
+    assert "IPAddressDeny" not in drop_in, "the unit's IPAddressDeny=any stays"
+
+
+def test_the_page_unit_serves_on_loopback_and_writes_the_two_folders_only():
+    service = _unit(SERVE)["Service"]
+    watcher = _unit()["Service"]
+    assert service["ExecStart"] == watcher["ExecStart"].replace(" watch", " serve")
+    assert service["User"] == watcher["User"] and service["UMask"] == watcher["UMask"]
+    assert service["ReadWritePaths"] == watcher["ReadWritePaths"]
+    assert service["IPAddressAllow"] == "localhost" and service["IPAddressDeny"] == "any"
+    assert "PrivateNetwork" not in service and "WORKER_HOST" not in SERVE.read_text().split("[Service]")[1]
 
 
 def test_the_template_differs_from_the_unit_only_by_instance():
@@ -137,3 +171,24 @@ def test_the_daemon_runs_sandboxed_as_the_unit_runs_it():
     notify.close()
     assert (outbox / "processed" / "one.png").exists()
     assert oct((outbox / "predictions.csv").stat().st_mode & 0o777) == "0o640", "UMask=0027"
+
+
+@pytest.mark.slow
+def test_an_inbox_the_sandbox_keeps_read_only_is_a_configuration_error(tmp_path):
+    """ProtectSystem=strict mounts everything read-only but ReadWritePaths=: another inbox
+    without a drop-in naming it. One line and exit 78 (no restart loop), not a traceback."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare for a read-only bind mount")
+    inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
+    write(inbox / "one.png", 255 - digit_stroke(100))
+    outbox.mkdir()
+    watch = [sys.executable, "-m", "worker", "watch", "--once", "--settle", "0", "--inbox", str(inbox),
+             "--outbox", str(outbox)]
+    script = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"'
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(["unshare", "--mount", "sh", "-c", script, "sh", str(inbox), *watch],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 78, result.stderr
+    [line] = [line for line in result.stderr.splitlines() if "error" in line]
+    assert "Read-only file system" in line and "ReadWritePaths=" in line, result.stderr
+    assert sorted(os.listdir(inbox)) == ["one.png"], "untouched, for the start with the drop-in"

@@ -147,7 +147,17 @@ class Claims:
         self.work = self.inbox / WORK_DIR
         self.owner = new_id()
         self.mine = self.work / self.owner
-        self._take_folder()
+        try:
+            self._take_folder()
+        except OSError as exc:
+            if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise
+            # A setting, not a passing fault: under systemd, an inbox the unit's
+            # ReadWritePaths= does not name is read-only however its modes are.
+            raise ConfigError(
+                f"cannot write {self.work} ({exc.strerror}): this user must be able to write the "
+                "inbox; under systemd, the unit's ReadWritePaths= must name it (a drop-in)"
+            ) from exc
 
     def _take_folder(self) -> None:
         """Lock first, folder second: a folder without a lock file is taken for a dead one's.
