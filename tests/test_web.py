@@ -79,10 +79,10 @@ def test_no_path_in_a_name_survives_the_drop(client, boxes_for_web, given, kept)
 
 
 def test_control_characters_never_reach_a_name():
-    from worker.web.app import _plain_name
+    from worker.web.drop import plain_name
 
-    assert _plain_name("a\nb\x00c.png") == "a_b_c.png"
-    assert _plain_name(None) == _plain_name("") == "upload"
+    assert plain_name("a\nb\x00c.png") == "a_b_c.png"
+    assert plain_name(None) == plain_name("") == "upload"
 
 
 def test_a_second_drop_of_one_name_gets_another_name(client, boxes_for_web):
@@ -171,17 +171,103 @@ def test_the_live_numbers_are_the_reports_made_in_the_background(client, boxes_f
     assert numbers["low_confidence"] == 1 and numbers["labels"] == {"1": 1, "2": 1}
 
 
-def test_an_inbox_without_hard_links_still_takes_a_drop(client, boxes_for_web, monkeypatch):
+def _tags(monkeypatch, *tags: str) -> None:
+    """The random tags ``stored_name`` draws, in this order (other random names as ever)."""
+    import secrets
+
+    from worker.web import drop
+
+    given, token_hex = iter(tags), secrets.token_hex
+    monkeypatch.setattr(drop.secrets, "token_hex",
+                        lambda n: next(given) if n == drop.TAG_BYTES else token_hex(n))
+
+
+@pytest.mark.parametrize("noreplace", [True, False], ids=["renameat2", "no-renameat2"])
+def test_a_drop_never_replaces_a_file_of_its_name(client, boxes_for_web, monkeypatch, noreplace):
+    """A file already at the first name drawn (a writer who guessed the tag) is left as it was;
+    where the file system has no renameat2 (some network shares) the rename still never
+    replaces it."""
     import errno
-    import os
 
-    def no_links(*args, **kwargs):
-        raise OSError(errno.EPERM, "Operation not permitted")
+    from worker.web import drop
 
-    monkeypatch.setattr(os, "link", no_links)
+    if not noreplace:
+        def refused(*args):
+            raise OSError(errno.EINVAL, "Invalid argument")
+
+        monkeypatch.setattr(drop, "_renameat2", refused)
+    inbox = boxes_for_web[0]
+    (inbox / "s-aaaaaaaaaaaa.png").write_bytes(b"theirs")
+    _tags(monkeypatch, "aaaaaaaaaaaa", "bbbbbbbbbbbb")
     answer = client.post("/api/inbox", files={"files": ("s.png", png(), "image/png")})
-    assert answer.status_code == 201
-    assert [p.name for p in boxes_for_web[0].iterdir()] == answer.json()["names"]
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["names"] == ["s-bbbbbbbbbbbb.png"]
+    assert (inbox / "s-aaaaaaaaaaaa.png").read_bytes() == b"theirs"
+    assert (inbox / "s-bbbbbbbbbbbb.png").read_bytes() == png()
+    assert sorted(p.name for p in inbox.iterdir()) == ["s-aaaaaaaaaaaa.png", "s-bbbbbbbbbbbb.png"]
+
+
+def test_a_drop_arrives_as_the_daemon_takes_at_once(client, boxes_for_web):
+    """inotify reports the upload as a file moved in whole (or closed), never only as created:
+    the daemon's intake, with an hour of quiet time, has it ready as soon as the events come.
+    A hard link gave a creation and no close, and the daemon waited out its quiet time."""
+    import time
+
+    from factories import wait_for
+
+    from worker.intake import Intake
+    from worker.settings import Settings
+
+    inbox = boxes_for_web[0]
+    intake = Intake(inbox, Settings(inbox=inbox, settle=3600, settle_open=3600), time.time)
+    intake.start(time.time(), observe=True)
+    try:
+        name = client.post("/api/inbox", files={"files": ("d.png", png(), "image/png")}).json()["names"][0]
+        ready = []
+        assert wait_for(lambda: ready.extend(intake.ready(time.time(), 10)) or ready, 5), "never ready"
+    finally:
+        intake.stop()
+    assert ready == [name]
+
+
+def test_an_upload_is_followed_by_its_bytes_too(client, boxes_for_web):
+    """A row or error record of the upload's name is its own only if of its bytes: one of a file
+    put in its place before the daemon took it is said to be of another file."""
+    import dataclasses
+    import hashlib
+
+    from test_report import outbox_with, row
+
+    dropped = client.post("/api/inbox", files={"files": ("x.png", png(), "image/png")}).json()["uploads"][0]
+    assert dropped["sha256"] == hashlib.sha256(png()).hexdigest()
+    name, mine = dropped["name"], dropped["sha256"]
+    theirs = hashlib.sha256(b"theirs").hexdigest()
+    outbox_with(boxes_for_web[1].parent, [dataclasses.replace(row(name, "7", 0.9), sha256=theirs)])
+    def record(sha256: str):
+        return client.get("/api/record", params={"name": name, "sha256": sha256})
+
+    assert record(mine).json() == {"other": {"file": name}}
+    assert record(theirs).json()["row"]["label"] == "7"
+    assert record("x").status_code == 422
+
+
+def test_an_error_record_is_the_uploads_if_its_input_is(client, boxes_for_web):
+    import hashlib
+
+    failed = boxes_for_web[1] / "failed"
+    failed.mkdir()
+    dropped = client.post("/api/inbox", files={"files": ("x.png", b"not an image", "image/png")}).json()
+    name = dropped["names"][0]
+    (boxes_for_web[0] / name).rename(failed / name)  # as the daemon quarantines it
+    (failed / f"{name}.error.json").write_text(json.dumps({"file": name, "kind": "not-an-image",
+                                                          "message": "no image"}))
+    mine = dropped["uploads"][0]["sha256"]
+    found = client.get("/api/record", params={"name": name, "sha256": mine}).json()
+    assert found["error"]["kind"] == "not-an-image"
+    (failed / name).write_bytes(b"another file")
+    other = client.get("/api/record", params={"name": name, "sha256": mine}).json()
+    assert other == {"other": {"file": name}}
+    assert hashlib.sha256(b"not an image").hexdigest() == mine
 
 
 # --- what the API trusts (issue 23, items 6-11) ---------------------------------------------------

@@ -11,16 +11,13 @@ opened once with ``?token=...``, which sets a same-site cookie). Requests that c
 that, ``guard.HostGate`` answers only to Host names of ours, and every body is capped as it
 arrives (FastAPI's ``max_body_size``; see ``guard``).
 
-Uploads are stored under a name of their own (``<name>-<tag>.<ext>``, never a name the daemon
-ignores), which is how the page follows each to its row: never by a name an older file had.
-A review must name a row of the outbox, with that row's file and label.
+Uploads arrive in the inbox whole, by a rename the daemon takes at once, under a name of their
+own (``drop``): the page follows each to its row by that name and its bytes' sha256, never by
+a name an older file had. A review must name a row of the outbox, with that row's file and label.
 """
 
 from __future__ import annotations
 
-import os
-import re
-import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -41,8 +38,9 @@ from worker.preprocess import DEFAULT_LIMITS, load_bytes
 from worker.report.thumbnails import Thumbnails, seen_uri
 from worker.reviews import ROW_ID, append_review
 from worker.status import status as folder_status
-from worker.watch import IGNORED_SUFFIXES, is_ignored
+from worker.web import drop as inbox_drop
 from worker.web import outbox_view
+from worker.web.drop import is_stored_name, plain_name
 from worker.web.guard import (
     JSON_MAX_BYTES,
     TOKEN_COOKIE,
@@ -105,24 +103,28 @@ def create_app(settings: ServeSettings, classifier: Classifier) -> FastAPI:
     @app.post("/api/classify", max_body_size=upload_cap)
     def classify(file: Annotated[UploadFile, File()]) -> dict:
         """Classify one image now (a drawing, or a file): nothing is written anywhere."""
-        return model.classify(_read_upload(file, settings.max_bytes), _plain_name(file.filename))
+        return model.classify(_read_upload(file, settings.max_bytes), plain_name(file.filename))
 
     @app.post("/api/inbox", status_code=201, max_body_size=upload_cap)
     def drop(files: Annotated[list[UploadFile], File()]) -> dict:
-        """Write each file whole into the inbox, for the daemon, under a name of its own;
-        returns those names (``names``) and, beside each, the name it came with."""
-        uploads = [{"original": _plain_name(f.filename)} for f in files]
-        for upload, file in zip(uploads, files, strict=True):
-            upload["name"] = _drop(settings.inbox, upload["original"], _read_upload(file, settings.max_bytes))
+        """Put each file whole into the inbox, for the daemon, under a name of its own;
+        returns those names (``names``) and, for each, the name it came with and its sha256."""
+        uploads = []
+        for file in files:
+            original = plain_name(file.filename)
+            dropped = inbox_drop.drop(settings.inbox, original, _read_upload(file, settings.max_bytes))
+            uploads.append({"original": original, **dropped})
         return {"names": [u["name"] for u in uploads], "uploads": uploads}
 
     @app.get("/api/record")
-    def record(name: str = Query(max_length=255)) -> dict:
+    def record(name: str = Query(max_length=255),
+               sha256: str | None = Query(None, pattern="^[0-9a-f]{64}$")) -> dict:
         """An upload's row or error record, once the daemon has written it, by the name the
-        upload was given (which no earlier file had)."""
-        if not _is_stored_name(name):
+        upload was given (which no earlier file had) and, given its sha256, only if of those
+        bytes: a record of that name of other bytes is ``{"other": ...}``."""
+        if not is_stored_name(name):
             raise HTTPException(422, f"{name!r} is not a name an upload was given")
-        found = outbox_view.record_of(settings.outbox, name)
+        found = outbox_view.record_of(settings.outbox, name, sha256, largest=settings.max_bytes)
         if found and "row" in found:
             found["row"] = pictures.with_picture(outbox_view.brief_row(found["row"]), model.classes)
         return found or {"waiting": True}
@@ -237,83 +239,6 @@ def _read_upload(upload: UploadFile, max_bytes: int) -> bytes:
     if len(data) > max_bytes:
         raise HTTPException(413, f"over the {max_bytes:,}-byte limit")
     return data
-
-
-# Characters never kept in a name given to the inbox: path separators and control characters.
-UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f]")
-
-
-def _plain_name(filename: str | None) -> str:
-    """Only the last part of what a browser calls the file, never a path: ``../../etc/x.png``
-    is ``x.png``; a hidden name (which the daemon would ignore) loses its leading dots."""
-    name = UNSAFE.sub("_", (filename or "").replace("\\", "/").rsplit("/", 1)[-1]).lstrip(".").strip()
-    name = name.encode("utf-8")[:200].decode("utf-8", "ignore")
-    return name or "upload"
-
-
-# A stored name's tag: random, so that no name is given twice (a row of an earlier upload of the
-# same name is never taken for this one's).
-TAG_BYTES = 6
-STORED_NAME = re.compile(rf"(?s).+-[0-9a-f]{{{2 * TAG_BYTES}}}(\.[^.]*)?")
-TAG_ATTEMPTS = 5
-
-
-def _stored_name(plain: str) -> str:
-    """``plain`` with a fresh tag before its extension, and without the suffixes that make the
-    daemon ignore a file (``.part``, ``.tmp``, ``~``...: a browser's name for a download, not
-    what the file is). Never a name the daemon ignores: 422 says so if it would be."""
-    name = plain
-    while (ignored := next((s for s in IGNORED_SUFFIXES if name.lower().endswith(s)), None)) is not None:
-        name = name[: -len(ignored)]
-    stem, suffix = os.path.splitext(name or "upload")
-    stored = f"{stem}-{secrets.token_hex(TAG_BYTES)}{suffix}"
-    if is_ignored(stored):
-        raise HTTPException(422, f"{plain!r} is a name the daemon ignores, and no other could be made of it")
-    return stored
-
-
-def _is_stored_name(name: str) -> bool:
-    """Whether ``name`` is of the form ``_stored_name`` gives (a plain name with a tag)."""
-    return _plain_name(name) == name and STORED_NAME.fullmatch(name) is not None and not is_ignored(name)
-
-
-def _drop(inbox: Path, name: str, data: bytes) -> str:
-    """Write ``data`` whole under a hidden temporary name (which the daemon ignores), synced, then
-    link it into place under a stored name made of ``name``; returns the stored name."""
-    if not data:
-        raise HTTPException(422, "the file is empty")
-    tmp = inbox / f".upload-{secrets.token_hex(8)}.tmp"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    try:
-        for _ in range(TAG_ATTEMPTS):
-            candidate = _stored_name(name)
-            if _place(tmp, inbox / candidate):
-                return candidate
-        raise HTTPException(409, f"no free name for {name} in the inbox")
-    finally:
-        if tmp.exists():
-            os.unlink(tmp)
-
-
-def _place(tmp: Path, target: Path) -> bool:
-    """Link ``tmp`` to ``target`` unless something is there; where the inbox's file system has
-    no hard links (some network shares), rename it there instead. False if the name is taken."""
-    try:
-        os.link(tmp, target)
-        return True
-    except FileExistsError:
-        return False
-    except OSError as exc:
-        if os.path.lexists(target):
-            return False
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            raise HTTPException(503, f"cannot write into the inbox: {exc.strerror}") from None
-        return True
 
 
 def _status(settings: ServeSettings) -> dict:

@@ -26,6 +26,14 @@ function element(tag, attributes = {}, ...children) {
 
 function percent(p) { return `${(100 * p).toFixed(1)} %`; }
 
+// The review flag's reasons (a list from /api/classify, a space-separated string in a row) as
+// nodes to append: nothing when there are none.
+function flag(review) {
+  const reasons = Array.isArray(review) ? review : (review || "").split(" ").filter(Boolean);
+  if (!reasons.length) return [];
+  return [" ", element("span", { class: "flag", text: `review: ${reasons.join(", ")}` })];
+}
+
 // --- the model --------------------------------------------------------------------------------
 
 async function loadModel() {
@@ -86,8 +94,7 @@ async function classifyDrawing(blob) {
   try {
     const result = await api("/api/classify", { method: "POST", body: form });
     document.getElementById("seen").src = result.seen;
-    const flag = result.review.length ? ` · review: ${result.review.join(", ")}` : "";
-    answer.textContent = `Looks like ${result.label} (${percent(result.confidence)})${flag}`;
+    answer.replaceChildren(`Looks like ${result.label} (${percent(result.confidence)})`, ...flag(result.review));
     showBars(result.probabilities);
   } catch (error) {
     answer.textContent = `No answer: ${error.message}`;
@@ -114,7 +121,7 @@ async function classifyNow() {
     form.append("file", file);
     try {
       const r = await api("/api/classify", { method: "POST", body: form });
-      item.textContent = `${file.name}: ${r.label} (${percent(r.confidence)})`;
+      item.replaceChildren(`${file.name}: ${r.label} (${percent(r.confidence)})`, ...flag(r.review));
     } catch (error) {
       item.textContent = `${file.name}: ${error.message}`;
       item.className = "error";
@@ -130,10 +137,11 @@ async function dropIntoInbox() {
     form.append("files", file);
     try {
       const { uploads } = await api("/api/inbox", { method: "POST", body: form });
-      for (const { name, original } of uploads) {
-        const item = element("li", { "data-name": name, text: `${original}: in the inbox as ${name}, waiting for the daemon…` });
+      for (const upload of uploads) {
+        const item = element("li", { "data-name": upload.name,
+          text: `${upload.original}: in the inbox as ${upload.name}, waiting for the daemon…` });
         list.prepend(item);
-        follow(name, original, item);
+        follow(upload, item);
       }
     } catch (error) {
       list.prepend(element("li", { class: "error", text: `${file.name} not dropped: ${error.message}` }));
@@ -141,16 +149,22 @@ async function dropIntoInbox() {
   }
 }
 
-async function follow(name, original, item, tries = 0) {
-  // By the name the upload was given, which no earlier file had.
-  const found = await api(`/api/record?name=${encodeURIComponent(name)}`).catch(() => ({ waiting: true }));
+async function follow(upload, item, tries = 0) {
+  // By the name the upload was given, which no earlier file had, and by its bytes.
+  const { name, original, sha256 } = upload;
+  const query = `name=${encodeURIComponent(name)}&sha256=${sha256}`;
+  const found = await api(`/api/record?${query}`).catch(() => ({ waiting: true }));
   if (found.row) {
-    item.textContent = `${original}: ${found.row.label} (${percent(found.row.confidence)}), row written for ${name}`;
+    item.replaceChildren(`${original}: ${found.row.label} (${percent(found.row.confidence)})`,
+      ...flag(found.row.review), `, row written for ${name}`);
   } else if (found.error) {
     item.textContent = `${original}: failed, ${found.error.kind}: ${found.error.message}`;
     item.className = "error";
+  } else if (found.other) {
+    item.textContent = `${original}: the daemon's record for ${name} is of another file (it was replaced in the inbox before the daemon took it)`;
+    item.className = "error";
   } else if (tries < 600) {
-    setTimeout(() => follow(name, original, item, tries + 1), 500);
+    setTimeout(() => follow(upload, item, tries + 1), 500);
   }
 }
 
@@ -166,7 +180,7 @@ function figure(row) {
   }
   const caption = element("figcaption", {}, element("b", { text: row.label }),
     ` ${row.confidence.toFixed(3)} · ${row.file}`);
-  if (row.review) caption.append(element("span", { class: "flag", text: ` · ${row.review}` }));
+  caption.append(...flag(row.review));
   return element("figure", { "data-id": row.id, "data-file": row.file }, pair, caption);
 }
 
