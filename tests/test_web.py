@@ -142,12 +142,14 @@ names = st.text(st.characters(codec="utf-8"), max_size=300)
        query=st.text(max_size=300))
 def test_the_api_never_answers_500(boxes_for_web, fake_classifier, name, data, label, row_id, query):
     app = create_app(web_settings(boxes_for_web, max_bytes=1000), fake_classifier)
+    decision = {"id": row_id, "file": name, "predicted": "1", "label": label}
     with TestClient(app, raise_server_exceptions=False) as client:
         answers = [
             client.post("/api/classify", files={"file": (name, data, "application/octet-stream")}),
             client.post("/api/inbox", files={"files": (name, data, "image/png")}),
-            client.post("/api/reviews", json={"id": row_id, "file": name, "predicted": "1", "label": label}),
+            client.post("/api/reviews", json=decision),
             client.post("/api/reviews", content=data, headers={"Content-Type": "application/json"}),
+            client.post("/api/reviews/undo", json=decision),
             client.get("/api/record", params={"name": query}),
             client.get("/api/latest", params={"limit": query}),
             client.get("/api/review", params={"limit": query}),
@@ -480,3 +482,86 @@ def test_a_streamed_huge_body_is_refused_while_it_comes(served, path, kind):
     answer, sent = _answer_to_a_big_body(served, path, head, body)
     assert answer.startswith(b"HTTP/1.1 413"), answer
     assert sent < 32 * 2**20, "the server stopped reading long before the end"
+
+
+# --- review: who, when, and undo (issue 27, item 2) ---------------------------------------------------
+
+
+@pytest.fixture
+def reviewed_row(boxes_for_web, fake_classifier):
+    """A client whose decisions are recorded as ``ana``, and a row of its outbox."""
+    from test_report import outbox_with, row
+
+    written = row("a.png", "7", 0.6)
+    outbox_with(boxes_for_web[1].parent, [written])
+    with TestClient(create_app(web_settings(boxes_for_web, reviewer="ana"), fake_classifier)) as client:
+        yield client, {"id": written.id, "file": "a.png", "predicted": "7"}
+
+
+def _lines(outbox) -> list[dict]:
+    return [json.loads(line) for line in (outbox / "reviews.jsonl").read_text().splitlines()]
+
+
+def test_a_decision_says_who_and_when(reviewed_row, boxes_for_web):
+    client, row = reviewed_row
+    answer = client.post("/api/reviews", json={**row, "label": "1"})
+    assert answer.status_code == 201, answer.text
+    [line] = _lines(boxes_for_web[1])
+    assert line["reviewer"] == "ana" and line["time"].endswith("Z") and line["label"] == "1"
+    assert client.get("/api/model").json()["reviewer"] == "ana"
+
+
+def test_an_undone_decision_puts_the_row_back_in_the_queue(reviewed_row, boxes_for_web):
+    from worker.reviews import read_decisions
+
+    client, row = reviewed_row
+    outbox = boxes_for_web[1]
+    assert client.post("/api/reviews", json={**row, "label": "1"}).status_code == 201
+    assert client.get("/api/review").json()["rows"] == []
+    undone = client.post("/api/reviews/undo", json={**row, "label": "7"})
+    assert undone.status_code == 409, "not the one standing"
+    assert client.post("/api/reviews/undo", json={**row, "label": "1"}).status_code == 201
+    assert [r["id"] for r in client.get("/api/review").json()["rows"]] == [row["id"]]
+    assert read_decisions(outbox).by_row == {}
+    assert client.post("/api/reviews/undo", json={**row, "label": "1"}).status_code == 409, "nothing left"
+    assert _lines(outbox)[1] == {**row, "undone": "1", "time": _lines(outbox)[1]["time"], "reviewer": "ana"}
+    assert len(_lines(outbox)) == 2
+
+
+def test_an_undo_of_a_row_the_outbox_has_not_is_404(reviewed_row):
+    client, row = reviewed_row
+    assert client.post("/api/reviews/undo", json={**row, "id": "0" * 20, "label": "1"}).status_code == 404
+
+
+def test_undo_lines_take_back_the_last_decision_standing_only(tmp_path):
+    """An earlier decision stands again once a later one is undone; an undo naming another
+    label than the one standing takes nothing back and is counted as no decision; lines of
+    older pages (no reviewer) read as ever."""
+    from worker.reviews import read_decisions
+
+    row_id = "0123456789abcdef0123"
+    at = "2026-12-01T10:00:00.000Z"
+    lines = [{"id": row_id, "label": "1", "file": "a.png", "predicted": "7", "time": at},
+             {"id": row_id, "label": "2", "reviewer": "bo"},
+             {"id": row_id, "undone": "9"},
+             {"id": row_id, "undone": "2", "reviewer": "bo"}]
+    (tmp_path / "reviews.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    decisions = read_decisions(tmp_path)
+    standing = decisions.by_row[row_id]
+    assert (standing.label, standing.file, standing.reviewer, decisions.bad) == ("1", "a.png", None, 1)
+
+
+def test_a_reviewer_name_with_control_characters_is_refused(boxes_for_web):
+    from worker.errors import ConfigError
+
+    for bad in ("", "a\nb", " ana", "x" * 101):
+        with pytest.raises(ConfigError, match="--reviewer"):
+            web_settings(boxes_for_web, reviewer=bad)
+
+
+def test_the_api_reference_and_the_icon_are_served_from_the_package(client):
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/static/api.js" in docs.text
+    assert "cdn" not in docs.text.lower() and "//" not in docs.text.replace("http://www.w3.org", "")
+    icon = client.get("/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")

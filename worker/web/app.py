@@ -36,7 +36,7 @@ from worker.errors import InputError
 from worker.model import Classifier, Prediction
 from worker.preprocess import DEFAULT_LIMITS, load_bytes
 from worker.report.thumbnails import Thumbnails, seen_uri
-from worker.reviews import ROW_ID, append_review
+from worker.reviews import ROW_ID, append_review, undo_review
 from worker.status import status as folder_status
 from worker.web import drop as inbox_drop
 from worker.web import outbox_view
@@ -46,6 +46,7 @@ from worker.web.guard import (
     TOKEN_COOKIE,
     HostGate,
     carries,
+    check_reviewer,
     check_token,
     served_names,
     token_given,
@@ -67,10 +68,13 @@ class ServeSettings:
     max_bytes: int = DEFAULT_LIMITS.max_bytes
     host: str = "127.0.0.1"  # the address listened on: the page may be opened by it
     allowed_hosts: tuple[str, ...] = ()  # more Host names the page may be opened by
+    reviewer: str | None = None  # who the page's decisions are recorded as
 
     def __post_init__(self) -> None:
         if self.token is not None:
             check_token(self.token)
+        if self.reviewer is not None:
+            check_reviewer(self.reviewer)
 
 
 class Decision(BaseModel):
@@ -79,12 +83,17 @@ class Decision(BaseModel):
     predicted: str = Field(max_length=100)
     label: str = Field(max_length=100)
 
+    def fields(self) -> dict:
+        """As ``append_review`` and ``undo_review`` take them."""
+        return {"row_id": self.id, "file": self.file, "predicted": self.predicted, "label": self.label}
+
 
 def create_app(settings: ServeSettings, classifier: Classifier) -> FastAPI:
+    # /docs is a page of ours (static/api.html), not Swagger UI: that comes from a CDN.
     app = FastAPI(title="worker", summary="Classify drawings and uploads; follow and review the outbox.",
-                  max_body_size=JSON_MAX_BYTES)
+                  max_body_size=JSON_MAX_BYTES, docs_url=None, redoc_url=None)
     upload_cap = upload_body_cap(settings.max_bytes)
-    model = _Model(classifier)
+    model = _Model(classifier, settings.reviewer)
     pictures = _Pictures(settings.outbox)
     numbers = _ReportNumbers(settings.outbox)
     _guard(app, settings.token)
@@ -95,6 +104,14 @@ def create_app(settings: ServeSettings, classifier: Classifier) -> FastAPI:
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> FileResponse:
+        return FileResponse(STATIC / "api.html")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def icon() -> FileResponse:
+        return FileResponse(STATIC / "icon.svg", media_type="image/svg+xml")
 
     @app.get("/api/model")
     def model_info() -> dict:
@@ -146,19 +163,31 @@ def create_app(settings: ServeSettings, classifier: Classifier) -> FastAPI:
 
     @app.post("/api/reviews", status_code=201)
     def decide(decision: Decision) -> dict:
-        """A person's decision on a row of the outbox: appended to reviews.jsonl, durably."""
+        """A person's decision on a row of the outbox: appended to reviews.jsonl, durably, with
+        who (``--reviewer``) and when."""
         if decision.label not in model.classes:
             raise HTTPException(422, f"{decision.label!r} is not one of the model's classes")
         _check_against_row(settings.outbox, decision)
-        return append_review(settings.outbox, row_id=decision.id, file=decision.file,
-                             predicted=decision.predicted, label=decision.label, at=time.time())
+        return append_review(settings.outbox, **decision.fields(), at=time.time(), reviewer=settings.reviewer)
+
+    @app.post("/api/reviews/undo", status_code=201)
+    def undo(decision: Decision) -> dict:
+        """Take back the decision standing on a row, which gave ``label``: a line of its own
+        (``undone``) in reviews.jsonl; the row goes back to the review queue. 409 if the row's
+        decision standing is none, or another (someone decided on it since)."""
+        _check_against_row(settings.outbox, decision)
+        undone = undo_review(settings.outbox, **decision.fields(), at=time.time(), reviewer=settings.reviewer)
+        if undone is None:
+            raise HTTPException(409, f"row {decision.id} has no decision {decision.label!r} standing to undo")
+        return undone
 
     return app
 
 
 class _Model:
-    def __init__(self, classifier: Classifier) -> None:
+    def __init__(self, classifier: Classifier, reviewer: str | None) -> None:
         self.classifier = classifier
+        self.reviewer = reviewer
         self.classes = list(classifier.class_names)
         self.lock = threading.Lock()
 
@@ -166,7 +195,7 @@ class _Model:
         card = self.classifier.card
         return {"name": self.classifier.name, "version": self.classifier.version,
                 "dataset": card.get("dataset"), "classes": self.classes,
-                "draw": card.get("dataset") == "mnist"}
+                "draw": card.get("dataset") == "mnist", "reviewer": self.reviewer}
 
     def classify(self, data: bytes, name: str) -> dict:
         try:

@@ -2,7 +2,7 @@
 // Text from the server is only ever set as textContent (never parsed as HTML).
 "use strict";
 
-const state = { classes: [], queue: [], selected: 0 };
+const state = { classes: [], queue: [], selected: 0, undo: [] };
 
 async function api(path, options = {}) {
   const response = await fetch(path, { credentials: "same-origin", ...options });
@@ -31,7 +31,8 @@ function percent(p) { return `${(100 * p).toFixed(1)} %`; }
 function flag(review) {
   const reasons = Array.isArray(review) ? review : (review || "").split(" ").filter(Boolean);
   if (!reasons.length) return [];
-  return [" ", element("span", { class: "flag", text: `review: ${reasons.join(", ")}` })];
+  const words = reasons.flatMap((reason, i) => [i ? ", " : "", element("span", { class: "reason", text: reason })]);
+  return [" ", element("span", { class: "flag" }, "review: ", ...words)];
 }
 
 // --- the model --------------------------------------------------------------------------------
@@ -41,8 +42,11 @@ async function loadModel() {
   state.classes = model.classes;
   document.getElementById("model").textContent =
     `Model ${model.name}, version ${model.version} (${model.dataset}): ${model.classes.join(", ")}`;
-  document.getElementById("draw-on").hidden = !model.draw;
+  // A model of something else than digits gets no drawing pad: what it reads is photos.
+  document.getElementById("draw").hidden = !model.draw;
+  document.getElementById("draw-link").hidden = !model.draw;
   document.getElementById("draw-off").hidden = model.draw;
+  if (model.reviewer) document.getElementById("reviewer").textContent = ` (as ${model.reviewer})`;
 }
 
 // --- drawing ----------------------------------------------------------------------------------
@@ -54,8 +58,9 @@ function setUpDrawing() {
   const clear = () => {
     context.fillStyle = "#fff";
     context.fillRect(0, 0, canvas.width, canvas.height);
-    document.getElementById("answer").textContent = "";
+    document.getElementById("answer").textContent = "Draw a digit in the box: the answer shows here.";
     document.getElementById("bars").replaceChildren();
+    document.getElementById("seen-figure").hidden = true;  // no picture yet: no broken image
     document.getElementById("seen").removeAttribute("src");
   };
   const at = (event) => {
@@ -94,11 +99,13 @@ async function classifyDrawing(blob) {
   try {
     const result = await api("/api/classify", { method: "POST", body: form });
     document.getElementById("seen").src = result.seen;
+    document.getElementById("seen-figure").hidden = false;
     answer.replaceChildren(`Looks like ${result.label} (${percent(result.confidence)})`, ...flag(result.review));
     showBars(result.probabilities);
   } catch (error) {
     answer.textContent = `No answer: ${error.message}`;
   }
+  answer.scrollIntoView({ block: "nearest" });  // a phone's answer is under the pad
 }
 
 function showBars(probabilities) {
@@ -186,7 +193,7 @@ function figure(row) {
 
 async function refreshLive() {
   try {
-    const live = await api("/api/latest?limit=24");
+    const live = await api(`/api/latest?limit=${cardsShown()}`);
     document.getElementById("latest").replaceChildren(...live.rows.map(figure));
     document.getElementById("failures").replaceChildren(...live.failures.map((f) =>
       element("li", { text: `${f.file}: ${f.kind}, ${f.message}` })));
@@ -203,21 +210,83 @@ async function refreshLive() {
 
 // --- review -------------------------------------------------------------------------------------
 
+// Up to this many classes a card offers a button each; more, a list to choose from.
+const MOST_BUTTONS = 12;
+
+// The key that picks class i: a one-character class name is its own key (digits 0-9); when no
+// name is, the first ten classes are picked by their index (Fashion-MNIST's 0 is T-shirt/top).
+function keyFor(i) {
+  const name = state.classes[i];
+  if (state.classes.some((c) => c.length === 1)) return name.length === 1 ? name : null;
+  return i < 10 ? String(i) : null;
+}
+
+function classForKey(key) {
+  const i = state.classes.findIndex((_, j) => keyFor(j) === key);
+  return i < 0 ? null : state.classes[i];
+}
+
 async function loadQueue() {
-  const { rows } = await api("/api/review?limit=24");
+  const { rows } = await api(`/api/review?limit=${cardsShown()}`);
   state.queue = rows;
   state.selected = Math.min(state.selected, Math.max(0, rows.length - 1));
   showQueue();
 }
 
+function choices(row, i) {
+  const pick = (label) => { state.selected = i; decide(label); };
+  if (state.classes.length > MOST_BUTTONS) {
+    const list = element("select", { "aria-label": `right label for ${row.file}` },
+      ...state.classes.map((c) => element("option", { value: c, text: c })));
+    list.value = row.label;
+    const record = element("button", { type: "button", text: "Record" });
+    record.addEventListener("click", () => pick(list.value));
+    return element("div", { class: "choices list" }, list, record);
+  }
+  const long = state.classes.some((c) => c.length > 2);
+  const buttons = state.classes.map((label, j) => {
+    const key = keyFor(j);
+    const button = element("button", {
+      type: "button", "data-label": label, class: label === row.label ? "said" : "",
+      title: `${label === row.label ? "confirm" : "correct to"} ${label}${key ? ` (key ${key})` : ""}`,
+    });
+    if (key && key !== label) button.append(element("kbd", { text: key }), " ");
+    button.append(label);
+    button.addEventListener("click", () => pick(label));
+    return button;
+  });
+  return element("div", { class: long ? "choices long" : "choices", role: "group",
+    "aria-label": `right label for ${row.file}` }, ...buttons);
+}
+
 function showQueue() {
   const figures = state.queue.map((row, i) => {
     const f = figure(row);
+    f.append(choices(row, i));
     if (i === state.selected) f.classList.add("selected");
-    f.addEventListener("click", () => { state.selected = i; showQueue(); document.getElementById("queue").focus(); });
+    f.addEventListener("click", (event) => {
+      if (event.target.closest("button, select")) return;
+      state.selected = i;
+      showQueue();
+      document.getElementById("queue").focus({ preventScroll: true });
+    });
     return f;
   });
   document.getElementById("queue").replaceChildren(...figures);
+  document.getElementById("queue-empty").hidden = state.queue.length > 0;
+  const undo = document.getElementById("undo");
+  const last = state.undo[state.undo.length - 1];
+  undo.hidden = !last;
+  if (last) undo.textContent = `Undo: ${last.row.file} ${verb(last.row, last.label)} ${last.label}`;
+}
+
+function verb(row, label) { return label === row.label ? "confirmed as" : "corrected to"; }
+
+function review(path, row, label) {
+  return api(path, {
+    method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ id: row.id, file: row.file, predicted: row.label, label }),
+  });
 }
 
 async function decide(label) {
@@ -225,35 +294,59 @@ async function decide(label) {
   if (!row) return;
   const said = document.getElementById("review-said");
   try {
-    await api("/api/reviews", {
-      method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ id: row.id, file: row.file, predicted: row.label, label }),
-    });
+    await review("/api/reviews", row, label);
     said.textContent = `${row.file}: ${label === row.label ? "confirmed" : "corrected to"} ${label}`;
+    state.undo.push({ row, label, index: state.selected });
     state.queue.splice(state.selected, 1);
     state.selected = Math.min(state.selected, Math.max(0, state.queue.length - 1));
     showQueue();
+    document.getElementById("queue").focus({ preventScroll: true });
   } catch (error) {
     said.textContent = `not recorded: ${error.message}`;
   }
 }
 
+async function undoLast() {
+  const last = state.undo.pop();
+  if (!last) return;
+  const said = document.getElementById("review-said");
+  try {
+    await review("/api/reviews/undo", last.row, last.label);
+    said.textContent = `${last.row.file}: undone, back in the queue`;
+    state.selected = Math.min(last.index, state.queue.length);
+    state.queue.splice(state.selected, 0, last.row);
+  } catch (error) {
+    said.textContent = `not undone: ${error.message}`;
+  }
+  showQueue();
+  document.getElementById("queue").focus({ preventScroll: true });
+}
+
 function onReviewKey(event) {
   const row = state.queue[state.selected];
+  const onControl = event.target.closest("button, select");
+  if ((event.ctrlKey || event.metaKey) && event.key.toLowerCase() === "z") { event.preventDefault(); undoLast(); return; }
+  if (event.ctrlKey || event.metaKey || event.altKey || (onControl && [" ", "Enter"].includes(event.key))) return;
   if (event.key === "ArrowRight" || event.key === "ArrowDown") state.selected = Math.min(state.selected + 1, state.queue.length - 1);
   else if (event.key === "ArrowLeft" || event.key === "ArrowUp") state.selected = Math.max(state.selected - 1, 0);
-  else if (event.key === "Enter" && row) { decide(row.label); return; }
-  else if (state.classes.includes(event.key)) { decide(event.key); return; }
+  else if (event.key === "Backspace") { event.preventDefault(); undoLast(); return; }
+  else if (event.key === "Enter" && row) { event.preventDefault(); decide(row.label); return; }
+  else if (classForKey(event.key) !== null && !onControl?.matches("select")) { event.preventDefault(); decide(classForKey(event.key)); return; }
   else return;
   event.preventDefault();
   showQueue();
+  document.querySelector("#queue figure.selected")?.scrollIntoView({ block: "nearest" });
 }
+
+// A phone shows fewer cards: two to a row, a page a person scrolls through.
+function cardsShown() { return window.matchMedia("(max-width: 600px)").matches ? 8 : 24; }
 
 document.addEventListener("DOMContentLoaded", async () => {
   setUpDrawing();
   document.getElementById("classify-now").addEventListener("click", classifyNow);
   document.getElementById("to-inbox").addEventListener("click", dropIntoInbox);
-  document.getElementById("queue").addEventListener("keydown", onReviewKey);
+  document.getElementById("review").addEventListener("keydown", onReviewKey);
+  document.getElementById("undo").addEventListener("click", undoLast);
   await loadModel();
   await Promise.all([refreshLive(), loadQueue()]);
   setInterval(refreshLive, 2000);
