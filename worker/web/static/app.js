@@ -58,7 +58,7 @@ function setUpDrawing() {
   const clear = () => {
     context.fillStyle = "#fff";
     context.fillRect(0, 0, canvas.width, canvas.height);
-    document.getElementById("answer").textContent = "Draw a digit in the box: the answer shows here.";
+    document.getElementById("answer").textContent = "";
     document.getElementById("bars").replaceChildren();
     document.getElementById("seen-figure").hidden = true;  // no picture yet: no broken image
     document.getElementById("seen").removeAttribute("src");
