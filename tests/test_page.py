@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 
 import pytest
@@ -41,29 +42,38 @@ def viewport(request):
 
 @pytest.fixture
 def served(tmp_path, model_path):
-    """The app of ``worker serve`` on uvicorn (a thread) with ``model_path``, decisions recorded
+    """The app of ``worker serve`` with ``model_path`` (see ``serving``)."""
+    from worker.model import Classifier
+
+    with serving(tmp_path, Classifier(model_path, threads=1)) as found:
+        yield found
+
+
+@contextmanager
+def serving(tmp_path, classifier):
+    """The app of ``worker serve`` on uvicorn (a thread) with ``classifier``, decisions recorded
     as ``ana``; yields (base URL, inbox, outbox, class names)."""
     import threading
 
     import uvicorn
     from services import free_port
 
-    from worker.model import Classifier
     from worker.web.app import ServeSettings, create_app
 
     inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
     inbox.mkdir()
     outbox.mkdir()
     port = free_port()
-    classifier = Classifier(model_path, threads=1)
     app = create_app(ServeSettings(inbox=inbox, outbox=outbox, reviewer="ana"), classifier)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     assert wait_for(lambda: server.started, 20)
-    yield f"http://127.0.0.1:{port}", inbox, outbox, list(classifier.class_names)
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{port}", inbox, outbox, list(classifier.class_names)
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 class Troubles:
@@ -138,11 +148,10 @@ def test_the_page_says_one_thing_for_its_model(opened, model_path):
     assert page.get_by_text("Draw a digit").first.is_visible() is digits
     assert not page.locator("#seen").is_visible(), "no picture before a drawing: no broken image"
     _no_sideways_scroll(page)
-    flags = page.locator("#latest .flag .reason")
-    assert flags.count() > 0
-    for reason in flags.all():  # one line each: never broken inside a word
-        box = reason.bounding_box()
-        assert box["height"] < 20, (reason.inner_text(), box)
+    # One line each, never broken inside a word (read at once: the live outbox is redrawn).
+    heights = page.locator("#latest .flag .reason").evaluate_all(
+        "reasons => reasons.map(r => [r.textContent, r.getBoundingClientRect().height])")
+    assert heights and all(height < 20 for _, height in heights), heights
     if page.viewport_size == PHONE:
         height = page.evaluate("document.documentElement.scrollHeight")
         assert height < 5000, f"{height} px tall on a phone"
@@ -262,3 +271,24 @@ def test_the_api_reference_reads_offline(opened):
     page.wait_for_selector("article.operation")
     assert "POST /api/reviews/undo" in page.inner_text("#operations")
     assert elsewhere == [] and troubles.seen == []
+
+
+@pytest.mark.parametrize("viewport", [PHONE], indirect=True)
+def test_many_classes_are_chosen_from_a_list(browser, fake_classifier, tmp_path, viewport):  # noqa: F811
+    """Past a dozen classes a card offers a list and a button, not a button a class."""
+    fake_classifier.class_names = [f"class {chr(97 + i)}" for i in range(15)]
+    fake_classifier.card = {"dataset": "letters"}
+    with serving(tmp_path, fake_classifier) as (url, _, outbox, classes):
+        _record(outbox, classes, _rows(classes, 3))
+        context = browser.new_context(viewport=viewport, has_touch=True, is_mobile=True)
+        page = context.new_page()
+        troubles = Troubles(page)
+        _open(page, url)
+        card = page.locator("#queue figure").first
+        card.locator("select").select_option("class n")
+        card.locator("button", has_text="Record").tap()
+        page.wait_for_selector("#review-said:has-text('corrected to class n')")
+        _no_sideways_scroll(page)
+        context.close()
+    assert [d.label for d in read_decisions(outbox).by_row.values()] == ["class n"]
+    assert troubles.seen == []

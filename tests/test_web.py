@@ -565,3 +565,13 @@ def test_the_api_reference_and_the_icon_are_served_from_the_package(client):
     assert "cdn" not in docs.text.lower() and "//" not in docs.text.replace("http://www.w3.org", "")
     icon = client.get("/favicon.ico")
     assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
+
+
+def test_serve_says_which_reviewer_name_it_cannot_use(tmp_path):
+    from typer.testing import CliRunner
+
+    from worker.cli import app
+
+    result = CliRunner().invoke(app, ["serve", "--reviewer", "a\tb", "--inbox", str(tmp_path),
+                                      "--model", str(tmp_path / "none.keras")])
+    assert result.exit_code == 78 and "--reviewer" in result.output, result.output

@@ -282,7 +282,7 @@ function showQueue() {
 
 function verb(row, label) { return label === row.label ? "confirmed as" : "corrected to"; }
 
-function review(path, row, label) {
+function postReview(path, row, label) {
   return api(path, {
     method: "POST", headers: { "Content-Type": "application/json" },
     body: JSON.stringify({ id: row.id, file: row.file, predicted: row.label, label }),
@@ -294,7 +294,7 @@ async function decide(label) {
   if (!row) return;
   const said = document.getElementById("review-said");
   try {
-    await review("/api/reviews", row, label);
+    await postReview("/api/reviews", row, label);
     said.textContent = `${row.file}: ${label === row.label ? "confirmed" : "corrected to"} ${label}`;
     state.undo.push({ row, label, index: state.selected });
     state.queue.splice(state.selected, 1);
@@ -311,7 +311,7 @@ async function undoLast() {
   if (!last) return;
   const said = document.getElementById("review-said");
   try {
-    await review("/api/reviews/undo", last.row, last.label);
+    await postReview("/api/reviews/undo", last.row, last.label);
     said.textContent = `${last.row.file}: undone, back in the queue`;
     state.selected = Math.min(last.index, state.queue.length);
     state.queue.splice(state.selected, 0, last.row);
