@@ -91,7 +91,7 @@ class Decision:
 @dataclass(frozen=True)
 class Decisions:
     by_row: dict[str, Decision]  # row id -> the last decision on it
-    bad: int  # lines that were no decision (torn, foreign, or not of the row they name)
+    bad: int  # lines that were no decision (torn, foreign, not of the row they name, an undo of none)
 
 
 @dataclass(frozen=True)
