@@ -292,3 +292,18 @@ def test_many_classes_are_chosen_from_a_list(browser, fake_classifier, tmp_path,
         context.close()
     assert [d.label for d in read_decisions(outbox).by_row.values()] == ["class n"]
     assert troubles.seen == []
+
+
+@pytest.mark.parametrize("model_path", [DIGITS], indirect=True)
+@pytest.mark.parametrize("viewport", [DESKTOP], indirect=True)
+def test_a_key_decides_for_the_card_whose_button_has_focus(opened):
+    """Tabbing through the cards' buttons: a key then applies to the card the focus is in."""
+    page, troubles, (url, _, outbox, classes) = opened
+    _record(outbox, classes, _rows(classes, 4))
+    _open(page, url)
+    page.locator("#queue figure").first.wait_for()
+    second = _queue(page)[1]
+    page.locator("#queue figure").nth(1).locator("button").first.focus()
+    page.keyboard.press("5")
+    page.wait_for_selector(f"#review-said:has-text('{second}: corrected to 5')")
+    assert troubles.seen == []

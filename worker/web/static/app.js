@@ -270,6 +270,12 @@ function showQueue() {
       showQueue();
       document.getElementById("queue").focus({ preventScroll: true });
     });
+    // Tabbing to a card's buttons chooses that card for the keys too (not redrawn: focus stays).
+    f.addEventListener("focusin", () => {
+      document.querySelector("#queue figure.selected")?.classList.remove("selected");
+      f.classList.add("selected");
+      state.selected = i;
+    });
     return f;
   });
   document.getElementById("queue").replaceChildren(...figures);
