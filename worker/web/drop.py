@@ -19,6 +19,8 @@ import hashlib
 import os
 import re
 import secrets
+from functools import cache
+from pathlib import Path
 
 from fastapi import HTTPException
 
@@ -62,7 +64,7 @@ def is_stored_name(name: str) -> bool:
     return plain_name(name) == name and STORED_NAME.fullmatch(name) is not None and not is_ignored(name)
 
 
-def drop(inbox, name: str, data: bytes) -> dict:
+def drop(inbox: Path, name: str, data: bytes) -> dict:
     """Put ``data`` into the inbox whole under a stored name made of ``name``; returns that
     name (``name``) and the bytes' ``sha256``."""
     if not data:
@@ -124,12 +126,17 @@ def rename_new(folder: int, src: str, dst: str) -> None:
 
 def _renameat2(src_folder: int, src: str, dst_folder: int, dst: str, flags: int) -> None:
     """The renameat2 system call (Linux 3.15, glibc 2.28), which Python's os does not offer."""
-    call = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    call = getattr(_libc(), "renameat2", None)
     if call is None:
         raise OSError(errno.ENOSYS, "renameat2 is not available")
     if call(src_folder, os.fsencode(src), dst_folder, os.fsencode(dst), flags) != 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code), dst)
+
+
+@cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def _unlink_quietly(folder: int, name: str) -> None:
