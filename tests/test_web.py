@@ -79,10 +79,10 @@ def test_no_path_in_a_name_survives_the_drop(client, boxes_for_web, given, kept)
 
 
 def test_control_characters_never_reach_a_name():
-    from worker.web.app import _plain_name
+    from worker.web.drop import plain_name
 
-    assert _plain_name("a\nb\x00c.png") == "a_b_c.png"
-    assert _plain_name(None) == _plain_name("") == "upload"
+    assert plain_name("a\nb\x00c.png") == "a_b_c.png"
+    assert plain_name(None) == plain_name("") == "upload"
 
 
 def test_a_second_drop_of_one_name_gets_another_name(client, boxes_for_web):
@@ -142,12 +142,14 @@ names = st.text(st.characters(codec="utf-8"), max_size=300)
        query=st.text(max_size=300))
 def test_the_api_never_answers_500(boxes_for_web, fake_classifier, name, data, label, row_id, query):
     app = create_app(web_settings(boxes_for_web, max_bytes=1000), fake_classifier)
+    decision = {"id": row_id, "file": name, "predicted": "1", "label": label}
     with TestClient(app, raise_server_exceptions=False) as client:
         answers = [
             client.post("/api/classify", files={"file": (name, data, "application/octet-stream")}),
             client.post("/api/inbox", files={"files": (name, data, "image/png")}),
-            client.post("/api/reviews", json={"id": row_id, "file": name, "predicted": "1", "label": label}),
+            client.post("/api/reviews", json=decision),
             client.post("/api/reviews", content=data, headers={"Content-Type": "application/json"}),
+            client.post("/api/reviews/undo", json=decision),
             client.get("/api/record", params={"name": query}),
             client.get("/api/latest", params={"limit": query}),
             client.get("/api/review", params={"limit": query}),
@@ -171,17 +173,103 @@ def test_the_live_numbers_are_the_reports_made_in_the_background(client, boxes_f
     assert numbers["low_confidence"] == 1 and numbers["labels"] == {"1": 1, "2": 1}
 
 
-def test_an_inbox_without_hard_links_still_takes_a_drop(client, boxes_for_web, monkeypatch):
+def _tags(monkeypatch, *tags: str) -> None:
+    """The random tags ``stored_name`` draws, in this order (other random names as ever)."""
+    import secrets
+
+    from worker.web import drop
+
+    given, token_hex = iter(tags), secrets.token_hex
+    monkeypatch.setattr(drop.secrets, "token_hex",
+                        lambda n: next(given) if n == drop.TAG_BYTES else token_hex(n))
+
+
+@pytest.mark.parametrize("noreplace", [True, False], ids=["renameat2", "no-renameat2"])
+def test_a_drop_never_replaces_a_file_of_its_name(client, boxes_for_web, monkeypatch, noreplace):
+    """A file already at the first name drawn (a writer who guessed the tag) is left as it was;
+    where the file system has no renameat2 (some network shares) the rename still never
+    replaces it."""
     import errno
-    import os
 
-    def no_links(*args, **kwargs):
-        raise OSError(errno.EPERM, "Operation not permitted")
+    from worker.web import drop
 
-    monkeypatch.setattr(os, "link", no_links)
+    if not noreplace:
+        def refused(*args):
+            raise OSError(errno.EINVAL, "Invalid argument")
+
+        monkeypatch.setattr(drop, "_renameat2", refused)
+    inbox = boxes_for_web[0]
+    (inbox / "s-aaaaaaaaaaaa.png").write_bytes(b"theirs")
+    _tags(monkeypatch, "aaaaaaaaaaaa", "bbbbbbbbbbbb")
     answer = client.post("/api/inbox", files={"files": ("s.png", png(), "image/png")})
-    assert answer.status_code == 201
-    assert [p.name for p in boxes_for_web[0].iterdir()] == answer.json()["names"]
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["names"] == ["s-bbbbbbbbbbbb.png"]
+    assert (inbox / "s-aaaaaaaaaaaa.png").read_bytes() == b"theirs"
+    assert (inbox / "s-bbbbbbbbbbbb.png").read_bytes() == png()
+    assert sorted(p.name for p in inbox.iterdir()) == ["s-aaaaaaaaaaaa.png", "s-bbbbbbbbbbbb.png"]
+
+
+def test_a_drop_arrives_as_the_daemon_takes_at_once(client, boxes_for_web):
+    """inotify reports the upload as a file moved in whole (or closed), never only as created:
+    the daemon's intake, with an hour of quiet time, has it ready as soon as the events come.
+    A hard link gave a creation and no close, and the daemon waited out its quiet time."""
+    import time
+
+    from factories import wait_for
+
+    from worker.intake import Intake
+    from worker.settings import Settings
+
+    inbox = boxes_for_web[0]
+    intake = Intake(inbox, Settings(inbox=inbox, settle=3600, settle_open=3600), time.time)
+    intake.start(time.time(), observe=True)
+    try:
+        name = client.post("/api/inbox", files={"files": ("d.png", png(), "image/png")}).json()["names"][0]
+        ready = []
+        assert wait_for(lambda: ready.extend(intake.ready(time.time(), 10)) or ready, 5), "never ready"
+    finally:
+        intake.stop()
+    assert ready == [name]
+
+
+def test_an_upload_is_followed_by_its_bytes_too(client, boxes_for_web):
+    """A row or error record of the upload's name is its own only if of its bytes: one of a file
+    put in its place before the daemon took it is said to be of another file."""
+    import dataclasses
+    import hashlib
+
+    from test_report import outbox_with, row
+
+    dropped = client.post("/api/inbox", files={"files": ("x.png", png(), "image/png")}).json()["uploads"][0]
+    assert dropped["sha256"] == hashlib.sha256(png()).hexdigest()
+    name, mine = dropped["name"], dropped["sha256"]
+    theirs = hashlib.sha256(b"theirs").hexdigest()
+    outbox_with(boxes_for_web[1].parent, [dataclasses.replace(row(name, "7", 0.9), sha256=theirs)])
+    def record(sha256: str):
+        return client.get("/api/record", params={"name": name, "sha256": sha256})
+
+    assert record(mine).json() == {"other": {"file": name}}
+    assert record(theirs).json()["row"]["label"] == "7"
+    assert record("x").status_code == 422
+
+
+def test_an_error_record_is_the_uploads_if_its_input_is(client, boxes_for_web):
+    import hashlib
+
+    failed = boxes_for_web[1] / "failed"
+    failed.mkdir()
+    dropped = client.post("/api/inbox", files={"files": ("x.png", b"not an image", "image/png")}).json()
+    name = dropped["names"][0]
+    (boxes_for_web[0] / name).rename(failed / name)  # as the daemon quarantines it
+    (failed / f"{name}.error.json").write_text(json.dumps({"file": name, "kind": "not-an-image",
+                                                          "message": "no image"}))
+    mine = dropped["uploads"][0]["sha256"]
+    found = client.get("/api/record", params={"name": name, "sha256": mine}).json()
+    assert found["error"]["kind"] == "not-an-image"
+    (failed / name).write_bytes(b"another file")
+    other = client.get("/api/record", params={"name": name, "sha256": mine}).json()
+    assert other == {"other": {"file": name}}
+    assert hashlib.sha256(b"not an image").hexdigest() == mine
 
 
 # --- what the API trusts (issue 23, items 6-11) ---------------------------------------------------
@@ -395,3 +483,96 @@ def test_a_streamed_huge_body_is_refused_while_it_comes(served, path, kind):
     answer, sent = _answer_to_a_big_body(served, path, head, body)
     assert answer.startswith(b"HTTP/1.1 413"), answer
     assert sent < 32 * 2**20, "the server stopped reading long before the end"
+
+
+# --- review: who, when, and undo (issue 27, item 2) ---------------------------------------------------
+
+
+@pytest.fixture
+def reviewed_row(boxes_for_web, fake_classifier):
+    """A client whose decisions are recorded as ``ana``, and a row of its outbox."""
+    from test_report import outbox_with, row
+
+    written = row("a.png", "7", 0.6)
+    outbox_with(boxes_for_web[1].parent, [written])
+    with TestClient(create_app(web_settings(boxes_for_web, reviewer="ana"), fake_classifier)) as client:
+        yield client, {"id": written.id, "file": "a.png", "predicted": "7"}
+
+
+def _lines(outbox) -> list[dict]:
+    return [json.loads(line) for line in (outbox / "reviews.jsonl").read_text().splitlines()]
+
+
+def test_a_decision_says_who_and_when(reviewed_row, boxes_for_web):
+    client, row = reviewed_row
+    answer = client.post("/api/reviews", json={**row, "label": "1"})
+    assert answer.status_code == 201, answer.text
+    [line] = _lines(boxes_for_web[1])
+    assert line["reviewer"] == "ana" and line["time"].endswith("Z") and line["label"] == "1"
+    assert client.get("/api/model").json()["reviewer"] == "ana"
+
+
+def test_an_undone_decision_puts_the_row_back_in_the_queue(reviewed_row, boxes_for_web):
+    from worker.reviews import read_decisions
+
+    client, row = reviewed_row
+    outbox = boxes_for_web[1]
+    assert client.post("/api/reviews", json={**row, "label": "1"}).status_code == 201
+    assert client.get("/api/review").json()["rows"] == []
+    undone = client.post("/api/reviews/undo", json={**row, "label": "7"})
+    assert undone.status_code == 409, "not the one standing"
+    assert client.post("/api/reviews/undo", json={**row, "label": "1"}).status_code == 201
+    assert [r["id"] for r in client.get("/api/review").json()["rows"]] == [row["id"]]
+    assert read_decisions(outbox).by_row == {}
+    assert client.post("/api/reviews/undo", json={**row, "label": "1"}).status_code == 409, "nothing left"
+    assert _lines(outbox)[1] == {**row, "undone": "1", "time": _lines(outbox)[1]["time"], "reviewer": "ana"}
+    assert len(_lines(outbox)) == 2
+
+
+def test_an_undo_of_a_row_the_outbox_has_not_is_404(reviewed_row):
+    client, row = reviewed_row
+    assert client.post("/api/reviews/undo", json={**row, "id": "0" * 20, "label": "1"}).status_code == 404
+
+
+def test_undo_lines_take_back_the_last_decision_standing_only(tmp_path):
+    """An earlier decision stands again once a later one is undone; an undo naming another
+    label than the one standing takes nothing back and is counted as no decision; lines of
+    older pages (no reviewer) read as ever."""
+    from worker.reviews import read_decisions
+
+    row_id = "0123456789abcdef0123"
+    at = "2026-12-01T10:00:00.000Z"
+    lines = [{"id": row_id, "label": "1", "file": "a.png", "predicted": "7", "time": at},
+             {"id": row_id, "label": "2", "reviewer": "bo"},
+             {"id": row_id, "undone": "9"},
+             {"id": row_id, "undone": "2", "reviewer": "bo"}]
+    (tmp_path / "reviews.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    decisions = read_decisions(tmp_path)
+    standing = decisions.by_row[row_id]
+    assert (standing.label, standing.file, standing.reviewer, decisions.bad) == ("1", "a.png", None, 1)
+
+
+def test_a_reviewer_name_with_control_characters_is_refused(boxes_for_web):
+    from worker.errors import ConfigError
+
+    for bad in ("", "a\nb", " ana", "x" * 101):
+        with pytest.raises(ConfigError, match="--reviewer"):
+            web_settings(boxes_for_web, reviewer=bad)
+
+
+def test_the_api_reference_and_the_icon_are_served_from_the_package(client):
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/static/api.js" in docs.text
+    assert "cdn" not in docs.text.lower() and "//" not in docs.text.replace("http://www.w3.org", "")
+    icon = client.get("/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
+
+
+def test_serve_says_which_reviewer_name_it_cannot_use(tmp_path):
+    from typer.testing import CliRunner
+
+    from worker.cli import app
+
+    result = CliRunner().invoke(app, ["serve", "--reviewer", "a\tb", "--inbox", str(tmp_path),
+                                      "--model", str(tmp_path / "none.keras")])
+    assert result.exit_code == 78 and "--reviewer" in result.output, result.output

@@ -418,6 +418,7 @@ def serve(
     model: Annotated[Path, typer.Option(envvar=_env("model"), help="Model for drawings and 'classify now' (.keras; .tflite and .json beside it).")] = defaults.MODEL,
     token: Annotated[str | None, typer.Option(envvar=_env("token"), help="Secret every request must carry (open the page as /?token=...).")] = None,
     allowed_host: Annotated[list[str] | None, typer.Option(envvar=_env("allowed_host"), help="A Host name the page may be opened by, besides loopback's and --host (repeat for more); requests naming any other are refused.")] = None,
+    reviewer: Annotated[str | None, typer.Option(envvar=_env("reviewer"), help="Who the page's review decisions are recorded as in reviews.jsonl (default: the user running serve).")] = None,
 ) -> None:
     """The web page: draw a digit, upload images, watch the outbox, review and correct labels."""
     import ipaddress
@@ -440,13 +441,23 @@ def serve(
     from worker.web.app import ServeSettings, create_app
 
     settings = _run(ServeSettings, inbox=inbox, outbox=outbox, token=token, host=host,
-                    allowed_hosts=tuple(allowed_host or ()))
+                    allowed_hosts=tuple(allowed_host or ()), reviewer=reviewer or _user_name())
     classifier = _load_classifier(model, defaults.PREDICT_MODEL_THREADS)
     outbox.mkdir(parents=True, exist_ok=True)
     web = create_app(settings, classifier)
     typer.echo(f"worker page on http://{host}:{port}/" + ("?token=..." if token else "")
                + f" (answering to Host {', '.join(sorted(served_names(host, settings.allowed_hosts)))})", err=True)
     uvicorn.run(web, host=host, port=port, log_level="warning")
+
+
+def _user_name() -> str | None:
+    """The name of the user running this, if the system knows one."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return None
 
 
 @app.command("export-reviewed")

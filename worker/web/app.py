@@ -11,16 +11,13 @@ opened once with ``?token=...``, which sets a same-site cookie). Requests that c
 that, ``guard.HostGate`` answers only to Host names of ours, and every body is capped as it
 arrives (FastAPI's ``max_body_size``; see ``guard``).
 
-Uploads are stored under a name of their own (``<name>-<tag>.<ext>``, never a name the daemon
-ignores), which is how the page follows each to its row: never by a name an older file had.
-A review must name a row of the outbox, with that row's file and label.
+Uploads arrive in the inbox whole, by a rename the daemon takes at once, under a name of their
+own (``drop``): the page follows each to its row by that name and its bytes' sha256, never by
+a name an older file had. A review must name a row of the outbox, with that row's file and label.
 """
 
 from __future__ import annotations
 
-import os
-import re
-import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -39,15 +36,17 @@ from worker.errors import InputError
 from worker.model import Classifier, Prediction
 from worker.preprocess import DEFAULT_LIMITS, load_bytes
 from worker.report.thumbnails import Thumbnails, seen_uri
-from worker.reviews import ROW_ID, append_review
+from worker.reviews import ROW_ID, append_review, undo_review
 from worker.status import status as folder_status
-from worker.watch import IGNORED_PREFIXES, IGNORED_SUFFIXES, is_ignored
+from worker.web import drop as inbox_drop
 from worker.web import outbox_view
+from worker.web.drop import is_stored_name, plain_name
 from worker.web.guard import (
     JSON_MAX_BYTES,
     TOKEN_COOKIE,
     HostGate,
     carries,
+    check_reviewer,
     check_token,
     served_names,
     token_given,
@@ -69,10 +68,13 @@ class ServeSettings:
     max_bytes: int = DEFAULT_LIMITS.max_bytes
     host: str = "127.0.0.1"  # the address listened on: the page may be opened by it
     allowed_hosts: tuple[str, ...] = ()  # more Host names the page may be opened by
+    reviewer: str | None = None  # who the page's decisions are recorded as
 
     def __post_init__(self) -> None:
         if self.token is not None:
             check_token(self.token)
+        if self.reviewer is not None:
+            check_reviewer(self.reviewer)
 
 
 class Decision(BaseModel):
@@ -81,12 +83,17 @@ class Decision(BaseModel):
     predicted: str = Field(max_length=100)
     label: str = Field(max_length=100)
 
+    def fields(self) -> dict:
+        """As ``append_review`` and ``undo_review`` take them."""
+        return {"row_id": self.id, "file": self.file, "predicted": self.predicted, "label": self.label}
+
 
 def create_app(settings: ServeSettings, classifier: Classifier) -> FastAPI:
+    # /docs is a page of ours (static/api.html), not Swagger UI: that comes from a CDN.
     app = FastAPI(title="worker", summary="Classify drawings and uploads; follow and review the outbox.",
-                  max_body_size=JSON_MAX_BYTES)
+                  max_body_size=JSON_MAX_BYTES, docs_url=None, redoc_url=None)
     upload_cap = upload_body_cap(settings.max_bytes)
-    model = _Model(classifier)
+    model = _Model(classifier, settings.reviewer)
     pictures = _Pictures(settings.outbox)
     numbers = _ReportNumbers(settings.outbox)
     _guard(app, settings.token)
@@ -98,6 +105,14 @@ def create_app(settings: ServeSettings, classifier: Classifier) -> FastAPI:
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> FileResponse:
+        return FileResponse(STATIC / "api.html")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def icon() -> FileResponse:
+        return FileResponse(STATIC / "icon.svg", media_type="image/svg+xml")
+
     @app.get("/api/model")
     def model_info() -> dict:
         return model.info()
@@ -105,24 +120,28 @@ def create_app(settings: ServeSettings, classifier: Classifier) -> FastAPI:
     @app.post("/api/classify", max_body_size=upload_cap)
     def classify(file: Annotated[UploadFile, File()]) -> dict:
         """Classify one image now (a drawing, or a file): nothing is written anywhere."""
-        return model.classify(_read_upload(file, settings.max_bytes), _plain_name(file.filename))
+        return model.classify(_read_upload(file, settings.max_bytes), plain_name(file.filename))
 
     @app.post("/api/inbox", status_code=201, max_body_size=upload_cap)
     def drop(files: Annotated[list[UploadFile], File()]) -> dict:
-        """Write each file whole into the inbox, for the daemon, under a name of its own;
-        returns those names (``names``) and, beside each, the name it came with."""
-        uploads = [{"original": _plain_name(f.filename)} for f in files]
-        for upload, file in zip(uploads, files, strict=True):
-            upload["name"] = _drop(settings.inbox, upload["original"], _read_upload(file, settings.max_bytes))
+        """Put each file whole into the inbox, for the daemon, under a name of its own;
+        returns those names (``names``) and, for each, the name it came with and its sha256."""
+        uploads = []
+        for file in files:
+            original = plain_name(file.filename)
+            dropped = inbox_drop.drop(settings.inbox, original, _read_upload(file, settings.max_bytes))
+            uploads.append({"original": original, **dropped})
         return {"names": [u["name"] for u in uploads], "uploads": uploads}
 
     @app.get("/api/record")
-    def record(name: str = Query(max_length=255)) -> dict:
+    def record(name: str = Query(max_length=255),
+               sha256: str | None = Query(None, pattern="^[0-9a-f]{64}$")) -> dict:
         """An upload's row or error record, once the daemon has written it, by the name the
-        upload was given (which no earlier file had)."""
-        if not _is_stored_name(name):
+        upload was given (which no earlier file had) and, given its sha256, only if of those
+        bytes: a record of that name of other bytes is ``{"other": ...}``."""
+        if not is_stored_name(name):
             raise HTTPException(422, f"{name!r} is not a name an upload was given")
-        found = outbox_view.record_of(settings.outbox, name)
+        found = outbox_view.record_of(settings.outbox, name, sha256, largest=settings.max_bytes)
         if found and "row" in found:
             found["row"] = pictures.with_picture(outbox_view.brief_row(found["row"]), model.classes)
         return found or {"waiting": True}
@@ -144,19 +163,31 @@ def create_app(settings: ServeSettings, classifier: Classifier) -> FastAPI:
 
     @app.post("/api/reviews", status_code=201)
     def decide(decision: Decision) -> dict:
-        """A person's decision on a row of the outbox: appended to reviews.jsonl, durably."""
+        """A person's decision on a row of the outbox: appended to reviews.jsonl, durably, with
+        who (``--reviewer``) and when."""
         if decision.label not in model.classes:
             raise HTTPException(422, f"{decision.label!r} is not one of the model's classes")
         _check_against_row(settings.outbox, decision)
-        return append_review(settings.outbox, row_id=decision.id, file=decision.file,
-                             predicted=decision.predicted, label=decision.label, at=time.time())
+        return append_review(settings.outbox, **decision.fields(), at=time.time(), reviewer=settings.reviewer)
+
+    @app.post("/api/reviews/undo", status_code=201)
+    def undo(decision: Decision) -> dict:
+        """Take back the decision standing on a row, which gave ``label``: a line of its own
+        (``undone``) in reviews.jsonl; the row goes back to the review queue. 409 if the row's
+        decision standing is none, or another (someone decided on it since)."""
+        _check_against_row(settings.outbox, decision)
+        undone = undo_review(settings.outbox, **decision.fields(), at=time.time(), reviewer=settings.reviewer)
+        if undone is None:
+            raise HTTPException(409, f"row {decision.id} has no decision {decision.label!r} standing to undo")
+        return undone
 
     return app
 
 
 class _Model:
-    def __init__(self, classifier: Classifier) -> None:
+    def __init__(self, classifier: Classifier, reviewer: str | None) -> None:
         self.classifier = classifier
+        self.reviewer = reviewer
         self.classes = list(classifier.class_names)
         self.lock = threading.Lock()
 
@@ -164,7 +195,7 @@ class _Model:
         card = self.classifier.card
         return {"name": self.classifier.name, "version": self.classifier.version,
                 "dataset": card.get("dataset"), "classes": self.classes,
-                "draw": card.get("dataset") == "mnist"}
+                "draw": card.get("dataset") == "mnist", "reviewer": self.reviewer}
 
     def classify(self, data: bytes, name: str) -> dict:
         try:
@@ -237,86 +268,6 @@ def _read_upload(upload: UploadFile, max_bytes: int) -> bytes:
     if len(data) > max_bytes:
         raise HTTPException(413, f"over the {max_bytes:,}-byte limit")
     return data
-
-
-# Characters never kept in a name given to the inbox: path separators and control characters.
-UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f]")
-
-
-def _plain_name(filename: str | None) -> str:
-    """Only the last part of what a browser calls the file, never a path: ``../../etc/x.png``
-    is ``x.png``; a name the daemon would ignore by its start (hidden, or Office's ``~$``) loses
-    that start."""
-    name = UNSAFE.sub("_", (filename or "").replace("\\", "/").rsplit("/", 1)[-1]).strip()
-    while name.startswith(IGNORED_PREFIXES):
-        name = name.lstrip(".").removeprefix("~$").strip()
-    name = name.encode("utf-8")[:200].decode("utf-8", "ignore")
-    return name or "upload"
-
-
-# A stored name's tag: random, so that no name is given twice (a row of an earlier upload of the
-# same name is never taken for this one's).
-TAG_BYTES = 6
-STORED_NAME = re.compile(rf"(?s).+-[0-9a-f]{{{2 * TAG_BYTES}}}(\.[^.]*)?")
-TAG_ATTEMPTS = 5
-
-
-def _stored_name(plain: str) -> str:
-    """``plain`` with a fresh tag before its extension, and without the suffixes that make the
-    daemon ignore a file (``.part``, ``.tmp``, ``~``...: a browser's name for a download, not
-    what the file is). Never a name the daemon ignores: 422 says so if it would be."""
-    name = plain
-    while (ignored := next((s for s in IGNORED_SUFFIXES if name.lower().endswith(s)), None)) is not None:
-        name = name[: -len(ignored)]
-    stem, suffix = os.path.splitext(name or "upload")
-    stored = f"{stem}-{secrets.token_hex(TAG_BYTES)}{suffix}"
-    if is_ignored(stored):
-        raise HTTPException(422, f"{plain!r} is a name the daemon ignores, and no other could be made of it")
-    return stored
-
-
-def _is_stored_name(name: str) -> bool:
-    """Whether ``name`` is of the form ``_stored_name`` gives (a plain name with a tag)."""
-    return _plain_name(name) == name and STORED_NAME.fullmatch(name) is not None and not is_ignored(name)
-
-
-def _drop(inbox: Path, name: str, data: bytes) -> str:
-    """Write ``data`` whole under a hidden temporary name (which the daemon ignores), synced, then
-    link it into place under a stored name made of ``name``; returns the stored name."""
-    if not data:
-        raise HTTPException(422, "the file is empty")
-    tmp = inbox / f".upload-{secrets.token_hex(8)}.tmp"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    try:
-        for _ in range(TAG_ATTEMPTS):
-            candidate = _stored_name(name)
-            if _place(tmp, inbox / candidate):
-                return candidate
-        raise HTTPException(409, f"no free name for {name} in the inbox")
-    finally:
-        if tmp.exists():
-            os.unlink(tmp)
-
-
-def _place(tmp: Path, target: Path) -> bool:
-    """Link ``tmp`` to ``target`` unless something is there; where the inbox's file system has
-    no hard links (some network shares), rename it there instead. False if the name is taken."""
-    try:
-        os.link(tmp, target)
-        return True
-    except FileExistsError:
-        return False
-    except OSError as exc:
-        if os.path.lexists(target):
-            return False
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            raise HTTPException(503, f"cannot write into the inbox: {exc.strerror}") from None
-        return True
 
 
 def _status(settings: ServeSettings) -> dict:

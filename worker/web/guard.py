@@ -66,6 +66,17 @@ def check_token(token: str) -> None:
                           "or backslashes (make one with: openssl rand -hex 32)")
 
 
+# Who reviews: a short printable name (a person's, or a team's), written into each decision.
+REVIEWER = re.compile(r"[^\x00-\x1f\x7f]{1,100}")
+
+
+def check_reviewer(name: str) -> None:
+    """Raise ConfigError unless ``name`` is 1-100 characters with no control character."""
+    if not REVIEWER.fullmatch(name) or name != name.strip():
+        raise ConfigError("--reviewer must be 1 to 100 characters, without control characters or blanks "
+                          "at either end")
+
+
 def carries(given: str | None, token: str) -> bool:
     """Whether ``given`` (from a query, a cookie or a header, in any alphabet) is the token."""
     return bool(given) and secrets.compare_digest(given.encode("utf-8", "surrogatepass"), token.encode())

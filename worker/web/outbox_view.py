@@ -5,7 +5,9 @@ is checked by ``outbox_lines`` as the report checks it: what is no row is passed
 
 from __future__ import annotations
 
+import hashlib
 import os
+import stat
 from pathlib import Path
 
 import orjson
@@ -43,19 +45,43 @@ def _tail(path: Path, tail_bytes: int, needle: bytes = b"") -> list[RowRecord]:
     return [row for row in rows if row is not None]
 
 
-def record_of(outbox: Path, name: str) -> dict | None:
+def record_of(outbox: Path, name: str, sha256: str | None = None, *, largest: int = 2**30) -> dict | None:
     """The row (``{"row": ...}``) or error record (``{"error": ...}``) of an inbox file dropped
-    from the page (``name``: a plain name, no path), once there is one. Polled: only lines that
-    hold the name are parsed, and ``failed/`` is listed, never searched by pattern."""
+    from the page (``name``: a plain name, no path), once there is one. Given ``sha256``, only a
+    record of those bytes is the file's (a row's ``sha256``; the quarantined input beside an
+    error record); one of that name and other bytes (the file was replaced in the inbox before
+    the daemon took it) is ``{"other": ...}``; an input over ``largest`` bytes (the upload
+    limit) is not hashed, it is no upload. Polled: only lines that hold the name are parsed,
+    and ``failed/`` is listed, never searched by pattern."""
     needle = orjson.dumps(name)[1:-1]  # the name as the JSONL spells it
     for row in reversed(_tail(outbox / JSONL_NAME, TAIL_BYTES, needle)):
         if row["file"] == name or row["file"].startswith(f"{name}#"):
-            return {"row": row}
+            return {"row": row} if sha256 in (None, row.get("sha256")) else {"other": {"file": name}}
+    other = None
     for path in _error_records_of(outbox / FAILED_DIR, name):
         record = _error_record(path)
-        if record is not None and record["file"] == name:
+        if record is None or record["file"] != name:
+            continue
+        if sha256 is None or _sha256_of(path.with_name(path.name[: -len(ERROR_SUFFIX)]), largest) == sha256:
             return {"error": record}
-    return None
+        other = {"other": {"file": name}}
+    return other
+
+
+def _sha256_of(path: Path, limit: int) -> str | None:
+    """The sha256 of a regular file of at most ``limit`` bytes, else None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    with open(fd, "rb") as fh:
+        info = os.fstat(fh.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+            return None
+        digest = hashlib.sha256()
+        while chunk := fh.read(BLOCK_BYTES):
+            digest.update(chunk)
+        return digest.hexdigest()
 
 
 def _error_records_of(failed: Path, name: str) -> list[Path]:

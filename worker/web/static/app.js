@@ -2,7 +2,7 @@
 // Text from the server is only ever set as textContent (never parsed as HTML).
 "use strict";
 
-const state = { classes: [], queue: [], selected: 0 };
+const state = { classes: [], queue: [], selected: 0, undo: [] };
 
 async function api(path, options = {}) {
   const response = await fetch(path, { credentials: "same-origin", ...options });
@@ -26,6 +26,15 @@ function element(tag, attributes = {}, ...children) {
 
 function percent(p) { return `${(100 * p).toFixed(1)} %`; }
 
+// The review flag's reasons (a list from /api/classify, a space-separated string in a row) as
+// nodes to append: nothing when there are none.
+function flag(review) {
+  const reasons = Array.isArray(review) ? review : (review || "").split(" ").filter(Boolean);
+  if (!reasons.length) return [];
+  const words = reasons.flatMap((reason, i) => [i ? ", " : "", element("span", { class: "reason", text: reason })]);
+  return [" ", element("span", { class: "flag" }, "review: ", ...words)];
+}
+
 // --- the model --------------------------------------------------------------------------------
 
 async function loadModel() {
@@ -33,8 +42,11 @@ async function loadModel() {
   state.classes = model.classes;
   document.getElementById("model").textContent =
     `Model ${model.name}, version ${model.version} (${model.dataset}): ${model.classes.join(", ")}`;
-  document.getElementById("draw-on").hidden = !model.draw;
+  // A model of something else than digits gets no drawing pad: what it reads is photos.
+  document.getElementById("draw").hidden = !model.draw;
+  document.getElementById("draw-link").hidden = !model.draw;
   document.getElementById("draw-off").hidden = model.draw;
+  if (model.reviewer) document.getElementById("reviewer").textContent = ` (as ${model.reviewer})`;
 }
 
 // --- drawing ----------------------------------------------------------------------------------
@@ -48,6 +60,7 @@ function setUpDrawing() {
     context.fillRect(0, 0, canvas.width, canvas.height);
     document.getElementById("answer").textContent = "";
     document.getElementById("bars").replaceChildren();
+    document.getElementById("seen-figure").hidden = true;  // no picture yet: no broken image
     document.getElementById("seen").removeAttribute("src");
   };
   const at = (event) => {
@@ -86,12 +99,13 @@ async function classifyDrawing(blob) {
   try {
     const result = await api("/api/classify", { method: "POST", body: form });
     document.getElementById("seen").src = result.seen;
-    const flag = result.review.length ? ` · review: ${result.review.join(", ")}` : "";
-    answer.textContent = `Looks like ${result.label} (${percent(result.confidence)})${flag}`;
+    document.getElementById("seen-figure").hidden = false;
+    answer.replaceChildren(`Looks like ${result.label} (${percent(result.confidence)})`, ...flag(result.review));
     showBars(result.probabilities);
   } catch (error) {
     answer.textContent = `No answer: ${error.message}`;
   }
+  answer.scrollIntoView({ block: "nearest" });  // a phone's answer is under the pad
 }
 
 function showBars(probabilities) {
@@ -114,7 +128,7 @@ async function classifyNow() {
     form.append("file", file);
     try {
       const r = await api("/api/classify", { method: "POST", body: form });
-      item.textContent = `${file.name}: ${r.label} (${percent(r.confidence)})`;
+      item.replaceChildren(`${file.name}: ${r.label} (${percent(r.confidence)})`, ...flag(r.review));
     } catch (error) {
       item.textContent = `${file.name}: ${error.message}`;
       item.className = "error";
@@ -130,10 +144,11 @@ async function dropIntoInbox() {
     form.append("files", file);
     try {
       const { uploads } = await api("/api/inbox", { method: "POST", body: form });
-      for (const { name, original } of uploads) {
-        const item = element("li", { "data-name": name, text: `${original}: in the inbox as ${name}, waiting for the daemon…` });
+      for (const upload of uploads) {
+        const item = element("li", { "data-name": upload.name,
+          text: `${upload.original}: in the inbox as ${upload.name}, waiting for the daemon…` });
         list.prepend(item);
-        follow(name, original, item);
+        follow(upload, item);
       }
     } catch (error) {
       list.prepend(element("li", { class: "error", text: `${file.name} not dropped: ${error.message}` }));
@@ -141,16 +156,22 @@ async function dropIntoInbox() {
   }
 }
 
-async function follow(name, original, item, tries = 0) {
-  // By the name the upload was given, which no earlier file had.
-  const found = await api(`/api/record?name=${encodeURIComponent(name)}`).catch(() => ({ waiting: true }));
+async function follow(upload, item, tries = 0) {
+  // By the name the upload was given, which no earlier file had, and by its bytes.
+  const { name, original, sha256 } = upload;
+  const query = `name=${encodeURIComponent(name)}&sha256=${sha256}`;
+  const found = await api(`/api/record?${query}`).catch(() => ({ waiting: true }));
   if (found.row) {
-    item.textContent = `${original}: ${found.row.label} (${percent(found.row.confidence)}), row written for ${name}`;
+    item.replaceChildren(`${original}: ${found.row.label} (${percent(found.row.confidence)})`,
+      ...flag(found.row.review), `, row written for ${name}`);
   } else if (found.error) {
     item.textContent = `${original}: failed, ${found.error.kind}: ${found.error.message}`;
     item.className = "error";
+  } else if (found.other) {
+    item.textContent = `${original}: the daemon's record for ${name} is of another file (it was replaced in the inbox before the daemon took it)`;
+    item.className = "error";
   } else if (tries < 600) {
-    setTimeout(() => follow(name, original, item, tries + 1), 500);
+    setTimeout(() => follow(upload, item, tries + 1), 500);
   }
 }
 
@@ -166,13 +187,13 @@ function figure(row) {
   }
   const caption = element("figcaption", {}, element("b", { text: row.label }),
     ` ${row.confidence.toFixed(3)} · ${row.file}`);
-  if (row.review) caption.append(element("span", { class: "flag", text: ` · ${row.review}` }));
+  caption.append(...flag(row.review));
   return element("figure", { "data-id": row.id, "data-file": row.file }, pair, caption);
 }
 
 async function refreshLive() {
   try {
-    const live = await api("/api/latest?limit=24");
+    const live = await api(`/api/latest?limit=${cardsShown()}`);
     document.getElementById("latest").replaceChildren(...live.rows.map(figure));
     document.getElementById("failures").replaceChildren(...live.failures.map((f) =>
       element("li", { text: `${f.file}: ${f.kind}, ${f.message}` })));
@@ -189,21 +210,89 @@ async function refreshLive() {
 
 // --- review -------------------------------------------------------------------------------------
 
+// Up to this many classes a card offers a button each; more, a list to choose from.
+const MOST_BUTTONS = 12;
+
+// The key that picks class i: a one-character class name is its own key (digits 0-9); when no
+// name is, the first ten classes are picked by their index (Fashion-MNIST's 0 is T-shirt/top).
+function keyFor(i) {
+  const name = state.classes[i];
+  if (state.classes.some((c) => c.length === 1)) return name.length === 1 ? name : null;
+  return i < 10 ? String(i) : null;
+}
+
+function classForKey(key) {
+  const i = state.classes.findIndex((_, j) => keyFor(j) === key);
+  return i < 0 ? null : state.classes[i];
+}
+
 async function loadQueue() {
-  const { rows } = await api("/api/review?limit=24");
+  const { rows } = await api(`/api/review?limit=${cardsShown()}`);
   state.queue = rows;
   state.selected = Math.min(state.selected, Math.max(0, rows.length - 1));
   showQueue();
 }
 
+function choices(row, i) {
+  const pick = (label) => { state.selected = i; decide(label); };
+  if (state.classes.length > MOST_BUTTONS) {
+    const list = element("select", { "aria-label": `right label for ${row.file}` },
+      ...state.classes.map((c) => element("option", { value: c, text: c })));
+    list.value = row.label;
+    const record = element("button", { type: "button", text: "Record" });
+    record.addEventListener("click", () => pick(list.value));
+    return element("div", { class: "choices list" }, list, record);
+  }
+  const long = state.classes.some((c) => c.length > 2);
+  const buttons = state.classes.map((label, j) => {
+    const key = keyFor(j);
+    const button = element("button", {
+      type: "button", "data-label": label, class: label === row.label ? "said" : "",
+      title: `${label === row.label ? "confirm" : "correct to"} ${label}${key ? ` (key ${key})` : ""}`,
+    });
+    if (key && key !== label) button.append(element("kbd", { text: key }), " ");
+    button.append(label);
+    button.addEventListener("click", () => pick(label));
+    return button;
+  });
+  return element("div", { class: long ? "choices long" : "choices", role: "group",
+    "aria-label": `right label for ${row.file}` }, ...buttons);
+}
+
 function showQueue() {
   const figures = state.queue.map((row, i) => {
     const f = figure(row);
+    f.append(choices(row, i));
     if (i === state.selected) f.classList.add("selected");
-    f.addEventListener("click", () => { state.selected = i; showQueue(); document.getElementById("queue").focus(); });
+    f.addEventListener("click", (event) => {
+      if (event.target.closest("button, select")) return;
+      state.selected = i;
+      showQueue();
+      document.getElementById("queue").focus({ preventScroll: true });
+    });
+    // Tabbing to a card's buttons chooses that card for the keys too (not redrawn: focus stays).
+    f.addEventListener("focusin", () => {
+      document.querySelector("#queue figure.selected")?.classList.remove("selected");
+      f.classList.add("selected");
+      state.selected = i;
+    });
     return f;
   });
   document.getElementById("queue").replaceChildren(...figures);
+  document.getElementById("queue-empty").hidden = state.queue.length > 0;
+  const undo = document.getElementById("undo");
+  const last = state.undo[state.undo.length - 1];
+  undo.hidden = !last;
+  if (last) undo.textContent = `Undo: ${last.row.file} ${verb(last.row, last.label)} ${last.label}`;
+}
+
+function verb(row, label) { return label === row.label ? "confirmed as" : "corrected to"; }
+
+function postReview(path, row, label) {
+  return api(path, {
+    method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ id: row.id, file: row.file, predicted: row.label, label }),
+  });
 }
 
 async function decide(label) {
@@ -211,35 +300,59 @@ async function decide(label) {
   if (!row) return;
   const said = document.getElementById("review-said");
   try {
-    await api("/api/reviews", {
-      method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ id: row.id, file: row.file, predicted: row.label, label }),
-    });
+    await postReview("/api/reviews", row, label);
     said.textContent = `${row.file}: ${label === row.label ? "confirmed" : "corrected to"} ${label}`;
+    state.undo.push({ row, label, index: state.selected });
     state.queue.splice(state.selected, 1);
     state.selected = Math.min(state.selected, Math.max(0, state.queue.length - 1));
     showQueue();
+    document.getElementById("queue").focus({ preventScroll: true });
   } catch (error) {
     said.textContent = `not recorded: ${error.message}`;
   }
 }
 
+async function undoLast() {
+  const last = state.undo.pop();
+  if (!last) return;
+  const said = document.getElementById("review-said");
+  try {
+    await postReview("/api/reviews/undo", last.row, last.label);
+    said.textContent = `${last.row.file}: undone, back in the queue`;
+    state.selected = Math.min(last.index, state.queue.length);
+    state.queue.splice(state.selected, 0, last.row);
+  } catch (error) {
+    said.textContent = `not undone: ${error.message}`;
+  }
+  showQueue();
+  document.getElementById("queue").focus({ preventScroll: true });
+}
+
 function onReviewKey(event) {
   const row = state.queue[state.selected];
+  const onControl = event.target.closest("button, select");
+  if ((event.ctrlKey || event.metaKey) && event.key.toLowerCase() === "z") { event.preventDefault(); undoLast(); return; }
+  if (event.ctrlKey || event.metaKey || event.altKey || (onControl && [" ", "Enter"].includes(event.key))) return;
   if (event.key === "ArrowRight" || event.key === "ArrowDown") state.selected = Math.min(state.selected + 1, state.queue.length - 1);
   else if (event.key === "ArrowLeft" || event.key === "ArrowUp") state.selected = Math.max(state.selected - 1, 0);
-  else if (event.key === "Enter" && row) { decide(row.label); return; }
-  else if (state.classes.includes(event.key)) { decide(event.key); return; }
+  else if (event.key === "Backspace") { event.preventDefault(); undoLast(); return; }
+  else if (event.key === "Enter" && row) { event.preventDefault(); decide(row.label); return; }
+  else if (classForKey(event.key) !== null && !onControl?.matches("select")) { event.preventDefault(); decide(classForKey(event.key)); return; }
   else return;
   event.preventDefault();
   showQueue();
+  document.querySelector("#queue figure.selected")?.scrollIntoView({ block: "nearest" });
 }
+
+// A phone shows fewer cards: two to a row, a page a person scrolls through.
+function cardsShown() { return window.matchMedia("(max-width: 600px)").matches ? 8 : 24; }
 
 document.addEventListener("DOMContentLoaded", async () => {
   setUpDrawing();
   document.getElementById("classify-now").addEventListener("click", classifyNow);
   document.getElementById("to-inbox").addEventListener("click", dropIntoInbox);
-  document.getElementById("queue").addEventListener("keydown", onReviewKey);
+  document.getElementById("review").addEventListener("keydown", onReviewKey);
+  document.getElementById("undo").addEventListener("click", undoLast);
   await loadModel();
   await Promise.all([refreshLive(), loadQueue()]);
   setInterval(refreshLive, 2000);
