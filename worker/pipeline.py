@@ -258,7 +258,8 @@ class Pipeline:
         if self.metrics is not None:
             new_rows = sum(r.id not in written[1] for r in rows)
             latencies = [max(0.0, done - c.arrived) for c in flight.claims if c.arrived is not None]
-            self.metrics.batch(new_rows, failures, done - flight.started, done, latencies)
+            model = (flight.classifier.name, flight.classifier.version)
+            self.metrics.batch(new_rows, failures, done - flight.started, done, latencies, model)
         self.finished += len(pairs)
         self.last_batch = f"{len(pairs)} files, {len(rows)} rows at {processed_at}"
         log.info(
