@@ -7,7 +7,8 @@ for a daemon started on an empty outbox, its sum equals the outbox's rows plus e
 
     GET /metrics   the registry, in Prometheus' text format
     GET /healthz   200 while the loop turns (it turned in the last ``HEALTHY_SECONDS``)
-    GET /readyz    200 when the model is loaded, the inbox watched and the outbox writable
+    GET /readyz    200 when the model is loaded, the inbox watched and the outbox writable (and
+                   with --broker, Redis answers)
     HEAD           any of them: the same status and headers, no body
 
 ``/metrics`` serves ``registry``: ours and prometheus_client's process (memory, CPU, open

@@ -103,6 +103,10 @@ class Pipeline:
         """Whether a new batch may be taken now."""
         return True
 
+    def reachable(self) -> bool:
+        """Whether the model can be reached (in this process: always)."""
+        return True
+
     def busy(self) -> bool:
         """Whether files are in hand that a step may still finish."""
         return len(self.slow) > 0
