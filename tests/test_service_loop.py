@@ -45,7 +45,7 @@ def _pings(messages) -> list[float]:
 def test_the_loop_pings_the_watchdog_and_not_when_it_is_stuck(boxes, fake_classifier, notify_socket, faults):
     inbox, outbox = boxes
     watchdog = {"WATCHDOG_USEC": "100000", "WATCHDOG_PID": str(os.getpid())}  # a ping every 50 ms
-    service = ServiceNotifier({"NOTIFY_SOCKET": "set", **watchdog})
+    service = ServiceNotifier({"NOTIFY_SOCKET": os.environ["NOTIFY_SOCKET"], **watchdog})
     stuck, release = threading.Event(), threading.Event()
 
     def hang(path: str) -> None:  # a read that never returns until released: a stuck batch
@@ -86,7 +86,7 @@ def test_a_reload_reopens_moved_outbox_files_and_loads_the_model_again(boxes, fa
         loads.append(1)
         return fake_classifier
 
-    service = ServiceNotifier({"NOTIFY_SOCKET": "set"})
+    service = ServiceNotifier({"NOTIFY_SOCKET": os.environ["NOTIFY_SOCKET"]})
     daemon = Daemon(Settings(inbox=inbox, outbox=outbox, settle=0.1), fake_classifier, service=service,
                     load_model=load_model)
     with running(daemon):

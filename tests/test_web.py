@@ -576,3 +576,36 @@ def test_serve_says_which_reviewer_name_it_cannot_use(tmp_path):
     result = CliRunner().invoke(app, ["serve", "--reviewer", "a\tb", "--inbox", str(tmp_path),
                                       "--model", str(tmp_path / "none.keras")])
     assert result.exit_code == 78 and "--reviewer" in result.output, result.output
+
+
+def test_the_pages_report_workers_come_from_a_forkserver_not_a_fork(client, boxes_for_web, monkeypatch):
+    """The live numbers are made on a thread beside uvicorn's: forking there could deadlock a
+    worker on a lock another thread held. They come from a forkserver, say what the CLI's
+    forked workers say, and end at the pool's SIGTERM whatever the parent's handler is."""
+    import multiprocessing
+    import signal
+
+    from factories import wait_for
+    from test_report import outbox_with, row
+
+    from worker.report import build_report, parallel
+
+    rows = [row(f"{i % 10}/{i:03d}.png", str(i * 7 % 10), 0.5 + i % 50 / 100) for i in range(300)]
+    outbox = outbox_with(boxes_for_web[1].parent, rows)
+    monkeypatch.setattr(parallel, "PARALLEL_BYTES", 0)
+    monkeypatch.setattr(parallel.os, "cpu_count", lambda: 2)
+    methods, real_context = [], multiprocessing.get_context
+    monkeypatch.setattr(multiprocessing, "get_context", lambda method=None: methods.append(method)
+                        or real_context(method))
+    forked = build_report(outbox)
+    assert methods == ["fork"], "the CLI's report forks its workers"
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)  # as uvicorn's: a flag
+    try:
+        assert wait_for(lambda: client.get("/api/latest").json()["report"] is not None, 60)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert methods == ["fork", "forkserver"]
+    numbers = client.get("/api/latest").json()["report"]
+    assert "error" not in numbers, numbers
+    assert numbers == {key: forked[key] for key in numbers}
+    assert numbers["predictions"] == 300

@@ -131,7 +131,7 @@ class Daemon:
             while not stop.is_set() and not self._turn(stop):
                 self.service.alive(self._status)
                 if self.metrics is not None:
-                    ready = self._writable and self._inbox_id is not None
+                    ready = self._writable and self._inbox_id is not None and self.pipeline.reachable()
                     self.metrics.turned(len(self.intake), len(self._recovered), ready)
         finally:
             self.service.stopping()

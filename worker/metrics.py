@@ -1,13 +1,23 @@
 """Prometheus metrics, and the small HTTP server that shows them with health checks.
 
-One registry per daemon; each metric is updated where its event happens (the pipeline when a
-batch is finished, the daemon when it reloads or turns), never recomputed by scanning files.
-``worker_files_total`` counts each file once, when its row or error record is durable: for a
-daemon started on an empty outbox, its sum equals the outbox's rows plus error records.
+One registry per daemon (``own``); each metric is updated where its event happens (the pipeline
+when a batch is finished, the daemon when it reloads or turns), never recomputed by scanning
+files. ``worker_files_total`` counts each file once, when its row or error record is durable:
+for a daemon started on an empty outbox, its sum equals the outbox's rows plus error records.
 
     GET /metrics   the registry, in Prometheus' text format
     GET /healthz   200 while the loop turns (it turned in the last ``HEALTHY_SECONDS``)
-    GET /readyz    200 when the model is loaded, the inbox watched and the outbox writable
+    GET /readyz    200 when the model is loaded, the inbox watched and the outbox writable (and
+                   with --broker, Redis answers)
+    HEAD           any of them: the same status and headers, no body
+
+``/metrics`` serves ``registry``: ours and prometheus_client's process (memory, CPU, open
+files, start time), platform (Python's version) and garbage collector collectors, as the
+library's default registry would. The textfile holds ours alone: its ``process_*`` series would
+clash with node_exporter's own. Counters and histograms carry no ``_created`` series: the
+daemon's start is ``process_start_time_seconds`` already, and a ``_created`` for each label set
+doubled what every scrape stores. Counts that a hot model swap could mix (files by outcome)
+carry the model's name and version as labels, as each row does.
 
 For hosts that scrape no ports, ``textfile`` is node_exporter's textfile form: the registry
 written atomically (a temporary renamed over it) from the loop each minute and at the stop. It
@@ -29,7 +39,11 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
     generate_latest,
     write_to_textfile,
 )
@@ -50,10 +64,16 @@ class Metrics:
         self.clock = clock
         self.textfile = textfile
         self._textfile_written = float("-inf")
-        self.registry = CollectorRegistry()
-        r = self.registry
-        self.files = Counter("worker_files", "Files finished, by outcome (row or failed) and error kind",
-                             ["outcome", "kind"], registry=r)
+        disable_created_metrics()  # a process-wide switch in prometheus_client, read at each scrape
+        self.own = CollectorRegistry()  # the daemon's own metrics: all the textfile holds
+        self.registry = CollectorRegistry()  # what /metrics serves: those and the process's
+        self.registry.register(self.own)
+        for collector in (ProcessCollector, PlatformCollector, GCCollector):
+            collector(registry=self.registry)
+        r = self.own
+        self.files = Counter("worker_files", "Files finished, by outcome (row or failed), error kind, "
+                             "and the model that handled them", ["outcome", "kind", "model", "model_version"],
+                             registry=r)
         self.batch_files = Histogram("worker_batch_files", "Files in a finished batch",
                                      buckets=BATCH_FILES, registry=r)
         self.latency = Histogram("worker_file_latency_seconds",
@@ -68,20 +88,23 @@ class Metrics:
                            registry=r)
         self.last_success = Gauge("worker_last_success_timestamp_seconds",
                                   "When a batch last became durable (Unix time)", registry=r)
-        self.reloads = Counter("worker_reloads", "Reloads (SIGHUP), by result", ["result"], registry=r)
+        self.reloads = Counter("worker_reloads", "Model loads tried on a reload (SIGHUP) or a version "
+                               "published, by result (loaded, failed, refused)", ["result"], registry=r)
         self._remote: tuple[Gauge, ...] | None = None  # made at the first remote(): --broker only
         self._rejected: Counter | None = None  # made at the first broker_rejected()
         self.last_turn = clock()
         self.ready = False
 
     def batch(self, rows: int, failures: list[str], seconds: float, at: float,
-              latencies: list[float] = ()) -> None:
+              latencies: list[float] = (), model: tuple[str, str] = ("", "")) -> None:
+        """A batch durable: ``model`` is the (name, version) its rows and error records carry."""
+        name, version = model
         for latency in latencies:
             self.latency.observe(latency)
         if rows:
-            self.files.labels(outcome="row", kind="").inc(rows)
+            self.files.labels(outcome="row", kind="", model=name, model_version=version).inc(rows)
         for kind in failures:
-            self.files.labels(outcome="failed", kind=kind).inc()
+            self.files.labels(outcome="failed", kind=kind, model=name, model_version=version).inc()
         self.batch_files.observe(rows + len(failures))
         self.batch_seconds.observe(seconds)
         self.last_success.set(at)
@@ -89,7 +112,7 @@ class Metrics:
     def remote(self, batches: int, files: int, oldest: float, broker_up: bool) -> None:
         """With --broker: the work out with the classify workers."""
         if self._remote is None:
-            r = self.registry
+            r = self.own
             self._remote = (
                 Gauge("worker_remote_batches", "Batches sent to the classify workers, not yet answered",
                       registry=r),
@@ -106,7 +129,7 @@ class Metrics:
         if self._rejected is None:
             self._rejected = Counter("worker_broker_rejected", "Messages from the broker dropped, by the "
                                      "check they failed (worker/broker_messages.py)", ["reason"],
-                                     registry=self.registry)
+                                     registry=self.own)
         self._rejected.labels(reason=reason).inc()
 
     def serving(self, name: str, version: str, dataset: str) -> None:
@@ -126,7 +149,7 @@ class Metrics:
         must not stop the work), and tried again at the next minute."""
         self._textfile_written = self.clock()
         try:
-            write_to_textfile(str(self.textfile), self.registry)
+            write_to_textfile(str(self.textfile), self.own)
         except OSError as exc:
             log.warning("cannot write metrics to %s: %s", self.textfile, exc)
 
@@ -162,25 +185,35 @@ class MetricsServer:
 def _handler_for(metrics: Metrics):
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
-            if self.path == "/metrics":
-                self._answer(200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST)
-            elif self.path == "/healthz":
-                ok = metrics.healthy()
-                self._answer(200 if ok else 503, b"ok\n" if ok else b"the loop is not turning\n")
-            elif self.path == "/readyz":
-                ok = metrics.ready
-                self._answer(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
-            else:
-                self._answer(404, b"not found\n")
+            self._answer(*_page(metrics, self.path))
 
-        def _answer(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+        def do_HEAD(self) -> None:  # noqa: N802 - http.server's name
+            # A HEAD is a GET without the body (RFC 9110): the same status and Content-Length.
+            self._answer(*_page(metrics, self.path), head=True)
+
+        def _answer(self, status: int, body: bytes, content_type: str, head: bool = False) -> None:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            if not head:
+                self.wfile.write(body)
 
         def log_message(self, format: str, *args) -> None:  # noqa: A002 - http.server's signature
             log.debug("metrics: " + format, *args)
 
     return Handler
+
+
+def _page(metrics: Metrics, path: str) -> tuple[int, bytes, str]:
+    """(status, body, content type) of one of the server's paths."""
+    text = "text/plain; charset=utf-8"
+    if path == "/metrics":
+        return 200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST
+    if path == "/healthz":
+        ok = metrics.healthy()
+        return (200, b"ok\n", text) if ok else (503, b"the loop is not turning\n", text)
+    if path == "/readyz":
+        ok = metrics.ready
+        return (200, b"ready\n", text) if ok else (503, b"not ready\n", text)
+    return 404, b"not found\n", text

@@ -103,6 +103,10 @@ class Pipeline:
         """Whether a new batch may be taken now."""
         return True
 
+    def reachable(self) -> bool:
+        """Whether the model can be reached (in this process: always)."""
+        return True
+
     def busy(self) -> bool:
         """Whether files are in hand that a step may still finish."""
         return len(self.slow) > 0
@@ -258,7 +262,8 @@ class Pipeline:
         if self.metrics is not None:
             new_rows = sum(r.id not in written[1] for r in rows)
             latencies = [max(0.0, done - c.arrived) for c in flight.claims if c.arrived is not None]
-            self.metrics.batch(new_rows, failures, done - flight.started, done, latencies)
+            model = (flight.classifier.name, flight.classifier.version)
+            self.metrics.batch(new_rows, failures, done - flight.started, done, latencies, model)
         self.finished += len(pairs)
         self.last_batch = f"{len(pairs)} files, {len(rows)} rows at {processed_at}"
         log.info(

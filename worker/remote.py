@@ -57,6 +57,10 @@ CLOSE_WAIT_SECONDS = 10.0
 REJECT_LOG_SECONDS = 60.0
 # Task ids of batches finished lately, to tell a second answer (a batch sent twice) from a forged one.
 FINISHED_KEPT = 4096
+# No answer to any batch out for this share of --resend-after is logged: by default that is the
+# classify workers' visibility timeout (resend_after is twice it), and a worker answers a batch it
+# took well within it (its batch deadline), so a silence that long means no worker takes them.
+SILENCE_SHARE = 0.5
 
 
 class Broker:
@@ -131,8 +135,8 @@ class Broker:
         return False
 
     def _reached(self) -> bool:
-        if not self.up:
-            log.warning("broker %s reachable again", safe_url(self.url))
+        if not self.up:  # good news: info, not a warning (journalctl -p warning shows the outage alone)
+            log.info("broker %s reachable again", safe_url(self.url))
         self.up = True
         return True
 
@@ -216,12 +220,19 @@ class RemotePipeline(Pipeline):
         self.flights: list[RemoteFlight] = []
         self._finished: dict[str, None] = {}  # task ids, oldest first
         self._reject_logged: dict[str, tuple[float, int]] = {}  # reason: when last logged, since
+        self.silence_after = SILENCE_SHARE * resend_after
+        self._heard = self.clock()  # when a worker last answered, or there was nothing to answer
+        self._silent = False  # the silence was logged
 
     def overlap(self) -> None:
         """Nothing to overlap here: the model runs elsewhere."""
 
     def room(self) -> bool:
         return len(self.flights) < self.in_flight
+
+    def reachable(self) -> bool:
+        """Whether Redis answered at the last try (the batches cannot go out while it does not)."""
+        return self.broker.up
 
     def busy(self) -> bool:
         return bool(self.flights) or super().busy()
@@ -355,6 +366,7 @@ class RemotePipeline(Pipeline):
             late = answer.task_id in self._finished or any(f.task_id == answer.task_id for f in self.flights)
             raise Rejected("duplicate" if late else "unknown-task", f"an answer for batch {answer.task_id}, "
                            + ("finished already" if late else "which this watcher has not out"))
+        self._heard_from_a_worker()
         if answer.refused is not None:
             log.error("a batch of %d files was refused (%s); sent again in %.0f s",
                       len(flight.claims), answer.refused, self.retry)
@@ -383,8 +395,32 @@ class RemotePipeline(Pipeline):
         if len(self._finished) > FINISHED_KEPT:
             del self._finished[next(iter(self._finished))]
 
+    def _heard_from_a_worker(self) -> None:
+        """A batch answered (or refused: a worker took it all the same)."""
+        if self._silent:
+            log.info("classify workers answer again, after %.0f s without an answer",
+                     self.clock() - self._heard)
+        self._silent = False
+        self._heard = self.clock()
+
+    def _watch_silence(self, now: float) -> None:
+        """Log once when batches are out with the workers and none has been answered for
+        ``silence_after``. While Redis is away that outage is what is logged, and the silence
+        is counted from its return."""
+        if not self.flights:
+            self._silent = False  # nothing out: a next silence is a new one
+        if not self.broker.up or not any(f.sent and f.answer is None for f in self.flights):
+            self._heard = now  # nothing a worker could have answered
+        elif not self._silent and now - self._heard >= self.silence_after:
+            self._silent = True
+            log.warning("no classify worker has answered for %.0f s (%d batches waiting): is one "
+                        "running, with this broker and key? (worker status --broker)",
+                        now - self._heard, sum(f.answer is None for f in self.flights))
+
     def _count(self) -> None:
+        now = self.clock()  # one reading: the age of the oldest is 0, never below, when none is out
+        self._watch_silence(now)
         if self.metrics is not None:
-            oldest = self.clock() - min((f.started for f in self.flights), default=self.clock())
+            oldest = now - min((f.started for f in self.flights), default=now)
             self.metrics.remote(len(self.flights), sum(len(f.claims) for f in self.flights), oldest,
                                 self.broker.up)

@@ -1,7 +1,7 @@
-"""Talking to systemd through sd_notify: ready, reloading, stopping, a status line, and the
-watchdog. The daemon's loop calls ``alive()`` each turn, so a loop that is stuck stops the
-pings and systemd restarts it (``WatchdogSec=`` in the unit). Without ``NOTIFY_SOCKET`` (not
-under systemd) every call does nothing.
+"""Talking to systemd through sd_notify (the protocol is ``systemd_notify``): ready, reloading,
+stopping, a status line, and the watchdog. The daemon's loop calls ``alive()`` each turn, so a
+loop that is stuck stops the pings and systemd restarts it (``WatchdogSec=`` in the unit).
+Without ``NOTIFY_SOCKET`` (not under systemd) every call does nothing.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping
+
+from worker.systemd_notify import NotifySocket
 
 log = logging.getLogger(__name__)
 
@@ -21,11 +23,7 @@ class ServiceNotifier:
     def __init__(self, environ: Mapping[str, str] = os.environ,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
-        self._notifier = None
-        if environ.get("NOTIFY_SOCKET"):
-            import sdnotify
-
-            self._notifier = sdnotify.SystemdNotifier()
+        self._notifier = NotifySocket.from_environ(environ)
         self.watchdog_interval = _watchdog_interval(environ)
         self._last_ping = self._last_status = float("-inf")
 
@@ -52,7 +50,7 @@ class ServiceNotifier:
 
     def _send(self, message: str) -> None:
         if self._notifier is not None:
-            self._notifier.notify(message)
+            self._notifier.send(message)
 
 
 def _watchdog_interval(environ: Mapping[str, str]) -> float | None:

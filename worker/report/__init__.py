@@ -17,13 +17,14 @@ from pathlib import Path
 from worker import defaults
 from worker.errors import ConfigError, unreadable
 from worker.outbox import JSONL_NAME
-from worker.report.parallel import summarise
+from worker.report.parallel import FORK, FROM_THREADS, summarise
 from worker.report.records import Filters, Skipped, error_records
 from worker.report.summary import HISTOGRAM_BINS, Caps, Summary
 from worker.report.text import format_report
 from worker.report.truth import Truth
 
-__all__ = ["HTML_CAPS", "Caps", "Filters", "build_report", "format_report", "gather", "to_dict"]
+__all__ = ["FROM_THREADS", "HTML_CAPS", "Caps", "Filters", "build_report", "format_report", "gather",
+           "to_dict"]
 
 
 EVERYTHING = Filters()
@@ -34,22 +35,24 @@ HTML_CAPS = Caps(review=200, gallery=24, mistakes=24, failures=200)
 
 
 def gather(outbox: Path, *, filters: Filters = EVERYTHING, truth: str | None = None, caps: Caps = TEXT_CAPS,
-           low_confidence: float = defaults.LOW_CONFIDENCE) -> tuple[Summary, Skipped]:
-    """One pass over the outbox; a ConfigError if this user may not read it."""
+           low_confidence: float = defaults.LOW_CONFIDENCE,
+           start_method: str = FORK) -> tuple[Summary, Skipped]:
+    """One pass over the outbox; a ConfigError if this user may not read it. A caller with
+    threads running gives ``start_method=FROM_THREADS`` (see ``parallel``)."""
     try:
-        return _gather(Path(outbox), filters, truth, caps, low_confidence)
+        return _gather(Path(outbox), filters, truth, caps, low_confidence, start_method)
     except PermissionError as exc:
         raise unreadable(exc) from None
 
 
 def _gather(outbox: Path, filters: Filters, truth: str | None, caps: Caps,
-            low_confidence: float) -> tuple[Summary, Skipped]:
+            low_confidence: float, start_method: str) -> tuple[Summary, Skipped]:
     if not outbox.is_dir():
         raise ConfigError(f"outbox {outbox} does not exist")
     summary, skipped = Summary(Truth(truth, outbox), caps, low_confidence), Skipped()
     jsonl = outbox / JSONL_NAME
     if jsonl.exists():
-        for part, part_skipped in summarise(jsonl, summary, filters):
+        for part, part_skipped in summarise(jsonl, summary, filters, start_method):
             summary.merge(part)
             skipped.merge(part_skipped)
         skipped.warn(jsonl)
@@ -59,8 +62,10 @@ def _gather(outbox: Path, filters: Filters, truth: str | None, caps: Caps,
 
 
 def build_report(outbox: Path, *, filters: Filters = EVERYTHING, truth: str | None = None,
-                 caps: Caps = TEXT_CAPS, low_confidence: float = defaults.LOW_CONFIDENCE) -> dict:
-    summary, skipped = gather(outbox, filters=filters, truth=truth, caps=caps, low_confidence=low_confidence)
+                 caps: Caps = TEXT_CAPS, low_confidence: float = defaults.LOW_CONFIDENCE,
+                 start_method: str = FORK) -> dict:
+    summary, skipped = gather(outbox, filters=filters, truth=truth, caps=caps, low_confidence=low_confidence,
+                              start_method=start_method)
     return to_dict(Path(outbox), filters, summary, skipped)
 
 

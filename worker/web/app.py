@@ -251,10 +251,10 @@ class _ReportNumbers:
             return self.numbers
 
     def _make(self) -> None:
-        from worker.report import build_report
+        from worker.report import FROM_THREADS, build_report
 
-        try:
-            report = build_report(self.outbox)
+        try:  # on a thread beside uvicorn's: the report's workers must not be forked from here
+            report = build_report(self.outbox, start_method=FROM_THREADS)
             numbers = {key: report[key] for key in ("predictions", "failed", "low_confidence",
                                                     "low_confidence_threshold", "labels", "first", "last")}
         except Exception as exc:  # noqa: BLE001 - the numbers are a nicety; the page goes on without them
