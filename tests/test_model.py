@@ -92,3 +92,25 @@ def test_corrupt_model_is_explained(real_model_path, tmp_path):
 def test_missing_model_is_explained(tmp_path):
     with pytest.raises(ModelError, match="card"):
         Classifier(tmp_path / "nothing.keras")
+
+
+def test_no_runtime_banner_on_stderr_and_nothing_else_lost(tmp_path):
+    """LiteRT's C++ prints 'Created TensorFlow Lite XNNPACK delegate' on its first allocation,
+    on every command's stderr even with -q; it is taken out there, and only it."""
+    import subprocess
+    import sys
+
+    from worker import defaults
+
+    done = subprocess.run([sys.executable, "-m", "worker", "-q", "predict", "--model", str(defaults.MODEL),
+                           str(defaults.REPO_ROOT / "samples" / "scan-7.jpg")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.split()[1] == "7", done.stderr
+    assert done.stderr == "", done.stderr
+
+    code = ("import os, sys\nfrom worker.model import _stderr_without\n"
+            "with _stderr_without(b'banner'):\n"
+            "    os.write(2, b'one\\nthe banner here\\n')\n    print('two', file=sys.stderr)\n"
+            "print('three', file=sys.stderr)\n")
+    kept = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert kept.stderr == "one\ntwo\nthree\n"

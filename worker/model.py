@@ -15,6 +15,10 @@ import hashlib
 import json
 import logging
 import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -152,9 +156,12 @@ class LiteRTRunner:
         from ai_edge_litert.interpreter import Interpreter
 
         self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
-        self.input_index = self.interpreter.get_input_details()[0]["index"]
+        details = self.interpreter.get_input_details()[0]
+        self.input_index = details["index"]
         self.output_indices = [d["index"] for d in self.interpreter.get_output_details()]
-        self.batch = 0
+        with _stderr_without(XNNPACK_BANNER):
+            self.interpreter.allocate_tensors()
+        self.batch = int(details["shape"][0])
 
     def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
         if len(batch) != self.batch:
@@ -164,6 +171,32 @@ class LiteRTRunner:
         self.interpreter.set_tensor(self.input_index, batch)
         self.interpreter.invoke()
         return [self.interpreter.get_tensor(i).copy() for i in self.output_indices]
+
+
+# What the runtime's C++ prints on its first tensor allocation in a process, with no way to turn
+# it off: on every command's stderr, even with -q, and in the journal.
+XNNPACK_BANNER = b"Created TensorFlow Lite XNNPACK delegate for CPU."
+
+
+@contextmanager
+def _stderr_without(banner: bytes) -> Iterator[None]:
+    """File descriptor 2 caught in a temporary file while the block runs, then written back
+    without the lines holding ``banner``: what other threads write meanwhile comes late, never
+    lost."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            kept = [line for line in caught.read().splitlines(keepends=True) if banner not in line]
+            if kept:
+                os.write(2, b"".join(kept))
 
 
 class KerasRunner:
