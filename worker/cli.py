@@ -374,11 +374,9 @@ def classify_worker(
 ) -> None:
     """Classify the batches a 'worker watch --broker' sends (a Celery worker; run one per host)."""
     from worker.classify_worker import run
-    from worker.repository import ensure_seeded
 
     if not models.is_dir():
         raise _fail(f"--models {models} is not a folder", EXIT_CONFIG)
-    _run(ensure_seeded, models)
     broker, key = _broker_options(broker, broker_url_file, broker_key_file)
     if broker is None:
         raise _fail("give the Redis URL: WORKER_BROKER, --broker-url-file or --broker", EXIT_CONFIG)

@@ -63,8 +63,9 @@ def ensure_serving(model_path: Path, seeds: Path = defaults.MODELS_DIR) -> None:
 
 
 def ensure_seeded(models_dir: Path, seeds: Path = defaults.MODELS_DIR) -> None:
-    """Every shipped model of ``seeds`` serving in ``models_dir`` (for listings and the
-    classify hosts, which name no one model)."""
+    """Every shipped model of ``seeds`` serving in ``models_dir``: a repository set up whole
+    at once rather than a model at its first use. (Classify hosts are not seeded: they serve
+    the versions their ``--models`` holds, and refuse the others.)"""
     seeds = Path(seeds)
     if not seeds.is_dir():
         return
