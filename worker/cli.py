@@ -3,9 +3,11 @@
 Every option also reads ``WORKER_<OPTION>`` from the environment (CLI > environment > default).
 Errors of ours become one red line on stderr and exit code 1, or 78 for a configuration error
 (restarting will not help); Ctrl-C exits 130.
-"""
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: typer reads every command's annotations at each
+start, and as strings each would be evaluated anew (``eval``); as objects they are made once, at
+import. Image and model code is imported inside the commands that use it.
+"""
 
 import json
 import logging
@@ -25,13 +27,14 @@ from worker.archs import ARCHS, DEFAULT_ARCH
 from worker.broker import VISIBILITY_TIMEOUT
 from worker.errors import ConfigError, DatasetError, ModelError, WorkerError
 from worker.gate import PUBLISH_MODES, TOLERANCE_POINTS
-from worker.outbox import ON_SUCCESS
 
 app = typer.Typer(
     help="Classify scanned images dropped into a folder. Predictions go to the outbox as CSV and JSONL.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # click's plain help and errors: rich's rendering cost every command a third of its start
+    rich_markup_mode=None,
 )
 log = logging.getLogger("worker")
 
@@ -48,7 +51,7 @@ class Dataset(str, Enum):
     fashion_mnist = "fashion-mnist"
 
 
-OnSuccess = Enum("OnSuccess", {name: name for name in ON_SUCCESS}, type=str)
+OnSuccess = Enum("OnSuccess", {name: name for name in defaults.ON_SUCCESS}, type=str)
 PublishMode = Enum("PublishMode", {name: name for name in PUBLISH_MODES}, type=str)
 
 
@@ -288,7 +291,7 @@ def watch(
     recursive: Annotated[bool, typer.Option(envvar=_env("recursive"), help="Watch subfolders too.")] = False,
     batch_size: Annotated[int, typer.Option(envvar=_env("batch_size"), help="Most files per model call.")] = defaults.BATCH_SIZE,
     max_delay: Annotated[int, typer.Option(envvar=_env("max_delay"), help="Most ms to wait while filling a batch.")] = defaults.MAX_DELAY_MS,
-    on_success: Annotated[OnSuccess, typer.Option(envvar=_env("on_success"), help="keep: move inputs to outbox/processed/; delete: remove them.")] = OnSuccess[ON_SUCCESS[0]],
+    on_success: Annotated[OnSuccess, typer.Option(envvar=_env("on_success"), help="keep: move inputs to outbox/processed/; delete: remove them.")] = OnSuccess[defaults.ON_SUCCESS[0]],
     decode_threads: Annotated[int, typer.Option(envvar=_env("decode_threads"), help="Threads decoding large images.")] = defaults.DECODE_THREADS,
     max_pixels: Annotated[int, typer.Option(envvar=_env("max_pixels"), help="Refuse images with more pixels (checked before decoding).")] = defaults.MAX_PIXELS,
     decode_timeout: Annotated[float, typer.Option(envvar=_env("decode_timeout"), help="Seconds a document, TIFF, HEIC or big file may take to decode (in a separate process) before it is refused as too-slow.")] = defaults.DECODE_TIMEOUT,

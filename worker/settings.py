@@ -8,7 +8,6 @@ from pathlib import Path
 from worker import defaults
 from worker.broker import safe_url
 from worker.errors import ConfigError
-from worker.outbox import ON_SUCCESS
 from worker.preprocess import Limits
 
 
@@ -62,8 +61,8 @@ class Settings:
             raise ConfigError("--max-delay must not be negative")
         if self.limits.decode_seconds <= 0 or self.limits.decode_memory < 64 * 2**20:
             raise ConfigError("--decode-timeout must be positive and --decode-memory at least 64 (MiB)")
-        if self.on_success not in ON_SUCCESS:
-            raise ConfigError(f"--on-success must be one of: {', '.join(ON_SUCCESS)}")
+        if self.on_success not in defaults.ON_SUCCESS:
+            raise ConfigError(f"--on-success must be one of: {', '.join(defaults.ON_SUCCESS)}")
         return self
 
     def describe(self) -> str:
