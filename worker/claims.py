@@ -147,7 +147,16 @@ class Claims:
         self.work = self.inbox / WORK_DIR
         self.owner = new_id()
         self.mine = self.work / self.owner
-        self._take_folder()
+        self._inbox_fd = self._work_fd = self._lock_fd = self._mine_fd = -1
+        try:
+            self._take_folder()
+        except OSError as exc:  # at start, what the system refuses is the set-up's to mend
+            for fd in (self._mine_fd, self._lock_fd, self._work_fd, self._inbox_fd):
+                if fd >= 0:
+                    os.close(fd)
+            why = exc.strerror or exc
+            raise ConfigError(f"inbox {self.inbox}: cannot keep claims in {self.work} ({why}); "
+                              "the worker must be able to read and write both") from exc
 
     def _take_folder(self) -> None:
         """Lock first, folder second: a folder without a lock file is taken for a dead one's.

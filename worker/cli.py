@@ -21,6 +21,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperCommand
+
+try:  # typer 0.2x carries its own copy of click; earlier ones use click itself
+    from typer._click.exceptions import ClickException, UsageError
+except ImportError:  # pragma: no cover
+    from click.exceptions import ClickException, UsageError
 
 from worker import __version__, defaults
 from worker.archs import ARCHS, DEFAULT_ARCH
@@ -53,6 +59,29 @@ class Dataset(str, Enum):
 
 OnSuccess = Enum("OnSuccess", {name: name for name in defaults.ON_SUCCESS}, type=str)
 PublishMode = Enum("PublishMode", {name: name for name in PUBLISH_MODES}, type=str)
+
+
+class ConfigUsageError(ClickException):
+    """A bad option value given to a long-running command: a configuration error like any other."""
+
+    exit_code = EXIT_CONFIG
+
+    def show(self, file=None) -> None:
+        typer.secho(f"error: {self.format_message()}", fg="red", err=True)
+
+
+class LongRunning(TyperCommand):
+    """A command that runs as a service or for a long time (``watch``, ``serve``,
+    ``classify-worker``, ``train``): an option it cannot parse, from the command line or the
+    environment (``WORKER_BATCH_SIZE=abc``), is one line and exit 78, which a unit's
+    ``RestartPreventExitStatus=`` stops at, not click's usage text and exit 2, which a unit
+    would restart for ever. Help (``--help``) is unchanged."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except UsageError as exc:
+            raise ConfigUsageError(" ".join(exc.format_message().splitlines())) from None
 
 
 def _env(name: str) -> str:
@@ -112,7 +141,7 @@ def calibrate(
                f"{review['expected_calibration_error']['after']:.4f}")
 
 
-@app.command()
+@app.command(cls=LongRunning)
 def train(
     dataset: Annotated[Dataset | None, typer.Option(envvar=_env("dataset"), help="Built-in dataset to train on (default mnist).")] = None,
     arch: Annotated[str, typer.Option(envvar=_env("arch"), help=f"Architecture: {', '.join(ARCHS)}.")] = DEFAULT_ARCH,
@@ -279,7 +308,7 @@ BROKER_KEY_FILE_HELP = ("A file holding the key shared by the watcher and the cl
                         "Or WORKER_BROKER_KEY.")
 
 
-@app.command()
+@app.command(cls=LongRunning)
 def watch(
     inbox: Annotated[Path, typer.Option(envvar=_env("inbox"), help="Folder to watch.")] = defaults.INBOX,
     outbox: Annotated[Path, typer.Option(envvar=_env("outbox"), help="Folder for predictions, processed/ and failed/.")] = defaults.OUTBOX,
@@ -310,13 +339,13 @@ def watch(
     from worker.settings import Settings
 
     broker, broker_key = _broker_options(broker, broker_url_file, broker_key_file)
-    settings = Settings(
+    settings = _run(Settings(
         inbox=inbox, outbox=outbox, model=model, once=once, poll=poll, rescan=rescan,
         settle=settle, recursive=recursive, batch_size=batch_size, max_delay_ms=max_delay,
         on_success=on_success.value, decode_threads=decode_threads,
         limits=Limits(max_pixels=max_pixels, decode_seconds=decode_timeout, decode_memory=decode_memory * 2**20),
         broker=broker, in_flight=in_flight, resend_after=resend_after,
-    )
+    ).validate)  # before the model loads: a bad setting is said at once
     from worker.model import Classifier
     from worker.service import ServiceNotifier
 
@@ -353,7 +382,7 @@ def _broker(url: str | None, key: bytes | None = None):
     return _run(Broker, url, key=key)
 
 
-@app.command("classify-worker")
+@app.command("classify-worker", cls=LongRunning)
 def classify_worker(
     broker: Annotated[str | None, typer.Option(envvar=_env("broker"), help="Redis URL the watcher sends batches to (redis://HOST:6379/0). With a password, use WORKER_BROKER or --broker-url-file.")] = None,
     broker_url_file: Annotated[Path | None, typer.Option(envvar=_env("broker_url_file"), help=BROKER_URL_FILE_HELP)] = None,
@@ -370,6 +399,8 @@ def classify_worker(
 
     if not models.is_dir():
         raise _fail(f"--models {models} is not a folder", EXIT_CONFIG)
+    if not os.access(models, os.R_OK | os.X_OK):  # its versions are read as tasks name them
+        raise _fail(f"--models {models} is not readable by this user", EXIT_CONFIG)
     broker, key = _broker_options(broker, broker_url_file, broker_key_file)
     if broker is None:
         raise _fail("give the Redis URL: WORKER_BROKER, --broker-url-file or --broker", EXIT_CONFIG)
@@ -400,7 +431,7 @@ def _metrics_server(address: str | None, textfile: Path | None):
     return registry, server
 
 
-@app.command()
+@app.command(cls=LongRunning)
 def serve(
     host: Annotated[str, typer.Option(envvar=_env("host"), help="Address to listen on; anything but loopback needs --token.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(envvar=_env("port"), min=0, max=65535, help="Port to listen on.")] = 8000,
@@ -428,12 +459,18 @@ def serve(
                     "with --allowed-host (requests naming any other are refused)", EXIT_CONFIG)
     import uvicorn
 
+    from worker.settings import check_writable
     from worker.web.app import ServeSettings, create_app
 
     settings = _run(ServeSettings, inbox=inbox, outbox=outbox, token=token, host=host,
                     allowed_hosts=tuple(allowed_host or ()))
+    _run(check_writable, "inbox", inbox)  # uploads go there
+    _run(check_writable, "outbox", outbox)  # reviews go there
+    try:
+        outbox.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _fail(f"outbox {outbox} cannot be made: {exc.strerror or exc}", EXIT_CONFIG) from None
     classifier = _load_classifier(model, defaults.PREDICT_MODEL_THREADS)
-    outbox.mkdir(parents=True, exist_ok=True)
     web = create_app(settings, classifier)
     typer.echo(f"worker page on http://{host}:{port}/" + ("?token=..." if token else "")
                + f" (answering to Host {', '.join(sorted(served_names(host, settings.allowed_hosts)))})", err=True)
