@@ -502,8 +502,8 @@ def status(
     broker: Annotated[str | None, typer.Option(envvar=_env("broker"), help="Also ask this Redis how many classify workers answer and how many batches wait.")] = None,
     broker_url_file: Annotated[Path | None, typer.Option(envvar=_env("broker_url_file"), help=BROKER_URL_FILE_HELP)] = None,
 ) -> None:
-    """Daemons alive, files claimed and waiting, the last row, today's failures: from the folders.
-    Exits 0 if a daemon is alive, 3 if none is."""
+    """Daemons alive (each with its model and version), files claimed and waiting, the last row,
+    today's failures: from the folders. Exits 0 if a daemon is alive, 3 if none is."""
     from worker.status import format_status
     from worker.status import status as read_status
 
