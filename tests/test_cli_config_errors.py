@@ -6,10 +6,13 @@ restarted for ever. Each case runs as a real process, as a unit would start it."
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -154,3 +157,32 @@ def test_help_of_a_long_running_command_is_still_help(boxes):
 def test_an_interactive_command_keeps_the_usage_message_and_2(tmp_path):
     done = run_worker("report", "--outbox", str(tmp_path), env={"WORKER_REVIEW": "-1"})
     assert done.returncode == 2 and "Usage:" in done.stderr and "--review" in done.stderr, done.stderr
+
+
+def test_serve_on_an_address_in_use(boxes):
+    inbox, outbox = boxes
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = str(taken.getsockname()[1])
+        done = run_worker("serve", "--inbox", str(inbox), "--outbox", str(outbox), "--port", port)
+    assert_one_line_78(done, f"--port {port}", "cannot listen there")
+
+
+@pytest.mark.slow
+def test_serve_on_the_port_it_bound_first(boxes, real_model_path):
+    """The page's socket is bound before the model loads, and it is the one served: --port 0
+    names the port the system chose."""
+    inbox, outbox = boxes
+    page = subprocess.Popen([sys.executable, "-m", "worker", "serve", "--inbox", str(inbox),
+                             "--outbox", str(outbox), "--port", "0", "--model", str(real_model_path)],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        for line in page.stderr:
+            if line.startswith("worker page on "):
+                break
+        url = line.split()[3]
+        assert not url.endswith(":0/"), line
+        with urllib.request.urlopen(f"{url}api/model", timeout=30) as answer:
+            assert answer.status == 200 and json.load(answer)
+    finally:
+        page.terminate()
+        page.wait(30)

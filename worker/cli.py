@@ -470,11 +470,30 @@ def serve(
         outbox.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise _fail(f"outbox {outbox} cannot be made: {exc.strerror or exc}", EXIT_CONFIG) from None
+    listening = _listening(host, port)
     classifier = _load_classifier(model, defaults.PREDICT_MODEL_THREADS)
     web = create_app(settings, classifier)
+    port = listening.getsockname()[1]  # --port 0: the one the system chose
     typer.echo(f"worker page on http://{host}:{port}/" + ("?token=..." if token else "")
                + f" (answering to Host {', '.join(sorted(served_names(host, settings.allowed_hosts)))})", err=True)
-    uvicorn.run(web, host=host, port=port, log_level="warning")
+    server = uvicorn.Server(uvicorn.Config(web, host=host, port=port, log_level="warning"))
+    server.run(sockets=[listening])
+    if not server.started:
+        raise _fail("the page did not start (the log above says why)")
+
+
+def _listening(host: str, port: int):
+    """The page's socket, bound before the model loads, as uvicorn would bind it: an address
+    this process cannot have (in use, not this machine's, a low port without the privilege)
+    is a configuration error, one line and 78, not uvicorn's log line and its exit 3."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family)
+    except OSError as exc:
+        raise _fail(f"--host {host} --port {port}: cannot listen there ({exc.strerror or exc})",
+                    EXIT_CONFIG) from None
 
 
 @app.command("export-reviewed")
