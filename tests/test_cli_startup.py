@@ -76,3 +76,22 @@ def test_the_check_itself_sees_a_command_that_loads_image_code(tmp_path, boxes_w
     """``predict`` needs NumPy: the listing must show it, or the tests above prove nothing."""
     inbox, _ = boxes_with_rows
     assert "numpy" in modules_loaded(tmp_path, "predict", str(inbox), "--model", str(tmp_path / "none.keras"))
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 5, 1000])
+def test_the_median_is_the_same_with_numpy_or_without(tmp_path, monkeypatch, count):
+    """Below NUMPY_MEDIAN_ROWS a report sorts in Python; from it on NumPy partitions."""
+    from array import array
+
+    from worker.report import summary
+    from worker.report.truth import Truth
+
+    values = array("d", [((n * 7919) % 1000) / 1000 for n in range(count)])
+    medians = []
+    for threshold in (count + 1, 0):  # Python's, then NumPy's
+        monkeypatch.setattr(summary, "NUMPY_MEDIAN_ROWS", threshold)
+        report = summary.Summary(Truth(None, tmp_path), summary.Caps())
+        report.confidences = values
+        medians.append(report.median())
+    assert medians[0] == medians[1]
+    assert medians[0] is None if count == 0 else isinstance(medians[0], float)

@@ -87,7 +87,7 @@ def check_writable(what: str, folder: Path) -> None:
     yet, in the nearest folder above it that is): said at start, before the model loads, and
     not as a traceback at the first claim. Opening the folders stays the final word (``Claims``,
     ``Outbox``): an access check cannot see every refusal (an LSM's, a lease's)."""
-    existing = next((p for p in (folder, *folder.absolute().parents) if p.exists()), None)
+    existing = next((p for p in (folder, *folder.absolute().parents) if p.is_dir()), None)
     if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
         try:
             user = pwd.getpwuid(os.geteuid()).pw_name

@@ -167,8 +167,10 @@ class Summary:
         return [item for *_, item in sorted(self._review, reverse=True, key=lambda e: e[:4])]
 
     def median(self) -> float | None:
+        if not self.confidences:
+            return None
         if len(self.confidences) < NUMPY_MEDIAN_ROWS:
-            return statistics.median(self.confidences) if self.confidences else None
+            return statistics.median(self.confidences)
         import numpy as np
 
         return float(np.median(np.frombuffer(self.confidences)))
