@@ -8,7 +8,6 @@ having it pickled to them, and send back their summary without it.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
 from collections.abc import Iterator
@@ -50,6 +49,8 @@ def _pool(processes: int):
     A pool initializer resets them too late: a worker still starting when the others have done
     all the parts is terminated before it runs, ignores the SIGTERM, and waits for tasks for
     ever (seen: a CI run hung). So the reset runs in the fork itself (``register_at_fork``)."""
+    import multiprocessing  # here: a report of a small outbox never starts a pool
+
     global _forking_workers
     _forking_workers = True
     try:

@@ -8,7 +8,6 @@ gallery its first N rows, the failures their first N records) and say how many m
 from __future__ import annotations
 
 import heapq
-import statistics
 from array import array
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -170,7 +169,8 @@ class Summary:
         if not self.confidences:
             return None
         if len(self.confidences) < NUMPY_MEDIAN_ROWS:
-            return statistics.median(self.confidences)
+            ordered, middle = sorted(self.confidences), len(self.confidences) // 2
+            return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
         import numpy as np
 
         return float(np.median(np.frombuffer(self.confidences)))
