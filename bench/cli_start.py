@@ -53,6 +53,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         inbox, outbox = Path(scratch, "inbox"), Path(scratch, "outbox")
         inbox.mkdir()
+        outbox.mkdir()
         runs = commands(inbox, outbox)
         for tree in trees:  # each tree's bytecode written once
             for argv in runs.values():
