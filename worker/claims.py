@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import logging
 import os
 import re
@@ -50,6 +51,11 @@ TOKEN = re.compile(r"[0-9a-f]+(\.[0-9]+)?")
 SET_ASIDE = ".set-aside."
 # A lock file is opened without following a symlink, and without blocking on a FIFO.
 LOCK_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+# A live daemon's lock file holds one JSON object saying what it serves (``Claims.announce``),
+# for ``worker status``: these fields, of these types. A daemon from before this leaves its
+# lock file empty.
+ABOUT_FIELDS = {"pid": int, "model": str, "model_version": str, "since": str}
+ABOUT_MAX_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -131,6 +137,25 @@ def take_lock(path: Path | str, *, shared: bool = False, dir_fd: int | None = No
     return fd
 
 
+def read_about(path: Path | str) -> dict:
+    """What a daemon said of itself in its lock file (``Claims.announce``): the fields of
+    ``ABOUT_FIELDS`` it holds, each of its type; {} for an empty lock file (a daemon from
+    before) or one that is no such object. Read without following a symlink, and so far only."""
+    fd = os.open(path, os.O_RDONLY | LOCK_FLAGS)
+    try:
+        data = os.read(fd, ABOUT_MAX_BYTES)
+    finally:
+        os.close(fd)
+    try:
+        about = json.loads(data)
+    except ValueError:
+        return {}
+    if not isinstance(about, dict):
+        return {}
+    # the exact type: JSON's true is no pid
+    return {key: about[key] for key, kind in ABOUT_FIELDS.items() if type(about.get(key)) is kind}
+
+
 class Claims:
     """Our claims, in ``.work/<owner>/``, reached through directory fds opened and checked here.
 
@@ -147,17 +172,21 @@ class Claims:
         self.work = self.inbox / WORK_DIR
         self.owner = new_id()
         self.mine = self.work / self.owner
+        self._inbox_fd = self._work_fd = self._lock_fd = self._mine_fd = -1
+        self._about = b""  # what announce() last said, written again into each new lock file
         try:
             self._take_folder()
-        except OSError as exc:
-            if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
-                raise
-            # A setting, not a passing fault: under systemd, an inbox the unit's
-            # ReadWritePaths= does not name is read-only however its modes are.
-            raise ConfigError(
-                f"cannot write {self.work} ({exc.strerror}): this user must be able to write the "
-                "inbox; under systemd, the unit's ReadWritePaths= must name it (a drop-in)"
-            ) from exc
+        except OSError as exc:  # at start, what the system refuses is the set-up's to mend
+            for fd in (self._mine_fd, self._lock_fd, self._work_fd, self._inbox_fd):
+                if fd >= 0:
+                    os.close(fd)
+            why = exc.strerror or exc
+            # Under systemd an inbox the unit's ReadWritePaths= does not name is read-only
+            # whatever its modes are.
+            hint = ("; under systemd, the unit's ReadWritePaths= must name it (a drop-in)"
+                    if exc.errno == errno.EROFS else "")
+            raise ConfigError(f"inbox {self.inbox}: cannot keep claims in {self.work} ({why}); "
+                              f"the worker must be able to read and write both{hint}") from exc
 
     def _take_folder(self) -> None:
         """Lock first, folder second: a folder without a lock file is taken for a dead one's.
@@ -167,8 +196,23 @@ class Claims:
         self._lock_fd = os.open(f"{self.owner}.lock", LOCK_FLAGS | os.O_CREAT | os.O_RDWR, 0o644,
                                 dir_fd=self._work_fd)
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if self._about:
+            self._write_about()
         self._mine_fd = self._checked_folder(self._work_fd, self.owner, self.mine)
         self._where = self._identity()
+
+    def announce(self, **about: str | int) -> None:
+        """Say in our lock file what this daemon serves (``ABOUT_FIELDS``), for ``worker
+        status``; said again whenever the lock file is made anew."""
+        self._about = json.dumps(about, ensure_ascii=False).encode()[:ABOUT_MAX_BYTES]
+        self._write_about()
+
+    def _write_about(self) -> None:
+        try:  # a reader between the two calls may find a longer old tail: it shows no model then
+            os.pwrite(self._lock_fd, self._about, 0)
+            os.ftruncate(self._lock_fd, len(self._about))
+        except OSError as exc:  # a full disk: status will not name the model; classifying goes on
+            log.warning("cannot note the serving model in %s.lock: %s", self.owner, exc.strerror)
 
     def _checked_folder(self, parent_fd: int, name: str, path: Path) -> int:
         """An fd on the folder ``name`` (made if missing) once it passes ``untrusted``; one

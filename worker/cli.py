@@ -3,9 +3,11 @@
 Every option also reads ``WORKER_<OPTION>`` from the environment (CLI > environment > default).
 Errors of ours become one red line on stderr and exit code 1, or 78 for a configuration error
 (restarting will not help); Ctrl-C exits 130.
-"""
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: typer reads every command's annotations at each
+start, and as strings each would be evaluated anew (``eval``); as objects they are made once, at
+import. Image and model code is imported inside the commands that use it.
+"""
 
 import json
 import logging
@@ -19,19 +21,26 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperCommand
+
+try:  # typer 0.2x carries its own copy of click; earlier ones use click itself
+    from typer._click.exceptions import ClickException, UsageError
+except ImportError:  # pragma: no cover
+    from click.exceptions import ClickException, UsageError
 
 from worker import __version__, defaults
 from worker.archs import ARCHS, DEFAULT_ARCH
 from worker.broker import VISIBILITY_TIMEOUT
 from worker.errors import ConfigError, DatasetError, ModelError, WorkerError
 from worker.gate import PUBLISH_MODES, TOLERANCE_POINTS
-from worker.outbox import ON_SUCCESS
 
 app = typer.Typer(
     help="Classify scanned images dropped into a folder. Predictions go to the outbox as CSV and JSONL.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # click's plain help and errors: rich's rendering cost every command a third of its start
+    rich_markup_mode=None,
 )
 log = logging.getLogger("worker")
 
@@ -48,8 +57,31 @@ class Dataset(str, Enum):
     fashion_mnist = "fashion-mnist"
 
 
-OnSuccess = Enum("OnSuccess", {name: name for name in ON_SUCCESS}, type=str)
+OnSuccess = Enum("OnSuccess", {name: name for name in defaults.ON_SUCCESS}, type=str)
 PublishMode = Enum("PublishMode", {name: name for name in PUBLISH_MODES}, type=str)
+
+
+class ConfigUsageError(ClickException):
+    """A bad option value given to a long-running command: a configuration error like any other."""
+
+    exit_code = EXIT_CONFIG
+
+    def show(self, file=None) -> None:
+        typer.secho(f"error: {self.format_message()}", fg="red", err=True)
+
+
+class LongRunning(TyperCommand):
+    """A command that runs as a service or for a long time (``watch``, ``serve``,
+    ``classify-worker``, ``train``): an option it cannot parse, from the command line or the
+    environment (``WORKER_BATCH_SIZE=abc``), is one line and exit 78, which a unit's
+    ``RestartPreventExitStatus=`` stops at, not click's usage text and exit 2, which a unit
+    would restart for ever. Help (``--help``) is unchanged."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except UsageError as exc:
+            raise ConfigUsageError(" ".join(exc.format_message().splitlines())) from None
 
 
 def _env(name: str) -> str:
@@ -109,7 +141,7 @@ def calibrate(
                f"{review['expected_calibration_error']['after']:.4f}")
 
 
-@app.command()
+@app.command(cls=LongRunning)
 def train(
     dataset: Annotated[Dataset | None, typer.Option(envvar=_env("dataset"), help="Built-in dataset to train on (default mnist).")] = None,
     arch: Annotated[str, typer.Option(envvar=_env("arch"), help=f"Architecture: {', '.join(ARCHS)}.")] = DEFAULT_ARCH,
@@ -283,7 +315,7 @@ BROKER_KEY_FILE_HELP = ("A file holding the key shared by the watcher and the cl
                         "Or WORKER_BROKER_KEY.")
 
 
-@app.command()
+@app.command(cls=LongRunning)
 def watch(
     inbox: Annotated[Path, typer.Option(envvar=_env("inbox"), help="Folder to watch.")] = defaults.INBOX,
     outbox: Annotated[Path, typer.Option(envvar=_env("outbox"), help="Folder for predictions, processed/ and failed/.")] = defaults.OUTBOX,
@@ -297,7 +329,7 @@ def watch(
     recursive: Annotated[bool, typer.Option(envvar=_env("recursive"), help="Watch subfolders too.")] = False,
     batch_size: Annotated[int, typer.Option(envvar=_env("batch_size"), help="Most files per model call.")] = defaults.BATCH_SIZE,
     max_delay: Annotated[int, typer.Option(envvar=_env("max_delay"), help="Most ms to wait while filling a batch.")] = defaults.MAX_DELAY_MS,
-    on_success: Annotated[OnSuccess, typer.Option(envvar=_env("on_success"), help="keep: move inputs to outbox/processed/; delete: remove them.")] = OnSuccess[ON_SUCCESS[0]],
+    on_success: Annotated[OnSuccess, typer.Option(envvar=_env("on_success"), help="keep: move inputs to outbox/processed/; delete: remove them.")] = OnSuccess[defaults.ON_SUCCESS[0]],
     decode_threads: Annotated[int, typer.Option(envvar=_env("decode_threads"), help="Threads decoding large images.")] = defaults.DECODE_THREADS,
     max_pixels: Annotated[int, typer.Option(envvar=_env("max_pixels"), help="Refuse images with more pixels (checked before decoding).")] = defaults.MAX_PIXELS,
     decode_timeout: Annotated[float, typer.Option(envvar=_env("decode_timeout"), help="Seconds a document, TIFF, HEIC or big file may take to decode (in a separate process) before it is refused as too-slow.")] = defaults.DECODE_TIMEOUT,
@@ -316,14 +348,14 @@ def watch(
     from worker.settings import Settings
 
     broker, broker_key = _broker_options(broker, broker_url_file, broker_key_file)
-    settings = Settings(
+    settings = _run(Settings(
         inbox=inbox, outbox=outbox, model=model, once=once, poll=poll, rescan=rescan,
         settle=settle, close_settle=close_settle, ignore=tuple(ignore or ()), recursive=recursive,
         batch_size=batch_size, max_delay_ms=max_delay,
         on_success=on_success.value, decode_threads=decode_threads,
         limits=Limits(max_pixels=max_pixels, decode_seconds=decode_timeout, decode_memory=decode_memory * 2**20),
         broker=broker, in_flight=in_flight, resend_after=resend_after,
-    )
+    ).validate)  # before the model loads: a bad setting is said at once
     from worker.model import Classifier
     from worker.service import ServiceNotifier
 
@@ -360,7 +392,7 @@ def _broker(url: str | None, key: bytes | None = None):
     return _run(Broker, url, key=key)
 
 
-@app.command("classify-worker")
+@app.command("classify-worker", cls=LongRunning)
 def classify_worker(
     broker: Annotated[str | None, typer.Option(envvar=_env("broker"), help="Redis URL the watcher sends batches to (redis://HOST:6379/0). With a password, use WORKER_BROKER or --broker-url-file.")] = None,
     broker_url_file: Annotated[Path | None, typer.Option(envvar=_env("broker_url_file"), help=BROKER_URL_FILE_HELP)] = None,
@@ -377,6 +409,8 @@ def classify_worker(
 
     if not models.is_dir():
         raise _fail(f"--models {models} is not a folder", EXIT_CONFIG)
+    if not os.access(models, os.R_OK | os.X_OK):  # its versions are read as tasks name them
+        raise _fail(f"--models {models} is not readable by this user", EXIT_CONFIG)
     broker, key = _broker_options(broker, broker_url_file, broker_key_file)
     if broker is None:
         raise _fail("give the Redis URL: WORKER_BROKER, --broker-url-file or --broker", EXIT_CONFIG)
@@ -407,7 +441,7 @@ def _metrics_server(address: str | None, textfile: Path | None):
     return registry, server
 
 
-@app.command()
+@app.command(cls=LongRunning)
 def serve(
     host: Annotated[str, typer.Option(envvar=_env("host"), help="Address to listen on; anything but loopback needs --token.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(envvar=_env("port"), min=0, max=65535, help="Port to listen on.")] = 8000,
@@ -436,16 +470,41 @@ def serve(
                     "with --allowed-host (requests naming any other are refused)", EXIT_CONFIG)
     import uvicorn
 
+    from worker.settings import check_writable
     from worker.web.app import ServeSettings, create_app
 
     settings = _run(ServeSettings, inbox=inbox, outbox=outbox, token=token, host=host,
                     allowed_hosts=tuple(allowed_host or ()), reviewer=reviewer or _user_name())
+    _run(check_writable, "inbox", inbox)  # uploads go there
+    _run(check_writable, "outbox", outbox)  # reviews go there
+    try:
+        outbox.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _fail(f"outbox {outbox} cannot be made: {exc.strerror or exc}", EXIT_CONFIG) from None
+    listening = _listening(host, port)
     classifier = _load_classifier(model, defaults.PREDICT_MODEL_THREADS)
-    outbox.mkdir(parents=True, exist_ok=True)
     web = create_app(settings, classifier)
+    port = listening.getsockname()[1]  # --port 0: the one the system chose
     typer.echo(f"worker page on http://{host}:{port}/" + ("?token=..." if token else "")
                + f" (answering to Host {', '.join(sorted(served_names(host, settings.allowed_hosts)))})", err=True)
-    uvicorn.run(web, host=host, port=port, log_level="warning")
+    server = uvicorn.Server(uvicorn.Config(web, host=host, port=port, log_level="warning"))
+    server.run(sockets=[listening])
+    if not server.started:
+        raise _fail("the page did not start (the log above says why)")
+
+
+def _listening(host: str, port: int):
+    """The page's socket, bound before the model loads, as uvicorn would bind it: an address
+    this process cannot have (in use, not this machine's, a low port without the privilege)
+    is a configuration error, one line and 78, not uvicorn's log line and its exit 3."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family)
+    except OSError as exc:
+        raise _fail(f"--host {host} --port {port}: cannot listen there ({exc.strerror or exc})",
+                    EXIT_CONFIG) from None
 
 
 def _user_name() -> str | None:
@@ -484,8 +543,8 @@ def status(
     broker: Annotated[str | None, typer.Option(envvar=_env("broker"), help="Also ask this Redis how many classify workers answer and how many batches wait.")] = None,
     broker_url_file: Annotated[Path | None, typer.Option(envvar=_env("broker_url_file"), help=BROKER_URL_FILE_HELP)] = None,
 ) -> None:
-    """Daemons alive, files claimed and waiting, the last row, today's failures: from the folders.
-    Exits 0 if a daemon is alive, 3 if none is."""
+    """Daemons alive (each with its model and version), files claimed and waiting, the last row,
+    today's failures: from the folders. Exits 0 if a daemon is alive, 3 if none is."""
     from worker.status import format_status
     from worker.status import status as read_status
 

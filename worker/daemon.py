@@ -30,7 +30,7 @@ from worker.errors import WorkerError
 from worker.intake import Intake
 from worker.model import Classifier
 from worker.model import signature as model_signature
-from worker.outbox import Outbox, Written
+from worker.outbox import Outbox, Written, iso_utc
 from worker.pipeline import Pipeline
 from worker.service import ServiceNotifier
 from worker.settings import Settings
@@ -257,6 +257,8 @@ class Daemon:
         return f"{new.name} version {new.version} loaded"
 
     def _serving(self, classifier: Classifier) -> None:
+        self.claims.announce(pid=os.getpid(), model=classifier.name, model_version=classifier.version,
+                             since=iso_utc(self.clock()))
         if self.metrics is not None:
             self.metrics.serving(classifier.name, classifier.version, str(classifier.card.get("dataset", "")))
 

@@ -41,6 +41,9 @@ SETTLE_OPEN_SECONDS = 30.0
 CLOSE_SETTLE_SECONDS = 0.0
 # Full rescan of the inbox this often, because inotify events can be lost (queue overflow).
 RESCAN_SECONDS = 300.0
+# What becomes of a classified input: archived in outbox/processed/ (the first, the default), or
+# removed. Named here, not in outbox.py, so the CLI's --on-success needs no outbox code to start.
+ON_SUCCESS = ("keep", "delete")
 # Bound on queued paths, so a backlog of a million files is never held in memory at once.
 QUEUE_LIMIT = 4096
 

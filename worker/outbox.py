@@ -64,7 +64,6 @@ CSV_NAME = "predictions.csv"
 PROCESSED_DIR = "processed"
 FAILED_DIR = "failed"
 ERROR_SUFFIX = ".error.json"
-ON_SUCCESS = ("keep", "delete")  # what becomes of a classified input: archived, or removed
 
 # Characters that str.splitlines() and some editors take for line ends, though JSON leaves them
 # as they are in a string: escaped, so that one line of the JSONL is one row to any reader.

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from worker import defaults
 from worker.broker import safe_url
 from worker.errors import ConfigError
-from worker.outbox import ON_SUCCESS
 from worker.preprocess import Limits
 
 
@@ -46,6 +47,8 @@ class Settings:
             raise ConfigError("the outbox must not be inside the inbox")
         if inbox.is_relative_to(outbox):  # its archive would be read again as new drops, for ever
             raise ConfigError(f"the inbox {inbox} must not be inside the outbox {outbox}")
+        check_writable("inbox", self.inbox)
+        check_writable("outbox", self.outbox)
         if self.settle < 0:
             raise ConfigError("--settle must not be negative")
         if self.close_settle < 0:
@@ -70,8 +73,8 @@ class Settings:
             raise ConfigError("--max-delay must not be negative")
         if self.limits.decode_seconds <= 0 or self.limits.decode_memory < 64 * 2**20:
             raise ConfigError("--decode-timeout must be positive and --decode-memory at least 64 (MiB)")
-        if self.on_success not in ON_SUCCESS:
-            raise ConfigError(f"--on-success must be one of: {', '.join(ON_SUCCESS)}")
+        if self.on_success not in defaults.ON_SUCCESS:
+            raise ConfigError(f"--on-success must be one of: {', '.join(defaults.ON_SUCCESS)}")
         return self
 
     def describe(self) -> str:
@@ -87,3 +90,19 @@ class Settings:
             + (f" ignore={list(self.ignore)}" if self.ignore else "")
             + (f" broker={safe_url(self.broker)} in_flight={self.in_flight}" if self.broker else "")
         )
+
+
+def check_writable(what: str, folder: Path) -> None:
+    """A ConfigError unless this process may make files in ``folder`` (or, if it is not made
+    yet, in the nearest folder above it that is): said at start, before the model loads, and
+    not as a traceback at the first claim. Opening the folders stays the final word (``Claims``,
+    ``Outbox``): an access check cannot see every refusal (an LSM's, a lease's)."""
+    existing = next((p for p in (folder, *folder.absolute().parents) if p.is_dir()), None)
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        try:
+            user = pwd.getpwuid(os.geteuid()).pw_name
+        except KeyError:
+            user = f"uid {os.geteuid()}"
+        where = "" if existing == folder else f" (it would be made in {existing})"
+        raise ConfigError(f"{what} {folder} is not writable by {user}{where}: give that user write access "
+                          "to it, or run the worker as a user who has it")

@@ -1,8 +1,9 @@
 """``worker status``: what is going on, read from the folders alone, no daemon needed.
 
 Daemons alive (a daemon holds an ``flock`` on ``.work/<id>.lock`` for its whole life: a lock we
-can take belongs to a dead one), files claimed in ``.work/``, files waiting in the inbox, the
-last row written, and today's failures by kind.
+can take belongs to a dead one) and the model each serves (written in its lock file), files
+claimed in ``.work/``, files waiting in the inbox, the last row written, and today's failures by
+kind.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
-from worker.claims import WORK_DIR, take_lock
+from worker.claims import WORK_DIR, read_about, take_lock
 from worker.errors import ConfigError, unreadable
 from worker.outbox import ERROR_SUFFIX, FAILED_DIR, JSONL_NAME
 from worker.outbox_lines import error_record_from, row_from
@@ -41,7 +42,8 @@ def _status(inbox: Path, outbox: Path, recursive: bool, ignore: tuple[str, ...])
     return {
         "inbox": str(inbox),
         "outbox": str(outbox),
-        "daemons_alive": alive,
+        "daemons_alive": len(alive),
+        "daemons": alive,
         "daemons_dead_with_claims": dead,
         "claimed": _claimed(inbox / WORK_DIR),
         "waiting": sum(1 for _ in scan(inbox, recursive, ignore_patterns(ignore))),
@@ -50,19 +52,22 @@ def _status(inbox: Path, outbox: Path, recursive: bool, ignore: tuple[str, ...])
     }
 
 
-def _daemons(work: Path) -> tuple[int, int]:
-    alive = dead = 0
-    for lock in os.listdir(work) if work.is_dir() else []:
+def _daemons(work: Path) -> tuple[list[dict], int]:
+    """The live daemons (id, and what each said of itself: pid, model, model_version, since),
+    and how many dead ones left their lock."""
+    alive, dead = [], 0
+    for lock in sorted(os.listdir(work)) if work.is_dir() else []:
         if not lock.endswith(".lock"):
             continue
         try:
             fd = take_lock(work / lock, shared=True)
+            about = read_about(work / lock) if fd is None else {}
         except PermissionError:
             raise
         except OSError:
             continue
         if fd is None:
-            alive += 1
+            alive.append({"id": lock.removesuffix(".lock"), **about})
         else:
             dead += 1
             os.close(fd)
@@ -109,6 +114,7 @@ def format_status(report: dict) -> str:
         f"outbox {report['outbox']}: last row "
         + (f"{last['file']} -> {last['label']} at {last['processed_at']}" if last else "none yet"),
     ]
+    lines[1:1] = [_daemon_line(daemon) for daemon in report["daemons"]]
     if report["daemons_dead_with_claims"]:
         lines.append(f"{report['daemons_dead_with_claims']} stopped daemon(s) left claims: "
                      "the next start finishes them")
@@ -117,6 +123,13 @@ def format_status(report: dict) -> str:
     if "broker" in report:
         lines.append(_format_broker(report["broker"]))
     return "\n".join(lines)
+
+
+def _daemon_line(daemon: dict) -> str:
+    if "model" not in daemon:
+        return f"  daemon {daemon['id']}: model not recorded (a daemon from before status showed it)"
+    return (f"  daemon {daemon['id']}: model {daemon['model']} version {daemon.get('model_version', '?')}"
+            f" since {daemon.get('since', '?')}, pid {daemon.get('pid', '?')}")
 
 
 def _format_broker(broker: dict) -> str:

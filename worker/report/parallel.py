@@ -13,7 +13,6 @@ single-threaded; the truth is pickled to each child once, by the pool's initiali
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
 from collections.abc import Iterator
@@ -63,6 +62,8 @@ def _pool(processes: int, template: Summary, start_method: str):
     own (exec resets every caught signal; only an ignored one would stay ignored) and catches
     no SIGTERM itself.
     """
+    import multiprocessing  # here: a report of a small outbox never starts a pool
+
     global _forking_workers
     context = multiprocessing.get_context(start_method)
     if start_method == FROM_THREADS:
