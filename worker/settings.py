@@ -98,6 +98,11 @@ def check_writable(what: str, folder: Path) -> None:
     not as a traceback at the first claim. Opening the folders stays the final word (``Claims``,
     ``Outbox``): an access check cannot see every refusal (an LSM's, a lease's)."""
     existing = next((p for p in (folder, *folder.absolute().parents) if p.is_dir()), None)
+    if existing is not None and os.statvfs(existing).f_flag & os.ST_RDONLY:
+        # Under systemd, a folder the unit's ReadWritePaths= does not name is mounted read-only
+        # whatever its modes are.
+        raise ConfigError(f"{what} {folder} is on a file system mounted read-only (Read-only file system); "
+                          "under systemd, the unit's ReadWritePaths= must name it (a drop-in)")
     if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
         try:
             user = pwd.getpwuid(os.geteuid()).pw_name
