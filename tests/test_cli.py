@@ -262,3 +262,26 @@ def test_watch_reads_close_settle_and_ignore_from_the_environment(tmp_path, real
     assert "close_settle=0.5s" in result.output and "ignore=['*.bak', 'scan_tmp*']" in result.output
     assert sorted(p.name for p in inbox.iterdir() if p.name != ".work") == sorted(left)
     assert [p.name for p in (outbox / "processed").iterdir()] == ["a.png"]
+
+
+def test_options_of_another_meaning_read_variables_of_their_own():
+    """WORKER_BATCH_SIZE is files per model call for watch and predict; train's batch is
+    another thing, read from its own variable, and each --help names what it reads."""
+    train_help = " ".join(runner.invoke(app, ["train", "--help"]).output.split())
+    assert "WORKER_TRAIN_BATCH_SIZE" in train_help and "WORKER_BATCH_SIZE]" not in train_help
+    report_help = " ".join(runner.invoke(app, ["report", "--help"]).output.split())
+    assert "WORKER_REPORT_MODEL" in report_help
+    watch_help = " ".join(runner.invoke(app, ["watch", "--help"]).output.split())
+    assert "WORKER_BATCH_SIZE" in watch_help and "WORKER_MODEL" in watch_help
+
+
+def test_a_units_worker_model_does_not_filter_a_report(tmp_path, monkeypatch):
+    outbox = tmp_path / "outbox"
+    outbox.mkdir()
+    row = {"file": "a.png", "label": "3", "confidence": 0.9, "processed_at": "2026-12-03T10:00:00.000Z",
+           "id": "a" * 20, "probabilities": {"3": 0.9, "4": 0.1}, "model": "fashion-mnist"}
+    (outbox / "predictions.jsonl").write_text(json.dumps(row) + "\n")
+    monkeypatch.setenv("WORKER_MODEL", "/var/lib/worker/models/mnist.keras")
+    result = runner.invoke(app, ["report", "--outbox", str(outbox), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["predictions"] == 1
