@@ -285,3 +285,25 @@ def test_a_units_worker_model_does_not_filter_a_report(tmp_path, monkeypatch):
     result = runner.invoke(app, ["report", "--outbox", str(outbox), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["predictions"] == 1
+
+
+@pytest.mark.parametrize("journal", [True, False])
+def test_the_fatal_configuration_line_has_the_journals_error_priority(tmp_path, journal):
+    """``journalctl -p err`` must find why a unit stopped: the one line of a configuration error
+    carries ``<3>`` under the journal, as log lines carry theirs; elsewhere it is plain."""
+    import os
+    import subprocess
+    import sys
+
+    log_path = tmp_path / "stderr.log"
+    env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
+    with open(log_path, "w") as stderr:
+        if journal:
+            info = os.fstat(stderr.fileno())
+            env["JOURNAL_STREAM"] = f"{info.st_dev}:{info.st_ino}"
+        done = subprocess.run([sys.executable, "-m", "worker", "watch", "--once", "--model",
+                               str(tmp_path / "none.keras"), "--inbox", str(tmp_path / "in"),
+                               "--outbox", str(tmp_path / "out")], stderr=stderr, env=env, timeout=120)
+    assert done.returncode == 78
+    last = log_path.read_text().splitlines()[-1]
+    assert last.startswith("<3>error: " if journal else "error: "), last

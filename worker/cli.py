@@ -67,7 +67,7 @@ class ConfigUsageError(ClickException):
     exit_code = EXIT_CONFIG
 
     def show(self, file=None) -> None:
-        typer.secho(f"error: {self.format_message()}", fg="red", err=True)
+        _error_line(self.format_message())
 
 
 class LongRunning(TyperCommand):
@@ -89,8 +89,17 @@ def _env(name: str) -> str:
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    typer.secho(f"error: {message}", fg="red", err=True)
+    _error_line(message)
     return typer.Exit(code)
+
+
+def _error_line(message: str) -> None:
+    """``error: ...`` on stderr; under systemd with the priority the journal files it under
+    (``<3>``, error), as the log lines have theirs, so that ``journalctl -p err`` finds it."""
+    from worker.logs import PRIORITIES, to_journal
+
+    prefix = f"<{PRIORITIES[logging.ERROR]}>" if to_journal() else ""
+    typer.secho(f"{prefix}error: {message}", fg="red", err=True)
 
 
 def _version(value: bool) -> None:
