@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -186,3 +187,33 @@ def test_serve_on_the_port_it_bound_first(boxes, real_model_path):
     finally:
         page.terminate()
         page.wait(30)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("access_log", [True, False])
+def test_serve_logs_requests_in_the_common_format_only_when_asked(boxes, real_model_path, access_log):
+    """--access-log: a line a request, in the format of every other line (time with its zone,
+    level, logger), not uvicorn's own; without it, none."""
+    inbox, outbox = boxes
+    args = [sys.executable, "-m", "worker", "serve", "--inbox", str(inbox), "--outbox", str(outbox),
+            "--port", "0", "--model", str(real_model_path), *(["--access-log"] if access_log else [])]
+    env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
+    page = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        for line in page.stderr:
+            if line.startswith("worker page on "):
+                break
+        url = line.split()[3]
+        with urllib.request.urlopen(f"{url}api/model", timeout=30) as answer:
+            assert answer.status == 200
+    finally:
+        page.terminate()
+        rest = page.stderr.read()
+        page.wait(30)
+    logged = [line for line in rest.splitlines() if "/api/model" in line]
+    if not access_log:
+        assert logged == [], rest
+        return
+    assert len(logged) == 1, rest
+    stamp = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d"
+    assert re.match(stamp + r" INFO uvicorn\.access: .*GET /api/model.* 200", logged[0]), logged[0]

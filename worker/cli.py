@@ -460,6 +460,7 @@ def serve(
     token: Annotated[str | None, typer.Option(envvar=_env("token"), help="Secret every request must carry (open the page as /?token=...).")] = None,
     allowed_host: Annotated[list[str] | None, typer.Option(envvar=_env("allowed_host"), help="A Host name the page may be opened by, besides loopback's and --host (repeat for more); requests naming any other are refused.")] = None,
     reviewer: Annotated[str | None, typer.Option(envvar=_env("reviewer"), help="Who the page's review decisions are recorded as in reviews.jsonl (default: the user running serve).")] = None,
+    access_log: Annotated[bool, typer.Option(envvar=_env("access_log"), help="Log each request (method, path, status, client) in the same format as every other line.")] = False,
 ) -> None:
     """The web page: draw a digit, upload images, watch the outbox, review and correct labels."""
     import ipaddress
@@ -496,7 +497,12 @@ def serve(
     port = listening.getsockname()[1]  # --port 0: the one the system chose
     typer.echo(f"worker page on http://{host}:{port}/" + ("?token=..." if token else "")
                + f" (answering to Host {', '.join(sorted(served_names(host, settings.allowed_hosts)))})", err=True)
-    server = uvicorn.Server(uvicorn.Config(web, host=host, port=port, log_level="warning"))
+    # log_config=None: uvicorn's lines go through our handler, in our format (and the journal's
+    # priorities), not in a format of its own.
+    server = uvicorn.Server(uvicorn.Config(web, host=host, port=port, log_level="warning", log_config=None,
+                                           access_log=access_log))
+    if access_log:
+        logging.getLogger("uvicorn.access").setLevel(logging.INFO)
     server.run(sockets=[listening])
     if not server.started:
         raise _fail("the page did not start (the log above says why)")
