@@ -88,6 +88,16 @@ def fake_classifier() -> FakeClassifier:
     return FakeClassifier()
 
 
+@pytest.fixture
+def redis(tmp_path):
+    """Debian's redis-server on a free loopback port of this test's own, killed at its end."""
+    from services import RedisServer
+
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.kill()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def shipped_models_serve() -> None:
     """A fresh clone's models/ has no ``current`` (it is not in git): the first command that

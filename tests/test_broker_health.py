@@ -18,7 +18,7 @@ import pytest
 import redis as redis_py
 from conftest import rows, running
 from factories import digit_stroke, wait_for, write
-from services import REDIS_SERVER, RedisServer
+from services import REDIS_SERVER
 
 from worker.broker import QUEUE
 from worker.broker_messages import parse_task
@@ -31,13 +31,6 @@ from worker.remote import SILENCE_SHARE, Broker
 from worker.settings import Settings
 
 pytestmark = pytest.mark.skipif(not os.path.exists(REDIS_SERVER), reason="needs Debian's redis-server")
-
-
-@pytest.fixture
-def redis(tmp_path):
-    server = RedisServer(tmp_path).start()
-    yield server
-    server.kill()
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from conftest import FakeClassifier, errors
 from factories import digit_stroke
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from services import REDIS_SERVER, RedisServer
+from services import REDIS_SERVER
 from typer.testing import CliRunner
 
 from worker import defaults
@@ -40,13 +40,6 @@ def _png() -> bytes:
     import cv2
 
     return cv2.imencode(".png", 255 - digit_stroke())[1].tobytes()
-
-
-@pytest.fixture
-def redis(tmp_path):
-    server = RedisServer(tmp_path).start()
-    yield server
-    server.kill()
 
 
 class Watching:

@@ -16,7 +16,7 @@ import urllib.request
 import pytest
 from conftest import errors
 from factories import wait_for
-from services import REDIS_SERVER, ClassifyWorker, RedisServer, free_port
+from services import REDIS_SERVER, ClassifyWorker, free_port
 from watching import (  # noqa: F401 - no_watcher_left is a fixture
     Watcher,
     assert_exactly_once,
@@ -47,13 +47,6 @@ def load_bytes(data, *args, **kwargs):
     return real(data, *args, **kwargs)
 cw.load_bytes = load_bytes
 """
-
-
-@pytest.fixture
-def redis(tmp_path):
-    server = RedisServer(tmp_path).start()
-    yield server
-    server.kill()
 
 
 @pytest.fixture

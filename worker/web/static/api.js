@@ -2,16 +2,6 @@
 // reads the same offline (Swagger UI came from a CDN and was blank without one).
 "use strict";
 
-function element(tag, attributes = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attributes)) {
-    if (key === "text") node.textContent = value;
-    else node.setAttribute(key, value);
-  }
-  node.append(...children);
-  return node;
-}
-
 // A schema in a few words: its reference's name, its type and constraints.
 function shape(schema = {}) {
   if (schema.$ref) return schema.$ref.split("/").pop();

@@ -14,16 +14,6 @@ async function api(path, options = {}) {
   return body;
 }
 
-function element(tag, attributes = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attributes)) {
-    if (key === "text") node.textContent = value;
-    else node.setAttribute(key, value);
-  }
-  node.append(...children);
-  return node;
-}
-
 function percent(p) { return `${(100 * p).toFixed(1)} %`; }
 
 // The review flag's reasons (a list from /api/classify, a space-separated string in a row) as
