@@ -52,7 +52,8 @@ def test_an_answer_with_no_good_file_has_no_scores():
 
 
 class DictRedis:
-    """Enough of Redis for the death counts: INCR, EXPIRE, DELETE, pipelines; RPUSH for answers."""
+    """Enough of Redis for the death counts: INCR, EXPIRE, DELETE, pipelines; RPUSH for answers;
+    SET for the heartbeat and taken records."""
 
     def __init__(self) -> None:
         self.values: dict[str, int] = {}
@@ -72,6 +73,9 @@ class DictRedis:
         for key in keys:
             self.values.pop(key, None)
 
+    def set(self, key, value, ex=None):
+        self.values[key] = value
+
     def rpush(self, key, value):
         self.lists.setdefault(key, []).append(value)
 
@@ -81,10 +85,10 @@ class Pipe:
         self.redis, self.calls = redis, []
 
     def __getattr__(self, name):
-        return lambda *args: self.calls.append((name, args))
+        return lambda *args, **kwargs: self.calls.append((name, args, kwargs))
 
     def execute(self):
-        return [getattr(self.redis, name)(*args) for name, args in self.calls]
+        return [getattr(self.redis, name)(*args, **kwargs) for name, args, kwargs in self.calls]
 
 
 @pytest.fixture
@@ -117,7 +121,8 @@ def test_a_file_in_hand_at_two_deaths_is_set_aside_and_the_others_answered(host)
     kinds = [item.error and item.error[0] for item in answer.files]
     assert kinds == [None, "worker-crashed", None]
     assert len(np.frombuffer(answer.probabilities, np.float32)) == 2 * 10
-    assert host.redis.values == {}, "counts cleared once the batch is answered"
+    assert [k for k in host.redis.values if not k.startswith("worker:alive:")] == [], \
+        "counts and the taken record cleared once the batch is answered"
 
 
 @pytest.mark.slow
@@ -200,6 +205,12 @@ class FakeBroker:
 
     def restarted(self) -> bool:
         return False
+
+    def liveness(self, task_ids, rejected):
+        return None
+
+    def forget(self, task_id: str) -> None:
+        pass
 
 
 def test_a_batch_unanswered_too_long_is_sent_again_and_a_second_answer_dropped(boxes, fake_classifier):

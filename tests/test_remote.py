@@ -131,6 +131,37 @@ def test_workers_killed_mid_burst_three_times_lose_and_repeat_nothing(boxes, sta
     assert retaken >= 1, "a batch a killed worker held was taken again"
 
 
+def test_workers_killed_mid_stream_every_row_comes_within_30_s_of_the_last_file(boxes, staging, mnist_test,
+                                                                               redis, workers):
+    """Issue 29: three kill -9s of a whole worker (its process group) while 2,000 files stream
+    in, with the transport's own recovery out of reach (visibility timeout and --resend-after
+    far away): the heartbeats and taken records bring every batch back."""
+    inbox, outbox = boxes
+    images, _ = mnist_test
+    pool = workers(2, visibility_timeout=300)
+    port = free_port()
+    watcher = Watcher(inbox, outbox, "--broker", redis.url, "--batch-size", "32", "--metrics",
+                      f"127.0.0.1:{port}")
+    watcher.wait_ready()
+    paths = stage(staging, images, 2000)
+    for i in range(20):  # 100 files every 0.2 s, a worker killed after the 5th, 10th and 15th hundred
+        drop(paths[i * 100:(i + 1) * 100], inbox)
+        if i in (4, 9, 14):
+            victim = pool[i % 2]
+            victim.kill()
+            victim.start()  # as systemd restarts it
+        time.sleep(0.2)
+    last = time.monotonic()
+    assert wait_for(lambda: _all_done(boxes, len(paths)), 60), watcher.output()
+    took = time.monotonic() - last
+    resent = _metrics(port, "worker_remote_resent_total")
+    print(f"every row {took:.1f} s after the last file; resent {resent}")
+    assert took <= 30, f"{took:.1f} s; resent {resent}"
+    assert watcher.stop() == 0, watcher.output()
+    assert_exactly_once(outbox, {p.name for p in paths})
+    assert resent.get('reason="timeout"', 0) == 0 and resent.get('reason="worker-gone"', 0) >= 1, resent
+
+
 def test_the_watcher_killed_replays_by_claim_id(boxes, staging, mnist_test, redis, workers):
     inbox, outbox = boxes
     images, _ = mnist_test
@@ -237,6 +268,13 @@ def test_a_worker_without_the_version_refuses_rather_than_answer_with_another(bo
 def _metric(port: int, name: str) -> float:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith(f"{name} "))
+
+
+def _metrics(port: int, name: str) -> dict[str, float]:
+    """A labelled metric's samples by their labels (``reason="untaken"``: 1.0)."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return {line[len(name) + 1:line.index("}")]: float(line.split()[-1]) for line in text.splitlines()
+            if line.startswith(name + "{")}
 
 
 def _claimed(inbox) -> int:
