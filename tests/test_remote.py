@@ -162,6 +162,44 @@ def test_workers_killed_mid_stream_every_row_comes_within_30_s_of_the_last_file(
     assert resent.get('reason="timeout"', 0) == 0 and resent.get('reason="worker-gone"', 0) >= 1, resent
 
 
+def test_a_worker_frozen_for_60_s_its_batches_done_elsewhere_its_late_answers_dropped(
+        boxes, staging, mnist_test, redis, workers):
+    """A host frozen (SIGSTOP) holding a batch: its heartbeat expires, the batch is done by the
+    other worker; thawed (SIGCONT) a minute later, it answers, and that answer is dropped."""
+    inbox, outbox = boxes
+    images, _ = mnist_test
+    frozen, _ = workers(2, visibility_timeout=300)
+    port = free_port()
+    watcher = Watcher(inbox, outbox, "--broker", redis.url, "--batch-size", "32", "--metrics",
+                      f"127.0.0.1:{port}")
+    watcher.wait_ready()
+    paths = stage(staging, images, 1000)
+    for i in range(10):
+        drop(paths[i * 100:(i + 1) * 100], inbox)
+        if i == 4:
+            os.killpg(frozen.proc.pid, signal.SIGSTOP)
+        time.sleep(0.2)
+    last = time.monotonic()
+    try:
+        assert wait_for(lambda: _all_done(boxes, len(paths)), 30), watcher.output()
+        took = time.monotonic() - last
+        rows = row_count(outbox)
+        time.sleep(max(0.0, 60 - (time.monotonic() - last)))
+    finally:
+        os.killpg(frozen.proc.pid, signal.SIGCONT)
+    assert wait_for(lambda: _metrics(port, "worker_broker_rejected_total").get('reason="duplicate"'), 30), \
+        "the thawed worker's late answer is dropped"
+    resent = _metrics(port, "worker_remote_resent_total")
+    print(f"every row {took:.1f} s after the last file, a worker frozen; resent {resent}")
+    # Frozen holding a batch it had started (worker-gone) or one its main process had reserved
+    # for its pool (untaken: it never started it).
+    assert resent.get('reason="worker-gone"', 0) + resent.get('reason="untaken"', 0) >= 1, resent
+    assert not resent.get('reason="timeout"'), resent
+    assert row_count(outbox) == rows, "nothing written after the thaw"
+    assert watcher.stop() == 0, watcher.output()
+    assert_exactly_once(outbox, {p.name for p in paths})
+
+
 def test_the_watcher_killed_replays_by_claim_id(boxes, staging, mnist_test, redis, workers):
     inbox, outbox = boxes
     images, _ = mnist_test
