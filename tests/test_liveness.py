@@ -4,10 +4,12 @@ heartbeat on a real Redis. End to end with killed and frozen workers: test_remot
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
 from services import REDIS_SERVER, RedisServer
+from typer.testing import CliRunner
 
 from worker.broker_messages import (
     Heartbeat,
@@ -18,6 +20,7 @@ from worker.broker_messages import (
     parse_heartbeat,
     parse_taken,
 )
+from worker.cli import app
 from worker.liveness import ALIVE_SECONDS, UNTAKEN_SECONDS, Heart, Snapshot, forget, look, to_resend
 
 KEY = b"k" * 32
@@ -76,12 +79,17 @@ needs_redis = pytest.mark.skipif(not os.path.exists(REDIS_SERVER), reason="needs
 
 
 @pytest.fixture
-def redis(tmp_path):
+def server(tmp_path):
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def redis(server):
     import redis as client
 
-    server = RedisServer(tmp_path).start()
-    yield client.Redis.from_url(server.url)
-    server.kill()
+    return client.Redis.from_url(server.url)
 
 
 @needs_redis
@@ -113,3 +121,18 @@ def test_a_stopped_worker_deletes_its_heartbeat(redis):
     assert A in look(redis, None, []).alive
     heart.stop()
     assert look(redis, None, []).alive == {}, "gone at once, not after its TTL"
+
+
+@needs_redis
+def test_status_shows_the_workers_alive_by_heartbeat(boxes, server, redis):
+    inbox, outbox = boxes
+    Heart(redis, KEY, host="host-a", pid=101).taking("t1")
+    Heart(redis, KEY, host="host-b", pid=202).beat()
+    Heart(redis, b"x" * 32, host="host-c", pid=303).beat()  # sealed with another key: not counted
+    args = ["status", "--inbox", str(inbox), "--outbox", str(outbox), "--broker", server.url]
+    env = {"WORKER_BROKER_KEY": KEY.decode()}
+    text = CliRunner().invoke(app, args, env=env).output
+    assert "2 classify worker process(es) alive (1 busy), 0 batch(es) queued" in text, text
+    report = json.loads(CliRunner().invoke(app, [*args, "--json"], env=env).output)
+    assert [(w["host"], w["pid"], w["batch"]) for w in report["broker"]["workers"]] == \
+        [("host-a", 101, "t1"), ("host-b", 202, None)]

@@ -159,7 +159,8 @@ def test_workers_killed_mid_stream_every_row_comes_within_30_s_of_the_last_file(
     assert took <= 30, f"{took:.1f} s; resent {resent}"
     assert watcher.stop() == 0, watcher.output()
     assert_exactly_once(outbox, {p.name for p in paths})
-    assert resent.get('reason="timeout"', 0) == 0 and resent.get('reason="worker-gone"', 0) >= 1, resent
+    assert not resent.get('reason="timeout"'), resent
+    assert resent.get('reason="worker-gone"', 0) + resent.get('reason="untaken"', 0) >= 1, resent
 
 
 def test_a_worker_frozen_for_60_s_its_batches_done_elsewhere_its_late_answers_dropped(
@@ -198,6 +199,35 @@ def test_a_worker_frozen_for_60_s_its_batches_done_elsewhere_its_late_answers_dr
     assert row_count(outbox) == rows, "nothing written after the thaw"
     assert watcher.stop() == 0, watcher.output()
     assert_exactly_once(outbox, {p.name for p in paths})
+
+
+def test_a_worker_stopped_with_sigterm_hands_back_what_it_has_not_started(boxes, staging, mnist_test, redis,
+                                                                          workers):
+    """SIGTERM to the whole worker (as systemd stops a unit): the batch it is running is
+    answered, what it took and had not started goes back on the queue, and its heartbeat goes
+    at once: the other worker does the rest without a wait for a heartbeat to expire."""
+    inbox, outbox = boxes
+    images, _ = mnist_test
+    leaving, _ = workers(2, visibility_timeout=300)
+    port = free_port()
+    watcher = Watcher(inbox, outbox, "--broker", redis.url, "--batch-size", "32", "--metrics",
+                      f"127.0.0.1:{port}")
+    watcher.wait_ready()
+    paths = stage(staging, images, 1000)
+    for i in range(10):
+        drop(paths[i * 100:(i + 1) * 100], inbox)
+        if i == 4:
+            os.killpg(leaving.proc.pid, signal.SIGTERM)
+        time.sleep(0.2)
+    last = time.monotonic()
+    assert wait_for(lambda: _all_done(boxes, len(paths)), 30), watcher.output()
+    took = time.monotonic() - last
+    resent = _metrics(port, "worker_remote_resent_total")
+    print(f"every row {took:.1f} s after the last file, a worker stopped; resent {resent}")
+    assert leaving.proc.wait(30) == 0, leaving.output()
+    assert watcher.stop() == 0, watcher.output()
+    assert_exactly_once(outbox, {p.name for p in paths})
+    assert not resent.get('reason="timeout"') and not resent.get('reason="untaken"'), resent
 
 
 def test_the_watcher_killed_replays_by_claim_id(boxes, staging, mnist_test, redis, workers):

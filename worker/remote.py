@@ -162,19 +162,22 @@ class Broker:
         return True
 
 
-def broker_status(url: str, timeout: float = 1.0) -> dict:
-    """For ``worker status --broker``: the classify workers that answer a ping, and the
-    batches queued for them."""
+def broker_status(url: str, key: bytes | None = None) -> dict:
+    """For ``worker status --broker``: the classify worker processes alive by their heartbeat
+    (what the watcher sees), and the batches queued for them."""
     from worker.broker import QUEUE
 
     report = {"url": safe_url(url), "reachable": False, "workers": [], "queued": None, "error": None}
     try:
-        queued = redis_client(url).llen(QUEUE)
-        replies = make_app(url).control.ping(timeout=timeout)
-    except Exception as exc:  # noqa: BLE001 - kombu and redis raise many kinds for one outage
+        client = redis_client(url)
+        queued = client.llen(QUEUE)
+        alive = look(client, key, []).alive
+    except Exception as exc:  # noqa: BLE001 - redis raises many kinds for one outage
         report["error"] = str(exc)
         return report
-    report.update(reachable=True, queued=queued, workers=sorted(name for reply in replies for name in reply))
+    workers = [{"host": b.host, "pid": b.pid, "batch": b.task, "idle_seconds": round(b.idle, 1)}
+               for _, b in sorted(alive.items())]
+    report.update(reachable=True, queued=queued, workers=workers)
     return report
 
 
