@@ -13,7 +13,7 @@ from factories import digit_stroke
 
 from worker import defaults
 from worker.broker import safe_url
-from worker.broker_messages import Task, TaskFile, pack_task, parse_answer, parse_task
+from worker.broker_messages import Heartbeat, Taken, Task, TaskFile, pack_task, parse_answer, parse_task
 from worker.classify_worker import Host, classify, encode, find_version
 from worker.errors import ConfigError, InputError
 from worker.model import Classifier, Scored
@@ -206,11 +206,14 @@ class FakeBroker:
     def restarted(self) -> bool:
         return False
 
+    snapshot = None  # what the next look at the heartbeats sees (None: no look yet)
+    forgotten: list[str] = []
+
     def liveness(self, task_ids, rejected):
-        return None
+        return self.snapshot
 
     def forget(self, task_id: str) -> None:
-        pass
+        self.forgotten = [*self.forgotten, task_id]
 
 
 def test_a_batch_unanswered_too_long_is_sent_again_and_a_second_answer_dropped(boxes, fake_classifier):
@@ -266,3 +269,34 @@ def test_a_batch_of_unreadable_files_is_not_sent_and_each_gets_its_error(boxes, 
         claims.close()
     [error] = errors(outbox)
     assert (error["file"], error["kind"]) == ("link.png", "not-a-regular-file")
+
+
+def test_a_batch_whose_worker_is_gone_is_sent_again_at_once_and_counted(boxes, fake_classifier):
+    from worker.claims import Claims
+    from worker.liveness import Snapshot
+    from worker.metrics import Metrics
+    from worker.outbox import Outbox
+    from worker.remote import RemotePipeline
+
+    inbox, outbox = boxes
+    (inbox / "one.png").write_bytes(_png(255 - digit_stroke()))
+    broker, claims, metrics = FakeBroker(), Claims(inbox), Metrics()
+    pipeline = RemotePipeline(fake_classifier, Outbox(outbox, fake_classifier.class_names), claims,
+                              broker=broker, in_flight=8, retry=5, resend_after=600, limits=Limits(),
+                              decode_threads=1, clock=time.monotonic, metrics=metrics)
+    try:
+        pipeline.process([claims.claim("one.png")])
+        [task_id] = broker.sent
+        alive = Heartbeat("host-b", 2, None, 0.0)
+        broker.snapshot = Snapshot(alive={alive.worker: alive}, taken={task_id: Taken(task_id, "host-a", 1)})
+        pipeline.collect()
+        assert broker.sent == [task_id] * 2 and broker.forgotten == [task_id]
+        assert metrics.registry.get_sample_value("worker_remote_resent_total", {"reason": "worker-gone"}) == 1
+        assert metrics.registry.get_sample_value("worker_remote_workers_alive") == 1
+        broker.snapshot = Snapshot(alive={alive.worker: alive}, taken={task_id: Taken(task_id, "host-b", 2)})
+        pipeline.collect()
+        assert broker.sent == [task_id] * 2, "taken again by a live worker: left alone"
+        pipeline.drop_pending()  # unanswered: left claimed, no wait for it at close
+    finally:
+        pipeline.close()
+        claims.close()
