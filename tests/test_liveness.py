@@ -75,6 +75,28 @@ def test_a_batch_nobody_took_is_sent_again_only_while_a_worker_sits_idle():
         "no worker at all: it waits in the queue for one"
 
 
+class AwayRedis:
+    """A Redis that cannot be reached."""
+
+    def pipeline(self):
+        return self
+
+    def set(self, *args, **kwargs):
+        pass
+
+    def execute(self):
+        raise ConnectionError("away")
+
+
+def test_a_batch_that_could_not_be_recorded_is_not_in_hand():
+    """Redis away as a worker takes a batch: the task goes back on the queue (the error goes up),
+    and the worker's heartbeat, once Redis is back, says idle, not busy with it."""
+    heart = Heart(AwayRedis(), None, host="host-a", pid=101)
+    with pytest.raises(ConnectionError):
+        heart.taking("t1")
+    assert heart.task is None
+
+
 needs_redis = pytest.mark.skipif(not os.path.exists(REDIS_SERVER), reason="needs Debian's redis-server")
 
 

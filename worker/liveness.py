@@ -90,12 +90,12 @@ class Heart:
     def taking(self, task_id: str) -> None:
         """Record the batch as ours before any work on it. Redis being away raises (the task
         goes back on the queue)."""
-        self.task = task_id
         pipe = self.redis.pipeline()
         pipe.set(TAKEN_KEY.format(task_id), pack_taken(Taken(task_id, self.host, self.pid), self.key),
                  ex=TAKEN_SECONDS)
-        pipe.set(self.alive_key, self._beat_value(), ex=ALIVE_SECONDS)
+        pipe.set(self.alive_key, self._beat_value(task_id), ex=ALIVE_SECONDS)
         pipe.execute()
+        self.task = task_id
 
     def done(self, task_id: str) -> None:
         """The batch answered: its taken record is no longer needed."""
@@ -108,7 +108,7 @@ class Heart:
     def beat(self) -> None:
         """Refresh the heartbeat; Redis away is logged once (the worker waits it out)."""
         try:
-            self.redis.set(self.alive_key, self._beat_value(), ex=ALIVE_SECONDS)
+            self.redis.set(self.alive_key, self._beat_value(self.task), ex=ALIVE_SECONDS)
         except Exception as exc:  # noqa: BLE001 - redis raises many kinds for one outage
             if not self._failing:
                 log.warning("heartbeat not written (%s); retried every %.0f s", exc, BEAT_SECONDS)
@@ -135,9 +135,9 @@ class Heart:
         while not self._stopped.wait(BEAT_SECONDS):
             self.beat()
 
-    def _beat_value(self) -> bytes:
-        idle = 0.0 if self.task is not None else max(0.0, self.clock() - self.idle_since)
-        return pack_heartbeat(Heartbeat(self.host, self.pid, self.task, idle), self.key)
+    def _beat_value(self, task: str | None) -> bytes:
+        idle = 0.0 if task is not None else max(0.0, self.clock() - self.idle_since)
+        return pack_heartbeat(Heartbeat(self.host, self.pid, task, idle), self.key)
 
 
 @dataclass(frozen=True)

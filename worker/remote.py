@@ -288,9 +288,9 @@ class RemotePipeline(Pipeline):
             for flight in self.flights:
                 if flight.answer is None:
                     self._resend(flight, "redis-restart")
+        self._take(self.broker.answers())  # first: a batch just answered has no taken record left
         self._resend_overdue()
         self._resend_lost()
-        self._take(self.broker.answers())
         finished = 0
         for flight in list(self.flights):
             if flight.answer is not None:
