@@ -28,6 +28,7 @@ from watching import (  # noqa: F401 - no_watcher_left is a fixture
 )
 
 from worker import defaults
+from worker.broker_messages import parse_taken
 from worker.model import card_path
 
 pytestmark = [
@@ -120,11 +121,11 @@ def test_workers_killed_mid_burst_three_times_lose_and_repeat_nothing(boxes, sta
     pool = workers(2)
     watcher, paths = _burst(boxes, staging, images, redis, 1500)
     rng = random.Random(3)
-    for kill in range(3):
+    for _ in range(3):
         target = row_count(outbox) + rng.randint(50, 250)
         assert wait_for(lambda t=target: row_count(outbox) >= t, 120), watcher.output()
-        victim = pool[kill % 2]
-        victim.kill()  # mid-batch: its task is taken again after the visibility timeout
+        victim = _holding_a_batch(pool, redis.url)
+        victim.kill()  # mid-batch: its task is taken again (its heartbeat gone, or its visibility timeout)
         victim.start()  # as systemd restarts it
     _each_once(boxes, watcher, paths)
     retaken = sum(w.output().count("was in hand when a worker died") for w in pool)
@@ -336,6 +337,34 @@ def test_a_worker_without_the_version_refuses_rather_than_answer_with_another(bo
 def _metric(port: int, name: str) -> float:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith(f"{name} "))
+
+
+def _holding_a_batch(pool: list[ClassifyWorker], url: str, timeout: float = 30) -> ClassifyWorker:
+    """The first worker seen with a batch in hand (a taken record names one of its pool
+    processes), so that a kill is mid-batch, not between two."""
+    import redis as redis_py
+
+    client = redis_py.Redis.from_url(url)
+    mains = {w.proc.pid: w for w in pool}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for name in client.scan_iter(match="worker:taken:*"):
+            raw = client.get(name)
+            if raw is None:
+                continue  # answered meanwhile
+            parent = _parent(parse_taken(raw, None, name.decode().rpartition(":")[2]).pid)
+            if parent in mains:
+                return mains[parent]
+        time.sleep(0.005)
+    raise AssertionError("no worker was seen holding a batch")
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rpartition(")")[2].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _metrics(port: int, name: str) -> dict[str, float]:
