@@ -13,7 +13,7 @@ from factories import digit_stroke
 
 from worker import defaults
 from worker.broker import safe_url
-from worker.broker_messages import Task, TaskFile, pack_task, parse_answer, parse_task
+from worker.broker_messages import Heartbeat, Taken, Task, TaskFile, pack_task, parse_answer, parse_task
 from worker.classify_worker import Host, classify, encode, find_version
 from worker.errors import ConfigError, InputError
 from worker.model import Classifier, Scored
@@ -52,7 +52,8 @@ def test_an_answer_with_no_good_file_has_no_scores():
 
 
 class DictRedis:
-    """Enough of Redis for the death counts: INCR, EXPIRE, DELETE, pipelines; RPUSH for answers."""
+    """Enough of Redis for the death counts: INCR, EXPIRE, DELETE, pipelines; RPUSH for answers;
+    SET for the heartbeat and taken records."""
 
     def __init__(self) -> None:
         self.values: dict[str, int] = {}
@@ -72,6 +73,9 @@ class DictRedis:
         for key in keys:
             self.values.pop(key, None)
 
+    def set(self, key, value, ex=None):
+        self.values[key] = value
+
     def rpush(self, key, value):
         self.lists.setdefault(key, []).append(value)
 
@@ -81,10 +85,10 @@ class Pipe:
         self.redis, self.calls = redis, []
 
     def __getattr__(self, name):
-        return lambda *args: self.calls.append((name, args))
+        return lambda *args, **kwargs: self.calls.append((name, args, kwargs))
 
     def execute(self):
-        return [getattr(self.redis, name)(*args) for name, args in self.calls]
+        return [getattr(self.redis, name)(*args, **kwargs) for name, args, kwargs in self.calls]
 
 
 @pytest.fixture
@@ -117,7 +121,8 @@ def test_a_file_in_hand_at_two_deaths_is_set_aside_and_the_others_answered(host)
     kinds = [item.error and item.error[0] for item in answer.files]
     assert kinds == [None, "worker-crashed", None]
     assert len(np.frombuffer(answer.probabilities, np.float32)) == 2 * 10
-    assert host.redis.values == {}, "counts cleared once the batch is answered"
+    assert [k for k in host.redis.values if not k.startswith("worker:alive:")] == [], \
+        "counts and the taken record cleared once the batch is answered"
 
 
 @pytest.mark.slow
@@ -201,6 +206,15 @@ class FakeBroker:
     def restarted(self) -> bool:
         return False
 
+    snapshot = None  # what the next look at the heartbeats sees (None: no look yet)
+    forgotten: list[str] = []
+
+    def liveness(self, task_ids, rejected):
+        return self.snapshot
+
+    def forget(self, task_id: str) -> None:
+        self.forgotten = [*self.forgotten, task_id]
+
 
 def test_a_batch_unanswered_too_long_is_sent_again_and_a_second_answer_dropped(boxes, fake_classifier):
     from worker.claims import Claims
@@ -255,3 +269,34 @@ def test_a_batch_of_unreadable_files_is_not_sent_and_each_gets_its_error(boxes, 
         claims.close()
     [error] = errors(outbox)
     assert (error["file"], error["kind"]) == ("link.png", "not-a-regular-file")
+
+
+def test_a_batch_whose_worker_is_gone_is_sent_again_at_once_and_counted(boxes, fake_classifier):
+    from worker.claims import Claims
+    from worker.liveness import Snapshot
+    from worker.metrics import Metrics
+    from worker.outbox import Outbox
+    from worker.remote import RemotePipeline
+
+    inbox, outbox = boxes
+    (inbox / "one.png").write_bytes(_png(255 - digit_stroke()))
+    broker, claims, metrics = FakeBroker(), Claims(inbox), Metrics()
+    pipeline = RemotePipeline(fake_classifier, Outbox(outbox, fake_classifier.class_names), claims,
+                              broker=broker, in_flight=8, retry=5, resend_after=600, limits=Limits(),
+                              decode_threads=1, clock=time.monotonic, metrics=metrics)
+    try:
+        pipeline.process([claims.claim("one.png")])
+        [task_id] = broker.sent
+        alive = Heartbeat("host-b", 2, None, 0.0)
+        broker.snapshot = Snapshot(alive={alive.worker: alive}, taken={task_id: Taken(task_id, "host-a", 1)})
+        pipeline.collect()
+        assert broker.sent == [task_id] * 2 and broker.forgotten == [task_id]
+        assert metrics.registry.get_sample_value("worker_remote_resent_total", {"reason": "worker-gone"}) == 1
+        assert metrics.registry.get_sample_value("worker_remote_workers_alive") == 1
+        broker.snapshot = Snapshot(alive={alive.worker: alive}, taken={task_id: Taken(task_id, "host-b", 2)})
+        pipeline.collect()
+        assert broker.sent == [task_id] * 2, "taken again by a live worker: left alone"
+        pipeline.drop_pending()  # unanswered: left claimed, no wait for it at close
+    finally:
+        pipeline.close()
+        claims.close()

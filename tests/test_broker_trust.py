@@ -186,11 +186,16 @@ def test_with_a_key_the_task_is_sealed(watching, redis):
 
 
 class ListRedis:
-    """Enough of Redis for a worker's answers and death counts, keeping what was pushed."""
+    """Enough of Redis for a worker's answers, death counts and taken records, keeping what was
+    pushed and set."""
 
     def __init__(self) -> None:
         self.pushed: list[tuple[str, bytes]] = []
         self.counts: dict[str, int] = {}
+        self.values: dict[str, bytes] = {}
+
+    def set(self, key, value, ex=None):
+        self.values[key] = value
 
     def pipeline(self):
         return self
@@ -409,6 +414,12 @@ class MemoryBroker:
 
     def restarted(self) -> bool:
         return False
+
+    def liveness(self, task_ids, rejected):
+        return None
+
+    def forget(self, task_id) -> None:
+        pass
 
 
 def _forgeries(draw, flight, key) -> list[bytes]:

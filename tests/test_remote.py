@@ -28,6 +28,7 @@ from watching import (  # noqa: F401 - no_watcher_left is a fixture
 )
 
 from worker import defaults
+from worker.broker_messages import parse_taken
 from worker.model import card_path
 
 pytestmark = [
@@ -113,15 +114,114 @@ def test_workers_killed_mid_burst_three_times_lose_and_repeat_nothing(boxes, sta
     pool = workers(2)
     watcher, paths = _burst(boxes, staging, images, redis, 1500)
     rng = random.Random(3)
-    for kill in range(3):
+    for _ in range(3):
         target = row_count(outbox) + rng.randint(50, 250)
         assert wait_for(lambda t=target: row_count(outbox) >= t, 120), watcher.output()
-        victim = pool[kill % 2]
-        victim.kill()  # mid-batch: its task is taken again after the visibility timeout
+        victim = _holding_a_batch(pool, redis.url)
+        victim.kill()  # mid-batch: its task is taken again (its heartbeat gone, or its visibility timeout)
         victim.start()  # as systemd restarts it
     _each_once(boxes, watcher, paths)
     retaken = sum(w.output().count("was in hand when a worker died") for w in pool)
     assert retaken >= 1, "a batch a killed worker held was taken again"
+
+
+def test_workers_killed_mid_stream_every_row_comes_within_30_s_of_the_last_file(boxes, staging, mnist_test,
+                                                                               redis, workers):
+    """Issue 29: three kill -9s of a whole worker (its process group) while 2,000 files stream
+    in, with the transport's own recovery out of reach (visibility timeout and --resend-after
+    far away): the heartbeats and taken records bring every batch back."""
+    inbox, outbox = boxes
+    images, _ = mnist_test
+    pool = workers(2, visibility_timeout=300)
+    port = free_port()
+    watcher = Watcher(inbox, outbox, "--broker", redis.url, "--batch-size", "32", "--metrics",
+                      f"127.0.0.1:{port}")
+    watcher.wait_ready()
+    paths = stage(staging, images, 2000)
+    for i in range(20):  # 100 files every 0.2 s, a worker killed after the 5th, 10th and 15th hundred
+        drop(paths[i * 100:(i + 1) * 100], inbox)
+        if i in (4, 9, 14):
+            victim = pool[i % 2]
+            victim.kill()
+            victim.start()  # as systemd restarts it
+        time.sleep(0.2)
+    last = time.monotonic()
+    assert wait_for(lambda: _all_done(boxes, len(paths)), 60), watcher.output()
+    took = time.monotonic() - last
+    resent = _metrics(port, "worker_remote_resent_total")
+    print(f"every row {took:.1f} s after the last file; resent {resent}")
+    assert took <= 30, f"{took:.1f} s; resent {resent}"
+    assert watcher.stop() == 0, watcher.output()
+    assert_exactly_once(outbox, {p.name for p in paths})
+    assert not resent.get('reason="timeout"'), resent
+    assert resent.get('reason="worker-gone"', 0) + resent.get('reason="untaken"', 0) >= 1, resent
+
+
+def test_a_worker_frozen_for_60_s_its_batches_done_elsewhere_its_late_answers_dropped(
+        boxes, staging, mnist_test, redis, workers):
+    """A host frozen (SIGSTOP) holding a batch: its heartbeat expires, the batch is done by the
+    other worker; thawed (SIGCONT) a minute later, it answers, and that answer is dropped."""
+    inbox, outbox = boxes
+    images, _ = mnist_test
+    frozen, _ = workers(2, visibility_timeout=300)
+    port = free_port()
+    watcher = Watcher(inbox, outbox, "--broker", redis.url, "--batch-size", "32", "--metrics",
+                      f"127.0.0.1:{port}")
+    watcher.wait_ready()
+    paths = stage(staging, images, 1000)
+    for i in range(10):
+        drop(paths[i * 100:(i + 1) * 100], inbox)
+        if i == 4:
+            os.killpg(frozen.proc.pid, signal.SIGSTOP)
+        time.sleep(0.2)
+    last = time.monotonic()
+    try:
+        assert wait_for(lambda: _all_done(boxes, len(paths)), 30), watcher.output()
+        took = time.monotonic() - last
+        rows = row_count(outbox)
+        time.sleep(max(0.0, 60 - (time.monotonic() - last)))
+    finally:
+        os.killpg(frozen.proc.pid, signal.SIGCONT)
+    assert wait_for(lambda: _metrics(port, "worker_broker_rejected_total").get('reason="duplicate"'), 30), \
+        "the thawed worker's late answer is dropped"
+    resent = _metrics(port, "worker_remote_resent_total")
+    print(f"every row {took:.1f} s after the last file, a worker frozen; resent {resent}")
+    # Frozen in a batch (worker-gone), or, as is likelier with batches that take milliseconds,
+    # just as Redis handed it one (untaken: the task waits unread in its socket).
+    assert resent.get('reason="worker-gone"', 0) + resent.get('reason="untaken"', 0) >= 1, resent
+    assert not resent.get('reason="timeout"'), resent
+    assert row_count(outbox) == rows, "nothing written after the thaw"
+    assert watcher.stop() == 0, watcher.output()
+    assert_exactly_once(outbox, {p.name for p in paths})
+
+
+def test_a_worker_stopped_with_sigterm_hands_back_what_it_has_not_started(boxes, staging, mnist_test, redis,
+                                                                          workers):
+    """SIGTERM to the whole worker (as systemd stops a unit): the batch it is running is
+    answered, what it took and had not started goes back on the queue, and its heartbeat goes
+    at once: the other worker does the rest without a wait for a heartbeat to expire."""
+    inbox, outbox = boxes
+    images, _ = mnist_test
+    leaving, _ = workers(2, visibility_timeout=300)
+    port = free_port()
+    watcher = Watcher(inbox, outbox, "--broker", redis.url, "--batch-size", "32", "--metrics",
+                      f"127.0.0.1:{port}")
+    watcher.wait_ready()
+    paths = stage(staging, images, 1000)
+    for i in range(10):
+        drop(paths[i * 100:(i + 1) * 100], inbox)
+        if i == 4:
+            os.killpg(leaving.proc.pid, signal.SIGTERM)
+        time.sleep(0.2)
+    last = time.monotonic()
+    assert wait_for(lambda: _all_done(boxes, len(paths)), 30), watcher.output()
+    took = time.monotonic() - last
+    resent = _metrics(port, "worker_remote_resent_total")
+    print(f"every row {took:.1f} s after the last file, a worker stopped; resent {resent}")
+    assert leaving.proc.wait(30) == 0, leaving.output()
+    assert watcher.stop() == 0, watcher.output()
+    assert_exactly_once(outbox, {p.name for p in paths})
+    assert not resent.get('reason="timeout"') and not resent.get('reason="untaken"'), resent
 
 
 def test_the_watcher_killed_replays_by_claim_id(boxes, staging, mnist_test, redis, workers):
@@ -230,6 +330,41 @@ def test_a_worker_without_the_version_refuses_rather_than_answer_with_another(bo
 def _metric(port: int, name: str) -> float:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith(f"{name} "))
+
+
+def _holding_a_batch(pool: list[ClassifyWorker], url: str, timeout: float = 30) -> ClassifyWorker:
+    """The first worker seen with a batch in hand (a taken record names one of its pool
+    processes), so that a kill is mid-batch, not between two."""
+    import redis as redis_py
+
+    client = redis_py.Redis.from_url(url)
+    mains = {w.proc.pid: w for w in pool}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for name in client.scan_iter(match="worker:taken:*"):
+            raw = client.get(name)
+            if raw is None:
+                continue  # answered meanwhile
+            parent = _parent(parse_taken(raw, None, name.decode().rpartition(":")[2]).pid)
+            if parent in mains:
+                return mains[parent]
+        time.sleep(0.005)
+    raise AssertionError("no worker was seen holding a batch")
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rpartition(")")[2].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _metrics(port: int, name: str) -> dict[str, float]:
+    """A labelled metric's samples by their labels (``reason="untaken"``: 1.0)."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return {line[len(name) + 1:line.index("}")]: float(line.split()[-1]) for line in text.splitlines()
+            if line.startswith(name + "{")}
 
 
 def _claimed(inbox) -> int:

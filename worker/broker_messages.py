@@ -1,7 +1,9 @@
-"""The two messages of ``--broker``, parsed into typed records at the edge.
+"""The messages of ``--broker``, parsed into typed records at the edge.
 
 A watcher sends a **task** (a Celery task whose arguments are ``[body, seal]``); a classify
-worker pushes an **answer** (``msgpack [body, seal]``) on the watcher's reply list. ``body`` is
+worker pushes an **answer** (``msgpack [body, seal]``) on the watcher's reply list, keeps a
+**heartbeat** (its host, pid and the batch in hand, under a key with a short TTL) and, as it
+takes a batch, leaves a **taken** record naming itself (``worker/liveness.py``). ``body`` is
 the msgpack of a dict; ``seal`` is an HMAC-SHA256 over the message's kind and ``body`` with the
 shared key (``--broker-key-file`` or ``WORKER_BROKER_KEY``), or empty without a key. Anyone who
 can reach Redis can read a queued task and push on any list, so nothing read from it is
@@ -50,7 +52,9 @@ REPLY_TO = re.compile(r"worker:answers:[0-9a-f]{32}")
 TASK_ID = re.compile(r"[0-9A-Za-z-]{1,64}")
 CLAIM_ID = re.compile(r"[0-9A-Za-z._#-]{1,128}")
 ERROR_KIND = re.compile(r"[a-z][a-z0-9-]{0,39}")
-TASK, ANSWER = b"task", b"answer"
+HOST = re.compile(r"[0-9A-Za-z._-]{1,253}")
+MAX_PID = 2**22  # Linux's pid_max at most
+TASK, ANSWER, HEARTBEAT, TAKEN = b"task", b"answer", b"heartbeat", b"taken"
 
 
 class Rejected(Exception):
@@ -340,3 +344,84 @@ def _scores(probabilities: bytes | None, reviews, scores: bytes | None, inputs: 
         if not (np.isfinite(review_scores).all() and (review_scores >= 0).all()):
             raise Rejected("bad-scores", "review scores not finite and positive")
     return Scores(rows, [list(r) for r in reviews], review_scores)
+
+
+# -- liveness: the heartbeat and the taken record ----------------------------------------------
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """A classify worker process alive: ``task`` the batch in hand (None: idle), ``idle`` the
+    seconds since it last had one."""
+
+    host: str
+    pid: int
+    task: str | None
+    idle: float
+
+    @property
+    def worker(self) -> tuple[str, int]:
+        return (self.host, self.pid)
+
+
+@dataclass(frozen=True)
+class Taken:
+    """A batch taken, by the worker process that took it."""
+
+    task_id: str
+    host: str
+    pid: int
+
+    @property
+    def worker(self) -> tuple[str, int]:
+        return (self.host, self.pid)
+
+
+def pack_heartbeat(beat: Heartbeat, key: bytes | None) -> bytes:
+    import msgpack
+
+    values = {"host": beat.host, "pid": beat.pid, "task": beat.task, "idle": float(beat.idle)}
+    return msgpack.packb(_pack(HEARTBEAT, values, key), use_bin_type=True)
+
+
+def parse_heartbeat(raw, key: bytes | None, worker: tuple[str, int]) -> Heartbeat:
+    """The value of the heartbeat key of ``worker`` (host, pid), or ``Rejected``: the body must
+    name the same worker (a sealed heartbeat copied under another's key keeps nobody alive)."""
+    values = _opened(HEARTBEAT, _frame(raw), key)
+    host, pid = _text(_field(values, "host"), "host", pattern=HOST), _int(_field(values, "pid"), "pid",
+                                                                          high=MAX_PID)
+    if (host, pid) != worker:
+        raise Rejected("schema", "a heartbeat naming another worker than its key")
+    task = _field(values, "task")
+    idle = _field(values, "idle")
+    if isinstance(idle, bool) or not isinstance(idle, int | float) or not 0 <= idle < 1e9:
+        raise Rejected("schema", "idle is not a number of seconds")
+    task = None if task is None else _text(task, "task id", pattern=TASK_ID)
+    return Heartbeat(host, pid, task, float(idle))
+
+
+def pack_taken(taken: Taken, key: bytes | None) -> bytes:
+    import msgpack
+
+    values = {"task": taken.task_id, "host": taken.host, "pid": taken.pid}
+    return msgpack.packb(_pack(TAKEN, values, key), use_bin_type=True)
+
+
+def parse_taken(raw, key: bytes | None, task_id: str) -> Taken:
+    """The taken record of batch ``task_id``, or ``Rejected`` (the body must name that batch)."""
+    values = _opened(TAKEN, _frame(raw), key)
+    if _field(values, "task") != task_id:
+        raise Rejected("schema", "a taken record naming another batch than its key")
+    return Taken(task_id, _text(_field(values, "host"), "host", pattern=HOST),
+                 _int(_field(values, "pid"), "pid", high=MAX_PID))
+
+
+def _frame(raw, limit: int = MAX_TEXT) -> list:
+    """A small value read from Redis as the frame ``[body, seal]`` (still unopened)."""
+    import msgpack
+
+    if not isinstance(raw, bytes) or len(raw) > limit:
+        raise Rejected("malformed", "not a small frame of bytes")
+    try:
+        return msgpack.unpackb(raw, raw=False, strict_map_key=True)
+    except Exception as exc:  # noqa: BLE001
+        raise Rejected("malformed", f"not msgpack ({type(exc).__name__})") from None

@@ -24,6 +24,7 @@ from worker.broker import (
 from worker.broker_messages import Rejected, Task, pack_answer, parse_task
 from worker.classify import model_inputs
 from worker.errors import InputError, ModelError
+from worker.liveness import Heart
 from worker.model import Classifier, Scored, card_path
 from worker.preprocess import Limits, LoadedInput, load_bytes
 
@@ -50,6 +51,7 @@ class Host:
         self.name = socket.gethostname()
         self._classifiers: dict[tuple[str, str], Classifier] = {}
         self._redis = redis
+        self._heart: Heart | None = None
 
     def classifier(self, name: str, version: str) -> Classifier:
         key = (name, version)
@@ -70,6 +72,14 @@ class Host:
         if self._redis is None:
             self._redis = redis_client(self.broker)
         return self._redis
+
+    @property
+    def heart(self) -> Heart:
+        """This process's heartbeat (a pool process is forked after the Host is made: each
+        has its own, named by its pid)."""
+        if self._heart is None or self._heart.pid != os.getpid():
+            self._heart = Heart(self.redis, self.key)
+        return self._heart
 
     def answer(self, task: Task, frame: bytes) -> None:
         """Push the answer on the watcher's list. A list that is a key of another type (a
@@ -121,14 +131,19 @@ def classify(host: Host, task_id: str, args) -> None:
     except Rejected as exc:
         log.error("task %s dropped, not answered: %s", task_id, exc)
         return
+    host.heart.taking(task_id)  # before any work: the watcher sees who has it
     try:
         frame = _answer(host, task)
     except (RedisAway, RedisSlow):
+        host.heart.done(task_id)
         raise
     except Exception as exc:  # noqa: BLE001 - whatever it is, the watcher must hear of it
         log.exception("batch %s failed", task_id)
         frame = pack_answer(task_id, host.key, refused=f"{host.name} failed on the batch: {exc!r}")
-    host.answer(task, frame)
+    try:
+        host.answer(task, frame)
+    finally:
+        host.heart.done(task_id)
 
 
 def _answer(host: Host, task: Task) -> bytes:
@@ -235,6 +250,19 @@ def encode(task: Task, key: bytes | None, version: str, loaded: list, scored: Sc
 _host: Host | None = None
 
 
+def _beat_in_each_process() -> None:
+    """Each pool process keeps its own heartbeat from its start to its stop."""
+    from celery.signals import worker_process_init, worker_process_shutdown
+
+    @worker_process_init.connect(weak=False)
+    def start(**_) -> None:
+        _host.heart.start()
+
+    @worker_process_shutdown.connect(weak=False)
+    def stop(**_) -> None:
+        _host.heart.stop()
+
+
 def run(broker: str, *, models: Path, concurrency: int, threads: int, visibility_timeout: float,
         batch_seconds: float | None = None, key: bytes | None = None, loglevel: str = "INFO") -> None:
     """Start the Celery worker (it returns when the worker is stopped). ConfigError for time
@@ -249,6 +277,7 @@ def run(broker: str, *, models: Path, concurrency: int, threads: int, visibility
     except RedisError as exc:  # not there yet: Celery waits it out; the watcher checks too
         log.warning("cannot check the Redis version yet (%s)", exc)
     app = make_app(broker, visibility_timeout=visibility_timeout, limits=limits)
+    _beat_in_each_process()
 
     @app.task(name=TASK, bind=True)
     def classify_task(task, *args, **kwargs) -> None:

@@ -555,8 +555,9 @@ def status(
     recursive: Annotated[bool, typer.Option(envvar=_env("recursive"), help="Count waiting files in subfolders too.")] = False,
     ignore: Annotated[list[str] | None, typer.Option(envvar=_env("ignore"), metavar="GLOB", help="Do not count files whose name matches this glob, as the daemons' --ignore.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object instead of lines.")] = False,
-    broker: Annotated[str | None, typer.Option(envvar=_env("broker"), help="Also ask this Redis how many classify workers answer and how many batches wait.")] = None,
+    broker: Annotated[str | None, typer.Option(envvar=_env("broker"), help="Also ask this Redis which classify worker processes are alive (by their heartbeat) and how many batches wait.")] = None,
     broker_url_file: Annotated[Path | None, typer.Option(envvar=_env("broker_url_file"), help=BROKER_URL_FILE_HELP)] = None,
+    broker_key_file: Annotated[Path | None, typer.Option(envvar=_env("broker_key_file"), help=BROKER_KEY_FILE_HELP)] = None,
 ) -> None:
     """Daemons alive (each with its model and version), files claimed and waiting, the last row,
     today's failures: from the folders. Exits 0 if a daemon is alive, 3 if none is."""
@@ -564,14 +565,11 @@ def status(
     from worker.status import status as read_status
 
     report = _run(read_status, inbox, outbox, recursive=recursive, ignore=tuple(ignore or ()))
-    if broker_url_file is not None:
-        from worker.broker import broker_url
-
-        broker = _run(broker_url, broker, broker_url_file)
-    if broker:
+    if broker or broker_url_file is not None:
+        broker, key = _broker_options(broker, broker_url_file, broker_key_file)
         from worker.remote import broker_status
 
-        report["broker"] = broker_status(broker)
+        report["broker"] = broker_status(broker, key)
     typer.echo(json.dumps(report, indent=2, ensure_ascii=False) if as_json else format_status(report))
     if not report["daemons_alive"]:
         raise typer.Exit(EXIT_NOT_RUNNING)

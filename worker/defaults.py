@@ -79,8 +79,9 @@ RETRY_SECONDS = 5.0
 # worker processes busy while the watcher reads the next; each holds its files claimed.
 IN_FLIGHT = 8
 # With --broker: a batch without an answer this long is sent again (a second answer is dropped).
-# Twice a classify worker's default visibility timeout, after which Redis itself gives a task
-# whose worker died to another: this catches what that misses.
+# The last resort: a batch whose worker died or which the transport lost is sent again within
+# seconds by the heartbeats (worker/liveness.py); this catches what they miss (heartbeats
+# unreadable), at twice a classify worker's default visibility timeout.
 RESEND_SECONDS = 600.0
 # Reports list predictions below this confidence as unsure, for a person to look at. It is a
 # first filter only: a confident answer can still be wrong (`worker report --low-confidence`).

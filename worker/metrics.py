@@ -92,6 +92,8 @@ class Metrics:
                                "published, by result (loaded, failed, refused)", ["result"], registry=r)
         self._remote: tuple[Gauge, ...] | None = None  # made at the first remote(): --broker only
         self._rejected: Counter | None = None  # made at the first broker_rejected()
+        self._resent: Counter | None = None  # made at the first remote_resent()
+        self._alive: Gauge | None = None  # made at the first remote() that knows it
         self.last_turn = clock()
         self.ready = False
 
@@ -109,8 +111,10 @@ class Metrics:
         self.batch_seconds.observe(seconds)
         self.last_success.set(at)
 
-    def remote(self, batches: int, files: int, oldest: float, broker_up: bool) -> None:
-        """With --broker: the work out with the classify workers."""
+    def remote(self, batches: int, files: int, oldest: float, broker_up: bool,
+               alive: int | None = None) -> None:
+        """With --broker: the work out with the classify workers, and how many worker processes
+        have a heartbeat (None: not looked yet)."""
         if self._remote is None:
             r = self.own
             self._remote = (
@@ -123,6 +127,19 @@ class Metrics:
             )
         for gauge, value in zip(self._remote, (batches, files, oldest, int(broker_up)), strict=True):
             gauge.set(value)
+        if alive is not None:
+            if self._alive is None:
+                self._alive = Gauge("worker_remote_workers_alive", "Classify worker processes with a "
+                                    "heartbeat in Redis", registry=self.registry)
+            self._alive.set(alive)
+
+    def remote_resent(self, reason: str) -> None:
+        """With --broker: a batch sent again, by why (worker/liveness.py, worker/remote.py)."""
+        if self._resent is None:
+            self._resent = Counter("worker_remote_resent", "Batches sent to the classify workers again, by "
+                                   "why: worker-gone, untaken, timeout, redis-restart", ["reason"],
+                                   registry=self.registry)
+        self._resent.labels(reason=reason).inc()
 
     def broker_rejected(self, reason: str) -> None:
         """With --broker: a message from Redis dropped, by the check it failed."""

@@ -8,10 +8,12 @@ task; up to ``in_flight`` batches are out at a time, each finished here when its
 
 A batch is sent again, under the same task id, when Redis restarted since it was sent (a
 Redis without persistence forgets its queue and its answers), when a worker refused it (it
-had not the model version), and when it has had no answer for ``resend_after`` seconds: Redis'
-transport is not airtight (a worker killed between taking a task off the queue and noting it
-as unacknowledged loses it; one killed holding the restore lock stops restores for minutes),
-and a batch sent twice costs a second run, never a second row. The first answer read is used
+had not the model version), when the worker that took it has no heartbeat any more or nobody
+took it while workers sat idle (``liveness``: Redis' transport is not airtight, a worker killed
+between taking a task off the queue and noting it as unacknowledged loses it), and, as the last
+resort, when it has had no answer for ``resend_after`` seconds. Each is counted in
+``worker_remote_resent_total{reason}``; a batch sent twice costs a second run, never a second
+row. The first answer read is used
 and the batch is finished; a second answer for it is dropped. So a batch answered twice
 writes its rows once, and after a watcher's restart the claim ids see to it as they do
 without a broker.
@@ -38,6 +40,7 @@ from worker.broker_messages import Answer, Rejected, Scores, Task, TaskFile, pac
 from worker.claims import Claim, claim_size
 from worker.classify import Outcome, outcomes_of
 from worker.errors import InputError
+from worker.liveness import Snapshot, forget, look, to_resend
 from worker.model import Classifier, Scored
 from worker.outbox import Written
 from worker.pipeline import Pipeline
@@ -49,6 +52,7 @@ log = logging.getLogger(__name__)
 # batch spread over the workers (a task costs the watcher about a millisecond).
 TASK_BYTES = 1024 * 1024
 RESTART_CHECK_SECONDS = 1.0
+LIVENESS_CHECK_SECONDS = 1.0  # heartbeats and taken records are read this often
 ANSWERS_AT_ONCE = 64
 # At a stop, answers are awaited this long (well inside systemd's TimeoutStopSec=30); the
 # batches still out replay at the next start.
@@ -81,6 +85,7 @@ class Broker:
         self.up = True
         self._run_id: str | None = None
         self._checked = float("-inf")
+        self._looked = float("-inf")
         self.restarted()  # a first look: says at once if Redis cannot be reached
 
     def send(self, task_id: str, args: list) -> bool:
@@ -127,6 +132,26 @@ class Broker:
         self._run_id = run_id
         return restarted
 
+    def liveness(self, task_ids: list[str], rejected) -> Snapshot | None:
+        """The heartbeats and the taken records of ``task_ids`` (at most once a second; None
+        between looks and while Redis cannot be reached)."""
+        now = self.clock()
+        if now - self._looked < LIVENESS_CHECK_SECONDS:
+            return None
+        self._looked = now
+        try:
+            return look(self.redis, self.key, task_ids, rejected)
+        except Exception as exc:  # noqa: BLE001
+            self._lost(exc)
+            return None
+
+    def forget(self, task_id: str) -> None:
+        """Delete a batch's taken record as it is sent again (Redis away: it is sent anyway)."""
+        try:
+            forget(self.redis, task_id)
+        except Exception as exc:  # noqa: BLE001
+            self._lost(exc)
+
     def _lost(self, exc: Exception) -> bool:
         if self.up:
             log.error("broker %s unreachable (%s); batches wait and are sent when it is back",
@@ -141,19 +166,22 @@ class Broker:
         return True
 
 
-def broker_status(url: str, timeout: float = 1.0) -> dict:
-    """For ``worker status --broker``: the classify workers that answer a ping, and the
-    batches queued for them."""
+def broker_status(url: str, key: bytes | None = None) -> dict:
+    """For ``worker status --broker``: the classify worker processes alive by their heartbeat
+    (what the watcher sees), and the batches queued for them."""
     from worker.broker import QUEUE
 
     report = {"url": safe_url(url), "reachable": False, "workers": [], "queued": None, "error": None}
     try:
-        queued = redis_client(url).llen(QUEUE)
-        replies = make_app(url).control.ping(timeout=timeout)
-    except Exception as exc:  # noqa: BLE001 - kombu and redis raise many kinds for one outage
+        client = redis_client(url)
+        queued = client.llen(QUEUE)
+        alive = look(client, key, []).alive
+    except Exception as exc:  # noqa: BLE001 - redis raises many kinds for one outage
         report["error"] = str(exc)
         return report
-    report.update(reachable=True, queued=queued, workers=sorted(name for reply in replies for name in reply))
+    workers = [{"host": b.host, "pid": b.pid, "batch": b.task, "idle_seconds": round(b.idle, 1)}
+               for _, b in sorted(alive.items())]
+    report.update(reachable=True, queued=queued, workers=workers)
     return report
 
 
@@ -218,6 +246,7 @@ class RemotePipeline(Pipeline):
         self.retry = retry
         self.resend_after = resend_after
         self.flights: list[RemoteFlight] = []
+        self.alive: int | None = None  # classify worker processes with a heartbeat, at the last look
         self._finished: dict[str, None] = {}  # task ids, oldest first
         self._reject_logged: dict[str, tuple[float, int]] = {}  # reason: when last logged, since
         self.silence_after = SILENCE_SHARE * resend_after
@@ -268,9 +297,11 @@ class RemotePipeline(Pipeline):
         if self.broker.restarted():
             log.warning("the broker restarted: %d unanswered batches are sent again", len(self.flights))
             for flight in self.flights:
-                flight.sent = flight.answer is not None
+                if flight.answer is None:
+                    self._resend(flight, "redis-restart")
+        self._take(self.broker.answers())  # first: a batch just answered has no taken record left
         self._resend_overdue()
-        self._take(self.broker.answers())
+        self._resend_lost()
         finished = 0
         for flight in list(self.flights):
             if flight.answer is not None:
@@ -348,7 +379,30 @@ class RemotePipeline(Pipeline):
             if flight.sent and flight.answer is None and now - flight.sent_at > self.resend_after:
                 log.warning("a batch of %d files has had no answer for %.0f s: sent again",
                             len(flight.claims), now - flight.sent_at)
-                flight.sent = False
+                self._resend(flight, "timeout")
+
+    def _resend_lost(self) -> None:
+        """Send again the batches whose worker is gone, or which nobody took while a worker sat
+        idle (``liveness.to_resend``)."""
+        out = {f.task_id: f for f in self.flights if f.sent and f.answer is None}
+        snapshot = self.broker.liveness(list(out), self._rejected)
+        if snapshot is None:
+            return
+        self.alive = len(snapshot.alive)
+        for task_id, reason in to_resend({t: f.sent_at for t, f in out.items()}, snapshot,
+                                         self.clock()).items():
+            flight = out[task_id]
+            taker = snapshot.taken.get(task_id)
+            log.warning("a batch of %d files %s: sent again", len(flight.claims),
+                        f"was taken by {taker.host} pid {taker.pid}, which has no heartbeat any more"
+                        if taker else "was taken by no worker while one sat idle")
+            self.broker.forget(task_id)
+            self._resend(flight, reason)
+
+    def _resend(self, flight: RemoteFlight, reason: str) -> None:
+        flight.sent = False
+        if self.metrics is not None:
+            self.metrics.remote_resent(reason)
 
     def _take(self, frames: list[bytes]) -> None:
         """Give each answer, once checked, to its batch; what fails a check is dropped and
@@ -423,4 +477,4 @@ class RemotePipeline(Pipeline):
         if self.metrics is not None:
             oldest = now - min((f.started for f in self.flights), default=now)
             self.metrics.remote(len(self.flights), sum(len(f.claims) for f in self.flights), oldest,
-                                self.broker.up)
+                                self.broker.up, self.alive)

@@ -135,8 +135,9 @@ def _daemon_line(daemon: dict) -> str:
 def _format_broker(broker: dict) -> str:
     if not broker["reachable"]:
         return f"broker {broker['url']}: unreachable ({broker['error']}); batches wait in the watcher"
-    line = (f"broker {broker['url']}: {len(broker['workers'])} classify worker(s) answering, "
-            f"{broker['queued']} batch(es) queued")
+    busy = sum(w["batch"] is not None for w in broker["workers"])
+    line = (f"broker {broker['url']}: {len(broker['workers'])} classify worker process(es) alive "
+            f"({busy} busy), {broker['queued']} batch(es) queued")
     if not broker["workers"]:
         line += "; no worker: the backlog grows until one starts"
     return line
