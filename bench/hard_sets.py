@@ -1,5 +1,6 @@
-"""Accuracy on hard sets: harsh scans, thick-marker digits, low-resolution digits (made from
-MNIST *test* digits by tests/factories.py), one preprocessing profile against another, same
+"""Accuracy on hard sets: harsh scans, thick-marker digits, low-resolution digits, and digits on
+forms (a line under the digit, a box or comb field around it, a printed caption beside it), made
+from MNIST *test* digits by tests/factories.py: one preprocessing profile against another, same
 model, same images.
 
     .venv/bin/python bench/hard_sets.py [--count 500] [--model models/mnist.keras]
