@@ -57,7 +57,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=500)
     parser.add_argument("--model", type=Path, default=defaults.MODEL)
-    parser.add_argument("--profiles", default="digits-v1,digits-v3", help="profiles to compare, by name")
+    parser.add_argument("--profiles", default="digits-v4,digits-v5", help="profiles to compare, by name")
     args = parser.parse_args()
     classifier = Classifier(args.model)
     names = args.profiles.split(",")

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from worker.errors import InputError
+from worker.preprocess.furniture import near_the_digit, without_lines
 from worker.preprocess.reading import MIN_CONTRAST, WORK_SIDE
 
 SIZE = 28
@@ -64,6 +65,10 @@ class Profile:
     # surroundings normalised, at a bounded size (the costly whole-page steps of v3 grew with
     # the page). Pages no bigger than LOCATE_MIN_SIDE, and so MNIST's 28x28, are untouched.
     locate: bool = False
+    # v5: a form's furniture is taken out before the ink is cropped (``furniture``): lines under
+    # or around the digit, and blobs away from it (a printed caption). Images under
+    # FLATTEN_MIN_SIDE, and so MNIST's 28x28, are untouched.
+    forms: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -77,16 +82,20 @@ DIGITS_V1 = Profile(
 DIGITS_V3 = Profile(
     name="digits-v3", box=20, centre="mass", flatten=True, stretch=True, paper="median", adaptive=True
 )
-# The profile for digits since v4 (cards of older models name theirs and keep it).
-DIGITS = Profile(
+DIGITS_V4 = Profile(
     name="digits-v4", box=20, centre="mass", flatten=True, stretch=True, paper="median", adaptive=True,
     locate=True,
+)
+# The profile for digits since v5 (cards of older models name theirs and keep it).
+DIGITS = Profile(
+    name="digits-v5", box=20, centre="mass", flatten=True, stretch=True, paper="median", adaptive=True,
+    locate=True, forms=True,
 )
 OBJECTS = Profile(
     name="objects-v2", box=28, centre="box", flatten=False, stretch=False, paper="border",
     framed_as_is=True,
 )
-PROFILES = {p.name: p for p in (DIGITS_V1, DIGITS_V3, DIGITS, OBJECTS)}
+PROFILES = {p.name: p for p in (DIGITS_V1, DIGITS_V3, DIGITS_V4, DIGITS, OBJECTS)}
 
 
 def profile_from_dict(data: dict) -> Profile:
@@ -102,11 +111,14 @@ def normalize(grey: np.ndarray, profile: Profile = DIGITS) -> np.ndarray:
     ink = _ink_bright(_shrink(grey), profile.paper)
     if profile.flatten:
         ink = _flatten_light(ink, profile.adaptive)
+    if profile.forms and min(ink.shape) >= FLATTEN_MIN_SIDE:
+        ink = without_lines(ink)
     if int(ink.max()) - int(ink.min()) < MIN_CONTRAST:
         raise InputError("no-ink", "the image is blank: no ink found on the page")
     if profile.framed_as_is and ink.shape == (SIZE, SIZE):
         return (ink.astype(np.float32) / 255.0)[:, :, None]
-    ink, (x, y, w, h) = _keep_ink(ink, clear_background=profile.stretch, adaptive=profile.adaptive)
+    ink, (x, y, w, h) = _keep_ink(ink, clear_background=profile.stretch, adaptive=profile.adaptive,
+                                  forms=profile.forms)
     patch = ink[y : y + h, x : x + w]
     if profile.stretch:
         patch = _stretch(patch)
@@ -127,10 +139,13 @@ def _around_ink(grey: np.ndarray, profile: Profile) -> np.ndarray:
     small = cv2.resize(grey, (max(1, round(grey.shape[1] * scale)), max(1, round(grey.shape[0] * scale))),
                        interpolation=cv2.INTER_AREA)
     ink = _flatten_light(_ink_bright(small, profile.paper), profile.adaptive)
+    if profile.forms:
+        ink = without_lines(ink)
     if int(ink.max()) - int(ink.min()) < MIN_CONTRAST:
         return grey
     try:
-        _, (x, y, w, h) = _keep_ink(ink, clear_background=True, adaptive=profile.adaptive)
+        _, (x, y, w, h) = _keep_ink(ink, clear_background=True, adaptive=profile.adaptive,
+                                    forms=profile.forms)
     except InputError:
         return grey
     if max(w / small.shape[1], h / small.shape[0]) > LOCATE_MAX_SHARE:
@@ -238,8 +253,10 @@ def _ink_mask(ink: np.ndarray, grainy: bool) -> tuple[float, np.ndarray]:
     return threshold, mask
 
 
-def _keep_ink(ink: np.ndarray, *, clear_background: bool, adaptive: bool = False) -> tuple[np.ndarray, tuple]:
-    """Find the ink (Otsu), drop speckles, return the cleaned image and the ink's bounding box.
+def _keep_ink(ink: np.ndarray, *, clear_background: bool, adaptive: bool = False,
+              forms: bool = False) -> tuple[np.ndarray, tuple]:
+    """Find the ink (Otsu), drop speckles (and with ``forms``, blobs away from the digit: a
+    caption), return the cleaned image and the ink's bounding box.
     Whole-image steps are OpenCV calls, which release the GIL: big pages load in parallel."""
     threshold, mask = _ink_mask(ink, adaptive and min(ink.shape) >= FLATTEN_MIN_SIDE)
     if not clear_background:  # a filled object: everything above the paper is the object
@@ -249,6 +266,8 @@ def _keep_ink(ink: np.ndarray, *, clear_background: bool, adaptive: bool = False
     if count <= 1 or areas.max() == 0:
         raise InputError("no-ink", "no ink found on the page")
     keep = areas >= MIN_BLOB_FRACTION * areas.max()
+    if forms and min(ink.shape) >= FLATTEN_MIN_SIDE:
+        keep &= near_the_digit(stats)
     cleaned = ink
     if not keep.all():
         kept = np.take(np.where(np.append(True, keep), 255, 0).astype(np.uint8), labels)
