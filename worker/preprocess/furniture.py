@@ -28,15 +28,17 @@ LINE_STROKES = 9
 MIN_LINE = 24
 # Lines may be skewed by this much (tan of about 3 degrees): a scan is rarely straighter.
 SKEW = 0.055
-# A box's side is at most this share of the widest pen stroke thick: printed rules are thinner
+# A box's side is thinner than this share of the widest pen stroke: printed rules are thinner
 # than the pen, which keeps a 1 (as thick as the pen) from being taken for a side.
-BORDER_SHARE = 0.6
-# A box's side runs along at least this share of the ink's height or width.
-BORDER_SPAN = 0.7
-# Blobs further from the digit's largest blob than this share of its size, and smaller than
-# BIG_BLOB of its area, are not the digit (a caption's letters, a cell's tick, a stamp).
+BORDER_SHARE = 0.4
+# ... and at least this many of the widest pen strokes long (a cell is about a digit high).
+BORDER_STROKES = 4
+# Blobs further from the digit's largest blob than this share of its size are not the digit (a
+# caption's letters, a cell's tick, a stamp), unless they are big: BIG_BLOB of its area and
+# TALL_BLOB of its height (a caption's word may outweigh a thin digit, never outgrow it).
 NEAR = 0.2
 BIG_BLOB = 0.3
+TALL_BLOB = 0.6
 
 
 def without_lines(ink: np.ndarray) -> np.ndarray:
@@ -46,11 +48,13 @@ def without_lines(ink: np.ndarray) -> np.ndarray:
         return ink
     stroke = _widest_stroke(mask)
     length = max(MIN_LINE, LINE_STROKES * stroke)
-    lines = [_lines(mask, length, stroke, horizontal) for horizontal in (True, False)]
-    if not (lines[0].any() or lines[1].any()):
-        return ink
-    out = ink.copy()
-    for line, horizontal in zip(lines, (True, False), strict=True):
+    long_lines = [_lines(mask, length, stroke, horizontal) for horizontal in (True, False)]
+    core = max(2, round(BORDER_SHARE * stroke))
+    thin = cv2.subtract(mask, cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((core, core), np.uint8)))
+    border = max(MIN_LINE // 2, BORDER_STROKES * stroke)
+    out = ink
+    for horizontal, long in zip((True, False), long_lines, strict=True):
+        line = cv2.bitwise_or(long, _lines(thin, border, stroke, horizontal))
         if line.any():
             out = _taken_out(out, line, horizontal, _reach(length) * 2 + stroke + 2)
     return out
@@ -93,7 +97,7 @@ def _taken_out(ink: np.ndarray, line: np.ndarray, horizontal: bool, across: int)
     """``ink`` without ``line``'s pixels, except where a stroke crosses it: there the ink on both
     sides of the line is joined again (a closing across the line, kept only on the line)."""
     out = ink.copy()
-    out[line > 0] = 0
+    out[line > 0] = 0  # a copy: the caller's image stays as it was
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (1, across) if horizontal else (across, 1))
     joined = cv2.morphologyEx(out, cv2.MORPH_CLOSE, kernel)
     np.copyto(out, joined, where=line > 0)
@@ -102,7 +106,8 @@ def _taken_out(ink: np.ndarray, line: np.ndarray, horizontal: bool, across: int)
 
 def near_the_digit(stats: np.ndarray) -> np.ndarray:
     """Which blobs (``connectedComponentsWithStats`` rows, the background's first) belong to the
-    digit: the largest, the big ones, and those within NEAR of the largest's size of its box."""
+    digit: the largest, the big and tall ones, and those within NEAR of the largest's size of
+    its box."""
     blobs = stats[1:]
     areas = blobs[:, cv2.CC_STAT_AREA]
     x, y, w, h = (int(v) for v in blobs[int(areas.argmax()), :4])
@@ -110,4 +115,5 @@ def near_the_digit(stats: np.ndarray) -> np.ndarray:
     left, top = blobs[:, cv2.CC_STAT_LEFT], blobs[:, cv2.CC_STAT_TOP]
     right, bottom = left + blobs[:, cv2.CC_STAT_WIDTH], top + blobs[:, cv2.CC_STAT_HEIGHT]
     near = (right >= x - margin) & (left <= x + w + margin) & (bottom >= y - margin) & (top <= y + h + margin)
-    return near | (areas >= BIG_BLOB * areas.max())
+    big = (areas >= BIG_BLOB * areas.max()) & (blobs[:, cv2.CC_STAT_HEIGHT] >= TALL_BLOB * h)
+    return near | big
