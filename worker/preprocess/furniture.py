@@ -36,7 +36,7 @@ BORDER_STROKES = 4
 # Blobs further from the digit's largest blob than this share of its size are not the digit (a
 # caption's letters, a cell's tick, a stamp), unless they are big: BIG_BLOB of its area and
 # TALL_BLOB of its height (a caption's word may outweigh a thin digit, never outgrow it).
-NEAR = 0.2
+NEAR = 0.35
 BIG_BLOB = 0.3
 TALL_BLOB = 0.6
 
@@ -48,13 +48,13 @@ def without_lines(ink: np.ndarray) -> np.ndarray:
         return ink
     stroke = _widest_stroke(mask)
     length = max(MIN_LINE, LINE_STROKES * stroke)
-    long_lines = [_lines(mask, length, stroke, horizontal) for horizontal in (True, False)]
+    long_lines = [_lines(mask, length, 2 * stroke + 2, horizontal) for horizontal in (True, False)]
     core = max(2, round(BORDER_SHARE * stroke))
     thin = cv2.subtract(mask, cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((core, core), np.uint8)))
     border = max(MIN_LINE // 2, BORDER_STROKES * stroke)
     out = ink
     for horizontal, long in zip((True, False), long_lines, strict=True):
-        line = cv2.bitwise_or(long, _lines(thin, border, stroke, horizontal))
+        line = cv2.bitwise_or(long, _lines(thin, border, 2 * core, horizontal))
         if line.any():
             out = _taken_out(out, line, horizontal, _reach(length) * 2 + stroke + 2)
     return out
@@ -80,14 +80,16 @@ def _reach(length: int) -> int:
     return int(math.ceil(length * SKEW / 2))
 
 
-def _lines(mask: np.ndarray, length: int, stroke: int, horizontal: bool) -> np.ndarray:
-    """The mask's pixels on straight runs at least ``length`` long, in one direction: gaps of a
-    dotted or broken line (up to two strokes) are bridged and the mask thickened across the line
-    by its possible drift before the runs are looked for."""
+def _lines(mask: np.ndarray, length: int, gap: int, horizontal: bool) -> np.ndarray:
+    """The mask's pixels on straight runs at least ``length`` long, in one direction: gaps (of a
+    dotted or broken line, or where a stroke crosses it) up to ``gap`` are bridged and the mask
+    thickened across the line by its possible drift before the runs are looked for."""
+    if length > (mask.shape[1] if horizontal else mask.shape[0]):
+        return np.zeros_like(mask)  # no line that long fits
     def rect(along: int, across: int):
         return cv2.getStructuringElement(cv2.MORPH_RECT, (along, across) if horizontal else (across, along))
 
-    joined = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, rect(2 * stroke + 2, 1))
+    joined = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, rect(gap, 1))
     thick = cv2.dilate(joined, rect(1, 2 * _reach(length) + 1))
     runs = cv2.morphologyEx(thick, cv2.MORPH_OPEN, rect(length, 1))
     return cv2.bitwise_and(runs, mask)
