@@ -23,6 +23,8 @@ import numpy as np
 # A line is at least this many of the widest pen strokes long (a pen stroke's length is a few of
 # its widths: the bar of a 7 or a 4, the stem of a 1, the base of a 2 are below it).
 LINE_STROKES = 9
+# ... and this many times as long as the rest of the ink is high.
+LONGER = 1.3
 # The shortest line looked for, in pixels, whatever the strokes (a 28x28-scale crop has 2-pixel
 # strokes).
 MIN_LINE = 24
@@ -48,16 +50,38 @@ def without_lines(ink: np.ndarray) -> np.ndarray:
         return ink
     stroke = _widest_stroke(mask)
     length = max(MIN_LINE, LINE_STROKES * stroke)
-    long_lines = [_lines(mask, length, 2 * stroke + 2, horizontal) for horizontal in (True, False)]
+    long = _longer_than_the_rest(_lines(mask, length, 2 * stroke + 2, True), mask)
     core = max(2, round(BORDER_SHARE * stroke))
-    thin = cv2.subtract(mask, cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((core, core), np.uint8)))
+    # thin: not within a pixel of a pen stroke's core (a stroke's own edges are not a line)
+    thick = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((core, core), np.uint8))
+    thick = cv2.dilate(thick, np.ones((3, 3), np.uint8))
+    thin = cv2.subtract(mask, thick)
     border = max(MIN_LINE // 2, BORDER_STROKES * stroke)
-    out = ink
-    for horizontal, long in zip((True, False), long_lines, strict=True):
-        line = cv2.bitwise_or(long, _lines(thin, border, 2 * core, horizontal))
-        if line.any():
-            out = _taken_out(out, line, horizontal, _reach(length) * 2 + stroke + 2)
-    return out
+    across = cv2.bitwise_or(_lines(thin, border, 2 * stroke + 2, True), long)
+    down = _lines(thin, border, 2 * stroke + 2, False)
+    if not (across.any() or down.any()):
+        return ink
+    return _taken_out(ink, _cores(across), _cores(down.T).T, _reach(length) * 2 + stroke + 2)
+
+
+def _longer_than_the_rest(lines: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The horizontal ``lines`` at least LONGER times as long as the rest of the ink is high (the
+    rows holding all but 1 % of it at either end), or running out of the image both ways and as
+    long as the rest is high (the crop around a digit cuts the line): a line under a digit is;
+    the bar of a 7 or a 4, the base of a 2, never are. Lines across, not down: a 1 is a
+    straight line down, as long as a digit is high; a box's sides are thin, and go by
+    ``without_lines``' other rule."""
+    if not lines.any():
+        return lines
+    rows = np.nonzero(cv2.subtract(mask, lines))[0]
+    if rows.size == 0:
+        return np.zeros_like(lines)  # nothing but lines: nothing to tell them from
+    low, high = np.percentile(rows, [1, 99])
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(lines, connectivity=8)
+    widths = stats[1:, cv2.CC_STAT_WIDTH]
+    across = (stats[1:, cv2.CC_STAT_LEFT] == 0) & (widths == lines.shape[1])  # leaves a crop both ways
+    long = (widths >= LONGER * (high - low + 1)) | (across & (widths >= high - low + 1))
+    return np.take(np.where(np.append(False, long), 255, 0).astype(np.uint8), labels)
 
 
 def _mask(ink: np.ndarray) -> np.ndarray:
@@ -95,15 +119,50 @@ def _lines(mask: np.ndarray, length: int, gap: int, horizontal: bool) -> np.ndar
     return cv2.bitwise_and(runs, mask)
 
 
-def _taken_out(ink: np.ndarray, line: np.ndarray, horizontal: bool, across: int) -> np.ndarray:
-    """``ink`` without ``line``'s pixels, except where a stroke crosses it: there the ink on both
-    sides of the line is joined again (a closing across the line, kept only on the line)."""
-    out = ink.copy()
-    out[line > 0] = 0  # a copy: the caller's image stays as it was
-    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (1, across) if horizontal else (across, 1))
-    joined = cv2.morphologyEx(out, cv2.MORPH_CLOSE, kernel)
-    np.copyto(out, joined, where=line > 0)
+def _taken_out(ink: np.ndarray, across: np.ndarray, down: np.ndarray, reach: int) -> np.ndarray:
+    """``ink`` without the lines' pixels (``across``, ``down``), except where a pen stroke
+    crosses a line: there the ink on both sides of it (within ``reach``) is joined again, by a
+    closing across the line kept only on the line, and never where two lines meet (a box's
+    corner is no stroke)."""
+    out = ink.copy()  # the caller's image stays as it was
+    out[(across > 0) | (down > 0)] = 0
+    joined = out.copy()
+    for line, other, size in ((across, down, (1, reach)), (down, across, (reach, 1))):
+        closed = cv2.morphologyEx(out, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, size))
+        np.copyto(joined, closed, where=(line > 0) & (other == 0))
+    return joined
+
+
+def _cores(line: np.ndarray) -> np.ndarray:
+    """Each horizontal line of ``line`` (its pieces within MIN_LINE of each other are one line)
+    narrowed to its own rows: a straight fit through its pixels, as thick as most of its columns
+    are, with a pixel and a half of faint fringe either side. The search took the pen's pixels
+    within the line's possible drift with it; those go back to the digit."""
+    count, labels = cv2.connectedComponents(cv2.dilate(line, np.ones((1, MIN_LINE), np.uint8)))
+    ys, xs = np.nonzero(line)
+    ids = labels[ys, xs]
+    out = np.zeros_like(line)
+    rows = np.arange(line.shape[0])[:, None]
+    for i in range(1, count):
+        x, y = xs[ids == i], ys[ids == i]
+        if x.size < 2 or x.min() == x.max():
+            continue
+        slope, offset = np.polyfit(x, y, 1)
+        near = np.abs(y - (slope * x + offset)) <= 2 * max(1.0, _thickness(x))  # pen pixels out
+        if near.sum() >= 2 and np.ptp(x[near]) > 0:
+            x, y = x[near], y[near]
+            slope, offset = np.polyfit(x, y, 1)
+        columns = np.arange(x.min(), x.max() + 1)
+        centre = slope * columns + offset
+        half = _thickness(x) / 2 + 1.5
+        out[:, columns] |= ((rows >= centre - half) & (rows <= centre + half)).astype(np.uint8) * 255
     return out
+
+
+def _thickness(x: np.ndarray) -> float:
+    """A line's thickness: how many of its pixels most of its columns hold (``x``: columns)."""
+    counts = np.bincount(x - x.min())
+    return float(np.median(counts[counts > 0]))
 
 
 def near_the_digit(stats: np.ndarray) -> np.ndarray:
