@@ -32,7 +32,7 @@ MIN_LINE = 24
 SKEW = 0.055
 # A box's side is thinner than this share of the widest pen stroke: printed rules are thinner
 # than the pen, which keeps a 1 (as thick as the pen) from being taken for a side.
-BORDER_SHARE = 0.4
+BORDER_SHARE = 0.5
 # ... and at least this many of the widest pen strokes long (a cell is about a digit high).
 BORDER_STROKES = 4
 # Blobs further from the digit's largest blob than this share of its size are not the digit (a
