@@ -18,6 +18,7 @@ from worker.preprocess.normalizing import (
     DIGITS_V1,
     DIGITS_V3,
     DIGITS_V4,
+    MARKS,
     OBJECTS,
     PROFILES,
     SIZE,
@@ -29,7 +30,7 @@ from worker.preprocess.reading import DEFAULT_LIMITS, Limits, decode, read_bytes
 from worker.preprocess.small import normalize_many
 
 __all__ = [
-    "DEFAULT_LIMITS", "DIGITS", "DIGITS_V1", "DIGITS_V3", "DIGITS_V4", "OBJECTS", "PROFILES", "SIZE",
+    "DEFAULT_LIMITS", "DIGITS", "DIGITS_V1", "DIGITS_V3", "DIGITS_V4", "MARKS", "OBJECTS", "PROFILES", "SIZE",
     "Header", "Limits", "LoadedInput", "Profile",
     "check_header", "decode", "load_bytes", "load_input", "load_many", "normalize", "normalize_many",
     "profile_from_dict", "read_bytes", "to_grey",

@@ -43,9 +43,9 @@ BIG_BLOB = 0.3
 TALL_BLOB = 0.6
 
 
-def without_lines(ink: np.ndarray) -> np.ndarray:
-    """``ink`` (bright ink on black, uint8) without the lines of a form (see the module)."""
-    mask = _mask(ink)
+def without_lines(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``ink`` (bright ink on black, uint8) without the lines of a form (see the module);
+    ``mask``: where the ink is (255), split from the paper's grain."""
     if not mask.any():
         return ink
     stroke = _widest_stroke(mask)
@@ -82,11 +82,6 @@ def _longer_than_the_rest(lines: np.ndarray, mask: np.ndarray) -> np.ndarray:
     across = (stats[1:, cv2.CC_STAT_LEFT] == 0) & (widths == lines.shape[1])  # leaves a crop both ways
     long = (widths >= LONGER * (high - low + 1)) | (across & (widths >= high - low + 1))
     return np.take(np.where(np.append(False, long), 255, 0).astype(np.uint8), labels)
-
-
-def _mask(ink: np.ndarray) -> np.ndarray:
-    _, mask = cv2.threshold(cv2.GaussianBlur(ink, (3, 3), 0), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    return mask
 
 
 def _widest_stroke(mask: np.ndarray) -> int:

@@ -86,6 +86,9 @@ DIGITS_V4 = Profile(
     name="digits-v4", box=20, centre="mass", flatten=True, stretch=True, paper="median", adaptive=True,
     locate=True,
 )
+# The profile for marks of one's own (``worker train --data``): tick boxes, letters, symbols. Not
+# v5: there a box may be the mark itself (an empty tick box is a class), not a form's furniture.
+MARKS = DIGITS_V4
 # The profile for digits since v5 (cards of older models name theirs and keep it).
 DIGITS = Profile(
     name="digits-v5", box=20, centre="mass", flatten=True, stretch=True, paper="median", adaptive=True,
@@ -112,7 +115,7 @@ def normalize(grey: np.ndarray, profile: Profile = DIGITS) -> np.ndarray:
     if profile.flatten:
         ink = _flatten_light(ink, profile.adaptive)
     if profile.forms and min(ink.shape) >= FLATTEN_MIN_SIDE:
-        ink = without_lines(ink)
+        ink = without_lines(ink, _ink_mask(ink, grainy=profile.adaptive)[1])
     if int(ink.max()) - int(ink.min()) < MIN_CONTRAST:
         raise InputError("no-ink", "the image is blank: no ink found on the page")
     if profile.framed_as_is and ink.shape == (SIZE, SIZE):
@@ -139,13 +142,13 @@ def _around_ink(grey: np.ndarray, profile: Profile) -> np.ndarray:
     small = cv2.resize(grey, (max(1, round(grey.shape[1] * scale)), max(1, round(grey.shape[0] * scale))),
                        interpolation=cv2.INTER_AREA)
     ink = _flatten_light(_ink_bright(small, profile.paper), profile.adaptive)
-    if profile.forms:
-        ink = without_lines(ink)
     if int(ink.max()) - int(ink.min()) < MIN_CONTRAST:
         return grey
     try:
-        _, (x, y, w, h) = _keep_ink(ink, clear_background=True, adaptive=profile.adaptive,
-                                    forms=profile.forms)
+        # not v5's furniture steps: on the copy a digit is a few pixels, its strokes a pixel
+        # wide, and a speck may be its largest blob; the crop keeps any furniture around the
+        # digit, and the second step takes it out at a size where strokes have a width
+        _, (x, y, w, h) = _keep_ink(ink, clear_background=True, adaptive=profile.adaptive)
     except InputError:
         return grey
     if max(w / small.shape[1], h / small.shape[0]) > LOCATE_MAX_SHARE:
