@@ -51,12 +51,16 @@ def without_lines(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
     stroke = _widest_stroke(mask)
     length = max(MIN_LINE, LINE_STROKES * stroke)
     long = _longer_than_the_rest(_lines(mask, length, 2 * stroke + 2, True), mask)
-    core = max(2, round(BORDER_SHARE * stroke))
+    # widths at half each stroke's own height: a faint pencil stroke is as wide as it is, not
+    # as wide as the part of it above a threshold that a dark printed line sets
+    halves = _at_half_height(ink, mask, stroke)
+    pen = _widest_stroke(halves)
+    core = max(2, round(BORDER_SHARE * pen))
     # thin: not within a pixel of a pen stroke's core (a stroke's own edges are not a line)
-    thick = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((core, core), np.uint8))
+    thick = cv2.morphologyEx(halves, cv2.MORPH_OPEN, np.ones((core, core), np.uint8))
     thick = cv2.dilate(thick, np.ones((3, 3), np.uint8))
-    thin = cv2.subtract(mask, thick)
-    border = max(MIN_LINE // 2, BORDER_STROKES * stroke)
+    thin = cv2.subtract(halves, thick)
+    border = max(MIN_LINE // 2, BORDER_STROKES * pen)
     across = cv2.bitwise_or(_lines(thin, border, 2 * stroke + 2, True), long)
     down = _lines(thin, border, 2 * stroke + 2, False)
     if not (across.any() or down.any()):
@@ -82,6 +86,15 @@ def _longer_than_the_rest(lines: np.ndarray, mask: np.ndarray) -> np.ndarray:
     across = (stats[1:, cv2.CC_STAT_LEFT] == 0) & (widths == lines.shape[1])  # leaves a crop both ways
     long = (widths >= LONGER * (high - low + 1)) | (across & (widths >= high - low + 1))
     return np.take(np.where(np.append(False, long), 255, 0).astype(np.uint8), labels)
+
+
+def _at_half_height(ink: np.ndarray, mask: np.ndarray, stroke: int) -> np.ndarray:
+    """Where the ink (near ``mask``) is at least half as bright as the brightest ink around it
+    (within a stroke or two): each stroke at its own half height, whatever its contrast."""
+    size = 2 * stroke + 1
+    peak = cv2.dilate(ink, np.ones((size, size), np.uint8))
+    halves = np.where(ink.astype(np.uint16) * 2 >= peak, 255, 0).astype(np.uint8)
+    return cv2.bitwise_and(halves, cv2.dilate(mask, np.ones((3, 3), np.uint8)))
 
 
 def _widest_stroke(mask: np.ndarray) -> int:
