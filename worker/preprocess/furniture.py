@@ -41,6 +41,7 @@ BORDER_STROKES = 4
 NEAR = 0.35
 BIG_BLOB = 0.3
 TALL_BLOB = 0.6
+WIDE_BLOB = 0.25  # and not a thin line (a comb's divider, a table's rule)
 
 
 def without_lines(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -184,5 +185,6 @@ def near_the_digit(stats: np.ndarray) -> np.ndarray:
     left, top = blobs[:, cv2.CC_STAT_LEFT], blobs[:, cv2.CC_STAT_TOP]
     right, bottom = left + blobs[:, cv2.CC_STAT_WIDTH], top + blobs[:, cv2.CC_STAT_HEIGHT]
     near = (right >= x - margin) & (left <= x + w + margin) & (bottom >= y - margin) & (top <= y + h + margin)
-    big = (areas >= BIG_BLOB * areas.max()) & (blobs[:, cv2.CC_STAT_HEIGHT] >= TALL_BLOB * h)
+    big = ((areas >= BIG_BLOB * areas.max()) & (blobs[:, cv2.CC_STAT_HEIGHT] >= TALL_BLOB * h)
+           & (blobs[:, cv2.CC_STAT_WIDTH] >= WIDE_BLOB * w))
     return near | big

@@ -109,19 +109,22 @@ def profile_from_dict(data: dict) -> Profile:
 
 def normalize(grey: np.ndarray, profile: Profile = DIGITS) -> np.ndarray:
     """8-bit grey image of any size -> float32 (28, 28, 1) in [0, 1], MNIST-style."""
+    page, window = grey, None
     if profile.locate and min(grey.shape) > LOCATE_MIN_SIDE:
-        grey = _around_ink(grey, profile)
-    ink = _ink_bright(_shrink(grey), profile.paper)
-    if profile.flatten:
-        ink = _flatten_light(ink, profile.adaptive)
-    if profile.forms and min(ink.shape) >= FLATTEN_MIN_SIDE:
-        ink = without_lines(ink, _ink_mask(ink, grainy=profile.adaptive)[1])
-    if int(ink.max()) - int(ink.min()) < MIN_CONTRAST:
-        raise InputError("no-ink", "the image is blank: no ink found on the page")
+        window = _ink_window(grey, profile)
+        grey = grey if window is None else _cut(grey, window)
+    ink = _prepared(grey, profile)
     if profile.framed_as_is and ink.shape == (SIZE, SIZE):
         return (ink.astype(np.float32) / 255.0)[:, :, None]
     ink, (x, y, w, h) = _keep_ink(ink, clear_background=profile.stretch, adaptive=profile.adaptive,
                                   forms=profile.forms)
+    closer = _closer_window(page, grey.shape, ink.shape, (x, y, w, h), window) if profile.forms else None
+    if closer is not None:
+        try:
+            ink, (x, y, w, h) = _keep_ink(_prepared(_cut(page, closer), profile), forms=True,
+                                          clear_background=profile.stretch, adaptive=profile.adaptive)
+        except InputError:
+            pass  # the digit as first found is still there to read
     patch = ink[y : y + h, x : x + w]
     if profile.stretch:
         patch = _stretch(patch)
@@ -130,38 +133,85 @@ def normalize(grey: np.ndarray, profile: Profile = DIGITS) -> np.ndarray:
     return (field.astype(np.float32) / 255.0)[:, :, None]
 
 
+def _prepared(grey: np.ndarray, profile: Profile) -> np.ndarray:
+    """The ink made bright, the paper's light flattened, a form's furniture taken out (v5)."""
+    ink = _ink_bright(_shrink(grey), profile.paper)
+    if profile.flatten:
+        ink = _flatten_light(ink, profile.adaptive)
+    if profile.forms and min(ink.shape) >= FLATTEN_MIN_SIDE:
+        ink = without_lines(ink, _ink_mask(ink, grainy=profile.adaptive)[1])
+    if int(ink.max()) - int(ink.min()) < MIN_CONTRAST:
+        raise InputError("no-ink", "the image is blank: no ink found on the page")
+    return ink
+
+
 def _around_ink(grey: np.ndarray, profile: Profile) -> np.ndarray:
-    """The part of a big page around its ink, scaled so the ink is at most CROP_INK pixels
-    across: found on a copy LOCATE_SIDE pixels long with the profile's own steps. The margin
+    """The part of a big page around its ink (``_ink_window``), or the page if none is found."""
+    window = _ink_window(grey, profile)
+    return grey if window is None else _cut(grey, window)
+
+
+def _cut(grey: np.ndarray, window: tuple) -> np.ndarray:
+    """``grey``'s rows top:bottom and columns left:right, scaled by ``shrink`` if below 1."""
+    top, bottom, left, right, shrink = window
+    crop = grey[top:bottom, left:right]
+    if shrink >= 1:
+        return crop
+    size = (max(1, round(crop.shape[1] * shrink)), max(1, round(crop.shape[0] * shrink)))
+    return cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
+
+
+def _closer_window(page: np.ndarray, seen: tuple, worked: tuple, box: tuple, window: tuple | None):
+    """v5: where to look again when the digit found is small in what was normalised (``worked``,
+    the shape of the ink image made from ``seen``, the shape of ``window`` cut from ``page``):
+    the locate step's crop held the furniture too (a comb of cells, a page-wide line), which
+    set its scale, and the digit alone is at most half of CROP_INK across. The window around
+    the digit alone (half its size each way), at most CROP_INK across; None if that would not
+    show it at least half as big again."""
+    x, y, w, h = box
+    if max(w, h) >= CROP_INK // 2:
+        return None
+    top, left, shrink = (window[0], window[2], window[4]) if window else (0, 0, 1.0)
+    to_page = 1 / min(shrink, 1.0)
+    fy, fx = seen[0] / worked[0] * to_page, seen[1] / worked[1] * to_page
+    x0, y0, width, height = left + x * fx, top + y * fy, w * fx, h * fy
+    side = max(width, height)
+    if min(side, CROP_INK) < 1.5 * max(w, h):
+        return None
+    pad = side / 2 + 3
+    return (max(0, int(y0 - pad)), min(page.shape[0], math.ceil(y0 + height + pad)),
+            max(0, int(x0 - pad)), min(page.shape[1], math.ceil(x0 + width + pad)), CROP_INK / side)
+
+
+def _ink_window(grey: np.ndarray, profile: Profile) -> tuple | None:
+    """Where a big page's ink is: (top, bottom, left, right, shrink), to cut out and scale so
+    the ink is at most CROP_INK pixels across: found on a copy LOCATE_SIDE pixels long with the
+    profile's own steps. The margin
     is half the ink's size each way (at least a few pixels), so that the paper around it
     still tells grain and light from ink. A page where the copy shows no ink is given back
     whole (a faint digit may show only at full size), and so is one where what it found spans
     most of the copy: that is light or an edge of the page taken for ink, or a digit so big
-    that the crop would save nothing."""
+    that the crop would save nothing (None, for both)."""
     scale = LOCATE_SIDE / max(grey.shape)
     small = cv2.resize(grey, (max(1, round(grey.shape[1] * scale)), max(1, round(grey.shape[0] * scale))),
                        interpolation=cv2.INTER_AREA)
     ink = _flatten_light(_ink_bright(small, profile.paper), profile.adaptive)
     if int(ink.max()) - int(ink.min()) < MIN_CONTRAST:
-        return grey
+        return None
     try:
         # not v5's furniture steps: on the copy a digit is a few pixels, its strokes a pixel
         # wide, and a speck may be its largest blob; the crop keeps any furniture around the
         # digit, and the second step takes it out at a size where strokes have a width
         _, (x, y, w, h) = _keep_ink(ink, clear_background=True, adaptive=profile.adaptive)
     except InputError:
-        return grey
+        return None
     if max(w / small.shape[1], h / small.shape[0]) > LOCATE_MAX_SHARE:
-        return grey
+        return None
     pad = max(w, h) // 2 + 3
     top, left = max(0, y - pad), max(0, x - pad)
     bottom, right = min(small.shape[0], y + h + pad), min(small.shape[1], x + w + pad)
-    crop = grey[int(top / scale) : math.ceil(bottom / scale), int(left / scale) : math.ceil(right / scale)]
-    shrink = CROP_INK / (max(w, h) / scale)
-    if shrink >= 1:
-        return crop
-    size = (max(1, round(crop.shape[1] * shrink)), max(1, round(crop.shape[0] * shrink)))
-    return cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
+    return (int(top / scale), math.ceil(bottom / scale), int(left / scale), math.ceil(right / scale),
+            CROP_INK / (max(w, h) / scale))
 
 
 def _shrink(grey: np.ndarray) -> np.ndarray:
