@@ -33,6 +33,9 @@ SKEW = 0.055
 # A box's side is thinner than this share of the widest pen stroke: printed rules are thinner
 # than the pen, which keeps a 1 (as thick as the pen) from being taken for a side.
 BORDER_SHARE = 0.5
+# ... and than this share of the ink's height: a filled blob (a low-resolution 9's head) makes the
+# widest stroke wide, not the digit's other strokes thin (its one-cell stem is no box side).
+BORDER_HEIGHT = 0.07
 # ... and at least this many of the widest pen strokes long (a cell is about a digit high).
 BORDER_STROKES = 4
 # Blobs further from the digit's largest blob than this share of its size are not the digit (a
@@ -56,7 +59,8 @@ def without_lines(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
     # as wide as the part of it above a threshold that a dark printed line sets
     halves = _at_half_height(ink, mask, stroke)
     pen = _widest_stroke(halves)
-    core = max(2, round(BORDER_SHARE * pen))
+    rows = np.nonzero(mask.any(axis=1))[0]
+    core = max(2, round(min(BORDER_SHARE * pen, BORDER_HEIGHT * (rows[-1] - rows[0] + 1))))
     # thin: not within a pixel of a pen stroke's core (a stroke's own edges are not a line)
     thick = cv2.morphologyEx(halves, cv2.MORPH_OPEN, np.ones((core, core), np.uint8))
     thick = cv2.dilate(thick, np.ones((3, 3), np.uint8))
