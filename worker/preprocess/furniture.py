@@ -66,8 +66,11 @@ def without_lines(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
     thick = cv2.dilate(thick, np.ones((3, 3), np.uint8))
     thin = cv2.subtract(halves, thick)
     border = max(MIN_LINE // 2, BORDER_STROKES * pen)
-    across = cv2.bitwise_or(_lines(thin, border, 2 * stroke + 2, True), long)
-    down = _lines(thin, border, 2 * stroke + 2, False)
+    if cv2.countNonZero(thin) < border // 2:  # not pixels enough for a side (most clean digits)
+        across, down = long, np.zeros_like(long)
+    else:
+        across = cv2.bitwise_or(_lines(thin, border, 2 * stroke + 2, True), long)
+        down = _lines(thin, border, 2 * stroke + 2, False)
     if not (across.any() or down.any()):
         return ink
     return _taken_out(ink, _cores(across), _cores(down.T).T, _reach(length) * 2 + stroke + 2)
