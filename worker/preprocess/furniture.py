@@ -124,8 +124,10 @@ def _lines(mask: np.ndarray, length: int, gap: int, horizontal: bool) -> np.ndar
     """The mask's pixels on straight runs at least ``length`` long, in one direction: gaps (of a
     dotted or broken line, or where a stroke crosses it) up to ``gap`` are bridged and the mask
     thickened across the line by its possible drift before the runs are looked for."""
-    if length > (mask.shape[1] if horizontal else mask.shape[0]):
-        return np.zeros_like(mask)  # no line that long fits
+    inked = np.flatnonzero(mask.any(axis=0 if horizontal else 1))
+    side = mask.shape[1] if horizontal else mask.shape[0]
+    if not inked.size or min(side - 1, inked[-1] + gap) - max(0, inked[0] - gap) + 1 < length:
+        return np.zeros_like(mask)  # no line that long fits (a closing reaches at most ``gap`` out)
     def rect(along: int, across: int):
         return cv2.getStructuringElement(cv2.MORPH_RECT, (along, across) if horizontal else (across, along))
 

@@ -113,16 +113,17 @@ def normalize(grey: np.ndarray, profile: Profile = DIGITS) -> np.ndarray:
     if profile.locate and min(grey.shape) > LOCATE_MIN_SIDE:
         window = _ink_window(grey, profile)
         grey = grey if window is None else _cut(grey, window)
-    ink = _prepared(grey, profile)
+    ink, split = _prepared(grey, profile)
     if profile.framed_as_is and ink.shape == (SIZE, SIZE):
         return (ink.astype(np.float32) / 255.0)[:, :, None]
     ink, (x, y, w, h) = _keep_ink(ink, clear_background=profile.stretch, adaptive=profile.adaptive,
-                                  forms=profile.forms)
+                                  forms=profile.forms, split=split)
     closer = _closer_window(page, grey.shape, ink.shape, (x, y, w, h), window) if profile.forms else None
     if closer is not None:
         try:
-            ink, (x, y, w, h) = _keep_ink(_prepared(_cut(page, closer), profile), forms=True,
-                                          clear_background=profile.stretch, adaptive=profile.adaptive)
+            again, split = _prepared(_cut(page, closer), profile)
+            ink, (x, y, w, h) = _keep_ink(again, clear_background=profile.stretch, adaptive=profile.adaptive,
+                                          forms=True, split=split)
         except InputError:
             pass  # the digit as first found is still there to read
     patch = ink[y : y + h, x : x + w]
@@ -133,16 +134,20 @@ def normalize(grey: np.ndarray, profile: Profile = DIGITS) -> np.ndarray:
     return (field.astype(np.float32) / 255.0)[:, :, None]
 
 
-def _prepared(grey: np.ndarray, profile: Profile) -> np.ndarray:
-    """The ink made bright, the paper's light flattened, a form's furniture taken out (v5)."""
-    ink = _ink_bright(_shrink(grey), profile.paper)
+def _prepared(grey: np.ndarray, profile: Profile) -> tuple[np.ndarray, tuple | None]:
+    """The ink made bright, the paper's light flattened, a form's furniture taken out (v5); and
+    the ink's split from the paper (``_ink_mask``) where v5 made it and took nothing out, for
+    ``_keep_ink`` to use again rather than make the same one."""
+    ink, split = _ink_bright(_shrink(grey), profile.paper), None
     if profile.flatten:
         ink = _flatten_light(ink, profile.adaptive)
     if profile.forms and min(ink.shape) >= FLATTEN_MIN_SIDE:
-        ink = without_lines(ink, _ink_mask(ink, grainy=profile.adaptive)[1])
+        split = _ink_mask(ink, grainy=profile.adaptive)
+        cleaned = without_lines(ink, split[1])
+        ink, split = (ink, split) if cleaned is ink else (cleaned, None)
     if int(ink.max()) - int(ink.min()) < MIN_CONTRAST:
         raise InputError("no-ink", "the image is blank: no ink found on the page")
-    return ink
+    return ink, split
 
 
 def _around_ink(grey: np.ndarray, profile: Profile) -> np.ndarray:
@@ -307,11 +312,12 @@ def _ink_mask(ink: np.ndarray, grainy: bool) -> tuple[float, np.ndarray]:
 
 
 def _keep_ink(ink: np.ndarray, *, clear_background: bool, adaptive: bool = False,
-              forms: bool = False) -> tuple[np.ndarray, tuple]:
+              forms: bool = False, split: tuple | None = None) -> tuple[np.ndarray, tuple]:
     """Find the ink (Otsu), drop speckles (and with ``forms``, blobs away from the digit: a
     caption), return the cleaned image and the ink's bounding box.
     Whole-image steps are OpenCV calls, which release the GIL: big pages load in parallel."""
-    threshold, mask = _ink_mask(ink, adaptive and min(ink.shape) >= FLATTEN_MIN_SIDE)
+    grainy = adaptive and min(ink.shape) >= FLATTEN_MIN_SIDE
+    threshold, mask = split if split is not None and grainy else _ink_mask(ink, grainy)
     if not clear_background:  # a filled object: everything above the paper is the object
         _, mask = cv2.threshold(ink, OBJECT_LEVEL, 255, cv2.THRESH_BINARY)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
