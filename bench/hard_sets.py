@@ -1,5 +1,6 @@
-"""Accuracy on hard sets: harsh scans, thick-marker digits, low-resolution digits (made from
-MNIST *test* digits by tests/factories.py), one preprocessing profile against another, same
+"""Accuracy on hard sets: harsh scans, thick-marker digits, low-resolution digits, and digits on
+forms (a line under the digit, a box or comb field around it, a printed caption beside it), made
+from MNIST *test* digits by tests/factories.py: one preprocessing profile against another, same
 model, same images.
 
     .venv/bin/python bench/hard_sets.py [--count 500] [--model models/mnist.keras]
@@ -56,7 +57,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=500)
     parser.add_argument("--model", type=Path, default=defaults.MODEL)
-    parser.add_argument("--profiles", default="digits-v1,digits-v3", help="profiles to compare, by name")
+    parser.add_argument("--profiles", default="digits-v4,digits-v5", help="profiles to compare, by name")
     args = parser.parse_args()
     classifier = Classifier(args.model)
     names = args.profiles.split(",")

@@ -141,7 +141,6 @@ def low_resolution(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return 255 - np.pad(big, side // 4)
 
 
-HARD_SETS = {"harsh scans": harsh_scan, "thick marker": thick_marker, "low resolution": low_resolution}
 
 
 # --- not digits: what the review flag must call unlike-training ---------------------------------
@@ -194,3 +193,195 @@ def texture(rng: np.random.Generator) -> np.ndarray:
 
 
 NOT_DIGITS = {"letters and symbols": letter, "noise pages": noise_page, "textures": texture}
+
+
+# --- form furniture: what a digit written on a real form comes with ----------------------------
+#
+# Drawn apart from the training renderings (worker/scan_render.py has only ruled paper, lines
+# repeating across the whole page): here one line, one box or one comb field, or a printed
+# caption, placed by the digit's own ink, on test digits.
+
+
+def _form_sheet(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """Light paper with a gentle slope of light (float32)."""
+    page = np.full((height, width), float(rng.uniform(185, 245)), np.float32)
+    page += np.linspace(-1, 1, width, dtype=np.float32)[None, :] * float(rng.uniform(0, 15))
+    return page
+
+
+def _written(page: np.ndarray, glyph: np.ndarray, top: int, left: int, rng: np.random.Generator) -> None:
+    """The digit in pen (most) or pencil, darkening what is under it (a line it crosses too)."""
+    ink = float(rng.uniform(105, 140)) if rng.random() < 0.2 else float(rng.uniform(10, 80))
+    side = glyph.shape[0]
+    region = page[top : top + side, left : left + side]
+    region -= glyph.astype(np.float32) / 255 * np.maximum(region - ink, 0)
+
+
+def _printed(page: np.ndarray, layer: np.ndarray, grey: float) -> None:
+    """Printed furniture (``layer``: 0 to 1 coverage) in ``grey``, under the pen's ink."""
+    page -= layer * np.maximum(page - grey, 0)
+
+
+def _furniture_grey(rng: np.random.Generator) -> float:
+    """Printed black, or a light ruled grey (a form's pale blue, scanned grey)."""
+    return float(rng.uniform(15, 80)) if rng.random() < 0.6 else float(rng.uniform(110, 160))
+
+
+def _scanned_form(page: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Grain and JPEG (quality 55-90), decoded back (grey uint8)."""
+    page = page + rng.normal(0, rng.uniform(2, 7), page.shape).astype(np.float32)
+    page = np.clip(page, 0, 255).astype(np.uint8)
+    encoded = cv2.imencode(".jpg", page, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(55, 90))])[1]
+    return cv2.imdecode(encoded, cv2.IMREAD_GRAYSCALE)
+
+
+def _glyph(digit: np.ndarray, side: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """``digit`` scaled to ``side`` pixels, and its ink's box in it (x, y, w, h)."""
+    glyph = cv2.resize(digit, (side, side), interpolation=cv2.INTER_CUBIC)
+    return glyph, cv2.boundingRect((glyph > 80).astype(np.uint8))
+
+
+def _segment(layer: np.ndarray, start, end, thickness: int, style: str, rng: np.random.Generator) -> None:
+    """A straight line on ``layer``: solid, broken (a few gaps), dashed or dotted."""
+    (x0, y0), (x1, y1) = start, end
+    length = max(1.0, float(np.hypot(x1 - x0, y1 - y0)))
+    if style == "solid":
+        pieces = [(0.0, 1.0)]
+    elif style == "broken":
+        cuts = np.sort(rng.uniform(0, 1, int(rng.integers(1, 4))))
+        gap = float(rng.uniform(3, 10)) / length
+        pieces, begin = [], 0.0
+        for cut in cuts:
+            pieces.append((begin, cut))
+            begin = cut + gap
+        pieces.append((begin, 1.0))
+    else:
+        dash = thickness * (float(rng.uniform(3, 8)) if style == "dashed" else 1.0)
+        gap = thickness * float(rng.uniform(1.5, 3.5)) + 1
+        pieces = [(a / length, min(a + dash, length) / length) for a in np.arange(0, length, dash + gap)]
+    for a, b in pieces:
+        if b <= a:
+            continue
+        p = (round(x0 + (x1 - x0) * a), round(y0 + (y1 - y0) * a))
+        q = (round(x0 + (x1 - x0) * b), round(y0 + (y1 - y0) * b))
+        if style == "dotted":
+            cv2.circle(layer, p, max(1, thickness // 2 + 1), 1.0, -1, cv2.LINE_AA)
+        else:
+            cv2.line(layer, p, q, 1.0, thickness, cv2.LINE_AA)
+
+
+def underlined(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A digit written on a line ("write on the line"): one line under it, across the page or
+    a field's width (1.5-4 times the digit's box), solid, broken, dashed or dotted, printed
+    black or ruled grey, 1-4 % of the digit's box thick, skewed up to 3 degrees, from just
+    crossing the digit's lowest strokes to a little below them (grey, JPEG-damaged)."""
+    side = int(rng.integers(60, 200))
+    glyph, (gx, gy, gw, gh) = _glyph(digit, side)
+    height, width = int(side * rng.uniform(1.6, 3.0)), int(side * rng.uniform(2.2, 5.0))
+    page = _form_sheet(rng, height, width)
+    top = int(rng.integers(side // 10, height - side - side // 10))
+    left = int(rng.integers(side // 10, width - side - side // 10))
+    y = top + gy + gh + side * float(rng.uniform(-0.06, 0.12))
+    if rng.random() < 0.4:  # across the page
+        x0, x1 = 0.0, float(width - 1)
+    else:  # a field's width, the digit somewhere along it
+        length = min(width - 1, side * float(rng.uniform(1.5, 4.0)))
+        centre = left + gx + gw / 2
+        x0 = float(np.clip(centre - length * rng.uniform(0.2, 0.8), 0, width - 1 - length))
+        x1 = x0 + length
+    tilt = np.tan(np.radians(float(rng.uniform(-3, 3))))
+    mid = (x0 + x1) / 2
+    thickness = max(1, round(side * float(rng.uniform(0.01, 0.04))))
+    style = str(rng.choice(["solid", "solid", "broken", "dashed", "dotted"]))
+    layer = np.zeros_like(page)
+    _segment(layer, (x0, y + (x0 - mid) * tilt), (x1, y + (x1 - mid) * tilt), thickness, style, rng)
+    _printed(page, layer, _furniture_grey(rng))
+    _written(page, glyph, top, left, rng)
+    return _scanned_form(page, rng)
+
+
+def boxed(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A digit written in a printed box: one box (full, or with one or two sides missing) or a
+    comb field (a row of 3-6 cells, the digit in one: full cells, or a base line with ticks),
+    the border 1-4 % of the digit's box thick, from a quarter of it away to cutting into the
+    ink, turned up to 1.5 degrees (grey, JPEG-damaged)."""
+    side = int(rng.integers(60, 200))
+    glyph, (gx, gy, gw, gh) = _glyph(digit, side)
+    # the cell, around the ink: margins from -4 % (the border cuts the strokes) to 25 % of the box
+    margins = side * rng.uniform(-0.04, 0.25, 4)
+    cell_w = max(gw, gh * 0.6) + margins[0] + margins[1]
+    cell_h = gh + margins[2] + margins[3]
+    kind = str(rng.choice(["box", "box", "partial", "comb", "comb"]))
+    cells, index = (int(rng.integers(3, 7)), 0) if kind == "comb" else (1, 0)
+    index = int(rng.integers(0, cells))
+    pad = side * 0.6
+    height = int(cell_h + 2 * pad)
+    width = int(cell_w * cells + 2 * pad)
+    page = _form_sheet(rng, height, width)
+    cell_x, cell_y = pad + index * cell_w, pad
+    left = round(cell_x + margins[0] + (max(gw, gh * 0.6) - gw) / 2 - gx)
+    top = round(cell_y + margins[2] - gy)
+    left, top = min(max(left, 0), width - side), min(max(top, 0), height - side)
+    thickness = max(1, round(side * float(rng.uniform(0.01, 0.04))))
+    layer = np.zeros_like(page)
+    x_start, x_end, y_top, y_bottom = pad, pad + cells * cell_w, cell_y, cell_y + cell_h
+    if kind == "comb" and rng.random() < 0.5:  # a base line with ticks between the cells
+        tick = cell_h * float(rng.uniform(0.25, 0.6))
+        _segment(layer, (x_start, y_bottom), (x_end, y_bottom), thickness, "solid", rng)
+        for i in range(cells + 1):
+            x = x_start + i * cell_w
+            _segment(layer, (x, y_bottom - tick), (x, y_bottom), thickness, "solid", rng)
+    else:
+        sides = [((x_start, y_top), (x_end, y_top)), ((x_start, y_bottom), (x_end, y_bottom))]
+        sides += [((x_start + i * cell_w, y_top), (x_start + i * cell_w, y_bottom)) for i in range(cells + 1)]
+        if kind == "partial":  # one or two of the single box's sides missing
+            for gone in rng.choice(len(sides), int(rng.integers(1, 3)), replace=False):
+                sides[gone] = None
+        for part in sides:
+            if part is not None:
+                _segment(layer, *part, thickness, "solid", rng)
+    turn = cv2.getRotationMatrix2D((width / 2, height / 2), float(rng.uniform(-1.5, 1.5)), 1.0)
+    layer = cv2.warpAffine(layer, turn, (width, height))
+    _printed(page, layer, _furniture_grey(rng))
+    _written(page, glyph, top, left, rng)
+    return _scanned_form(page, rng)
+
+
+CAPTIONS = ("Qty", "No.", "Age:", "Code", "Item", "Total", "Class", "Grade:", "Score", "Room", "Unit",
+            "Day", "Ref.", "Seat", "Level", "Floor", "Group:", "Size")
+
+
+def captioned(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A digit written beside its printed caption ("Qty", "Age:", ...): letters a fifth to a
+    third of the digit's box high, a quarter to one box away, to the left of the digit or
+    above it (grey, JPEG-damaged)."""
+    side = int(rng.integers(60, 200))
+    glyph, (gx, gy, gw, gh) = _glyph(digit, side)
+    text = CAPTIONS[int(rng.integers(len(CAPTIONS)))]
+    font = HERSHEY[int(rng.integers(4))]  # the printed faces, no script
+    letter_h = side * float(rng.uniform(0.2, 0.33))
+    scale = cv2.getFontScaleFromHeight(font, max(6, round(letter_h)))
+    stroke = max(1, round(letter_h * float(rng.uniform(0.06, 0.12))))
+    (text_w, text_h), base = cv2.getTextSize(text, font, scale, stroke)
+    gap = side * float(rng.uniform(0.25, 1.0))
+    beside = rng.random() < 0.6
+    margin = side // 3
+    if beside:
+        width, height = int(text_w + gap + side + 2 * margin), int(side + 2 * margin)
+        left, top = int(margin + text_w + gap - gx), margin
+        origin = (margin, int(top + gy + gh - (rng.uniform(0, 0.5) * gh)))
+    else:
+        width, height = int(max(text_w, side) + 2 * margin), int(text_h + base + gap + side + 2 * margin)
+        top, left = int(margin + text_h + gap - gy), margin
+        origin = (int(margin + rng.uniform(0, 0.3) * side), margin + text_h)
+    page = _form_sheet(rng, height, width)
+    layer = np.zeros(page.shape, np.uint8)
+    cv2.putText(layer, text, origin, font, scale, 255, stroke, cv2.LINE_AA)
+    _printed(page, layer.astype(np.float32) / 255, float(rng.uniform(10, 70)))
+    _written(page, glyph, min(max(top, 0), height - side), min(max(left, 0), width - side), rng)
+    return _scanned_form(page, rng)
+
+
+FORM_SETS = {"underlined": underlined, "boxes and combs": boxed, "captions": captioned}
+HARD_SETS = {"harsh scans": harsh_scan, "thick marker": thick_marker, "low resolution": low_resolution,
+             **FORM_SETS}

@@ -433,12 +433,14 @@ def _hard_set_accuracy(real_model_path, name: str, count: int, profiles) -> list
 def test_each_profile_reads_the_hard_sets_better(real_model_path, name, floor_v1, floor_v3, floor_v4):
     """100 of each hard set (fixed seed; tests/factories.py), the shipped model: each profile
     above its floor (a little below what it measures: v1 36, 91, 87 %; v3 75, 94, 93 %; v4
-    88, 94, 93 %), v3 above v1 and v4 not below v3 (by more than 2 images) on the same images."""
-    from worker.preprocess import DIGITS_V1, DIGITS_V3
+    88, 94, 93 %), v3 above v1, v4 not below v3 (by more than 2 images) and v5 (a form's
+    furniture taken out; these pages have none, or ruled paper, a fold, a stamp) not below v4
+    on the same images."""
+    from worker.preprocess import DIGITS_V1, DIGITS_V3, DIGITS_V4
 
-    v1, v3, v4 = _hard_set_accuracy(real_model_path, name, 100, (DIGITS_V1, DIGITS_V3, DIGITS))
+    v1, v3, v4, v5 = _hard_set_accuracy(real_model_path, name, 100, (DIGITS_V1, DIGITS_V3, DIGITS_V4, DIGITS))
     assert v4 >= floor_v4 and v3 >= floor_v3 and v1 >= floor_v1, (v1, v3, v4)
-    assert v4 >= v3 - 0.02 and v3 > v1, (v1, v3, v4)
+    assert v5 >= v4 and v4 >= v3 - 0.02 and v3 > v1, (v1, v3, v4, v5)
 
 
 def test_v4_finds_the_ink_first_and_normalises_only_around_it():

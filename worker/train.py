@@ -25,7 +25,7 @@ import numpy as np
 from worker import __version__, archs, datasets, defaults, folder_dataset, gate, publish, review_flag
 from worker import model as model_io
 from worker.errors import ConfigError, NotPublished
-from worker.preprocess import PROFILES, normalize_many
+from worker.preprocess import MARKS, PROFILES, normalize_many
 
 log = logging.getLogger(__name__)
 
@@ -331,8 +331,8 @@ def _dataset_name(dataset: str | None, data: Path | None, own: bool, *, name: st
 
 
 def _profile(name: str | None):
-    """A folder's profile: ``--profile``, else the digits profile (ink on paper)."""
-    name = name or datasets.MNIST.profile.name
+    """A folder's profile: ``--profile``, else the one for marks in ink on paper."""
+    name = name or MARKS.name
     try:
         return PROFILES[name]
     except KeyError:

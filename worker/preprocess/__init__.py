@@ -17,6 +17,8 @@ from worker.preprocess.normalizing import (
     DIGITS,
     DIGITS_V1,
     DIGITS_V3,
+    DIGITS_V4,
+    MARKS,
     OBJECTS,
     PROFILES,
     SIZE,
@@ -28,8 +30,8 @@ from worker.preprocess.reading import DEFAULT_LIMITS, Limits, decode, read_bytes
 from worker.preprocess.small import normalize_many
 
 __all__ = [
-    "DEFAULT_LIMITS", "DIGITS", "DIGITS_V1", "DIGITS_V3", "OBJECTS", "PROFILES", "SIZE", "Header", "Limits",
-    "LoadedInput", "Profile",
+    "DEFAULT_LIMITS", "DIGITS", "DIGITS_V1", "DIGITS_V3", "DIGITS_V4", "MARKS", "OBJECTS", "PROFILES", "SIZE",
+    "Header", "Limits", "LoadedInput", "Profile",
     "check_header", "decode", "load_bytes", "load_input", "load_many", "normalize", "normalize_many",
     "profile_from_dict", "read_bytes", "to_grey",
 ]

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from worker.errors import InputError
+from worker.preprocess.furniture import near_the_digit, without_lines
 from worker.preprocess.reading import MIN_CONTRAST, WORK_SIDE
 
 SIZE = 28
@@ -64,6 +65,10 @@ class Profile:
     # surroundings normalised, at a bounded size (the costly whole-page steps of v3 grew with
     # the page). Pages no bigger than LOCATE_MIN_SIDE, and so MNIST's 28x28, are untouched.
     locate: bool = False
+    # v5: a form's furniture is taken out before the ink is cropped (``furniture``): lines under
+    # or around the digit, and blobs away from it (a printed caption). Images under
+    # FLATTEN_MIN_SIDE, and so MNIST's 28x28, are untouched.
+    forms: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -77,16 +82,23 @@ DIGITS_V1 = Profile(
 DIGITS_V3 = Profile(
     name="digits-v3", box=20, centre="mass", flatten=True, stretch=True, paper="median", adaptive=True
 )
-# The profile for digits since v4 (cards of older models name theirs and keep it).
-DIGITS = Profile(
+DIGITS_V4 = Profile(
     name="digits-v4", box=20, centre="mass", flatten=True, stretch=True, paper="median", adaptive=True,
     locate=True,
+)
+# The profile for marks of one's own (``worker train --data``): tick boxes, letters, symbols. Not
+# v5: there a box may be the mark itself (an empty tick box is a class), not a form's furniture.
+MARKS = DIGITS_V4
+# The profile for digits since v5 (cards of older models name theirs and keep it).
+DIGITS = Profile(
+    name="digits-v5", box=20, centre="mass", flatten=True, stretch=True, paper="median", adaptive=True,
+    locate=True, forms=True,
 )
 OBJECTS = Profile(
     name="objects-v2", box=28, centre="box", flatten=False, stretch=False, paper="border",
     framed_as_is=True,
 )
-PROFILES = {p.name: p for p in (DIGITS_V1, DIGITS_V3, DIGITS, OBJECTS)}
+PROFILES = {p.name: p for p in (DIGITS_V1, DIGITS_V3, DIGITS_V4, DIGITS, OBJECTS)}
 
 
 def profile_from_dict(data: dict) -> Profile:
@@ -97,16 +109,23 @@ def profile_from_dict(data: dict) -> Profile:
 
 def normalize(grey: np.ndarray, profile: Profile = DIGITS) -> np.ndarray:
     """8-bit grey image of any size -> float32 (28, 28, 1) in [0, 1], MNIST-style."""
+    page, window = grey, None
     if profile.locate and min(grey.shape) > LOCATE_MIN_SIDE:
-        grey = _around_ink(grey, profile)
-    ink = _ink_bright(_shrink(grey), profile.paper)
-    if profile.flatten:
-        ink = _flatten_light(ink, profile.adaptive)
-    if int(ink.max()) - int(ink.min()) < MIN_CONTRAST:
-        raise InputError("no-ink", "the image is blank: no ink found on the page")
+        window = _ink_window(grey, profile)
+        grey = grey if window is None else _cut(grey, window)
+    ink, split = _prepared(grey, profile)
     if profile.framed_as_is and ink.shape == (SIZE, SIZE):
         return (ink.astype(np.float32) / 255.0)[:, :, None]
-    ink, (x, y, w, h) = _keep_ink(ink, clear_background=profile.stretch, adaptive=profile.adaptive)
+    ink, (x, y, w, h) = _keep_ink(ink, clear_background=profile.stretch, adaptive=profile.adaptive,
+                                  forms=profile.forms, split=split)
+    closer = _closer_window(page, grey.shape, ink.shape, (x, y, w, h), window) if profile.forms else None
+    if closer is not None:
+        try:
+            again, split = _prepared(_cut(page, closer), profile)
+            ink, (x, y, w, h) = _keep_ink(again, clear_background=profile.stretch, adaptive=profile.adaptive,
+                                          forms=True, split=split)
+        except InputError:
+            pass  # the digit as first found is still there to read
     patch = ink[y : y + h, x : x + w]
     if profile.stretch:
         patch = _stretch(patch)
@@ -115,35 +134,89 @@ def normalize(grey: np.ndarray, profile: Profile = DIGITS) -> np.ndarray:
     return (field.astype(np.float32) / 255.0)[:, :, None]
 
 
+def _prepared(grey: np.ndarray, profile: Profile) -> tuple[np.ndarray, tuple | None]:
+    """The ink made bright, the paper's light flattened, a form's furniture taken out (v5); and
+    the ink's split from the paper (``_ink_mask``) where v5 made it and took nothing out, for
+    ``_keep_ink`` to use again rather than make the same one."""
+    ink, split = _ink_bright(_shrink(grey), profile.paper), None
+    if profile.flatten:
+        ink = _flatten_light(ink, profile.adaptive)
+    if profile.forms and min(ink.shape) >= FLATTEN_MIN_SIDE:
+        split = _ink_mask(ink, grainy=profile.adaptive)
+        cleaned = without_lines(ink, split[1])
+        ink, split = (ink, split) if cleaned is ink else (cleaned, None)
+    if int(ink.max()) - int(ink.min()) < MIN_CONTRAST:
+        raise InputError("no-ink", "the image is blank: no ink found on the page")
+    return ink, split
+
+
 def _around_ink(grey: np.ndarray, profile: Profile) -> np.ndarray:
-    """The part of a big page around its ink, scaled so the ink is at most CROP_INK pixels
-    across: found on a copy LOCATE_SIDE pixels long with the profile's own steps. The margin
+    """The part of a big page around its ink (``_ink_window``), or the page if none is found."""
+    window = _ink_window(grey, profile)
+    return grey if window is None else _cut(grey, window)
+
+
+def _cut(grey: np.ndarray, window: tuple) -> np.ndarray:
+    """``grey``'s rows top:bottom and columns left:right, scaled by ``shrink`` if below 1."""
+    top, bottom, left, right, shrink = window
+    crop = grey[top:bottom, left:right]
+    if shrink >= 1:
+        return crop
+    size = (max(1, round(crop.shape[1] * shrink)), max(1, round(crop.shape[0] * shrink)))
+    return cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
+
+
+def _closer_window(page: np.ndarray, seen: tuple, worked: tuple, box: tuple, window: tuple | None):
+    """v5: where to look again when the digit found is small in what was normalised (``worked``,
+    the shape of the ink image made from ``seen``, the shape of ``window`` cut from ``page``):
+    the locate step's crop held the furniture too (a comb of cells, a page-wide line), which
+    set its scale, and the digit alone is at most half of CROP_INK across. The window around
+    the digit alone (half its size each way), at most CROP_INK across; None if that would not
+    show it at least half as big again."""
+    x, y, w, h = box
+    if max(w, h) >= CROP_INK // 2:
+        return None
+    top, left, shrink = (window[0], window[2], window[4]) if window else (0, 0, 1.0)
+    to_page = 1 / min(shrink, 1.0)
+    fy, fx = seen[0] / worked[0] * to_page, seen[1] / worked[1] * to_page
+    x0, y0, width, height = left + x * fx, top + y * fy, w * fx, h * fy
+    side = max(width, height)
+    if min(side, CROP_INK) < 1.5 * max(w, h):
+        return None
+    pad = side / 2 + 3
+    return (max(0, int(y0 - pad)), min(page.shape[0], math.ceil(y0 + height + pad)),
+            max(0, int(x0 - pad)), min(page.shape[1], math.ceil(x0 + width + pad)), CROP_INK / side)
+
+
+def _ink_window(grey: np.ndarray, profile: Profile) -> tuple | None:
+    """Where a big page's ink is: (top, bottom, left, right, shrink), to cut out and scale so
+    the ink is at most CROP_INK pixels across: found on a copy LOCATE_SIDE pixels long with the
+    profile's own steps. The margin
     is half the ink's size each way (at least a few pixels), so that the paper around it
     still tells grain and light from ink. A page where the copy shows no ink is given back
     whole (a faint digit may show only at full size), and so is one where what it found spans
     most of the copy: that is light or an edge of the page taken for ink, or a digit so big
-    that the crop would save nothing."""
+    that the crop would save nothing (None, for both)."""
     scale = LOCATE_SIDE / max(grey.shape)
     small = cv2.resize(grey, (max(1, round(grey.shape[1] * scale)), max(1, round(grey.shape[0] * scale))),
                        interpolation=cv2.INTER_AREA)
     ink = _flatten_light(_ink_bright(small, profile.paper), profile.adaptive)
     if int(ink.max()) - int(ink.min()) < MIN_CONTRAST:
-        return grey
+        return None
     try:
+        # not v5's furniture steps: on the copy a digit is a few pixels, its strokes a pixel
+        # wide, and a speck may be its largest blob; the crop keeps any furniture around the
+        # digit, and the second step takes it out at a size where strokes have a width
         _, (x, y, w, h) = _keep_ink(ink, clear_background=True, adaptive=profile.adaptive)
     except InputError:
-        return grey
+        return None
     if max(w / small.shape[1], h / small.shape[0]) > LOCATE_MAX_SHARE:
-        return grey
+        return None
     pad = max(w, h) // 2 + 3
     top, left = max(0, y - pad), max(0, x - pad)
     bottom, right = min(small.shape[0], y + h + pad), min(small.shape[1], x + w + pad)
-    crop = grey[int(top / scale) : math.ceil(bottom / scale), int(left / scale) : math.ceil(right / scale)]
-    shrink = CROP_INK / (max(w, h) / scale)
-    if shrink >= 1:
-        return crop
-    size = (max(1, round(crop.shape[1] * shrink)), max(1, round(crop.shape[0] * shrink)))
-    return cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
+    return (int(top / scale), math.ceil(bottom / scale), int(left / scale), math.ceil(right / scale),
+            CROP_INK / (max(w, h) / scale))
 
 
 def _shrink(grey: np.ndarray) -> np.ndarray:
@@ -238,10 +311,13 @@ def _ink_mask(ink: np.ndarray, grainy: bool) -> tuple[float, np.ndarray]:
     return threshold, mask
 
 
-def _keep_ink(ink: np.ndarray, *, clear_background: bool, adaptive: bool = False) -> tuple[np.ndarray, tuple]:
-    """Find the ink (Otsu), drop speckles, return the cleaned image and the ink's bounding box.
+def _keep_ink(ink: np.ndarray, *, clear_background: bool, adaptive: bool = False,
+              forms: bool = False, split: tuple | None = None) -> tuple[np.ndarray, tuple]:
+    """Find the ink (Otsu), drop speckles (and with ``forms``, blobs away from the digit: a
+    caption), return the cleaned image and the ink's bounding box.
     Whole-image steps are OpenCV calls, which release the GIL: big pages load in parallel."""
-    threshold, mask = _ink_mask(ink, adaptive and min(ink.shape) >= FLATTEN_MIN_SIDE)
+    grainy = adaptive and min(ink.shape) >= FLATTEN_MIN_SIDE
+    threshold, mask = split if split is not None and grainy else _ink_mask(ink, grainy)
     if not clear_background:  # a filled object: everything above the paper is the object
         _, mask = cv2.threshold(ink, OBJECT_LEVEL, 255, cv2.THRESH_BINARY)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
@@ -249,6 +325,8 @@ def _keep_ink(ink: np.ndarray, *, clear_background: bool, adaptive: bool = False
     if count <= 1 or areas.max() == 0:
         raise InputError("no-ink", "no ink found on the page")
     keep = areas >= MIN_BLOB_FRACTION * areas.max()
+    if forms and min(ink.shape) >= FLATTEN_MIN_SIDE:
+        keep &= near_the_digit(stats)
     cleaned = ink
     if not keep.all():
         kept = np.take(np.where(np.append(True, keep), 255, 0).astype(np.uint8), labels)
