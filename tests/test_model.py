@@ -114,3 +114,19 @@ def test_no_runtime_banner_on_stderr_and_nothing_else_lost(tmp_path):
             "print('three', file=sys.stderr)\n")
     kept = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert kept.stderr == "one\ntwo\nthree\n"
+
+
+def test_where_stderr_cannot_be_caught_the_model_still_opens(monkeypatch):
+    """No temporary file (a full /tmp, no descriptor left): the banner shows, nothing fails."""
+    import tempfile
+
+    from worker import model
+
+    def no_file(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", no_file)
+    ran = []
+    with model._stderr_without(b"banner"):
+        ran.append(True)
+    assert ran == [True]

@@ -116,13 +116,27 @@ def test_a_repository_its_user_cannot_write_is_one_line_exit_78():
         root.chmod(0o755)
         done = subprocess.run(
             ["setpriv", f"--reuid={ids[0]}", f"--regid={ids[1]}", "--clear-groups", sys.executable, "-m",
-             "worker", "predict", "--model", str(root / "mnist.keras"), str(REPO / "samples" / "scan-7.jpg")],
+             "worker", "publish", str(shipped_version("mnist")), "--model", str(root / "mnist.keras")],
             capture_output=True, text=True, timeout=120, env={**os.environ, "HOME": "/tmp"})
         assert done.returncode == 78, done.stderr
         assert "cannot be set up here" in done.stderr and "Traceback" not in done.stderr
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     finally:
         shutil.rmtree(root)
+
+
+def test_a_daemon_given_a_path_elsewhere_that_holds_nothing_is_told_so_not_handed_the_seed(tmp_path):
+    """A mistyped --model, or a repository on a share not mounted yet: the shipped model is
+    not copied there behind the operator's back (only train and publish, which write to a
+    repository by intent, seed one), and no folder is made on the way."""
+    from worker.errors import ModelError
+    from worker.model import Classifier
+
+    with pytest.raises(ModelError, match="does not exist"):
+        Classifier(tmp_path / "mnist.keras")
+    with pytest.raises(ModelError, match="does not exist"):
+        Classifier(tmp_path / "typo" / "mnist.keras")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_unknown_names_are_left_to_loading(tmp_path):

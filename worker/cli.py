@@ -502,7 +502,11 @@ def serve(
     server = uvicorn.Server(uvicorn.Config(web, host=host, port=port, log_level="warning", log_config=None,
                                            access_log=access_log))
     if access_log:
-        logging.getLogger("uvicorn.access").setLevel(logging.INFO)
+        from worker.web.guard import HideTokens
+
+        access = logging.getLogger("uvicorn.access")
+        access.setLevel(logging.INFO)
+        access.addFilter(HideTokens())
     server.run(sockets=[listening])
     if not server.started:
         raise _fail("the page did not start (the log above says why)")

@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -178,25 +179,56 @@ class LiteRTRunner:
 XNNPACK_BANNER = b"Created TensorFlow Lite XNNPACK delegate for CPU."
 
 
+_stderr_redirect = threading.Lock()  # fd 2 is the process's: one redirect at a time
+
+
 @contextmanager
 def _stderr_without(banner: bytes) -> Iterator[None]:
     """File descriptor 2 caught in a temporary file while the block runs, then written back
     without the lines holding ``banner``: what other threads write meanwhile comes late, never
-    lost."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as caught:
-        os.dup2(caught.fileno(), 2)
-        try:
+    lost. Where fd 2 cannot be caught (no temporary file, no descriptor left), the block runs
+    as it is and the banner shows."""
+    with _stderr_redirect:
+        caught, saved = _catch_stderr()
+        if caught is None:
             yield
-        finally:
+            return
+        with caught:
+            os.dup2(caught.fileno(), 2)
+            try:
+                yield
+            finally:
+                if sys.stderr is not None:
+                    sys.stderr.flush()
+                os.dup2(saved, 2)
+                os.close(saved)
+                _write_back(caught, banner)
+
+
+def _catch_stderr():
+    """(a temporary file, a copy of fd 2), or (None, None) where either cannot be had."""
+    try:
+        caught = tempfile.TemporaryFile()
+    except OSError:
+        return None, None
+    try:
+        if sys.stderr is not None:
             sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            caught.seek(0)
-            kept = [line for line in caught.read().splitlines(keepends=True) if banner not in line]
-            if kept:
-                os.write(2, b"".join(kept))
+        return caught, os.dup(2)
+    except (OSError, ValueError):
+        caught.close()
+        return None, None
+
+
+def _write_back(caught, banner: bytes) -> None:
+    """What fd 2 received while caught, but the banner's lines, to fd 2 as it is again."""
+    try:
+        caught.seek(0)
+        kept = [line for line in caught.read().splitlines(keepends=True) if banner not in line]
+        if kept:
+            os.write(2, b"".join(kept))
+    except OSError:
+        pass  # stderr gone (closed, a full disk): nothing can be said there anyway
 
 
 class KerasRunner:

@@ -19,6 +19,7 @@ over it needs ``force``.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -60,11 +61,14 @@ def commit(staged: Path, version: str) -> Path:
             sync_file(staged.with_suffix(suffix))
     sync_folder(staged.parent)
     final = staged.parent.parent / version
-    if final.exists():
+    try:
+        os.rename(staged.parent, final)  # fails if another process made the version first
+    except OSError as exc:
+        if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not final.is_dir():
+            raise
         shutil.rmtree(staged.parent)
         log.info("version %s is already in %s; kept that copy", version, final.parent)
     else:
-        os.rename(staged.parent, final)
         sync_folder(final.parent)
     return final / staged.name
 
@@ -174,7 +178,7 @@ def serving_card(model_path: Path) -> dict | None:
     from worker.model import read_card
     from worker.repository import ensure_serving
 
-    ensure_serving(model_path)
+    ensure_serving(model_path, copy=True)
 
     try:
         return read_card(model_path)

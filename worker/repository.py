@@ -7,10 +7,11 @@ in a checkout change no tracked file (``.gitignore`` keeps the new versions and 
 ``git status``).
 
 A repository elsewhere (``--models DIR``, ``WORKER_MODELS``; ``/var/lib/worker/models`` for the
-service) starts empty: the first command that needs a shipped model there copies its shipped
-version in and publishes it. The checkout's own ``models/`` gets its ``current`` the same way,
-on a fresh clone. A model that is already published is never touched, so an operator's
-published or rolled-back version stays what serves.
+service, which ``scripts/install-service`` fills) starts empty: the first ``train`` or
+``publish`` there copies the shipped version in and publishes it, so that the gate has what
+serves to compare with. The checkout's own ``models/`` gets its ``current`` on a fresh clone
+from the first command that opens a model. A model that is already published is never
+touched, so an operator's published or rolled-back version stays what serves.
 """
 
 from __future__ import annotations
@@ -37,11 +38,13 @@ def shipped_version(name: str, seeds: Path = defaults.MODELS_DIR) -> Path | None
     return folder if (folder / f"{name}.keras").is_file() else None
 
 
-def ensure_serving(model_path: Path, seeds: Path = defaults.MODELS_DIR) -> None:
+def ensure_serving(model_path: Path, seeds: Path = defaults.MODELS_DIR, *, copy: bool = False) -> None:
     """Make a shipped model's path resolve before it is opened: in the seeds' own folder by
-    pointing ``current`` at the shipped version, elsewhere by copying that version in and
-    publishing it. Paths that resolve already, and models that do not ship, are left alone
-    (loading them says what is missing)."""
+    pointing ``current`` at the shipped version; elsewhere, with ``copy`` (a command that
+    writes to the repository by intent: train, publish), by copying that version into a folder
+    that exists and publishing it. Paths that resolve already, and models that do not ship, are
+    left alone (loading them says what is missing): a daemon given a mistyped path, or a
+    repository on a share not mounted yet, is told so, never handed the shipped model."""
     model_path = Path(model_path)
     published = (versions_folder(model_path) / CURRENT).is_symlink()
     if model_path.exists() or published or model_path.suffix != ".keras":
@@ -49,9 +52,12 @@ def ensure_serving(model_path: Path, seeds: Path = defaults.MODELS_DIR) -> None:
     seed = shipped_version(model_path.stem, seeds)
     if seed is None:
         return
+    at_home = versions_folder(model_path).resolve() == seed.parent.resolve()
+    if not at_home and not (copy and model_path.parent.is_dir()):
+        return
     try:
         version = seed / model_path.name
-        if versions_folder(model_path).resolve() != seed.parent.resolve():
+        if not at_home:
             version = add_version(version, model_path, seed.name)
         publish(version, model_path)
         log.info("model %s: first use of %s, the shipped version %s serves", model_path.stem,
@@ -71,4 +77,4 @@ def ensure_seeded(models_dir: Path, seeds: Path = defaults.MODELS_DIR) -> None:
         return
     for home in sorted(seeds.iterdir()):
         if (home / SHIPPED).is_symlink():
-            ensure_serving(Path(models_dir) / f"{home.name}.keras", seeds)
+            ensure_serving(Path(models_dir) / f"{home.name}.keras", seeds, copy=True)

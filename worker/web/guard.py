@@ -17,6 +17,7 @@ size of its body, and the token.
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 
@@ -109,3 +110,19 @@ def token_given(request: Request) -> str | None:
     bearer header."""
     return (request.query_params.get("token") or request.cookies.get(TOKEN_COOKIE)
             or request.headers.get("authorization", "").removeprefix("Bearer ").strip() or None)
+
+
+# ``token=<anything>`` in a logged request line: the page is opened as /?token=SECRET.
+TOKEN_IN_QUERY = re.compile(r"([?&]token=)[^&\s]*")
+
+
+class HideTokens(logging.Filter):
+    """For the access log: the request line's query keeps its ``token=`` but not its value,
+    so the journal (readable by its admins' group) never holds the page's secret, nor the
+    guesses people tried."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(TOKEN_IN_QUERY.sub(r"\1...", arg) if isinstance(arg, str) else arg
+                                for arg in record.args)
+        return True
