@@ -157,13 +157,12 @@ def test_workers_killed_mid_stream_every_row_comes_within_30_s_of_the_last_file(
     assert resent.get('reason="worker-gone"', 0) + resent.get('reason="untaken"', 0) >= 1, resent
 
 
-def test_a_worker_frozen_for_60_s_its_batches_done_elsewhere_its_late_answers_dropped(
-        boxes, staging, mnist_test, redis, workers):
-    """A host frozen (SIGSTOP) holding a batch: its heartbeat expires, the batch is done by the
-    other worker; thawed (SIGCONT) a minute later, it answers, and that answer is dropped."""
+def _stream_signalling(boxes, staging, mnist_test, redis, victim, signum: int):
+    """A watcher with --metrics on a free port, and 1,000 files dropped a hundred at a time,
+    ``victim`` (a classify worker's process group) sent ``signum`` half-way through; returns
+    (watcher, metrics port, the files' paths) once the last file is in."""
     inbox, outbox = boxes
     images, _ = mnist_test
-    frozen, _ = workers(2, visibility_timeout=300)
     port = free_port()
     watcher = Watcher(inbox, outbox, "--broker", redis.url, "--batch-size", "32", "--metrics",
                       f"127.0.0.1:{port}")
@@ -172,8 +171,18 @@ def test_a_worker_frozen_for_60_s_its_batches_done_elsewhere_its_late_answers_dr
     for i in range(10):
         drop(paths[i * 100:(i + 1) * 100], inbox)
         if i == 4:
-            os.killpg(frozen.proc.pid, signal.SIGSTOP)
+            os.killpg(victim.proc.pid, signum)
         time.sleep(0.2)
+    return watcher, port, paths
+
+
+def test_a_worker_frozen_for_60_s_its_batches_done_elsewhere_its_late_answers_dropped(
+        boxes, staging, mnist_test, redis, workers):
+    """A host frozen (SIGSTOP) holding a batch: its heartbeat expires, the batch is done by the
+    other worker; thawed (SIGCONT) a minute later, it answers, and that answer is dropped."""
+    outbox = boxes[1]
+    frozen, _ = workers(2, visibility_timeout=300)
+    watcher, port, paths = _stream_signalling(boxes, staging, mnist_test, redis, frozen, signal.SIGSTOP)
     last = time.monotonic()
     try:
         assert wait_for(lambda: _all_done(boxes, len(paths)), 30), watcher.output()
@@ -200,19 +209,9 @@ def test_a_worker_stopped_with_sigterm_hands_back_what_it_has_not_started(boxes,
     """SIGTERM to the whole worker (as systemd stops a unit): the batch it is running is
     answered, what it took and had not started goes back on the queue, and its heartbeat goes
     at once: the other worker does the rest without a wait for a heartbeat to expire."""
-    inbox, outbox = boxes
-    images, _ = mnist_test
+    outbox = boxes[1]
     leaving, _ = workers(2, visibility_timeout=300)
-    port = free_port()
-    watcher = Watcher(inbox, outbox, "--broker", redis.url, "--batch-size", "32", "--metrics",
-                      f"127.0.0.1:{port}")
-    watcher.wait_ready()
-    paths = stage(staging, images, 1000)
-    for i in range(10):
-        drop(paths[i * 100:(i + 1) * 100], inbox)
-        if i == 4:
-            os.killpg(leaving.proc.pid, signal.SIGTERM)
-        time.sleep(0.2)
+    watcher, port, paths = _stream_signalling(boxes, staging, mnist_test, redis, leaving, signal.SIGTERM)
     last = time.monotonic()
     assert wait_for(lambda: _all_done(boxes, len(paths)), 30), watcher.output()
     took = time.monotonic() - last
