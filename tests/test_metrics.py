@@ -122,3 +122,18 @@ def test_the_textfile_holds_our_metrics_alone(tmp_path):
     assert 'model_version="fake-1"' in text
     assert not re.findall(r"^(?:process|python)_\w+", text, re.MULTILINE)
     assert "_created" not in text
+
+
+def test_the_brokers_liveness_counts_reach_the_textfile_too(tmp_path):
+    """Every metric of the daemon's own goes to --metrics-file as well as /metrics: the two
+    added with the heartbeats were registered beside the process collectors only."""
+    from worker.metrics import Metrics
+
+    textfile = tmp_path / "worker.prom"
+    metrics = Metrics(textfile=textfile)
+    metrics.remote_resent("worker-gone")
+    metrics.broker_rejected("bad-seal")
+    metrics.write_textfile()
+    text = textfile.read_text()
+    assert 'worker_remote_resent_total{reason="worker-gone"} 1.0' in text, text
+    assert 'worker_broker_rejected_total{reason="bad-seal"} 1.0' in text, text

@@ -130,7 +130,7 @@ class Metrics:
         if alive is not None:
             if self._alive is None:
                 self._alive = Gauge("worker_remote_workers_alive", "Classify worker processes with a "
-                                    "heartbeat in Redis", registry=self.registry)
+                                    "heartbeat in Redis", registry=self.own)
             self._alive.set(alive)
 
     def remote_resent(self, reason: str) -> None:
@@ -138,7 +138,7 @@ class Metrics:
         if self._resent is None:
             self._resent = Counter("worker_remote_resent", "Batches sent to the classify workers again, by "
                                    "why: worker-gone, untaken, timeout, redis-restart", ["reason"],
-                                   registry=self.registry)
+                                   registry=self.own)
         self._resent.labels(reason=reason).inc()
 
     def broker_rejected(self, reason: str) -> None:
