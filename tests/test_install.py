@@ -125,6 +125,18 @@ def test_the_installed_command_runs_with_the_services_folders(installed):
     assert "mnist" in result.stdout and "fashion-mnist" in result.stdout
 
 
+@pytest.mark.slow
+def test_the_venv_has_the_extras_the_units_need_and_not_training(installed):
+    """The page (web), PDF and HEIC (documents), the classify unit and --broker (broker); not
+    TensorFlow, which only training needs."""
+    root, _ = installed
+    check = "import sys; from worker.extras import installed; print(*(installed(e) for e in sys.argv[1:]))"
+    python = root / "opt/worker/venv/bin/python"
+    result = subprocess.run([str(python), "-c", check, "web", "documents", "broker", "train"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.stdout.split() == ["True", "True", "True", "False"], result.stdout + result.stderr
+
+
 def _verify(root: Path, unit: str) -> str:
     """systemd-analyze verify of an installed unit, with its drop-ins, the complaint that its
     ExecStart is not on this machine's / left out (it is under the scratch root: checked there)."""

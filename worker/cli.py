@@ -141,6 +141,7 @@ def calibrate(
 ) -> None:
     """Fit the review flag (calibration, thresholds, the training features) of a model made
     before it, on the splits it was trained with; publish the result as a new version."""
+    _need("train", "worker calibrate")
     from worker.train import calibrate as run_calibration
 
     card = _run(run_calibration, model, data).card
@@ -180,6 +181,7 @@ def train(
 ) -> None:
     """Train a model, keep the best epoch, evaluate on the test split, keep it as a new version
     and serve it if it passes the gate (exit 1 if it does not)."""
+    _need("train", "worker train")
     from worker.train import train as run_training
 
     result = _run(
@@ -356,7 +358,7 @@ def watch(
     from worker.preprocess import Limits
     from worker.settings import Settings
 
-    broker, broker_key = _broker_options(broker, broker_url_file, broker_key_file)
+    broker, broker_key = _broker_options("worker watch --broker", broker, broker_url_file, broker_key_file)
     settings = _run(Settings(
         inbox=inbox, outbox=outbox, model=model, once=once, poll=poll, rescan=rescan,
         settle=settle, close_settle=close_settle, ignore=tuple(ignore or ()), recursive=recursive,
@@ -384,12 +386,24 @@ def watch(
             server.stop()
 
 
-def _broker_options(url: str | None, url_file: Path | None, key_file: Path | None) -> tuple[str | None, bytes | None]:
+def _broker_options(command: str, url: str | None, url_file: Path | None,
+                    key_file: Path | None) -> tuple[str | None, bytes | None]:
     """The Redis URL (from --broker, WORKER_BROKER or --broker-url-file) and the shared key
-    (from --broker-key-file or WORKER_BROKER_KEY); a bad one is exit 78."""
+    (from --broker-key-file or WORKER_BROKER_KEY); a bad one, or one given without the broker
+    extra installed, is exit 78."""
     from worker.broker import broker_url, load_key
 
-    return _run(broker_url, url, url_file), _run(load_key, key_file)
+    url = _run(broker_url, url, url_file)
+    if url is not None:
+        _need("broker", command)
+    return url, _run(load_key, key_file)
+
+
+def _need(extra: str, command: str) -> None:
+    """Exit 78 with one line naming the extra if ``command`` needs one that is not installed."""
+    from worker.extras import require
+
+    _run(require, extra, command)
 
 
 def _broker(url: str | None, key: bytes | None = None):
@@ -414,13 +428,14 @@ def classify_worker(
     loglevel: Annotated[str, typer.Option(envvar=_env("loglevel"), help="Celery's log level.")] = "INFO",
 ) -> None:
     """Classify the batches a 'worker watch --broker' sends (a Celery worker; run one per host)."""
+    _need("broker", "worker classify-worker")
     from worker.classify_worker import run
 
     if not models.is_dir():
         raise _fail(f"--models {models} is not a folder", EXIT_CONFIG)
     if not os.access(models, os.R_OK | os.X_OK):  # its versions are read as tasks name them
         raise _fail(f"--models {models} is not readable by this user", EXIT_CONFIG)
-    broker, key = _broker_options(broker, broker_url_file, broker_key_file)
+    broker, key = _broker_options("worker classify-worker", broker, broker_url_file, broker_key_file)
     if broker is None:
         raise _fail("give the Redis URL: WORKER_BROKER, --broker-url-file or --broker", EXIT_CONFIG)
     _run(run, broker, models=models, concurrency=concurrency, threads=threads,
@@ -463,6 +478,7 @@ def serve(
     access_log: Annotated[bool, typer.Option(envvar=_env("access_log"), help="Log each request (method, path, status, client) in the same format as every other line.")] = False,
 ) -> None:
     """The web page: draw a digit, upload images, watch the outbox, review and correct labels."""
+    _need("web", "worker serve")
     import ipaddress
 
     from worker.web.guard import EVERY_ADDRESS, served_names
@@ -570,7 +586,7 @@ def status(
 
     report = _run(read_status, inbox, outbox, recursive=recursive, ignore=tuple(ignore or ()))
     if broker or broker_url_file is not None:
-        broker, key = _broker_options(broker, broker_url_file, broker_key_file)
+        broker, key = _broker_options("worker status --broker", broker, broker_url_file, broker_key_file)
         from worker.remote import broker_status
 
         report["broker"] = broker_status(broker, key)

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from worker.errors import ModelError
+from worker.extras import install_hint
 from worker.files import write_atomic
 from worker.preprocess import SIZE, Profile, profile_from_dict
 from worker.repository import ensure_serving
@@ -312,10 +313,8 @@ class Classifier:
         try:
             return "keras", KerasRunner(self.path)
         except ImportError as exc:
-            raise ModelError(
-                f"{tflite} is missing and TensorFlow is not installed to read {self.path}: "
-                "install the [train] extra or restore the .tflite file"
-            ) from exc
+            raise ModelError(f"{tflite} is missing, and reading {self.path} instead needs the train extra "
+                             f"(TensorFlow): restore the .tflite file, or {install_hint('train')}") from exc
         except Exception as exc:  # noqa: BLE001 - Keras raises many kinds for a bad file
             raise ModelError(f"cannot load model {self.path}: {exc}") from exc
 

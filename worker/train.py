@@ -25,6 +25,7 @@ import numpy as np
 from worker import __version__, archs, datasets, defaults, folder_dataset, gate, publish, review_flag
 from worker import model as model_io
 from worker.errors import ConfigError, NotPublished
+from worker.extras import missing_extra
 from worker.preprocess import MARKS, PROFILES, normalize_many
 
 log = logging.getLogger(__name__)
@@ -440,10 +441,8 @@ def import_keras_quietly():
         os.dup2(quiet, 2)
         import keras
         import tensorflow  # noqa: F401 - loaded here, quietly, rather than later, loudly
-    except ModuleNotFoundError as exc:
-        raise ConfigError(f"training needs TensorFlow ({exc.name} is not installed), which serving does "
-                          "without: './scripts/run train ...' installs it once, as does "
-                          "pip install -e '.[train]'") from None
+    except ModuleNotFoundError:
+        raise missing_extra("train", "training") from None
     finally:
         os.dup2(saved, 2)
         os.close(saved)

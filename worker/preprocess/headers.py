@@ -18,6 +18,7 @@ from pathlib import Path
 
 from worker import defaults
 from worker.errors import InputError
+from worker.extras import decoder
 
 # Formats as Pillow names them in the header; what we decode and scanners write.
 FORMATS = {"PNG", "JPEG", "BMP", "TIFF", "WEBP", "PPM", "GIF", "HEIF", "PDF"}
@@ -147,8 +148,7 @@ def _png_header(data: bytes, name: str) -> Header:
 def _pdf_header(data: bytes, name: str, max_pixels: int) -> Header:
     """The first page's size as it will be rendered: ``PDF_DPI``, less if that would pass the
     pixel limit (a page may claim any size)."""
-    import pypdfium2
-
+    pypdfium2 = decoder("pypdfium2", "a PDF", name)
     try:
         document = pypdfium2.PdfDocument(data)
         try:
@@ -174,9 +174,7 @@ def _other_header(data: bytes, name: str) -> Header:
     from PIL import Image, UnidentifiedImageError
 
     if data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS:
-        import pillow_heif
-
-        pillow_heif.register_heif_opener()
+        decoder("pillow_heif", "a HEIF image (HEIC)", name).register_heif_opener()
 
     try:
         with warnings.catch_warnings():

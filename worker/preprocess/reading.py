@@ -20,6 +20,7 @@ import numpy as np
 
 from worker import defaults
 from worker.errors import InputError
+from worker.extras import decoder
 from worker.preprocess.headers import Header, check_header, pdf_render_size
 
 cv2.setNumThreads(1)  # one image is tiny work; OpenCV's own thread pool only adds overhead
@@ -195,8 +196,7 @@ def _render_pdf(data: bytes, name: str, header: Header, max_pixels: int) -> np.n
 
 def _render_pdf_pages(data: bytes, name: str, max_pixels: int,
                       image_pixels: int | None = None) -> Iterator[np.ndarray]:
-    import pypdfium2
-
+    pypdfium2 = decoder("pypdfium2", "a PDF", name)
     try:
         document = pypdfium2.PdfDocument(data)
         try:

@@ -1,0 +1,64 @@
+"""The optional parts of worker (pip's "extras") and the one line that names a missing one.
+
+    core        watch, predict, status, report, models, publish: PNG, JPEG, BMP, TIFF, WebP, GIF
+    web         serve (the page)
+    documents   PDF and HEIC files, wherever files are read
+    broker      watch --broker, status --broker, classify-worker
+    train       train, calibrate
+
+A command that needs an extra checks for it before anything else (``require``): one line and
+exit 78, which a unit's ``RestartPreventExitStatus=`` stops at, not an ImportError's traceback.
+A file that needs a decoder of a missing extra is that file's error (``decoder``), recorded like
+any other refused file: the daemon goes on with the rest.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from pathlib import Path
+
+from worker.errors import ConfigError, InputError
+
+# The modules each extra installs that the code imports (their top-level names).
+MODULES = {
+    "web": ("fastapi", "starlette", "uvicorn"),
+    "documents": ("pypdfium2", "pillow_heif"),
+    "broker": ("celery", "kombu", "redis", "msgpack"),
+    "train": ("tensorflow", "keras"),
+}
+# The package's folder: in a checkout (pyproject.toml beside it) the hint names the checkout.
+SOURCE = Path(__file__).resolve().parent.parent
+
+
+def install_hint(extra: str) -> str:
+    if (SOURCE / "pyproject.toml").is_file():
+        return f"pip install -e '{SOURCE}[{extra}]'"
+    return f"pip install 'worker[{extra}]'"
+
+
+def missing_extra(extra: str, what: str) -> ConfigError:
+    return ConfigError(f"{what} needs the {extra} extra: {install_hint(extra)}")
+
+
+def installed(extra: str) -> bool:
+    """Whether every module of the extra can be found (found, not imported: a check is cheap)."""
+    try:
+        return all(importlib.util.find_spec(name) is not None for name in MODULES[extra])
+    except (ImportError, ValueError):  # a module half there (in sys.modules without a spec)
+        return False
+
+
+def require(extra: str, what: str) -> None:
+    """ConfigError ``what needs the EXTRA extra: pip install ...`` unless it is installed."""
+    if not installed(extra):
+        raise missing_extra(extra, what)
+
+
+def decoder(module: str, file_kind: str, name: str):
+    """The documents extra's ``module``, imported, or the file's InputError saying it is missing."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise InputError("unsupported", f"{name} is {file_kind}: reading it needs the documents extra: "
+                                        f"{install_hint('documents')}") from None
