@@ -5,6 +5,7 @@ import logging
 import os
 import socket
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -263,6 +264,29 @@ def _beat_in_each_process() -> None:
         _host.heart.stop()
 
 
+def _keep_our_logging(loglevel: str) -> None:
+    """Celery logs through the handler the CLI set up, in the format of every other command (the
+    journal's priorities under systemd), not in a format of its own: any receiver of its
+    ``setup_logging`` signal makes it leave logging alone, in the main and the pool processes.
+    ``loglevel`` is then the level of Celery's own loggers. Its warning about running as root
+    (several lines, through ``warnings``) is said once, as one line of ours."""
+    from celery.exceptions import SecurityWarning
+    from celery.signals import setup_logging
+    from celery.utils.log import get_multiprocessing_logger
+
+    @setup_logging.connect(weak=False)
+    def keep(**_) -> None:
+        logging.getLogger("celery").setLevel(loglevel.upper())
+        pool = get_multiprocessing_logger()  # billiard's: it keeps its lines from ours unless told
+        pool.propagate = True
+        pool.setLevel(logging.ERROR)
+
+    warnings.filterwarnings("ignore", category=SecurityWarning)
+    if os.geteuid() == 0:
+        log.warning("running as root, which a classify worker does not need: the installed unit "
+                    "runs it as user worker")
+
+
 def run(broker: str, *, models: Path, concurrency: int, threads: int, visibility_timeout: float,
         batch_seconds: float | None = None, key: bytes | None = None, loglevel: str = "INFO") -> None:
     """Start the Celery worker (it returns when the worker is stopped). ConfigError for time
@@ -278,6 +302,7 @@ def run(broker: str, *, models: Path, concurrency: int, threads: int, visibility
         log.warning("cannot check the Redis version yet (%s)", exc)
     app = make_app(broker, visibility_timeout=visibility_timeout, limits=limits)
     _beat_in_each_process()
+    _keep_our_logging(loglevel)
 
     @app.task(name=TASK, bind=True)
     def classify_task(task, *args, **kwargs) -> None:
@@ -290,7 +315,8 @@ def run(broker: str, *, models: Path, concurrency: int, threads: int, visibility
         except (RedisAway, RedisSlow) as exc:  # no answer could be given: back on the queue, for later
             raise Reject(str(exc), requeue=True) from exc
 
-    app.worker_main(["worker", "--pool", "prefork", "--concurrency", str(concurrency),
+    # --quiet: no banner (its lines are in no log format; the start is logged in ours)
+    app.worker_main(["--quiet", "worker", "--pool", "prefork", "--concurrency", str(concurrency),
                      "--queues", app.conf.task_default_queue, "--loglevel", loglevel,
                      "--hostname", f"classify-{os.getpid()}@%h",
                      "--without-gossip", "--without-mingle"])

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 from pathlib import Path
 
 from worker.errors import ConfigError, InputError
@@ -42,10 +43,17 @@ def missing_extra(extra: str, what: str) -> ConfigError:
 
 
 def installed(extra: str) -> bool:
-    """Whether every module of the extra can be found (found, not imported: a check is cheap)."""
+    """Whether every module of the extra is imported or can be found (found, not imported: the
+    check is cheap)."""
+    return all(_importable(name) for name in MODULES[extra])
+
+
+def _importable(name: str) -> bool:
+    if name in sys.modules:  # imported (kombu's module, replaced by a lazy one, has no spec), or None
+        return sys.modules[name] is not None
     try:
-        return all(importlib.util.find_spec(name) is not None for name in MODULES[extra])
-    except (ImportError, ValueError):  # a module half there (in sys.modules without a spec)
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
         return False
 
 
