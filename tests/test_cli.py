@@ -55,6 +55,7 @@ def test_missing_model_is_one_line_exit_78(tmp_path):
     assert "error:" in result.output and "Traceback" not in result.output
 
 
+@pytest.mark.train
 def test_unknown_arch_is_one_line_exit_78(tmp_path):
     result = runner.invoke(app, ["train", "--arch", "resnet-9000", "--output", str(tmp_path / "m.keras")])
     assert result.exit_code == 78
@@ -178,6 +179,7 @@ def test_an_error_in_any_thread_is_one_log_line_not_a_bare_traceback(capsys, mon
     assert len(err) == 1 and "ERROR worker: unexpected error in thread model_0: RuntimeError" in err[0], err
 
 
+@pytest.mark.train
 def test_train_never_overwrites_a_model_kept_as_plain_files(tmp_path, real_model_path):
     plain = tmp_path / "m.keras"
     plain.write_bytes(real_model_path.read_bytes())

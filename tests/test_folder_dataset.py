@@ -174,6 +174,7 @@ def test_a_model_name_must_be_a_plain_name_of_its_own(tmp_path, name, message):
     assert folder_dataset.model_name(None, tmp_path / "tick-boxes") == "tick-boxes"
 
 
+@pytest.mark.train
 def test_options_of_ones_own_data_are_refused_with_a_built_in_dataset(tmp_path):
     result = CliRunner().invoke(app, ["train", "--dataset", "mnist", "--profile", "objects-v2"])
     assert result.exit_code == 78
