@@ -156,3 +156,12 @@ def test_predict_of_a_pdf_without_the_documents_extra_says_which(tmp_path):
     by_file = dict(line.split("\t", 1) for line in done.stdout.splitlines())
     assert by_file[str(pdf)].startswith("error\tunsupported: ") and "documents extra" in by_file[str(pdf)]
     assert not by_file[str(image)].startswith("error"), by_file
+
+
+def test_the_hint_names_the_checkout_or_the_source_never_pypis_worker(monkeypatch, tmp_path):
+    """PyPI's "worker" is another project: ``pip install 'worker[web]'`` would install it."""
+    from worker import extras
+
+    assert extras.install_hint("web") == f"pip install -e '{REPO}[web]'"
+    monkeypatch.setattr(extras, "SOURCE", tmp_path / "site-packages")  # installed from a copy
+    assert extras.install_hint("web") == "pip install '<worker's source>[web]'"

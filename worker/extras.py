@@ -33,9 +33,11 @@ SOURCE = Path(__file__).resolve().parent.parent
 
 
 def install_hint(extra: str) -> str:
+    """The pip command that adds the extra: from this checkout, or from worker's source where it
+    was installed from a copy (PyPI's "worker" is another project: never the name alone)."""
     if (SOURCE / "pyproject.toml").is_file():
         return f"pip install -e '{SOURCE}[{extra}]'"
-    return f"pip install 'worker[{extra}]'"
+    return f"pip install '<worker's source>[{extra}]'"
 
 
 def missing_extra(extra: str, what: str) -> ConfigError:
