@@ -425,7 +425,7 @@ def classify_worker(
     threads: Annotated[int, typer.Option(envvar=_env("threads"), min=1, help="Model threads in each process.")] = 1,
     visibility_timeout: Annotated[float, typer.Option(envvar=_env("visibility_timeout"), help="A batch taken and never answered (its host died) goes to another worker after this many seconds.")] = VISIBILITY_TIMEOUT,
     batch_timeout: Annotated[float | None, typer.Option(envvar=_env("batch_timeout"), help="Seconds a batch may take: files not decoded by then are answered as too-slow; Celery's time limits follow, all before --visibility-timeout (default: 80% of it).")] = None,
-    loglevel: Annotated[str, typer.Option(envvar=_env("loglevel"), help="Celery's log level.")] = "INFO",
+    loglevel: Annotated[str, typer.Option(envvar=_env("loglevel"), help="Level of Celery's own log lines (the worker's follow -v and -q); all in the format of every command.")] = "INFO",
 ) -> None:
     """Classify the batches a 'worker watch --broker' sends (a Celery worker; run one per host)."""
     _need("broker", "worker classify-worker")
