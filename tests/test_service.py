@@ -78,6 +78,7 @@ def test_the_classify_unit_runs_a_worker_that_may_reach_redis_only():
     service = _unit(CLASSIFY)["Service"]
     assert service["ExecStart"].endswith("worker classify-worker")
     assert service["Restart"] == "always" and service["KillSignal"] == "SIGTERM"
+    assert service["KillMode"] == "mixed", "SIGTERM to the pool processes too would cut their batches"
     assert "PrivateNetwork" not in service and "ReadWritePaths" not in service
     assert service["RestrictAddressFamilies"] == "AF_UNIX AF_INET AF_INET6"
 
