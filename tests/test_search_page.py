@@ -6,16 +6,19 @@ console error, no sideways scroll, no serious accessibility violation (axe-core)
 from __future__ import annotations
 
 import csv
+import json
 from datetime import datetime, timezone
 
 import pytest
 from accessibility import violations
 from factories import digit_stroke, write
 from test_browser import browser  # noqa: F401 - the module's Chromium, shared
-from test_page import DIGITS, PHONE, SIZES, Troubles, _no_sideways_scroll, _open, serving
+from test_page import CLOTHING, DIGITS, PHONE, SIZES, Troubles, _no_sideways_scroll, _open, serving
+from test_page import _rows as clothing_rows
 
 from worker.claims import new_id
-from worker.outbox import Outbox, Row
+from worker.errors import InputError
+from worker.outbox import Outbox, Row, error_record
 from worker.reviews import append_review
 
 pytestmark = pytest.mark.slow
@@ -41,6 +44,16 @@ def _rows(count: int) -> list[Row]:
     return rows
 
 
+def _fail(outbox, file: str, kind: str) -> None:
+    """An error record as the daemon writes it beside a quarantined input."""
+    record = error_record(InputError(kind, f"{file} cannot be read"), claim_id=new_id(), file=file,
+                          time=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+                          model="mnist", model_version="v1")
+    path = outbox / "failed" / f"{file}.error.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record))
+
+
 @pytest.fixture
 def searched(browser, tmp_path, viewport):  # noqa: F811 - the browser fixture, imported
     """The page over an outbox of 30 rows (the inputs of the first 10 archived, a decision on
@@ -54,6 +67,7 @@ def searched(browser, tmp_path, viewport):  # noqa: F811 - the browser fixture, 
         box.close()
         for r in rows[:10]:
             write(outbox / "processed" / r.file, 255 - digit_stroke(200))
+        _fail(outbox, "b/broken.png", "corrupt")
         append_review(outbox, row_id=rows[0].id, file=rows[0].file, predicted=rows[0].label, label="7",
                       at=datetime.now(timezone.utc).timestamp(), reviewer="ana")
         phone = viewport == PHONE
@@ -80,16 +94,31 @@ def test_filter_and_search(searched):
     page.click("#search-form button[type=submit]")
     page.wait_for_function("document.getElementById('search-said').textContent.includes('whole outbox')")
     expected = [r.file for r in reversed(rows) if r.label == "3" and r.review]
-    assert [line[1] for line in _found(page)] == expected and expected
+    assert [line[0] for line in _found(page)] == expected and expected
     page.select_option("#f-label", "")
     page.select_option("#f-flagged", "")
     page.fill("#f-folder", "b")
     page.fill("#f-name", "SCAN-1")
     page.press("#f-name", "Enter")
     page.wait_for_function("document.querySelectorAll('#results tbody tr').length === 5")
-    assert [line[1] for line in _found(page)] == [f"b/scan-{i}.png" for i in (19, 17, 15, 13, 11)]
+    assert [line[0] for line in _found(page)] == [f"b/scan-{i}.png" for i in (19, 17, 15, 13, 11)]
     _no_sideways_scroll(page)
     assert violations(page) == []
+    assert troubles.seen == []
+
+
+def test_failures_by_kind(searched):
+    page, troubles, _, _ = searched
+    page.select_option("#f-show", "failures")
+    assert page.locator("#f-label").is_disabled() and not page.locator("#f-kind").is_disabled()
+    page.fill("#f-kind", "corrupt")
+    page.click("#search-form button[type=submit]")
+    page.wait_for_selector("#results thead th:has-text('kind')")
+    page.wait_for_function("document.querySelectorAll('#results tbody tr').length === 1")
+    assert _found(page)[0][:2] == ["b/broken.png", "corrupt"]
+    page.fill("#f-kind", "too-big")
+    page.click("#search-form button[type=submit]")
+    page.wait_for_function("document.querySelectorAll('#results tbody tr').length === 0")
     assert troubles.seen == []
 
 
@@ -136,4 +165,26 @@ def test_the_chart_shows_the_rows_of_this_minute(searched):
     assert columns.count() == 60
     label = page.get_attribute("#activity", "aria-label")
     assert "30 rows, 10 flagged" in label, label
+    assert troubles.seen == []
+
+
+@pytest.mark.parametrize("viewport", SIZES, indirect=True)
+def test_the_page_of_the_clothing_model_has_no_serious_accessibility_violation(browser, tmp_path, viewport):  # noqa: F811
+    """axe-core over the whole page (upload, live outbox, search, review cards with the
+    class names as buttons) with the clothing model."""
+    from worker.model import Classifier
+
+    with serving(tmp_path, Classifier(CLOTHING, threads=1)) as (url, _, outbox, classes):
+        box = Outbox(outbox, classes)
+        box.record(clothing_rows(classes, 6))
+        box.close()
+        context = browser.new_context(viewport=viewport)
+        page = context.new_page()
+        troubles = Troubles(page)
+        _open(page, url)
+        page.wait_for_selector("#queue figure")
+        page.wait_for_selector("#results tbody tr")
+        found = violations(page)
+        context.close()
+    assert found == []
     assert troubles.seen == []

@@ -37,16 +37,15 @@ function head(...names) {
 function rowLine(row) {
   const open = element("button", { type: "button", text: row.file, title: `open ${row.file}` });
   open.addEventListener("click", () => openRow(row.id));
-  return element("tr", { "data-id": row.id },
-    element("td", {}, moment(row.processed_at)), element("td", { class: "file" }, open),
+  return element("tr", { "data-id": row.id }, element("td", { class: "file" }, open),
     element("td", { text: row.label }), element("td", { class: "number", text: row.confidence.toFixed(3) }),
-    element("td", {}, ...flag(row.review)));
+    element("td", {}, ...flag(row.review)), element("td", {}, moment(row.processed_at)));
 }
 
 function failureLine(failure) {
-  return element("tr", {}, element("td", {}, failure.time ? moment(failure.time) : ""),
-    element("td", { class: "file", text: failure.file }), element("td", { text: failure.kind }),
-    element("td", { class: "file", text: failure.message }));
+  return element("tr", {}, element("td", { class: "file", text: failure.file }),
+    element("td", { text: failure.kind }), element("td", { class: "file", text: failure.message }),
+    element("td", {}, failure.time ? moment(failure.time) : ""));
 }
 
 async function runSearch(event) {
@@ -55,8 +54,9 @@ async function runSearch(event) {
   search.query = query.toString();
   document.getElementById("csv").href = `/api/rows.csv?${search.query}`;
   const table = document.getElementById("results");
-  table.tHead.replaceChildren(failures ? head("time", "file", "kind", "message")
-    : head("time", "file", "label", "confidence", "flag"));
+  // The file first: on a phone the table scrolls sideways, and the file is what is looked for.
+  table.tHead.replaceChildren(failures ? head("file", "kind", "message", "time")
+    : head("file", "label", "confidence", "flag", "time"));
   table.tBodies[0].replaceChildren();
   search.next = null;
   if (failures) {
