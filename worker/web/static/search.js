@@ -70,10 +70,13 @@ async function runSearch(event) {
   }
 }
 
+// A phone gets a short page of lines (More brings the next), a desktop a longer one.
+function linesShown() { return window.matchMedia("(max-width: 600px)").matches ? 10 : 50; }
+
 async function more() {
   const cursor = search.next === null ? "" : `&cursor=${search.next}`;
   await show(async () => {
-    const found = await api(`/api/rows?${search.query}&limit=50${cursor}`);
+    const found = await api(`/api/rows?${search.query}&limit=${linesShown()}${cursor}`);
     document.getElementById("results").tBodies[0].append(...found.rows.map(rowLine));
     return found.next;
   });
