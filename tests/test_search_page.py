@@ -56,8 +56,8 @@ def _fail(outbox, file: str, kind: str) -> None:
 
 @pytest.fixture
 def searched(browser, tmp_path, viewport):  # noqa: F811 - the browser fixture, imported
-    """The page over an outbox of 30 rows (the inputs of the first 10 archived, a decision on
-    the first): yields (page, troubles, outbox, rows)."""
+    """The page over an outbox of 30 rows (the inputs of the newest 10 archived, a decision on
+    the newest) and a failure: yields (page, troubles, outbox, rows)."""
     from worker.model import Classifier
 
     with serving(tmp_path, Classifier(DIGITS, threads=1)) as (url, _, outbox, classes):
@@ -65,10 +65,11 @@ def searched(browser, tmp_path, viewport):  # noqa: F811 - the browser fixture, 
         box = Outbox(outbox, classes)
         box.record(rows)
         box.close()
-        for r in rows[:10]:
+        for r in rows[-10:]:
             write(outbox / "processed" / r.file, 255 - digit_stroke(200))
         _fail(outbox, "b/broken.png", "corrupt")
-        append_review(outbox, row_id=rows[0].id, file=rows[0].file, predicted=rows[0].label, label="7",
+        newest = rows[-1]
+        append_review(outbox, row_id=newest.id, file=newest.file, predicted=newest.label, label="7",
                       at=datetime.now(timezone.utc).timestamp(), reviewer="ana")
         phone = viewport == PHONE
         context = browser.new_context(viewport=viewport, has_touch=phone, is_mobile=phone,
@@ -130,7 +131,7 @@ def test_failures_by_kind(searched):
 
 def test_open_a_row_to_see_its_pictures_probabilities_and_history(searched):
     page, troubles, _, rows = searched
-    first = rows[0]
+    first = rows[-1]  # the newest: on the first page, even a phone's
     button = page.locator(f"#results tr[data-id='{first.id}'] td.file button")
     button.tap() if page.viewport_size == PHONE else button.click()
     dialog = page.locator("#row-dialog")
