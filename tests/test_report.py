@@ -166,7 +166,9 @@ def test_html_report_escapes_what_files_are_called(tmp_path, name):
     outbox = outbox_with(tmp_path, [row(name, "1", 0.5)])
     html = tmp_path / "r.html"
     assert runner.invoke(app, ["report", "--outbox", str(outbox), "--html", str(html)]).exit_code == 0
-    assert "<script>" not in html.read_text()
+    page = html.read_text()
+    assert name not in page and "alert(1)</script>" not in page, "only the report's own script"
+    assert page.count("<script>") == 1
 
 
 def test_a_big_outbox_summarised_in_parts_says_what_one_pass_says(tmp_path, monkeypatch):

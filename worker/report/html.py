@@ -1,9 +1,11 @@
-"""The HTML report: one self-contained file (styles and pictures inline, no script, nothing
-fetched), so it opens offline and from a mail attachment. Rendered by Jinja2 with escaping on:
-no HTML is built by joining strings."""
+"""The HTML report: one self-contained file (styles and pictures inline, nothing fetched), so
+it opens offline and from a mail attachment. Its one script, inline, shows times in the
+reader's time zone; without it they read in UTC. Rendered by Jinja2 with escaping on: no HTML
+is built by joining strings."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import jinja2
@@ -17,6 +19,24 @@ _environment = jinja2.Environment(
     loader=jinja2.PackageLoader("worker.report", "templates"),
     autoescape=True, trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined,
 )
+# How a moment reads in UTC, by the precision its place needs (an axis of 10-second columns
+# needs seconds; one of days, the date).
+_UTC_FORMATS = {"second": "%Y-%m-%d %H:%M:%S UTC", "minute": "%Y-%m-%d %H:%M UTC", "day": "%Y-%m-%d"}
+
+
+def utc_text(iso: str, precision: str = "minute") -> str:
+    """``2026-12-03T05:00:30.000Z`` as a person reads it, to ``precision``."""
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).strftime(_UTC_FORMATS[precision])
+
+
+def axis_labels(periods: list[str]) -> list[str]:
+    """The periods named under a chart: the first, the middle and the last (each once)."""
+    picked = [periods[0], periods[len(periods) // 2], periods[-1]] if periods else []
+    return list(dict.fromkeys(picked))
+
+
+_environment.filters["utc"] = utc_text
+_environment.globals["axis_labels"] = axis_labels
 
 
 def render_html(report: dict, summary: Summary, outbox: Path) -> str:

@@ -13,12 +13,11 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 from worker import defaults
+from worker.report.throughput import Timeline
 from worker.report.truth import Truth
 
 HISTOGRAM_BINS = 20
 BRIEF_FIELDS = ("id", "file", "label", "model", "model_version", "page", "file_bytes", "review")
-# More than this many days between the first and last row: throughput per day, else per hour.
-HOURLY_DAYS = 3
 # From this many rows on, the median is NumPy's (a partition, linear) rather than a sort in
 # Python: below it the sort takes less time than importing NumPy does.
 NUMPY_MEDIAN_ROWS = 200_000
@@ -52,7 +51,7 @@ class Summary:
         self.labels: Counter[str] = Counter()
         self.class_order: list[str] = []  # the model's classes, in its order (from a row)
         self.models: Counter[tuple[str, str]] = Counter()
-        self.hours: Counter[str] = Counter()
+        self.timeline = Timeline()  # rows over time, for the throughput chart
         self.histogram = [0] * HISTOGRAM_BINS
         self.confidences = array("d")
         self.unsure = 0
@@ -81,7 +80,7 @@ class Summary:
             self.first = at
         self.labels[label] += 1
         self.models[(row.get("model", "?"), row.get("model_version", ""))] += 1
-        self.hours[at[:13]] += 1
+        self.timeline.add(at)
         self.histogram[min(int(confidence * HISTOGRAM_BINS), HISTOGRAM_BINS - 1)] += 1
         if confidence < self.low_confidence:
             self.unsure += 1
@@ -110,8 +109,9 @@ class Summary:
         self.first = min(filter(None, (self.first, other.first)))
         self.last = max(filter(None, (self.last, other.last)))
         for mine, theirs in ((self.labels, other.labels), (self.models, other.models),
-                             (self.hours, other.hours), (self.confusion, other.confusion)):
+                             (self.confusion, other.confusion)):
             mine.update(theirs)
+        self.timeline.merge(other.timeline)
         self.histogram = [a + b for a, b in zip(self.histogram, other.histogram, strict=True)]
         self.confidences.extend(other.confidences)  # first: the review merge counts rows with it
         self.unsure += other.unsure
@@ -176,18 +176,6 @@ class Summary:
         return float(np.median(np.frombuffer(self.confidences)))
 
     def throughput(self) -> dict:
-        if not self.hours:
-            return {"unit": "hour", "counts": {}}
-        days = sorted(self.hours)
-        if _days_between(days[0], days[-1]) > HOURLY_DAYS:
-            per_day: Counter[str] = Counter()
-            for hour, count in self.hours.items():
-                per_day[hour[:10]] += count
-            return {"unit": "day", "counts": dict(sorted(per_day.items()))}
-        return {"unit": "hour", "counts": {f"{h}:00": c for h, c in sorted(self.hours.items())}}
-
-
-def _days_between(first_hour: str, last_hour: str) -> int:
-    from datetime import date
-
-    return (date.fromisoformat(last_hour[:10]) - date.fromisoformat(first_hour[:10])).days
+        if self.first is None:
+            return self.timeline.buckets("", "")
+        return self.timeline.buckets(self.first, self.last)

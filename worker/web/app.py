@@ -52,6 +52,7 @@ from worker.web.guard import (
     token_given,
     upload_body_cap,
 )
+from worker.web.search_api import add_search_routes
 
 STATIC = Path(__file__).parent / "static"
 THUMBNAILS_KEPT = 2000
@@ -181,6 +182,7 @@ def create_app(settings: ServeSettings, classifier: Classifier) -> FastAPI:
             raise HTTPException(409, f"row {decision.id} has no decision {decision.label!r} standing to undo")
         return undone
 
+    add_search_routes(app, settings.outbox, model.classes, pictures.with_picture)
     return app
 
 
