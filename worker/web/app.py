@@ -37,7 +37,6 @@ from worker.model import Classifier, Prediction
 from worker.preprocess import DEFAULT_LIMITS, load_bytes
 from worker.report.thumbnails import Thumbnails, seen_uri
 from worker.reviews import ROW_ID, append_review, undo_review
-from worker.status import status as folder_status
 from worker.web import drop as inbox_drop
 from worker.web import outbox_view
 from worker.web.drop import is_stored_name, plain_name
@@ -52,6 +51,7 @@ from worker.web.guard import (
     token_given,
     upload_body_cap,
 )
+from worker.web.live import MOST_ROWS, LiveOutbox
 
 STATIC = Path(__file__).parent / "static"
 THUMBNAILS_KEPT = 2000
@@ -96,6 +96,7 @@ def create_app(settings: ServeSettings, classifier: Classifier) -> FastAPI:
     model = _Model(classifier, settings.reviewer)
     pictures = _Pictures(settings.outbox)
     numbers = _ReportNumbers(settings.outbox)
+    live = LiveOutbox(settings.inbox, settings.outbox)
     _guard(app, settings.token)
     # Added last, so the first a request meets.
     app.add_middleware(HostGate, names=served_names(settings.host, settings.allowed_hosts))
@@ -147,19 +148,17 @@ def create_app(settings: ServeSettings, classifier: Classifier) -> FastAPI:
         return found or {"waiting": True}
 
     @app.get("/api/latest")
-    def latest(limit: int = Query(24, ge=1, le=200)) -> dict:
-        rows = [outbox_view.brief_row(r) for r in outbox_view.newest_rows(settings.outbox, limit)]
-        return {
-            "rows": [pictures.with_picture(r, model.classes) for r in rows],
-            "failures": outbox_view.newest_failures(settings.outbox, 20),
-            "status": _status(settings),
-            "report": numbers.latest(),
-        }
+    def latest(limit: int = Query(24, ge=1, le=MOST_ROWS)) -> dict:
+        versions = live.look()
+        shown = live.latest(limit)
+        return {**shown, "rows": [pictures.with_picture(r, model.classes) for r in shown["rows"]],
+                "report": numbers.latest(), "versions": versions}
 
     @app.get("/api/review")
-    def review(limit: int = Query(24, ge=1, le=200)) -> dict:
-        queue = outbox_view.review_queue(settings.outbox, limit)
-        return {"rows": [pictures.with_picture(r, model.classes) for r in queue]}
+    def review(limit: int = Query(24, ge=1, le=MOST_ROWS)) -> dict:
+        versions = live.look()
+        return {"rows": [pictures.with_picture(r, model.classes) for r in live.review(limit)],
+                "versions": versions}
 
     @app.post("/api/reviews", status_code=201)
     def decide(decision: Decision) -> dict:
@@ -268,13 +267,6 @@ def _read_upload(upload: UploadFile, max_bytes: int) -> bytes:
     if len(data) > max_bytes:
         raise HTTPException(413, f"over the {max_bytes:,}-byte limit")
     return data
-
-
-def _status(settings: ServeSettings) -> dict:
-    try:
-        return folder_status(settings.inbox, settings.outbox)
-    except Exception as exc:  # noqa: BLE001 - the numbers are a nicety; the page goes on without them
-        return {"error": str(exc)}
 
 
 def _check_against_row(outbox: Path, decision: Decision) -> None:
