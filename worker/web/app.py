@@ -27,8 +27,9 @@ from typing import Annotated
 from urllib.parse import urlsplit
 
 import numpy as np
-from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
+from fastapi.sse import EventSourceResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
@@ -40,6 +41,7 @@ from worker.reviews import ROW_ID, append_review, undo_review
 from worker.web import drop as inbox_drop
 from worker.web import outbox_view
 from worker.web.drop import is_stored_name, plain_name
+from worker.web.events import EventStreams
 from worker.web.guard import (
     JSON_MAX_BYTES,
     TOKEN_COOKIE,
@@ -97,6 +99,7 @@ def create_app(settings: ServeSettings, classifier: Classifier) -> FastAPI:
     pictures = _Pictures(settings.outbox)
     numbers = _ReportNumbers(settings.outbox)
     live = LiveOutbox(settings.inbox, settings.outbox)
+    streams = EventStreams(live)
     _guard(app, settings.token)
     # Added last, so the first a request meets.
     app.add_middleware(HostGate, names=served_names(settings.host, settings.allowed_hosts))
@@ -159,6 +162,14 @@ def create_app(settings: ServeSettings, classifier: Classifier) -> FastAPI:
         versions = live.look()
         return {"rows": [pictures.with_picture(r, model.classes) for r in live.review(limit)],
                 "versions": versions}
+
+    @app.get("/api/events", response_class=EventSourceResponse, dependencies=[Depends(streams.slot)])
+    async def events():
+        """Server-Sent Events: ``versions`` (``{"latest": n, "review": m}``) at once, then
+        whenever one changes; fetch /api/latest or /api/review then. 503 when too many
+        streams are open; a stream ends after a while, and the browser opens another."""
+        async for event in streams.stream():
+            yield event
 
     @app.post("/api/reviews", status_code=201)
     def decide(decision: Decision) -> dict:
