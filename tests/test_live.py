@@ -220,6 +220,7 @@ def test_failures_today_and_the_newest_come_from_records_read_once(boxes):
     live.look()
     shown = live.latest(1)
     assert shown["status"]["failed_today"] == {"not-an-image": 3}
+    assert shown["status"]["daemons_alive"] == 0 and shown["status"]["waiting"] == 0, "made at the first look"
     assert {f["file"] for f in shown["failures"]} == {"old.png", "today-0.png", "today-1.png", "today-2.png"}
     (outbox / FAILED_DIR / f"old.png{ERROR_SUFFIX}").unlink()
     live.look()
@@ -250,3 +251,22 @@ def test_an_outbox_edited_by_a_person_starts_the_state_over(boxes):
     (outbox / JSONL_NAME).mkdir()
     live.look()
     assert live.latest(200)["rows"] == [] and live.review(200) == []
+
+
+def test_the_folders_status_is_made_again_on_a_thread_at_most_every_few_seconds(boxes):
+    from factories import wait_for
+
+    from worker.web.live import STATUS_SECONDS
+
+    inbox, outbox = boxes
+    now = [1000.0]
+    live = LiveOutbox(inbox, outbox, clock=lambda: now[0])
+    first = live.look()
+    (inbox / "waiting.png").write_bytes(b"x")
+    now[0] += STATUS_SECONDS / 2
+    live.look()
+    assert live.latest(1)["status"]["waiting"] == 0, "not yet due"
+    now[0] += STATUS_SECONDS
+    live.look()
+    assert wait_for(lambda: live.latest(1)["status"]["waiting"] == 1, 10)
+    assert live.look()["latest"] > first["latest"], "a change of the status is told"

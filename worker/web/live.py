@@ -160,21 +160,29 @@ class LiveOutbox:
         self.records_parsed += self.failed.records_read - before
 
     def _make_status(self, now: float) -> None:
-        if self.status_making or now < self.status_due:
-            return
-        self.status_making = True
-        threading.Thread(target=self._status_thread, name="live-status", daemon=True).start()
+        """The first at once (a page shows it on opening), then each on a thread of its own."""
+        if not self.status:
+            self._keep_status(*self._new_status())
+        elif not self.status_making and now >= self.status_due:
+            self.status_making = True
+            threading.Thread(target=self._status_thread, name="live-status", daemon=True).start()
 
     def _status_thread(self) -> None:
+        made = self._new_status()
+        with self.lock:
+            self._keep_status(*made)
+            self.status_making = False
+
+    def _new_status(self) -> tuple[dict, float]:
         started = self.clock()
         try:
             made = folder_status(self.inbox, self.outbox, failures=False)
         except Exception as exc:  # noqa: BLE001 - the numbers are a nicety; the page goes on without them
             made = {"error": str(exc)}
-        took = self.clock() - started
-        with self.lock:
-            if made != self.status:
-                self.status = made
-                self.versions["latest"] += 1
-            self.status_due = self.clock() + max(STATUS_SECONDS, STATUS_DUTY * took)
-            self.status_making = False
+        return made, self.clock() - started
+
+    def _keep_status(self, made: dict, took: float) -> None:
+        if made != self.status:
+            self.status = made
+            self.versions["latest"] += 1
+        self.status_due = self.clock() + max(STATUS_SECONDS, STATUS_DUTY * took)
