@@ -194,8 +194,9 @@ def _cost_of_a_poll_and_an_event(live: LiveOutbox, outbox: Path) -> tuple:
 
 
 def test_a_poll_or_an_event_costs_the_same_with_100_000_records_as_with_10(tmp_path):
-    small = LiveOutbox(*_outbox_of(tmp_path / "small", rows=10, errors=10))
-    large = LiveOutbox(*_outbox_of(tmp_path / "large", rows=100_000, errors=20_000))
+    # A clock that stands still: the listing of failed/ is never put off for being slow.
+    small = LiveOutbox(*_outbox_of(tmp_path / "small", rows=10, errors=10), clock=lambda: 0.0)
+    large = LiveOutbox(*_outbox_of(tmp_path / "large", rows=100_000, errors=20_000), clock=lambda: 0.0)
     small_idle, small_event = _cost_of_a_poll_and_an_event(small, tmp_path / "small" / "outbox")
     large_idle, large_event = _cost_of_a_poll_and_an_event(large, tmp_path / "large" / "outbox")
     assert small_idle == large_idle == (0, 0), "a poll when nothing changed reads nothing"
@@ -216,7 +217,7 @@ def test_failures_today_and_the_newest_come_from_records_read_once(boxes):
     write_error(outbox, "old.png", day="2020-01-01")
     for n in range(3):
         write_error(outbox, f"today-{n}.png", day=date.today().isoformat())
-    live = LiveOutbox(inbox, outbox)
+    live = LiveOutbox(inbox, outbox, clock=lambda: 0.0)  # standing still: each change is listed
     live.look()
     shown = live.latest(1)
     assert shown["status"]["failed_today"] == {"not-an-image": 3}
@@ -270,3 +271,21 @@ def test_the_folders_status_is_made_again_on_a_thread_at_most_every_few_seconds(
     live.look()
     assert wait_for(lambda: live.latest(1)["status"]["waiting"] == 1, 10)
     assert live.look()["latest"] > first["latest"], "a change of the status is told"
+
+
+def test_a_slow_failed_folder_is_listed_no_more_than_a_tenth_of_the_time(boxes):
+    """A clock that moves a second at each reading: every listing takes a second, so the next
+    waits ten, however often the folder changes."""
+    import itertools
+
+    inbox, outbox = boxes
+    write_error(outbox, "first.png")
+    ticks = itertools.count(0.0, 1.0)
+    live = LiveOutbox(inbox, outbox, clock=lambda: next(ticks))
+    live.look()
+    write_error(outbox, "second.png")
+    live.look()
+    assert {f["file"] for f in live.latest(1)["failures"]} == {"first.png"}, "listed a moment ago"
+    for _ in range(10):
+        live.look()
+    assert {f["file"] for f in live.latest(1)["failures"]} == {"first.png", "second.png"}

@@ -39,8 +39,9 @@ LOOKS_AT_ONCE = 4
 # do not change its time); the folders' status is made again at most this often.
 FAILED_SECONDS = 10.0
 STATUS_SECONDS = 5.0
-# A slow listing (a huge inbox) is made again no sooner than this many times its duration.
-STATUS_DUTY = 10
+# A slow listing (a huge inbox, a huge failed/) is made again no sooner than this many times
+# its duration.
+LISTING_DUTY = 10
 
 
 class LiveOutbox:
@@ -52,6 +53,7 @@ class LiveOutbox:
         self.failed = FailedIndex(self.outbox / FAILED_DIR)
         self.failed_seen: tuple | None = None  # failed/'s (mtime, inode) at the last listing
         self.failed_listed = float("-inf")
+        self.failed_due = float("-inf")  # listed again no sooner
         self.status: dict = {}
         self.status_due = float("-inf")
         self.status_making = False
@@ -151,13 +153,16 @@ class LiveOutbox:
             seen = (info.st_mtime_ns, info.st_ino)
         except OSError:
             seen = None
-        if seen == self.failed_seen and now - self.failed_listed < FAILED_SECONDS:
+        if now < self.failed_due or (seen == self.failed_seen and now - self.failed_listed < FAILED_SECONDS):
             return
         self.failed_seen, self.failed_listed = seen, now
         before = self.failed.records_read
         if self.failed.look(MOST_FAILURES):
             self.versions["latest"] += 1
         self.records_parsed += self.failed.records_read - before
+        # A folder of many records, changing all the time (a daemon quarantining a flood), is
+        # listed no more than a tenth of the time.
+        self.failed_due = now + LISTING_DUTY * (self.clock() - now)
 
     def _make_status(self, now: float) -> None:
         """The first at once (a page shows it on opening), then each on a thread of its own."""
@@ -185,4 +190,4 @@ class LiveOutbox:
         if made != self.status:
             self.status = made
             self.versions["latest"] += 1
-        self.status_due = self.clock() + max(STATUS_SECONDS, STATUS_DUTY * took)
+        self.status_due = self.clock() + max(STATUS_SECONDS, LISTING_DUTY * took)
