@@ -12,6 +12,8 @@ from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from worker.outbox import ERROR_SUFFIX, FAILED_DIR, JSONL_NAME
 from worker.reviews import REVIEWS_NAME, Decision, Undo
@@ -289,3 +291,35 @@ def test_a_slow_failed_folder_is_listed_no_more_than_a_tenth_of_the_time(boxes):
     for _ in range(10):
         live.look()
     assert {f["file"] for f in live.latest(1)["failures"]} == {"first.png", "second.png"}
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(st.tuples(st.sampled_from(["append", "truncate", "replace"]),
+                          st.binary(max_size=40).map(lambda b: b.replace(b"\r", b""))), max_size=12),
+       st.integers(10, 50))
+def test_the_lines_read_are_the_file_s_whole_lines_whatever_is_done_to_it(steps, read_bytes):
+    """Appends cut anywhere, truncations, replacements, looks between each: what was read since
+    the last start over is always the file's whole lines of at most ``max_line`` bytes."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp, "x.jsonl")
+        follower = GrowingFile(path, start_tail=None, max_line=16, read_bytes=read_bytes)
+        read: list[bytes] = []
+        for how, data in steps:
+            if how == "append":
+                append(path, data)
+            elif how == "truncate":
+                with open(path, "ab") as fh:
+                    fh.truncate(len(data) % 7)
+            else:
+                Path(tmp, "new").write_bytes(data)
+                os.replace(Path(tmp, "new"), path)
+            for _ in range(40):  # looks until all is read (read_bytes at a time)
+                found = follower.appended()
+                read = list(found.lines) if found.reset else read + found.lines
+                if not found.more:
+                    break
+            whole = path.read_bytes().split(b"\n")[:-1] if path.exists() else []
+            expected = [line + b"\n" for line in whole if 0 < len(line) < 16]
+            assert read == expected

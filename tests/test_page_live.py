@@ -9,11 +9,9 @@ import pytest
 from test_browser import browser  # noqa: F401 - the module's Chromium, shared
 from test_page import (  # noqa: F401 - fixtures, imported
     CLOTHING,
-    DESKTOP,
     DIGITS,
     PHONE,
     SAMPLES,
-    Troubles,
     _no_sideways_scroll,
     _open,
     _record,
@@ -30,7 +28,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize("model_path", [DIGITS], indirect=True)
-def test_a_file_dropped_into_the_inbox_shows_live_and_in_the_review_queue(opened):
+def test_a_file_dropped_into_the_inbox_shows_live_and_in_the_review_queue(opened):  # noqa: F811
     """A sandal copied into the inbox by hand (not through the page), read by the digit model:
     its row appears in the live list and, flagged, in the review queue, the page never reloaded
     and never polling."""
@@ -60,7 +58,7 @@ def test_a_file_dropped_into_the_inbox_shows_live_and_in_the_review_queue(opened
 
 @pytest.mark.parametrize("model_path", [CLOTHING], indirect=True)
 @pytest.mark.parametrize("viewport", [PHONE], indirect=True)
-def test_without_an_event_stream_the_page_polls(opened):
+def test_without_an_event_stream_the_page_polls(opened):  # noqa: F811 - the fixture, imported
     """The stream refused (as when too many tabs hold one: 503): the page polls, and rows
     written meanwhile still show, in the live list and the review queue."""
     page, troubles, (url, _, outbox, classes) = opened
