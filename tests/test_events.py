@@ -16,7 +16,7 @@ from services import free_port
 from test_live import decide, write_rows
 
 from worker.web.app import ServeSettings, create_app
-from worker.web.events import MAX_STREAMS, EventStreams
+from worker.web.events import MAX_STREAMS, STREAM_SECONDS, EventStreams
 from worker.web.live import LiveOutbox
 
 
@@ -136,3 +136,52 @@ def test_a_stream_ends_on_its_own_and_its_ticker_stops(tmp_path):
     got = asyncio.run(one_stream())
     assert got[-1]["review"] > got[0]["review"], "the rows written were told"
     assert streams.open == 0 and streams.ticker.done()
+
+
+def test_a_stop_signal_ends_the_open_streams_and_the_server(tmp_path):
+    """``worker serve`` with a page's stream open: SIGTERM ends the stream and the process at
+    once, as with no page open (uvicorn waits for every response to finish: a stream's lasts
+    minutes)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO
+
+    from worker import defaults
+
+    inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
+    inbox.mkdir()
+    port = free_port()
+    command = ["serve", "--port", str(port), "--inbox", str(inbox), "--outbox", str(outbox),
+               "--model", str(defaults.MODELS_DIR / "mnist.keras")]
+    serve = subprocess.Popen([sys.executable, "-m", "worker", *command],
+                             cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert wait_for(lambda: _answers(port) or serve.poll() is not None, 60) and serve.poll() is None
+        sock, got = open_stream(port)
+        assert got.startswith(b"HTTP/1.1 200 ")
+        sock.settimeout(STREAM_SECONDS + 30)  # a stream that outlives the stop fails the test
+        asked = time.monotonic()
+        serve.send_signal(signal.SIGTERM)
+        while sock.recv(4096):  # the stream ends (its last chunk, then the connection's close)
+            pass
+        serve.wait(STREAM_SECONDS + 30)
+        took = time.monotonic() - asked
+        sock.close()
+    finally:
+        serve.kill()
+        serve.wait()
+        serve.stderr.close()
+    assert took < STREAM_SECONDS, f"{took:.1f} s from SIGTERM to the end: the stream lived out its life"
+
+
+def _answers(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False

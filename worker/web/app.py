@@ -100,6 +100,7 @@ def create_app(settings: ServeSettings, classifier: Classifier) -> FastAPI:
     numbers = _ReportNumbers(settings.outbox)
     live = LiveOutbox(settings.inbox, settings.outbox)
     streams = EventStreams(live)
+    app.state.event_streams = streams  # for the server, which ends them when it stops
     _guard(app, settings.token)
     # Added last, so the first a request meets.
     app.add_middleware(HostGate, names=served_names(settings.host, settings.allowed_hosts))

@@ -38,9 +38,16 @@ class EventStreams:
         self.live, self.most, self.tick, self.lifetime = live, most, tick, lifetime
         self.open = 0
         self.ticker: asyncio.Task | None = None
+        self.closing = False  # the server is stopping: streams end at their next tick
+
+    def close(self) -> None:
+        """End every stream at its next tick, and refuse new ones (a signal handler calls this)."""
+        self.closing = True
 
     async def slot(self) -> AsyncIterator[None]:
         """A FastAPI dependency: a place among the streams for the request's life, or 503."""
+        if self.closing:
+            raise HTTPException(503, "the server is stopping", headers={"Retry-After": "30"})
         if self.open >= self.most:
             raise HTTPException(503, f"{self.most} event streams are open already: poll /api/latest instead",
                                 headers={"Retry-After": "30"})
@@ -51,12 +58,13 @@ class EventStreams:
             self.open -= 1
 
     async def stream(self) -> AsyncIterator[ServerSentEvent]:
-        """The versions now, then each time they change, until the stream's life is over."""
+        """The versions now, then each time they change, until the stream's life is over or
+        the server stops."""
         self._start_ticker()
         sent = await anyio.to_thread.run_sync(self.live.look)
         yield ServerSentEvent(event="versions", data=sent, retry=RETRY_MS)
         ends = time.monotonic() + self.lifetime
-        while time.monotonic() < ends:
+        while not self.closing and time.monotonic() < ends:
             await asyncio.sleep(self.tick)
             now = dict(self.live.versions)
             if now != sent:
