@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import os
 import stat
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -24,11 +25,16 @@ RECORD_BYTES = 64 * 1024
 class FailedIndex:
     def __init__(self, failed: Path) -> None:
         self.failed = Path(failed)
-        # relative path -> (mtime_ns, kind, day, what the page shows), or None for no record
-        self.known: dict[str, tuple[int, str, str, dict] | None] = {}
+        # relative path -> (mtime_ns, kind, day), or None for no record: small, as a folder may
+        # hold a great many; what the page shows of a record is kept for the newest only.
+        self.known: dict[str, tuple[int, str, str] | None] = {}
         self.by_day: Counter[tuple[str, str]] = Counter()  # (day, kind) -> records
-        self.shown: list[dict] = []  # the newest, as the page shows them
+        self.newest: dict[str, dict] = {}  # relative path -> what the page shows, newest first
         self.records_read = 0
+
+    @property
+    def shown(self) -> list[dict]:
+        return list(self.newest.values())
 
     def look(self, newest: int) -> bool:
         """Take in new records and drop those gone, keeping the ``newest``; whether anything
@@ -37,14 +43,23 @@ class FailedIndex:
         gone = self.known.keys() - names
         for name in gone:
             self._count(self.known.pop(name), -1)
-        new = names - self.known.keys()
-        for name in new:
-            self.known[name] = self._read(name)
-            self._count(self.known[name], 1)
-        if gone or new:
-            found = heapq.nlargest(newest, filter(None, self.known.values()), key=lambda entry: entry[0])
-            self.shown = [shown for *_, shown in found]
-        return bool(gone or new)
+        read = {}
+        for name in names - self.known.keys():
+            entry, read[name] = self._read(name)
+            self.known[name] = entry
+            self._count(entry, 1)
+        if gone or read:
+            self._keep_newest(newest, read)
+        return bool(gone or read)
+
+    def _keep_newest(self, newest: int, read: dict[str, dict | None]) -> None:
+        found = heapq.nlargest(newest, ((entry[0], name) for name, entry in self.known.items() if entry))
+        kept = {}
+        for _, name in found:  # an older record come up among the newest is read again
+            shown = self.newest.get(name) or read.get(name) or self._read(name)[1]
+            if shown is not None:
+                kept[name] = shown
+        self.newest = kept
 
     def on_day(self, day: str) -> dict[str, int]:
         """How many records of each kind have a time on ``day`` (``YYYY-MM-DD``)."""
@@ -62,19 +77,20 @@ class FailedIndex:
                     yield name if base == "." else f"{base}/{name}"
             folders.sort()
 
-    def _read(self, name: str) -> tuple[int, str, str, dict] | None:
+    def _read(self, name: str) -> tuple[tuple[int, str, str] | None, dict | None]:
+        """(mtime, kind, day) of a record, and what the page shows of it; Nones for no record."""
         self.records_read += 1
         try:
             fd = os.open(self.failed / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError:
-            return None
+            return None, None
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             os.close(fd)
-            return None
+            return None, None
         with open(fd, "rb") as fh:
             record = error_record_from(fh.read(RECORD_BYTES))
         if record is None:
-            return None
+            return None, None
         shown = {key: record[key] for key in ("file", "kind", "message")}
-        return info.st_mtime_ns, record["kind"], record.get("time", "")[:10], shown
+        return (info.st_mtime_ns, sys.intern(record["kind"]), sys.intern(record.get("time", "")[:10])), shown

@@ -76,7 +76,7 @@ class LiveOutbox:
     def latest(self, limit: int) -> dict:
         with self.lock:
             day = datetime.now(timezone.utc).date().isoformat()
-            return {"rows": list(self.newest)[:limit], "failures": list(self.failed.shown),
+            return {"rows": list(self.newest)[:limit], "failures": self.failed.shown,
                     "status": {**self.status, "failed_today": self.failed.on_day(day)}}
 
     def review(self, limit: int) -> list[dict]:
