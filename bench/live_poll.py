@@ -5,7 +5,8 @@ records and ``--waiting`` files in the inbox.
 Old: each poll read the JSONL's 4 MiB tail twice (the newest rows, the review queue), all of
 reviews.jsonl, every error record (the newest failures, today's count) and listed the inbox
 (the status). Kept (``worker.web.live``): a poll reads what was appended since the last; the
-inbox is listed on a thread of its own, at most every few seconds, not per poll.
+inbox is listed on a thread of its own, at most every few seconds, not per poll. Also printed:
+the memory the kept state holds after its first look, and that look's peak (tracemalloc).
 
     .venv/bin/python bench/live_poll.py [--rows 100000] [--errors 20000] [--waiting 0] [--polls 20]
 """
@@ -17,6 +18,7 @@ import json
 import sys
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -65,6 +67,12 @@ def main() -> None:
         inbox, outbox = _outbox_of(Path(root), rows=args.rows, errors=args.errors)
         for n in range(args.waiting):
             (inbox / f"waiting-{n}.png").write_bytes(b"x")
+        tracemalloc.start()
+        probe = LiveOutbox(inbox, outbox)  # for its memory only: tracemalloc slows it down
+        probe.look()
+        kept_bytes, peak_bytes = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        del probe
         live = LiveOutbox(inbox, outbox)
         started = time.perf_counter()
         live.look()
@@ -76,7 +84,9 @@ def main() -> None:
         print(json.dumps({"rows": args.rows, "errors": args.errors, "waiting": args.waiting,
                           "old_poll_ms": round(1000 * old, 2), "kept_poll_ms": round(1000 * kept, 3),
                           "old_over_kept": round(old / kept, 1),
-                          "kept_first_look_ms": round(1000 * first, 1)}))
+                          "kept_first_look_ms": round(1000 * first, 1),
+                          "kept_state_mib": round(kept_bytes / 2**20, 1),
+                          "first_look_peak_mib": round(peak_bytes / 2**20, 1)}))
 
 
 if __name__ == "__main__":
