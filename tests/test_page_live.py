@@ -59,11 +59,14 @@ def test_a_file_dropped_into_the_inbox_shows_live_and_in_the_review_queue(opened
 @pytest.mark.parametrize("model_path", [CLOTHING], indirect=True)
 @pytest.mark.parametrize("viewport", [PHONE], indirect=True)
 def test_without_an_event_stream_the_page_polls(opened):  # noqa: F811 - the fixture, imported
-    """The stream refused (as when too many tabs hold one: 503): the page polls, and rows
-    written meanwhile still show, in the live list and the review queue."""
+    """The stream refused (as when too many tabs hold one, or the server is stopping: 503): the
+    page polls, and rows written meanwhile still show, in the live list and the review queue;
+    a minute later it asks for a stream again, and follows that."""
     page, troubles, (url, _, outbox, classes) = opened
-    page.route("**/api/events", lambda route: route.fulfill(
-        status=503, content_type="application/json", body='{"detail": "too many streams"}'))
+    refuse = lambda route: route.fulfill(  # noqa: E731 - a handler to remove later
+        status=503, content_type="application/json", body='{"detail": "too many streams"}')
+    page.route("**/api/events", refuse)
+    page.clock.install()  # time runs, and can be moved on
     _open(page, url)
     page.wait_for_function("document.body.dataset.live === 'polling'")
     rows = _rows(classes, 4)
@@ -71,6 +74,9 @@ def test_without_an_event_stream_the_page_polls(opened):  # noqa: F811 - the fix
     flagged = rows[0].file
     page.wait_for_selector(f"#latest figure[data-file='{flagged}']")
     page.wait_for_selector(f"#queue figure[data-file='{flagged}']")
+    page.unroute("**/api/events", refuse)
+    page.clock.fast_forward(61_000)
+    page.wait_for_function("document.body.dataset.live === 'events'")
     _no_sideways_scroll(page)
     # The only troubles: the refused stream, as a response and as the console's line for it.
     assert troubles.seen == [f"503: {url}/api/events",
