@@ -255,6 +255,7 @@ def test_damaged_outbox_lines_are_counted_and_skipped_by_every_reader(damaged, t
     from worker.report import HTML_CAPS, Caps, Filters, format_report, gather, to_dict
     from worker.report.html import write_html
     from worker.web import outbox_view
+    from worker.web.live import LiveOutbox
 
     lines_ = [json.dumps(GOOD_ROW).encode()] + [line for line, _ in damaged]
     body = b"\n".join(lines_) + (b"" if torn else b"\n")
@@ -275,3 +276,7 @@ def test_damaged_outbox_lines_are_counted_and_skipped_by_every_reader(damaged, t
         assert newest and all(outbox_view.brief_row(row) for row in newest)
         outbox_view.review_queue(outbox, 200)
         assert outbox_view.record_of(outbox, GOOD_ROW["file"]) is not None
+        live = LiveOutbox(outbox, outbox)  # the page's live list and queue: the same rows
+        live.look()
+        assert live.latest(200)["rows"] == [outbox_view.brief_row(row) for row in newest]
+        assert live.review(200)

@@ -498,6 +498,7 @@ def serve(
 
     from worker.settings import check_writable
     from worker.web.app import ServeSettings, create_app
+    from worker.web.server import PageServer
 
     settings = _run(ServeSettings, inbox=inbox, outbox=outbox, token=token, host=host,
                     allowed_hosts=tuple(allowed_host or ()), reviewer=reviewer or _user_name())
@@ -515,8 +516,8 @@ def serve(
                + f" (answering to Host {', '.join(sorted(served_names(host, settings.allowed_hosts)))})", err=True)
     # log_config=None: uvicorn's lines go through our handler, in our format (and the journal's
     # priorities), not in a format of its own.
-    server = uvicorn.Server(uvicorn.Config(web, host=host, port=port, log_level="warning", log_config=None,
-                                           access_log=access_log))
+    server = PageServer(uvicorn.Config(web, host=host, port=port, log_level="warning", log_config=None,
+                                       access_log=access_log), web.state.event_streams)
     if access_log:
         from worker.web.guard import HideTokens
 

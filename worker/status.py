@@ -24,22 +24,24 @@ TAIL_BYTES = 64 * 1024
 LAST_ROW_FIELDS = ("file", "label", "confidence", "processed_at", "model_version")
 
 
-def status(inbox: Path, outbox: Path, *, recursive: bool = False, ignore: tuple[str, ...] = ()) -> dict:
+def status(inbox: Path, outbox: Path, *, recursive: bool = False, ignore: tuple[str, ...] = (),
+           failures: bool = True) -> dict:
     """What the folders say; a ConfigError if this user may not read them (a count of none
     would tell them no daemon runs). Files ``ignore`` names (the daemons' ``--ignore``) are not
-    counted as waiting."""
+    counted as waiting. ``failures=False`` leaves out ``failed_today``, which reads every error
+    record (the web page keeps its own count, from the records as they come)."""
     try:
-        return _status(Path(inbox), Path(outbox), recursive, ignore)
+        return _status(Path(inbox), Path(outbox), recursive, ignore, failures)
     except PermissionError as exc:
         raise unreadable(exc) from None
 
 
-def _status(inbox: Path, outbox: Path, recursive: bool, ignore: tuple[str, ...]) -> dict:
+def _status(inbox: Path, outbox: Path, recursive: bool, ignore: tuple[str, ...], failures: bool) -> dict:
     if not inbox.is_dir():
         raise ConfigError(f"inbox {inbox} is not a folder")
     alive, dead = _daemons(inbox / WORK_DIR)
     today = datetime.now(timezone.utc).date().isoformat()
-    return {
+    found = {
         "inbox": str(inbox),
         "outbox": str(outbox),
         "daemons_alive": len(alive),
@@ -48,8 +50,10 @@ def _status(inbox: Path, outbox: Path, recursive: bool, ignore: tuple[str, ...])
         "claimed": _claimed(inbox / WORK_DIR),
         "waiting": sum(1 for _ in scan(inbox, recursive, ignore_patterns(ignore))),
         "last_row": _last_row(outbox / JSONL_NAME),
-        "failed_today": dict(Counter(_failures_on(outbox / FAILED_DIR, today))),
     }
+    if failures:
+        found["failed_today"] = dict(Counter(_failures_on(outbox / FAILED_DIR, today)))
+    return found
 
 
 def _daemons(work: Path) -> tuple[list[dict], int]:

@@ -27,8 +27,9 @@ from typing import Annotated
 from urllib.parse import urlsplit
 
 import numpy as np
-from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
+from fastapi.sse import EventSourceResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
@@ -37,10 +38,10 @@ from worker.model import Classifier, Prediction
 from worker.preprocess import DEFAULT_LIMITS, load_bytes
 from worker.report.thumbnails import Thumbnails, seen_uri
 from worker.reviews import ROW_ID, append_review, undo_review
-from worker.status import status as folder_status
 from worker.web import drop as inbox_drop
 from worker.web import outbox_view
 from worker.web.drop import is_stored_name, plain_name
+from worker.web.events import EventStreams
 from worker.web.guard import (
     JSON_MAX_BYTES,
     TOKEN_COOKIE,
@@ -52,6 +53,7 @@ from worker.web.guard import (
     token_given,
     upload_body_cap,
 )
+from worker.web.live import MOST_ROWS, LiveOutbox
 from worker.web.search_api import add_search_routes
 
 STATIC = Path(__file__).parent / "static"
@@ -97,6 +99,9 @@ def create_app(settings: ServeSettings, classifier: Classifier) -> FastAPI:
     model = _Model(classifier, settings.reviewer)
     pictures = _Pictures(settings.outbox)
     numbers = _ReportNumbers(settings.outbox)
+    live = LiveOutbox(settings.inbox, settings.outbox)
+    streams = EventStreams(live)
+    app.state.event_streams = streams  # for the server, which ends them when it stops
     _guard(app, settings.token)
     # Added last, so the first a request meets.
     app.add_middleware(HostGate, names=served_names(settings.host, settings.allowed_hosts))
@@ -148,19 +153,25 @@ def create_app(settings: ServeSettings, classifier: Classifier) -> FastAPI:
         return found or {"waiting": True}
 
     @app.get("/api/latest")
-    def latest(limit: int = Query(24, ge=1, le=200)) -> dict:
-        rows = [outbox_view.brief_row(r) for r in outbox_view.newest_rows(settings.outbox, limit)]
-        return {
-            "rows": [pictures.with_picture(r, model.classes) for r in rows],
-            "failures": outbox_view.newest_failures(settings.outbox, 20),
-            "status": _status(settings),
-            "report": numbers.latest(),
-        }
+    def latest(limit: int = Query(24, ge=1, le=MOST_ROWS)) -> dict:
+        versions = live.look()
+        shown = live.latest(limit)
+        return {**shown, "rows": [pictures.with_picture(r, model.classes) for r in shown["rows"]],
+                "report": numbers.latest(), "versions": versions}
 
     @app.get("/api/review")
-    def review(limit: int = Query(24, ge=1, le=200)) -> dict:
-        queue = outbox_view.review_queue(settings.outbox, limit)
-        return {"rows": [pictures.with_picture(r, model.classes) for r in queue]}
+    def review(limit: int = Query(24, ge=1, le=MOST_ROWS)) -> dict:
+        versions = live.look()
+        return {"rows": [pictures.with_picture(r, model.classes) for r in live.review(limit)],
+                "versions": versions}
+
+    @app.get("/api/events", response_class=EventSourceResponse, dependencies=[Depends(streams.slot)])
+    async def events():
+        """Server-Sent Events: ``versions`` (``{"latest": n, "review": m}``) at once, then
+        whenever one changes; fetch /api/latest or /api/review then. 503 when too many
+        streams are open; a stream ends after a while, and the browser opens another."""
+        async for event in streams.stream():
+            yield event
 
     @app.post("/api/reviews", status_code=201)
     def decide(decision: Decision) -> dict:
@@ -270,13 +281,6 @@ def _read_upload(upload: UploadFile, max_bytes: int) -> bytes:
     if len(data) > max_bytes:
         raise HTTPException(413, f"over the {max_bytes:,}-byte limit")
     return data
-
-
-def _status(settings: ServeSettings) -> dict:
-    try:
-        return folder_status(settings.inbox, settings.outbox)
-    except Exception as exc:  # noqa: BLE001 - the numbers are a nicety; the page goes on without them
-        return {"error": str(exc)}
 
 
 def _check_against_row(outbox: Path, decision: Decision) -> None:

@@ -218,9 +218,17 @@ function classForKey(key) {
 
 async function loadQueue() {
   const { rows } = await api(`/api/review?limit=${cardsShown()}`);
+  const ids = (queue) => queue.map((row) => row.id).join();
+  if (state.queueShown && ids(rows) === ids(state.queue)) return;  // no redraw under a person's hand
+  // Fetched again as rows come: the card chosen stays chosen, and the keys' focus stays.
+  const chosen = state.queue[state.selected];
+  const focused = document.getElementById("queue").contains(document.activeElement);
+  const kept = chosen ? rows.findIndex((row) => row.id === chosen.id) : -1;
   state.queue = rows;
-  state.selected = Math.min(state.selected, Math.max(0, rows.length - 1));
+  state.selected = kept >= 0 ? kept : Math.min(state.selected, Math.max(0, rows.length - 1));
+  state.queueShown = true;
   showQueue();
+  if (focused) document.getElementById("queue").focus({ preventScroll: true });
 }
 
 function choices(row, i) {
@@ -345,5 +353,5 @@ document.addEventListener("DOMContentLoaded", async () => {
   document.getElementById("undo").addEventListener("click", undoLast);
   await loadModel();
   await Promise.all([refreshLive(), loadQueue()]);
-  setInterval(refreshLive, 2000);
+  followChanges({ latest: refreshLive, review: loadQueue });
 });
