@@ -353,7 +353,7 @@ class Classifier:
         probabilities, features = self.raw(batch)
         if self.flagger is None:
             return Scored(probabilities, [[] for _ in probabilities], None)
-        calibrated, reasons, scores = self.flagger(probabilities, features)
+        calibrated, reasons, scores = self.flagger(probabilities, features, batch)
         return Scored(calibrated, reasons, scores)
 
     def predict_proba(self, batch: np.ndarray) -> np.ndarray:
