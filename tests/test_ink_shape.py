@@ -82,3 +82,11 @@ def test_ink_on_the_inputs_border_joins_no_neighbour():
     cv2.rectangle(frame, (0, 0), (27, 27), 1.0, 1)
     measured = ink_shape.measure(np.stack([frame, frame, frame]))
     assert measured["pieces"].tolist() == [1, 1, 1] and measured["holes"].tolist() == [1, 1, 1]
+
+
+def test_a_batch_larger_than_a_sheet_is_measured_in_chunks(monkeypatch):
+    batch = np.stack([_stroke(), _eight(), _colon(), _boxed(), _blot()] * 3)
+    whole = ink_shape.measure(batch)
+    monkeypatch.setattr(ink_shape, "CHUNK", 4)
+    chunked = ink_shape.measure(batch)
+    assert all(np.array_equal(whole[name], chunked[name]) for name in ink_shape.MEASURES)

@@ -27,6 +27,7 @@ SIZE = 28
 INK = 0.35  # an input pixel at least this bright is ink (the preprocessing stretches ink to 1)
 SPECK = 3  # blobs and holes smaller than this many pixels are grain, not shape
 CELL = SIZE + 2  # each input is laid out with a margin of paper, so no blob or hole spans two
+CHUNK = 4096  # inputs on one sheet at most
 
 MEASURES = ("pieces", "holes", "wide", "fill", "thick", "edges")
 BAND = 2  # an edge is ink along the outer two rows or columns of the ink's box (a skewed rule)
@@ -35,7 +36,11 @@ NARROW = 8  # sides of ink narrower than this (pixels) are a stroke, not an edge
 
 
 def measure(inputs: np.ndarray) -> dict[str, np.ndarray]:
-    """Each measure for each input of a batch (N, 28, 28[, 1]), as float32 arrays of N."""
+    """Each measure for each input of a batch (N, 28, 28[, 1]), as float32 arrays of N; a
+    training split a CHUNK at a time (one sheet of all 55,000 takes hundreds of megabytes)."""
+    if len(inputs) > CHUNK:
+        parts = [measure(inputs[i : i + CHUNK]) for i in range(0, len(inputs), CHUNK)]
+        return {name: np.concatenate([part[name] for part in parts]) for name in MEASURES}
     ink = np.asarray(inputs, np.float32).reshape(len(inputs), SIZE, SIZE) > INK
     sheet, columns = _sheet(ink)
     return {
