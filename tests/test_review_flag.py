@@ -91,6 +91,17 @@ def test_a_review_section_of_another_network_is_refused(real_model_path, tmp_pat
         Classifier(copy)
 
 
+def test_review_thresholds_for_other_classes_are_refused(real_model_path, tmp_path):
+    from worker.errors import ModelError
+
+    copy = _hotter_copy(real_model_path, tmp_path / "m", 1.0)
+    card = json.loads(copy.with_suffix(".json").read_text())
+    card["review"]["unlike_training"]["class_thresholds"] = [20.0] * 9
+    copy.with_suffix(".json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match=r"thresholds for \[9\] classes, not its 10"):
+        Classifier(copy)
+
+
 @pytest.mark.slow
 def test_flag_finds_clothing_letters_and_textures_but_few_digits(shipped):
     """Measured on 1000 each (bench/review_flag.py): 86 % of clothing, 75 % of letters and

@@ -192,6 +192,13 @@ class Flagger:
             odd_shape=OddShape.from_dict(review["odd_shape"]) if review.get("odd_shape") else None,
         )
 
+    def classes(self) -> set[int]:
+        """How many classes its per-class thresholds are for (empty: none are per class)."""
+        counts = {len(limit) for limit in self.odd_shape.limits.values()} if self.odd_shape else set()
+        if self.max_distance is not None and self.max_distance.ndim:
+            counts.add(len(self.max_distance))
+        return counts
+
     def __call__(self, probabilities: np.ndarray, features: np.ndarray | None,
                  inputs: np.ndarray | None = None):
         """Calibrated probabilities, and per row its reasons (a list) and its score;
