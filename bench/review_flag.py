@@ -1,21 +1,33 @@
-"""The review flag, measured: does ``unlike-training`` tell digits from what is not a digit, and
-does the flag find the wrong predictions on scans without flagging too much?
+"""The review flag, measured: does it tell digits from what is not a digit, does it flag a digit
+read with a form's rule still attached, and does it find the wrong predictions on scans without
+flagging too much?
 
-Digits: MNIST *test* images. Not digits: Fashion-MNIST test images (as 28x28 files), letters
-and symbols drawn in OpenCV's fonts, noise pages, texture-like photos (tests/factories.py);
-an input the preprocessing refuses (no ink) never reaches the model and is left out. For each,
-AUROC (digits against that set) of three scores: the Mahalanobis distance the flag uses, the
-energy of the logits, and 1 - the top softmax probability. Then, on all of MNIST test and on
-scan sets (scan-like pages, harsh scans, thick marker, low resolution): accuracy, the share of
-rows flagged and the share of wrong predictions the flag catches.
+Digits: MNIST *test* images. Not digits: Fashion-MNIST test images (as 28x28 files) and the same
+clothing photographed on a backdrop, letters and symbols drawn in OpenCV's fonts and printed in
+TrueType fonts (DejaVu, Liberation: letters, Greek, punctuation, check marks, crosses, arrows),
+noise pages, photo-like scenes, two families of textures (tests/factories.py); an input the
+preprocessing refuses (no ink) never reaches the model and is left out. For each, AUROC (digits
+against that set) of three scores: the Mahalanobis distance the flag uses, the energy of the
+logits, and 1 - the top softmax probability; the share flagged for any reason, and for the
+ink's shape (``odd-shape``). Then digits on forms whose rule runs into the ink
+(``factories.rule_through``), read by digits-v4 (which keeps the rule: the model is given it
+attached) and by digits-v5 (which takes most out). Then, on all of MNIST test and on scan sets:
+accuracy, the share of rows flagged and the share of wrong predictions the flag catches. Last,
+what the flag costs: the model and flag on MNIST test, with and without the ink's shape.
+
+``--compare MODEL`` scores the same images with a second model too (in brackets): the same
+weights with a card fitted by older code, say.
 
     .venv/bin/python bench/review_flag.py [--count 1000] [--scan-pages 3000] [--model models/mnist.keras]
+        [--compare MODEL]
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +35,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from factories import HARD_SETS, NOT_DIGITS, scan_page  # noqa: E402
+from factories import HARD_SETS, MORE_NOT_DIGITS, NOT_DIGITS, clothing_photo, rule_through, scan_page  # noqa: E402
 from hard_sets import taken  # noqa: E402
 
 from worker import datasets, defaults  # noqa: E402
 from worker.model import Classifier  # noqa: E402
+from worker.preprocess import DIGITS, DIGITS_V4  # noqa: E402
 
 
 def inputs(pages) -> np.ndarray:
@@ -65,43 +78,105 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--scan-pages", type=int, default=3000, help="scan-like pages to flag")
     parser.add_argument("--model", type=Path, default=defaults.MODEL)
+    parser.add_argument("--compare", type=Path, help="a second model, its figures in brackets")
     args = parser.parse_args()
-    classifier = Classifier(args.model)
-    if classifier.flagger is None or classifier.flagger.distance is None:
-        sys.exit(f"{args.model} has no review flag: run 'worker calibrate --model {args.model}'")
-    scorer = Scorer(classifier, args.model)
+    classifiers = [Classifier(path) for path in (args.model, args.compare) if path is not None]
+    for classifier in classifiers:
+        if classifier.flagger is None or classifier.flagger.distance is None:
+            sys.exit(f"{classifier.path} has no review flag: "
+                     f"run 'worker calibrate --model {classifier.path}'")
     mnist, rng = datasets.load("mnist"), np.random.default_rng(0)
-    digits = scorer.scores(inputs(mnist.test_images[: args.count]))
-    others = {"clothing (Fashion test)": list(datasets.load("fashion-mnist").test_images[: args.count])}
-    others |= {name: [make(rng) for _ in range(args.count)] for name, make in NOT_DIGITS.items()}
-    print(f"AUROC, {args.count} MNIST test digits against each set (inputs the preprocessing took)")
-    print(f"{'set':<26}{'inputs':>7}{'mahalanobis':>13}{'energy':>9}{'1-softmax':>11}{'flagged':>9}")
-    for name, pages in others.items():
-        x = inputs(pages)
-        scores = scorer.scores(x)
-        flagged = np.mean([bool(r) for r in classifier.predict(x).reviews])
-        print(f"{name:<26}{len(x):>7}" + "".join(f"{auroc(digits[k], scores[k]):>{w}.4f}" for k, w in
-              (("mahalanobis", 13), ("energy", 9), ("1 - softmax", 11))) + f"{flagged:>9.1%}")
+    not_digits(args.count, classifiers, mnist, rng)
+    rules_attached(args.count, classifiers, mnist, rng)
     print("\nthe flag on digits (accuracy, rows flagged, wrong predictions caught): all of MNIST test,")
     print(f"{args.scan_pages} scan-like pages, {args.count} of each hard set")
-    print(f"{'set':<22}{'rows':>6}{'accuracy':>9}{'flagged':>9}{'wrong':>7}{'caught':>8}")
+    print(f"{'set':<22}{'rows':>6}{'accuracy':>9}{'flagged':>18}{'wrong':>7}{'caught':>8}")
     labels = mnist.test_labels.astype(int)
     sets = {"MNIST test": list(mnist.test_images),
             "scan-like pages": [scan_page(d, rng) for d in mnist.test_images[: args.scan_pages]]}
     digits_shown = mnist.test_images[: args.count]
     sets |= {name: [make(d, rng) for d in digits_shown] for name, make in HARD_SETS.items()}
     for name, pages in sets.items():
-        flag_line(name, classifier, pages, labels[: len(pages)])
+        flag_line(name, classifiers, pages, labels[: len(pages)])
+    cost(classifiers[0], inputs(list(mnist.test_images)))
 
 
-def flag_line(name: str, classifier: Classifier, pages: list, labels: np.ndarray) -> None:
+def not_digits(count: int, classifiers: list[Classifier], mnist, rng) -> None:
+    scorer = Scorer(classifiers[0], classifiers[0].path)
+    digits = scorer.scores(inputs(mnist.test_images[:count]))
+    fashion = datasets.load("fashion-mnist").test_images
+    others = {"clothing (Fashion test)": list(fashion[:count]),
+              "clothing photos": [clothing_photo(item, rng) for item in fashion[count : 2 * count]]}
+    made = NOT_DIGITS | MORE_NOT_DIGITS
+    others |= {name: [make(rng) for _ in range(count)] for name, make in made.items()}
+    print(f"AUROC, {count} MNIST test digits against each set (inputs the preprocessing took)")
+    print(f"{'set':<28}{'inputs':>7}{'mahalanobis':>13}{'energy':>9}{'1-softmax':>11}{'flagged':>18}{'odd-shape':>18}")
+    for name, pages in others.items():
+        x = inputs(pages)
+        scores = scorer.scores(x)
+        print(f"{name:<28}{len(x):>7}" + "".join(f"{auroc(digits[k], scores[k]):>{w}.4f}" for k, w in
+              (("mahalanobis", 13), ("energy", 9), ("1 - softmax", 11))) + shares(classifiers, x))
+
+
+def rules_attached(count: int, classifiers: list[Classifier], mnist, rng) -> None:
+    """Digits on forms whose rule runs into the ink, as digits-v4 gives them (the rule kept) and
+    digits-v5 (most taken out)."""
+    digits, labels = mnist.test_images[:count], mnist.test_labels[:count].astype(int)
+    pages = [rule_through(d, rng) for d in digits]
+    print(f"\n{count} digits on forms, a rule running into the ink (accuracy: the first model)")
+    print(f"{'read by':<28}{'inputs':>7}{'accuracy':>9}{'flagged':>18}{'odd-shape':>18}")
+    for profile in (DIGITS_V4, DIGITS):
+        x, kept = taken(pages, profile)
+        right = classifiers[0].predict(x).probabilities.argmax(axis=1) == labels[kept]
+        print(f"{profile.name:<28}{len(x):>7}{right.mean():>9.1%}" + shares(classifiers, x))
+
+
+def shares(classifiers: list[Classifier], x: np.ndarray) -> str:
+    """The share of rows flagged, and flagged for the ink's shape, by each model."""
+    flagged, shaped = [], []
+    for classifier in classifiers:
+        reviews = classifier.predict(x).reviews
+        flagged.append(np.mean([bool(r) for r in reviews]))
+        shaped.append(np.mean(["odd-shape" in r for r in reviews]))
+    return "".join(f"{both(values):>18}" for values in (flagged, shaped))
+
+
+def both(values: list[float]) -> str:
+    return f"{values[0]:.1%}" + (f" ({values[1]:.1%})" if len(values) > 1 else "")
+
+
+def flag_line(name: str, classifiers: list[Classifier], pages: list, labels: np.ndarray) -> None:
     x, kept = taken(pages)
-    scored = classifier.predict(x)
-    wrong = scored.probabilities.argmax(axis=1) != labels[kept]
-    flagged = np.array([bool(r) for r in scored.reviews])
-    caught = flagged[wrong].mean() if wrong.any() else float("nan")
-    print(f"{name:<22}{len(pages):>6}{1 - wrong.mean():>9.1%}{flagged.mean():>9.1%}{int(wrong.sum()):>7}"
-          f"{caught:>8.1%}")
+    flagged, caught = [], []
+    for classifier in classifiers:
+        scored = classifier.predict(x)
+        wrong = scored.probabilities.argmax(axis=1) != labels[kept]
+        rows = np.array([bool(r) for r in scored.reviews])
+        flagged.append(rows.mean())
+        caught.append(rows[wrong].mean() if wrong.any() else float("nan"))
+        if len(flagged) == 1:
+            accuracy, wrong_count = 1 - wrong.mean(), int(wrong.sum())
+    print(f"{name:<22}{len(pages):>6}{accuracy:>9.1%}{both(flagged):>18}{wrong_count:>7}  {both(caught)}")
+
+
+def cost(classifier: Classifier, x: np.ndarray, rounds: int = 5) -> None:
+    """The model and the flag on MNIST test in batches of 100, with the ink's shape and without,
+    alternated; the best of ``rounds`` each (the machine is shared)."""
+    flaggers = {"with the ink's shape": classifier.flagger,
+                "without": replace(classifier.flagger, odd_shape=None)}
+    best = dict.fromkeys(flaggers, np.inf)
+    for _ in range(rounds):
+        for label, flagger in flaggers.items():
+            started = time.perf_counter()
+            for i in range(0, len(x), 100):
+                batch = x[i : i + 100]
+                flagger(*classifier.raw(batch), batch)
+            best[label] = min(best[label], time.perf_counter() - started)
+    rate = {label: len(x) / seconds for label, seconds in best.items()}
+    with_shape, without = rate.values()
+    print(f"\nmodel and flag, {len(x)} inputs in batches of 100: "
+          + ", ".join(f"{label} {r:,.0f} inputs/s" for label, r in rate.items())
+          + f"; ratio {with_shape / without:.2f}x")
 
 
 if __name__ == "__main__":

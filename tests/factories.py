@@ -195,6 +195,180 @@ def texture(rng: np.random.Generator) -> np.ndarray:
 NOT_DIGITS = {"letters and symbols": letter, "noise pages": noise_page, "textures": texture}
 
 
+# --- more not-digits, for the review flag's bench and tests -------------------------------------
+#
+# Drawn apart from anything the flag is fitted on (the training split's digits and their scan
+# renderings in worker/scan_render.py): printed type in TrueType fonts, photo-like scenes,
+# clothing photographed on a backdrop, texture families ``texture`` lacks.
+
+FONTS = Path("/usr/share/fonts/truetype")
+# Letters that pass for no digit (as NOT_DIGIT_GLYPHS), Greek capitals and small letters of the
+# same kind, and symbols: punctuation, currency, marks (a check mark, a cross, arrows, suits).
+PRINTED_GLYPHS = ("ACEFHKMNPRTUVWXYacdefhkmnprtuvwxy" "ΓΔΛΞΠΣΦΨΩαεηλμπφψω"
+                  "#@%&?*+=$<>!;:~±÷≠≈§¶©®€£¥¿¡")
+# Symbols only DejaVu Sans (of the fonts used) draws: dingbats, arrows, stars, suits, shapes.
+DINGBATS = "✓✔✗✘×←→↑↓↔⇒★☆♥♦♣♠•■▲"
+
+
+def _font_files(*patterns: str) -> list[Path]:
+    found = sorted(p for pattern in patterns for p in FONTS.glob(pattern) if "ExtraLight" not in p.name)
+    assert found, f"no fonts {', '.join(patterns)} under {FONTS}: install fonts-dejavu, fonts-liberation"
+    return found
+
+
+def printed_symbol(rng: np.random.Generator) -> np.ndarray:
+    """A letter, Greek letter or symbol in a TrueType font (DejaVu or Liberation, any weight and
+    slant; dingbats in DejaVu Sans), 40-160 pixels high, dark on a light card, turned up to 8
+    degrees, maybe blurred, grainy, JPEG-damaged (grey)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    if rng.random() < 0.25:
+        glyph, fonts = DINGBATS[int(rng.integers(len(DINGBATS)))], _font_files("dejavu/DejaVuSans*.ttf")
+    else:
+        glyph = PRINTED_GLYPHS[int(rng.integers(len(PRINTED_GLYPHS)))]
+        fonts = _font_files("dejavu/DejaVu*.ttf", "liberation/Liberation*.ttf")
+    font = ImageFont.truetype(str(fonts[int(rng.integers(len(fonts)))]), int(rng.integers(40, 161)))
+    if not _draws(font, glyph):  # a face without it draws its empty box: DejaVu Sans has them all
+        font = ImageFont.truetype(str(FONTS / "dejavu/DejaVuSans.ttf"), font.size)
+    left, top, right, bottom = font.getbbox(glyph)
+    side = int(max(right - left, bottom - top) * rng.uniform(1.5, 2.5)) + 8
+    paper, ink = int(rng.integers(190, 246)), int(rng.integers(0, 70))
+    card = Image.new("L", (side, side), paper)
+    offset = rng.uniform(-0.15, 0.15, 2) * side
+    origin = ((side - (right - left)) / 2 - left + offset[0], (side - (bottom - top)) / 2 - top + offset[1])
+    ImageDraw.Draw(card).text(origin, glyph, fill=ink, font=font)
+    page = np.asarray(card, np.float32)
+    turn = cv2.getRotationMatrix2D((side / 2, side / 2), float(rng.uniform(-8, 8)), 1.0)
+    page = cv2.warpAffine(page, turn, (side, side), borderMode=cv2.BORDER_REPLICATE)
+    return _photographed(page, rng, blur=float(rng.uniform(0, 1.2)))
+
+
+def _draws(font, glyph: str) -> bool:
+    """Whether ``font`` has ``glyph``, not the box it draws for what it lacks (as for a private
+    use character, which no font here has)."""
+    drawn, missing = font.getmask(glyph), font.getmask("\ue000")
+    return drawn.size != missing.size or bytes(drawn) != bytes(missing)
+
+
+def _photographed(page: np.ndarray, rng: np.random.Generator, blur: float) -> np.ndarray:
+    """Out of focus by ``blur`` (sigma, pixels), grain, JPEG at quality 50-92 (grey uint8)."""
+    if blur > 0.3:
+        page = cv2.GaussianBlur(page, (0, 0), blur)
+    page = page + rng.normal(0, rng.uniform(2, 8), page.shape).astype(np.float32)
+    page = np.clip(page, 0, 255).astype(np.uint8)
+    encoded = cv2.imencode(".jpg", page, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(50, 93))])[1]
+    return cv2.imdecode(encoded, cv2.IMREAD_GRAYSCALE)
+
+
+def _lit(side_y: int, side_x: int, rng: np.random.Generator, level: float, spread: float) -> np.ndarray:
+    """A surface at ``level``, lit from one side: a slope of up to ``spread`` either way, and a
+    vignette (float32)."""
+    y, x = np.mgrid[0:side_y, 0:side_x].astype(np.float32)
+    angle = float(rng.uniform(0, 2 * np.pi))
+    slope = ((x / side_x - 0.5) * np.cos(angle) + (y / side_y - 0.5) * np.sin(angle)) * 2 * spread
+    vignette = ((x / side_x - 0.5) ** 2 + (y / side_y - 0.5) ** 2) * float(rng.uniform(0, 60))
+    return level + slope - vignette
+
+
+def _smooth_noise(shape: tuple[int, int], rng: np.random.Generator, octaves: int = 4) -> np.ndarray:
+    """Turbulence: random grids of 4, 8, 16 ... cells scaled up and summed, halving each time
+    (float32, about -1 to 1)."""
+    total = np.zeros(shape, np.float32)
+    for octave in range(octaves):
+        cells = 4 * 2**octave
+        grid = rng.uniform(-1, 1, (cells, cells)).astype(np.float32)
+        total += cv2.resize(grid, shape[::-1], interpolation=cv2.INTER_CUBIC) / 2**octave
+    return total / 2
+
+
+def photo_scene(rng: np.random.Generator) -> np.ndarray:
+    """A stand-in for a photo of things on a table: 2-6 objects (discs, boxes, many-sided
+    shapes), each shaded by the light and casting a soft shadow, on a lit surface with a grain
+    of its own, out of focus a little, JPEG-damaged (grey)."""
+    height, width = int(rng.integers(120, 400)), int(rng.integers(120, 400))
+    page = _lit(height, width, rng, float(rng.uniform(90, 220)), float(rng.uniform(10, 50)))
+    page += _smooth_noise((height, width), rng) * float(rng.uniform(5, 30))
+    for _ in range(int(rng.integers(2, 7))):
+        mask = np.zeros((height, width), np.float32)
+        centre = (int(rng.integers(0, width)), int(rng.integers(0, height)))
+        size = int(min(height, width) * rng.uniform(0.1, 0.45))
+        kind = int(rng.integers(3))
+        if kind == 0:
+            axes = (size, int(size * rng.uniform(0.4, 1.0)))
+            cv2.ellipse(mask, centre, axes, float(rng.uniform(0, 180)), 0, 360, 1.0, -1, cv2.LINE_AA)
+        else:
+            corners = 4 if kind == 1 else int(rng.integers(3, 9))
+            angles = np.sort(rng.uniform(0, 2 * np.pi, corners)) if kind == 2 else \
+                np.arange(corners) * np.pi / 2 + float(rng.uniform(0, np.pi))
+            radii = size * (rng.uniform(0.5, 1.0, corners) if kind == 2 else np.ones(corners))
+            points = np.stack([centre[0] + radii * np.cos(angles), centre[1] + radii * np.sin(angles)], 1)
+            cv2.fillPoly(mask, [points.astype(np.int32)], 1.0, cv2.LINE_AA)
+        shadow = cv2.GaussianBlur(np.roll(mask, (size // 6, size // 6), axis=(0, 1)), (0, 0), size / 8 + 1)
+        page -= shadow * float(rng.uniform(10, 50))
+        tone = _lit(height, width, rng, float(rng.uniform(20, 240)), float(rng.uniform(10, 60)))
+        page = page * (1 - mask) + tone * mask
+    return _photographed(page, rng, blur=float(rng.uniform(0.5, 2.5)))
+
+
+def clothing_photo(item: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A Fashion-MNIST item (light on black, 28x28) photographed on a backdrop: 80-250 pixels,
+    dark on a light backdrop or light on a dark one, with a soft shadow, out of focus a little,
+    JPEG-damaged (grey)."""
+    size = int(rng.integers(80, 251))
+    shape = cv2.resize(item, (size, size), interpolation=cv2.INTER_CUBIC).astype(np.float32) / 255
+    margin = int(size * rng.uniform(0.15, 0.6))
+    side = size + 2 * margin
+    light = rng.random() < 0.7
+    backdrop = _lit(side, side, rng, float(rng.uniform(170, 240) if light else rng.uniform(20, 80)), 25)
+    cloth = float(rng.uniform(10, 110) if light else rng.uniform(150, 240))
+    place = np.zeros((side, side), np.float32)
+    place[margin : margin + size, margin : margin + size] = shape
+    coverage = np.minimum(place * 2.5, 1)  # the item's outline; its shading stays inside
+    offset = size // 20 + 1
+    shadow = cv2.GaussianBlur(np.roll(coverage, (offset, offset), axis=(0, 1)), (0, 0), size / 25)
+    backdrop -= shadow * float(rng.uniform(10, 40)) * (1 if light else 0.3)
+    garment = cloth + (place - place.max() / 2) * float(rng.uniform(-60, 60))
+    photo = backdrop * (1 - coverage) + garment * coverage
+    return _photographed(photo, rng, blur=float(rng.uniform(0.3, 1.5)))
+
+
+def texture_photo(rng: np.random.Generator) -> np.ndarray:
+    """A stand-in for a photo of a surface, families ``texture`` lacks: brick, halftone dots,
+    cross-hatching, marble, knit, cork (grey, lit unevenly, JPEG-damaged)."""
+    side = int(rng.integers(120, 400))
+    y, x = np.mgrid[0:side, 0:side].astype(np.float32)
+    period = float(rng.uniform(8, 40))
+    kind = int(rng.integers(6))
+    if kind == 0:  # brick: mortar lines, every other row's joints shifted by half a brick
+        row = (y // period).astype(int)
+        joints = ((x + (row % 2) * period) % (2 * period)) < period / 6
+        pattern = np.where(((y % period) < period / 6) | joints, -1.0, 0.6)
+        pattern += _smooth_noise((side, side), rng) * 0.5
+    elif kind == 1:  # halftone: dots on a grid, larger where the picture is darker
+        shade = (_smooth_noise((side, side), rng, 2) + 1) / 2
+        cell_y, cell_x = (y % period) / period - 0.5, (x % period) / period - 0.5
+        pattern = np.where(np.hypot(cell_x, cell_y) < 0.15 + 0.35 * shade, -1.0, 1.0)
+    elif kind == 2:  # cross-hatching at two angles
+        a, b = float(rng.uniform(0, np.pi)), float(rng.uniform(0, np.pi))
+        hatch = lambda angle: np.cos((x * np.cos(angle) + y * np.sin(angle)) / period * 2 * np.pi)  # noqa: E731
+        pattern = -np.maximum(hatch(a), hatch(b))
+    elif kind == 3:  # marble: stripes bent by turbulence
+        pattern = np.sin(x / period + 6 * _smooth_noise((side, side), rng))
+    elif kind == 4:  # knit: rows of chevrons
+        pattern = np.sin((np.abs((x % period) - period / 2) + y) / period * 4 * np.pi)
+    else:  # cork: specks of many sizes
+        specks = rng.uniform(0, 1, (side, side)).astype(np.float32) < 0.02
+        pattern = cv2.GaussianBlur(specks.astype(np.float32), (0, 0), period / 10) * -20 + 0.5
+        pattern += _smooth_noise((side, side), rng) * 0.6
+    pattern = np.clip(np.asarray(pattern, np.float32), -1.5, 1.5)
+    page = _lit(side, side, rng, float(rng.uniform(100, 180)), float(rng.uniform(0, 40)))
+    return _photographed(page + pattern * float(rng.uniform(30, 70)), rng, blur=float(rng.uniform(0, 1.5)))
+
+
+MORE_NOT_DIGITS = {"printed letters and symbols": printed_symbol, "photo-like scenes": photo_scene,
+                   "textures, other families": texture_photo}
+
+
 # --- form furniture: what a digit written on a real form comes with ----------------------------
 #
 # Drawn apart from the training renderings (worker/scan_render.py has only ruled paper, lines
@@ -385,3 +559,35 @@ def captioned(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 FORM_SETS = {"underlined": underlined, "boxes and combs": boxed, "captions": captioned}
 HARD_SETS = {"harsh scans": harsh_scan, "thick marker": thick_marker, "low resolution": low_resolution,
              **FORM_SETS}
+
+
+def rule_through(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A digit on a form whose printed rule runs into its ink, as a preprocessing that fails
+    to take furniture out gives it to the model: a line through its lowest strokes (1.2-3 times
+    the digit's box long), a box or comb cell whose sides cut into the strokes, or the two
+    sides of a cell, solid or broken, 2-5 % of the digit's box thick (grey, JPEG-damaged)."""
+    side = int(rng.integers(60, 200))
+    glyph, (gx, gy, gw, gh) = _glyph(digit, side)
+    height, width = int(side * 1.8), int(side * 3.2)
+    page = _form_sheet(rng, height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    x0, x1, y0, y1 = left + gx, left + gx + gw, top + gy, top + gy + gh  # the ink's box on the page
+    cut = side * float(rng.uniform(0.0, 0.05))  # how far into the strokes the rule runs
+    thickness = max(1, round(side * float(rng.uniform(0.02, 0.05))))
+    style = str(rng.choice(["solid", "solid", "broken"]))
+    layer = np.zeros_like(page)
+    kind = int(rng.integers(3))
+    if kind == 0:  # a line under the digit, touching or crossing its lowest strokes
+        length = side * float(rng.uniform(1.2, 3.0))
+        start = min(max(0.0, (x0 + x1) / 2 - length * float(rng.uniform(0.3, 0.7))), width - 1 - length)
+        _segment(layer, (start, y1 - cut), (start + length, y1 - cut), thickness, style, rng)
+    else:  # a box (kind 1) or a cell's two sides (kind 2) cutting into the strokes
+        left_x, right_x = x0 + cut, max(x1 - cut, x0 + gh * 0.5)
+        sides = [((left_x, y0 + cut), (left_x, y1 - cut)), ((right_x, y0 + cut), (right_x, y1 - cut))]
+        if kind == 1:
+            sides += [((left_x, y0 + cut), (right_x, y0 + cut)), ((left_x, y1 - cut), (right_x, y1 - cut))]
+        for a, b in sides:
+            _segment(layer, a, b, thickness, style, rng)
+    _printed(page, layer, _furniture_grey(rng))
+    _written(page, glyph, top, left, rng)
+    return _scanned_form(page, rng)

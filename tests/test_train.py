@@ -39,7 +39,9 @@ def test_short_training_run_saves_a_serving_model(tmp_path):
     assert Classifier(result.model_path).card["checks"]["labels"], "with check images in its card"
 
     assert card["review"]["temperature"] > 0 and "unlike_training" in card["review"], "the review flag fitted"
+    assert len(card["review"]["unlike_training"]["class_thresholds"]) == 10
     assert Classifier(result.model_path).flagger.distance is not None
+    assert Classifier(result.model_path).flagger.odd_shape is not None, "the ink's shape fitted too"
 
     again = train(dataset="mnist", arch="seed-cnn", epochs=1, limit=6000, validation=1000,
                   learning_rate=1e-9, init_from=result.model_path, output=tmp_path / "tiny.keras",
@@ -88,7 +90,7 @@ def test_calibrate_gives_a_model_from_before_the_flag_its_review(tmp_path):
 
     result = calibrate(tmp_path / "m.keras")
     after = Classifier(tmp_path / "m.keras")
-    assert after.has_features and after.flagger.distance is not None
+    assert after.has_features and after.flagger.distance is not None and after.flagger.odd_shape is not None
     assert after.version == result.card["version"] == publish.current_version(tmp_path / "m.keras")
     assert result.card["test_accuracy"] == made.card["test_accuracy"], "the weights are not touched"
 

@@ -295,6 +295,9 @@ class Classifier:
         if measured != features:
             raise ModelError(f"model {self.path} gives {features} features but its card's review section "
                              f"measures {measured}: the card does not belong to this model")
+        if self.flagger and self.flagger.classes() - {len(self.class_names)}:
+            raise ModelError(f"the review section of {self.path}'s card has thresholds for "
+                             f"{sorted(self.flagger.classes())} classes, not its {len(self.class_names)}")
         self._check_samples()
 
     def _open_runtime(self, runtime: str, threads: int):
@@ -352,7 +355,7 @@ class Classifier:
         probabilities, features = self.raw(batch)
         if self.flagger is None:
             return Scored(probabilities, [[] for _ in probabilities], None)
-        calibrated, reasons, scores = self.flagger(probabilities, features)
+        calibrated, reasons, scores = self.flagger(probabilities, features, batch)
         return Scored(calibrated, reasons, scores)
 
     def predict_proba(self, batch: np.ndarray) -> np.ndarray:

@@ -1,6 +1,6 @@
 """The review flag: which predictions a person should look at, and why.
 
-Three reasons, each a measure with a threshold fitted when the model is made and kept in its
+Four reasons, each a measure with a threshold fitted when the model is made and kept in its
 card (``card["review"]``):
 
 - ``low-confidence``: the calibrated confidence is low. The network's softmax is over-sure;
@@ -11,15 +11,18 @@ card (``card["review"]``):
   the penultimate layer's features (scaled to unit length) as the Mahalanobis distance to the
   nearest class mean (one covariance shared by the classes, fitted on the training split). The
   softmax says nothing of this: a shirt can be a very sure "8". Chosen by measurement
-  (``bench/review_flag.py``): against the energy score and the softmax, and against other
-  layers; unit length lifted its AUROC on clothing from 0.975 to 0.992.
+  (``bench/review_flag.py``): against the energy score, the softmax, their sum, a distance
+  relative to one Gaussian of all classes, and other layers. Its threshold is per predicted
+  class (a 1's features lie closer together than an 8's).
+- ``odd-shape``: the ink has a shape the predicted class's digits never have (``OddShape``,
+  ``ink_shape``): more pieces or holes, wider, more of a blot, thicker, or with a box's edges (a
+  form's rule still attached). The network may be sure of such an input; its shape says no.
 
-The thresholds are quantiles of the validation split: each flags about ``SHARE`` of inputs like
-the training data (the first two mostly the same rows), so together they flag a few percent of
-ordinary rows. The shares were chosen by measurement (``bench/review_flag.py``): the distance
-finds what is not a digit even at 0.5 %, while most wrong digits are unsure ones, so the budget
-goes to confidence and margin (at 1 % each and 1 % for the distance, 3,000 scan pages had
-2.6 % of rows flagged but only 74 % of the mistakes among them; at 2 / 2 / 0.5 %, 3.4 % and 85 %). A row's
+The thresholds are quantiles: each flags about ``SHARE`` of inputs like the training data (the
+first two mostly the same rows), so together they flag a few percent of ordinary rows. Most
+wrong digits are unsure ones, so most of the budget goes to confidence and margin; the distance
+and the shape find what is not a digit with little. A card from before a reason (no
+``odd_shape``, one distance threshold for all classes) is applied as it was fitted. A row's
 ``review_score`` is its measure furthest past its threshold, as a ratio: 1 or more is flagged.
 """
 
@@ -30,7 +33,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SHARE = {"low-confidence": 0.02, "low-margin": 0.02, "unlike-training": 0.005}
+from worker import ink_shape
+
+SHARE = {"low-confidence": 0.02, "low-margin": 0.02, "unlike-training": 0.01, "odd-shape": 0.003}
 TINY = 1e-30  # float32 softmax underflows to 0 for hopeless classes; log needs a floor
 
 
@@ -112,14 +117,66 @@ class Distance:
 
 
 @dataclass(frozen=True)
+class OddShape:
+    """The ink's shape past what the model's classes reach (``ink_shape``): per measure, a
+    threshold per class, read for the class a row is predicted as (a 1 is narrow, an 8 has two
+    holes). The shape of the strokes (pieces, holes, how wide, edges) is fitted on the
+    validation split's plain digits: the training split's scan renderings carry ruled lines,
+    which is what this is to find. The pen (fill, thickness) on the training split: its thick
+    marker and low-resolution renderings are digits as users send them. Each threshold is at
+    the quantile that leaves ``SHARE["odd-shape"]``, shared between the measures, beyond it."""
+
+    limits: dict[str, np.ndarray]  # measure -> (classes,)
+
+    @classmethod
+    def fit(cls, val_inputs: np.ndarray, val_labels: np.ndarray, train_inputs: np.ndarray,
+            train_labels: np.ndarray, classes: int) -> OddShape:
+        quantile = 1 - SHARE["odd-shape"] / len(ink_shape.MEASURES)
+        val, train = ink_shape.measure(val_inputs), ink_shape.measure(train_inputs)
+        limits = {}
+        for name in ink_shape.MEASURES:
+            pen = name in PEN_MEASURES
+            measured, labels = (train[name], train_labels) if pen else (val[name], val_labels)
+            limits[name] = _per_class(measured, labels, classes, quantile)
+        return cls(limits)
+
+    def __call__(self, inputs: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+        """Per row, its measure furthest past its class's threshold, as (value + 1) / (threshold
+        + 1): past it exactly when above 1, and finite where a class never has any (a 1's holes)."""
+        measured = ink_shape.measure(inputs)
+        return np.max([(measured[name] + 1) / (limit[predicted] + 1)
+                       for name, limit in self.limits.items()], axis=0)
+
+    def to_dict(self) -> dict:
+        return {"method": "the ink's shape in the input, per class (worker/ink_shape.py)",
+                "limits": {name: [round(float(v), 4) for v in limit] for name, limit in self.limits.items()}}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> OddShape:
+        return cls({str(name): np.asarray(limit, np.float32) for name, limit in data["limits"].items()
+                    if name in ink_shape.MEASURES})
+
+
+PEN_MEASURES = ("fill", "thick")  # fitted on the training split; the others on the validation split
+
+
+def _per_class(values: np.ndarray, labels: np.ndarray, classes: int, quantile: float) -> np.ndarray:
+    """The quantile of each class's values (of all values, for a class the split lacks)."""
+    every = float(np.quantile(values, quantile))
+    return np.array([float(np.quantile(values[labels == c], quantile)) if np.any(labels == c) else every
+                     for c in range(classes)], np.float32)
+
+
+@dataclass(frozen=True)
 class Flagger:
     """Applies a card's ``review`` section: calibrates, and names each row's reasons."""
 
     temperature: float
     min_confidence: float
     min_margin: float
-    max_distance: float | None  # None: the model gives no features (a model from before this)
+    max_distance: np.ndarray | None  # per class, or one for all; None: the model gives no features
     distance: Distance | None
+    odd_shape: OddShape | None = None  # None: a card from before the shape was measured
 
     @classmethod
     def from_card(cls, card: dict, has_features: bool) -> Flagger | None:
@@ -130,20 +187,34 @@ class Flagger:
         return cls(
             temperature=float(review["temperature"]),
             min_confidence=float(review["min_confidence"]), min_margin=float(review["min_margin"]),
-            max_distance=float(unlike["threshold"]) if unlike else None,
+            max_distance=_distance_thresholds(unlike) if unlike else None,
             distance=Distance.from_dict(unlike) if unlike else None,
+            odd_shape=OddShape.from_dict(review["odd_shape"]) if review.get("odd_shape") else None,
         )
 
-    def __call__(self, probabilities: np.ndarray, features: np.ndarray | None):
-        """Calibrated probabilities, and per row its reasons (a list) and its score."""
+    def classes(self) -> set[int]:
+        """How many classes its per-class thresholds are for (empty: none are per class)."""
+        counts = {len(limit) for limit in self.odd_shape.limits.values()} if self.odd_shape else set()
+        if self.max_distance is not None and self.max_distance.ndim:
+            counts.add(len(self.max_distance))
+        return counts
+
+    def __call__(self, probabilities: np.ndarray, features: np.ndarray | None,
+                 inputs: np.ndarray | None = None):
+        """Calibrated probabilities, and per row its reasons (a list) and its score;
+        ``inputs``, the batch the model was given, for the ink's shape."""
         probabilities = calibrated(probabilities, self.temperature)
         top = np.sort(probabilities, axis=1)[:, ::-1]
+        predicted = probabilities.argmax(axis=1)
         ratios = {
             "low-confidence": (1 - top[:, 0]) / (1 - self.min_confidence),
             "low-margin": (1 - (top[:, 0] - top[:, 1])) / (1 - self.min_margin),
         }
         if self.distance is not None and features is not None:
-            ratios["unlike-training"] = self.distance(features) / self.max_distance
+            limit = self.max_distance[predicted] if self.max_distance.ndim else self.max_distance
+            ratios["unlike-training"] = self.distance(features) / limit
+        if self.odd_shape is not None and inputs is not None:
+            ratios["odd-shape"] = self.odd_shape(inputs, predicted)
         names = list(ratios)
         stacked = np.stack([ratios[n] for n in names], axis=1)
         past = stacked > 1
@@ -153,10 +224,18 @@ class Flagger:
         return probabilities, reasons, stacked.max(axis=1)
 
 
+def _distance_thresholds(unlike: dict) -> np.ndarray:
+    """Per class where the card has them; else the one threshold of a card from before."""
+    if "class_thresholds" in unlike:
+        return np.asarray(unlike["class_thresholds"], np.float32)
+    return np.asarray(float(unlike["threshold"]), np.float32)
+
+
 def fit(val_probabilities: np.ndarray, val_labels: np.ndarray, val_features: np.ndarray | None,
-        train_features: np.ndarray | None, train_labels: np.ndarray | None) -> dict:
+        train_features: np.ndarray | None, train_labels: np.ndarray | None,
+        val_inputs: np.ndarray | None = None, train_inputs: np.ndarray | None = None) -> dict:
     """The card's ``review`` section, fitted on the validation split (calibration, thresholds)
-    and the training split (the feature distribution)."""
+    and the training split (the feature distribution); the ink's shape on both (``OddShape``)."""
     temperature = fit_temperature(val_probabilities, val_labels)
     probabilities = calibrated(val_probabilities, temperature)
     top = np.sort(probabilities, axis=1)[:, ::-1]
@@ -168,13 +247,22 @@ def fit(val_probabilities: np.ndarray, val_labels: np.ndarray, val_features: np.
         },
         "min_confidence": round(float(np.quantile(top[:, 0], SHARE["low-confidence"])), 6),
         "min_margin": round(float(np.quantile(top[:, 0] - top[:, 1], SHARE["low-margin"])), 6),
-        "fitted_on": "temperature and thresholds: the validation split; distance: the training split",
+        "fitted_on": "temperature and thresholds: the validation split; distance: the training split; "
+                     "ink shape: strokes on the validation split, pen on the training split",
     }
     if train_features is not None and val_features is not None:
         distance = Distance.fit(train_features, train_labels)
-        threshold = float(np.quantile(distance(val_features), 1 - SHARE["unlike-training"]))
-        review["unlike_training"] = {"method": "mahalanobis of unit-length features",
-                                     "threshold": round(threshold, 4), **distance.to_dict()}
+        measured, classes = distance(val_features), val_probabilities.shape[1]
+        quantile = 1 - SHARE["unlike-training"]
+        review["unlike_training"] = {
+            "method": "mahalanobis of unit-length features",
+            "threshold": round(float(np.quantile(measured, quantile)), 4),
+            "class_thresholds": [round(float(t), 4) for t in
+                                 _per_class(measured, probabilities.argmax(axis=1), classes, quantile)],
+            **distance.to_dict()}
+    if val_inputs is not None and train_inputs is not None:
+        review["odd_shape"] = OddShape.fit(val_inputs, val_labels, train_inputs, train_labels,
+                                           val_probabilities.shape[1]).to_dict()
     return review
 
 

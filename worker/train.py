@@ -454,7 +454,7 @@ def _fit_review(classifier: model_io.Classifier, splits: Splits) -> dict:
     val_probabilities, val_features = _raw_outputs(classifier, splits.x_val)
     _, train_features = _raw_outputs(classifier, splits.x_train)
     review = review_flag.fit(val_probabilities, splits.y_val.astype(int), val_features,
-                             train_features, splits.y_train.astype(int))
+                             train_features, splits.y_train.astype(int), splits.x_val, splits.x_train)
     log.info("review flag: temperature %.3f (validation ECE %.4f -> %.4f)", review["temperature"],
              *review["expected_calibration_error"].values())
     return review
