@@ -66,3 +66,16 @@ def test_the_printed_and_canvas_hard_sets_are_drawn_from_their_own_code():
     assert page.dtype == np.uint8 and normalize(page, DIGITS).max() > 0.9
     drawing = HARD_SETS["canvas drawings"](datasets.load("mnist").test_images[0], rng)
     assert drawing.shape == (280, 280) and (drawing < 128).mean() > 0.01
+
+
+@pytest.mark.parametrize("render", [*form_render.FURNITURE, form_render.on_form, form_render.canvas])
+def test_a_faint_speck_of_a_digit_is_still_rendered(render):
+    """A training image whose ink is a few faint pixels (its crop a pixel or two) gives a page,
+    not an error that would stop the whole training run."""
+    speck = np.zeros((28, 28), np.uint8)
+    speck[13:15, 13:15] = 120
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        whole = render in (form_render.on_form, form_render.canvas)  # the others take the ink's crop
+        image = speck if whole else form_render._crop(speck.astype(np.float32) / 255)
+        assert render(image, rng).dtype == np.uint8

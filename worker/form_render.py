@@ -167,7 +167,8 @@ def _underlined(cover: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     skewed up to 4 degrees, from touching the digit's foot to a fifth of it below."""
     h, w = cover.shape
     height, width = int(h * rng.uniform(1.5, 3.2)), int(w + h * rng.uniform(1.0, 5.0))
-    top, left = int(rng.integers(h // 8 + 1, height - h - h // 8)), int(rng.integers(0, width - w))
+    height = max(height, h + 2 * (h // 8) + 4)  # a tiny crop (a faint digit) still has room
+    top, left = int(rng.integers(h // 8 + 1, height - h - h // 8)), int(rng.integers(0, width - w + 1))
     page, layer = _paper(height, width, rng), np.zeros((height, width), np.float32)
     y = top + h + h * float(rng.uniform(-0.08, 0.2))
     length = width if rng.random() < 0.4 else min(width, w * float(rng.uniform(1.2, 3.5)) + h * 0.3)
