@@ -1,7 +1,8 @@
-"""Accuracy on hard sets: harsh scans, thick-marker digits, low-resolution digits, and digits on
-forms (a line under the digit, a box or comb field around it, a printed caption beside it), made
-from MNIST *test* digits by tests/factories.py: one preprocessing profile against another, same
-model, same images.
+"""Accuracy on hard sets: harsh scans, thick-marker digits, low-resolution digits, digits on
+forms (a line under the digit, a box or comb field around it, a printed caption beside it) and
+drawn on the web page's canvas, made from MNIST *test* digits, and digits printed in fonts kept
+out of training, by tests/factories.py: one preprocessing profile against another, same model,
+same images.
 
     .venv/bin/python bench/hard_sets.py [--count 500] [--model models/mnist.keras]
 """
@@ -17,7 +18,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from factories import HARD_SETS  # noqa: E402
+from factories import HARD_SETS, LABELLED_SETS  # noqa: E402
 
 from worker import datasets, defaults  # noqa: E402
 from worker.errors import InputError  # noqa: E402
@@ -29,8 +30,11 @@ def hard_set(name: str, count: int, seed: int = 0) -> tuple[list[np.ndarray], np
     """``count`` images of the named set (grey pages) and their true digits; the same each run."""
     data = datasets.load("mnist")
     rng = np.random.default_rng(seed)
+    labels = data.test_labels[:count].astype(int)
+    if name in LABELLED_SETS:
+        return [LABELLED_SETS[name](int(label), rng) for label in labels], labels
     make = HARD_SETS[name]
-    return [make(data.test_images[i], rng) for i in range(count)], data.test_labels[:count].astype(int)
+    return [make(data.test_images[i], rng) for i in range(count)], labels
 
 
 def taken(pages, profile=DIGITS) -> tuple[np.ndarray | None, list[int]]:
@@ -61,11 +65,11 @@ def main() -> None:
     args = parser.parse_args()
     classifier = Classifier(args.model)
     names = args.profiles.split(",")
-    print(f"{'set':<16}" + "".join(f"{n:>12}" for n in names))
-    for name in HARD_SETS:
+    print(f"{'set':<26}" + "".join(f"{n:>12}" for n in names))
+    for name in [*HARD_SETS, *LABELLED_SETS]:
         pages, labels = hard_set(name, args.count)
         scores = [accuracy(classifier, pages, labels, PROFILES[n]) for n in names]
-        print(f"{name:<16}" + "".join(f"{100 * s:>11.1f}%" for s in scores))
+        print(f"{name:<26}" + "".join(f"{100 * s:>11.1f}%" for s in scores))
 
 
 if __name__ == "__main__":

@@ -557,8 +557,55 @@ def captioned(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 FORM_SETS = {"underlined": underlined, "boxes and combs": boxed, "captions": captioned}
+
+
+# --- printed and drawn on the page's canvas ------------------------------------------------------
+
+
+def printed_digit(label: int, rng: np.random.Generator) -> np.ndarray:
+    """The digit ``label`` machine-printed, as labels, receipts and typed forms give it: in a
+    font of the families training never sees (``worker.fonts.HELD_OUT_FAMILIES``: Helvetica
+    clones whose 1 has a flag and no foot among them), 14-90 pixels high, dark on light paper,
+    grain and JPEG (grey)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from worker.fonts import font_files
+
+    fonts = font_files(held_out=True)
+    assert fonts, "the held-out font families are not installed (scripts/test installs them)"
+    size = int(rng.integers(14, 91))
+    font = ImageFont.truetype(str(fonts[int(rng.integers(len(fonts)))]), size)
+    card = Image.new("L", (size * 3, size * 3), int(rng.integers(200, 250)))
+    ImageDraw.Draw(card).text((size * 1.5, size * 1.5), str(label), fill=int(rng.integers(0, 70)), font=font,
+                              anchor="mm")
+    page = np.asarray(card, np.float32) + rng.normal(0, rng.uniform(2, 6), (size * 3, size * 3))
+    page = np.clip(page, 0, 255).astype(np.uint8)
+    return cv2.imdecode(cv2.imencode(".jpg", page, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(60, 95))])[1],
+                        cv2.IMREAD_GRAYSCALE)
+
+
+def canvas_drawing(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A digit drawn small on the web page's 280x280 canvas: the digit's centre line (its
+    morphological skeleton) traced with the page's 18-pixel round brush, black on white,
+    the digit 45-110 pixels high somewhere on the canvas (grey)."""
+    shape = (cv2.resize(digit, (56, 56), interpolation=cv2.INTER_CUBIC) > 100).astype(np.uint8)
+    skeleton, cross = np.zeros_like(shape), cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+    while shape.any():
+        eroded = cv2.erode(shape, cross)
+        skeleton |= shape - cv2.dilate(eroded, cross)
+        shape = eroded
+    side = int(rng.integers(45, 111))
+    canvas = np.full((280, 280), 255, np.uint8)
+    top, left = (int(rng.integers(10, 270 - side)) for _ in range(2))
+    for y, x in zip(*np.nonzero(skeleton), strict=True):
+        centre = (left + round(x * side / 56), top + round(y * side / 56))
+        cv2.circle(canvas, centre, 9, 0, -1, cv2.LINE_AA)
+    return canvas
+
+
+LABELLED_SETS = {"printed (held-out fonts)": printed_digit}  # drawn from the label, not the image
 HARD_SETS = {"harsh scans": harsh_scan, "thick marker": thick_marker, "low resolution": low_resolution,
-             **FORM_SETS}
+             **FORM_SETS, "canvas drawings": canvas_drawing}
 
 
 def rule_through(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Training digits rendered the way users' files come: as scans, in thick marker, at low resolution.
+"""Training digits rendered the way users' files come: as scans, in thick marker, at low
+resolution, on forms, printed, drawn on the web page's canvas (the last three: ``form_render``).
 
 ``worker train --scan-augment SHARE`` replaces that share of the training images by one of these
 renderings sent through the real preprocessing, so the model learns what it will be served.
@@ -18,6 +19,7 @@ import cv2
 import numpy as np
 
 from worker.errors import InputError
+from worker.form_render import canvas, on_form, printed
 from worker.preprocess import Profile, normalize, normalize_many
 
 
@@ -74,32 +76,44 @@ def coarse(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return 255 - np.pad(big, int(side * rng.uniform(0.1, 0.5)))
 
 
+def _rendered(digit: np.ndarray, label: int, rng: np.random.Generator) -> np.ndarray:
+    kind = KINDS[int(rng.integers(len(KINDS)))]
+    if kind == "printed":
+        page = printed(label, rng) if label >= 0 else None
+        return page if page is not None else scanned(digit, rng)
+    return kind(digit, rng)
+
+
 def _turned(glyph: np.ndarray, rng: np.random.Generator, degrees: float) -> np.ndarray:
     side = glyph.shape[0]
     turn = cv2.getRotationMatrix2D((side / 2, side / 2), float(rng.uniform(-degrees, degrees)), 1.0)
     return cv2.warpAffine(glyph, turn, (side, side))
 
 
-KINDS = (scanned, scanned, marker, coarse)  # scans are what most users drop
+# Scans are what most users drop; then forms, print and the web page's canvas (``form_render``).
+KINDS = (scanned, scanned, scanned, marker, coarse, on_form, on_form, on_form, "printed", "printed", canvas)
 
 
-def render_many(digits: np.ndarray, profile: Profile, seed: int) -> np.ndarray:
+def render_many(digits: np.ndarray, profile: Profile, seed: int,
+                labels: np.ndarray | None = None) -> np.ndarray:
     """Each digit (uint8 28x28, white on black) rendered as one of ``KINDS`` and normalized with
-    ``profile``: float32 (N, 28, 28, 1). A rendering the preprocessing refuses (its ink lost in
-    the grain) keeps the original digit. Spread over the cores."""
+    ``profile``: float32 (N, 28, 28, 1). "printed" draws the digit's label (0-9) in a font
+    instead; without ``labels``, or fonts, it is a scan. A rendering the preprocessing refuses
+    (its ink lost in the grain) keeps the original digit. Spread over the cores."""
     chunks = np.array_split(np.arange(len(digits)), max(1, os.cpu_count() or 1) * 4)
-    jobs = [(digits[c], profile, seed + i) for i, c in enumerate(chunks) if len(c)]
+    labels = np.full(len(digits), -1) if labels is None else labels
+    jobs = [(digits[c], labels[c], profile, seed + i) for i, c in enumerate(chunks) if len(c)]
     # spawn, not fork: training has TensorFlow's threads running by now
     with ProcessPoolExecutor(os.cpu_count(), mp_context=multiprocessing.get_context("spawn")) as pool:
         parts = list(pool.map(_render_chunk, *zip(*jobs, strict=True)))
     return np.concatenate(parts) if parts else np.zeros((0, 28, 28, 1), np.float32)
 
 
-def _render_chunk(digits: np.ndarray, profile: Profile, seed: int) -> np.ndarray:
+def _render_chunk(digits: np.ndarray, labels: np.ndarray, profile: Profile, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     out = []
-    for digit in digits:
-        page = KINDS[int(rng.integers(len(KINDS)))](digit, rng)
+    for digit, label in zip(digits, labels, strict=True):
+        page = _rendered(digit, int(label), rng)
         try:
             out.append(normalize(page, profile))
         except InputError:

@@ -510,17 +510,20 @@ def _prepare(spec: datasets.DatasetSpec, data: Path | None, *, limit: int | None
     (x_train, y_train), (x_val, y_val) = _split(x_all, y_all, validation, seed)
     if scan_share > 0:
         (raw_train, _), _ = _split(data_set.train_images[: len(x_all)], y_all, validation, seed)
-        x_train = _with_scans(x_train, raw_train, scan_share, spec.profile, seed)
+        digits = tuple(spec.class_names) == tuple("0123456789")  # printed digits need digit labels
+        x_train = _with_scans(x_train, raw_train, y_train if digits else None, scan_share, spec.profile, seed)
     return Splits(x_train, y_train, x_val, y_val, x_test, data_set.test_labels, data_set.source)
 
 
-def _with_scans(x_train: np.ndarray, raw: np.ndarray, share: float, profile, seed: int) -> np.ndarray:
+def _with_scans(x_train: np.ndarray, raw: np.ndarray, labels: np.ndarray | None, share: float, profile,
+                seed: int) -> np.ndarray:
     from worker.scan_render import render_many
 
     chosen = np.random.default_rng(seed + 1).choice(len(raw), int(round(share * len(raw))), replace=False)
-    log.info("rendering %d training images as scans, marker and low-resolution digits", len(chosen))
+    log.info("rendering %d training images as scans, marker, low-resolution, form, printed and canvas "
+             "digits", len(chosen))
     x_train = x_train.copy()
-    x_train[chosen] = render_many(raw[chosen], profile, seed)
+    x_train[chosen] = render_many(raw[chosen], profile, seed, None if labels is None else labels[chosen])
     return x_train
 
 
@@ -535,12 +538,17 @@ def _targets(splits: Splits, teacher: Path | None, weight: float, class_names: l
         raise ConfigError(f"--teacher {teacher} has other classes than this dataset")
     answers, _ = _raw_outputs(guide, splits.x_train)
     eye = np.eye(len(class_names), dtype=np.float32)
-    soft = (1 - weight) * eye[splits.y_train.astype(int)] + weight * answers
-    log.info("distilling from %s (version %s): targets %.0f %% its answers",
-             teacher, guide.version, 100 * weight)
+    labels = splits.y_train.astype(int)
+    # A teacher wrong about an image (a printed 1 with a long flag, read as 7) would teach its
+    # mistake: there the target is the label alone.
+    wrong = answers.argmax(axis=1) != labels
+    shares = np.where(wrong, 0.0, weight).astype(np.float32)[:, None]
+    soft = (1 - shares) * eye[labels] + shares * answers
+    log.info("distilling from %s (version %s): targets %.0f %% its answers, the label alone for the "
+             "%d images it reads wrong", teacher, guide.version, 100 * weight, int(wrong.sum()))
     return (soft, eye[splits.y_val.astype(int)]), {
         "path": str(teacher), "version": guide.version, "test_accuracy": guide.card.get("test_accuracy"),
-        "weight": weight,
+        "weight": weight, "label_only": int(wrong.sum()),
     }
 
 
