@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from worker import archs
@@ -95,6 +96,24 @@ def test_calibrate_gives_a_model_from_before_the_flag_its_review(tmp_path):
     assert result.card["test_accuracy"] == made.card["test_accuracy"], "the weights are not touched"
 
 
+def _where_the_teacher_is_wrong_the_label_alone_is_taught(teacher_path):
+    from types import SimpleNamespace
+
+    from worker import datasets
+    from worker.model import Classifier
+    from worker.preprocess import normalize_many
+    from worker.train import _targets
+
+    data = datasets.load("mnist")
+    x, y = normalize_many(data.train_images[:2000]), data.train_labels[:2000]
+    splits = SimpleNamespace(x_train=x, y_train=y, y_val=y[:10])
+    (soft, _), record = _targets(splits, teacher_path, 0.7, [str(d) for d in range(10)])
+    wrong = Classifier(teacher_path).predict_proba(x).argmax(axis=1) != y
+    assert record["label_only"] == int(wrong.sum()) > 0
+    assert np.array_equal(soft[wrong], np.eye(10, dtype=np.float32)[y[wrong].astype(int)])
+    assert (soft[~wrong].max(axis=1) < 1).all(), "elsewhere the teacher's answer is mixed in"
+
+
 def test_a_student_learns_from_its_teachers_answers(tmp_path):
     from worker.errors import ConfigError
     from worker.train import train
@@ -105,7 +124,10 @@ def test_a_student_learns_from_its_teachers_answers(tmp_path):
                     teacher=teacher.model_path, teacher_weight=0.7, output=tmp_path / "student.keras",
                     verbose=0)
     assert student.card["teacher"] == {"path": str(teacher.model_path), "version": teacher.card["version"],
-                                       "test_accuracy": teacher.card["test_accuracy"], "weight": 0.7}
+                                       "test_accuracy": teacher.card["test_accuracy"], "weight": 0.7,
+                                       "label_only": student.card["teacher"]["label_only"]}
+    assert student.card["teacher"]["label_only"] > 0, "a poor teacher is wrong on some"
+    _where_the_teacher_is_wrong_the_label_alone_is_taught(teacher.model_path)
     assert student.card["teacher_weight"] == 0.7 and student.card["test_accuracy"] > 0.8
     with pytest.raises(ConfigError, match="--teacher-weight is the teacher's share"):
         train(dataset="mnist", arch="lenet", teacher=teacher.model_path, teacher_weight=1.5,
