@@ -78,7 +78,11 @@ def test_without_an_event_stream_the_page_polls(opened):  # noqa: F811 - the fix
     page.clock.fast_forward(61_000)
     page.wait_for_function("document.body.dataset.live === 'events'")
     _no_sideways_scroll(page)
-    # The only troubles: the refused stream, as a response and as the console's line for it.
-    assert troubles.seen == [f"503: {url}/api/events",
-                             "console: Failed to load resource: the server responded with a status of 503 "
-                             "(Service Unavailable)"]
+    # The only troubles: the refused stream, as a response and as the console's line for it;
+    # and, at times, as a failed request too: Chromium's EventSource drops a refused stream's
+    # body, and whether it had all arrived by then is a race (net::ERR_ABORTED).
+    aborted = f"failed: {url}/api/events"
+    assert troubles.seen.count(aborted) <= 1, troubles.seen
+    assert [trouble for trouble in troubles.seen if trouble != aborted] == [
+        f"503: {url}/api/events",
+        "console: Failed to load resource: the server responded with a status of 503 (Service Unavailable)"]
