@@ -7,7 +7,8 @@ const search = { next: null, query: "" };
 // The chart is drawn again when the live outbox changes (live.js's "outbox-changed" events), at
 // most once in ACTIVITY_SECONDS: a busy daemon changes it at every look, and each drawing reads
 // the JSONL's tail. While it shows any rows it is drawn once a minute too, as they move along
-// the hour; an idle page over an idle hour asks for nothing.
+// the hour. Over an idle hour a page asks for it only when its stream opens again (live.js
+// then fetches everything: what changed while none was open is unknown).
 const ACTIVITY_SECONDS = 15;
 const MINUTE_MS = 60000;
 const plotted = { at: 0, due: null, rows: 0 };
