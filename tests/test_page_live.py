@@ -26,6 +26,9 @@ from worker import defaults
 
 pytestmark = pytest.mark.slow
 
+# The chart's label (what a screen reader says of it) holds the text given.
+CHART_SAYS = "(text) => document.getElementById('activity').getAttribute('aria-label').includes(text)"
+
 
 @pytest.mark.parametrize("model_path", [DIGITS], indirect=True)
 def test_a_file_dropped_into_the_inbox_shows_live_and_in_the_review_queue(opened):  # noqa: F811
@@ -78,7 +81,36 @@ def test_without_an_event_stream_the_page_polls(opened):  # noqa: F811 - the fix
     page.clock.fast_forward(61_000)
     page.wait_for_function("document.body.dataset.live === 'events'")
     _no_sideways_scroll(page)
-    # The only troubles: the refused stream, as a response and as the console's line for it.
-    assert troubles.seen == [f"503: {url}/api/events",
-                             "console: Failed to load resource: the server responded with a status of 503 "
-                             "(Service Unavailable)"]
+    # The only troubles: the refused stream, as a response and as the console's line for it;
+    # and, at times, as a failed request too: Chromium's EventSource drops a refused stream's
+    # body, and whether it had all arrived by then is a race (net::ERR_ABORTED).
+    aborted = f"failed: {url}/api/events"
+    assert troubles.seen.count(aborted) <= 1, troubles.seen
+    assert [trouble for trouble in troubles.seen if trouble != aborted] == [
+        f"503: {url}/api/events",
+        "console: Failed to load resource: the server responded with a status of 503 (Service Unavailable)"]
+
+
+@pytest.mark.parametrize("model_path", [DIGITS], indirect=True)
+def test_the_chart_follows_the_event_stream_not_a_timer(opened):  # noqa: F811 - the fixture, imported
+    """The chart of rows per minute is drawn again when the stream says the outbox changed: an
+    idle outbox's page asks nothing for five minutes of its clock (on a timer it asked every 15
+    seconds); rows written, the chart shows them, the page never polling."""
+    page, troubles, (url, _, outbox, classes) = opened
+    asked = []
+    page.on("request", lambda request: "/api/activity" in request.url and asked.append(request.url))
+    page.clock.install()
+    _open(page, url)
+    page.wait_for_function("document.body.dataset.live === 'events'")
+    page.wait_for_function(CHART_SAYS, arg=": 0 rows")
+    drawn = len(asked)
+    page.clock.run_for(5 * 60_000)
+    # One more at most: the stream's first event after opening says "look again" (what changed
+    # before it opened is unknown).
+    assert len(asked) - drawn <= 1, asked
+    _record(outbox, classes, _rows(classes, 4))
+    page.wait_for_selector("#latest figure")
+    page.clock.run_for(15_000)
+    page.wait_for_function(CHART_SAYS, arg=": 4 rows, 2 flagged")
+    assert page.evaluate("document.body.dataset.live") == "events"
+    assert troubles.seen == []

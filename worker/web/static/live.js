@@ -20,9 +20,18 @@ function oneAtATime(fetchAgain) {
   return run;
 }
 
+// Other scripts of the page follow the same changes: each part fetched again is announced on
+// `document` as an "outbox-changed" event naming it (search.js redraws its chart on "latest").
+function announce(part) {
+  document.dispatchEvent(new CustomEvent("outbox-changed", { detail: { part } }));
+}
+
 // `parts`: a function per part the server numbers ("latest", "review"), which fetches it again.
 function followChanges(parts) {
-  const refresh = Object.fromEntries(Object.entries(parts).map(([part, fetchAgain]) => [part, oneAtATime(fetchAgain)]));
+  const refresh = Object.fromEntries(Object.entries(parts).map(([part, fetchAgain]) => {
+    const run = oneAtATime(fetchAgain);
+    return [part, () => { run(); announce(part); }];
+  }));
   const everything = () => Object.values(refresh).forEach((run) => run());
   let polling = null;
   const poll = () => {

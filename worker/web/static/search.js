@@ -4,7 +4,14 @@
 "use strict";
 
 const search = { next: null, query: "" };
+// The chart is drawn again when the live outbox changes (live.js's "outbox-changed" events), at
+// most once in ACTIVITY_SECONDS: a busy daemon changes it at every look, and each drawing reads
+// the JSONL's tail. While it shows any rows it is drawn once a minute too, as they move along
+// the hour. Over an idle hour a page asks for it only when its stream opens again (live.js
+// then fetches everything: what changed while none was open is unknown).
 const ACTIVITY_SECONDS = 15;
+const MINUTE_MS = 60000;
+const plotted = { at: 0, due: null, rows: 0 };
 
 // A moment in the reader's time zone, its UTC in the title.
 function moment(iso) {
@@ -123,7 +130,16 @@ async function openRow(id) {
   }
 }
 
+function activitySoon() {
+  if (plotted.due !== null) return;
+  const wait = Math.max(0, plotted.at + ACTIVITY_SECONDS * 1000 - Date.now());
+  plotted.due = setTimeout(() => { plotted.due = null; refreshActivity(); }, wait);
+}
+
 async function refreshActivity() {
+  plotted.at = Date.now();
+  const caption = document.getElementById("activity-caption");
+  caption.dataset.usual ??= caption.textContent;  // said again once the chart is back
   try {
     const { minutes } = await api("/api/activity?minutes=60");
     const peak = Math.max(1, ...minutes.map((m) => m.rows));
@@ -137,9 +153,11 @@ async function refreshActivity() {
     chart.replaceChildren(...columns);
     const rows = minutes.reduce((sum, m) => sum + m.rows, 0);
     const flagged = minutes.reduce((sum, m) => sum + m.flagged, 0);
+    plotted.rows = rows;
     chart.setAttribute("aria-label", `rows per minute over the last hour: ${rows} rows, ${flagged} flagged, at most ${peak} a minute`);
+    caption.textContent = caption.dataset.usual;
   } catch (error) {
-    document.getElementById("activity-caption").textContent = `no chart: ${error.message}`;
+    caption.textContent = `no chart: ${error.message}`;
   }
 }
 
@@ -147,9 +165,10 @@ document.addEventListener("DOMContentLoaded", async () => {
   document.getElementById("search-form").addEventListener("submit", runSearch);
   document.getElementById("f-show").addEventListener("change", onShowChanged);
   document.getElementById("more").addEventListener("click", more);
+  document.addEventListener("outbox-changed", (event) => { if (event.detail.part === "latest") activitySoon(); });
   const model = await api("/api/model").catch(() => ({ classes: [] }));
   document.getElementById("f-label").append(...model.classes.map((c) => element("option", { value: c, text: c })));
   onShowChanged();
   await Promise.all([runSearch(), refreshActivity()]);
-  setInterval(refreshActivity, ACTIVITY_SECONDS * 1000);
+  setInterval(() => { if (plotted.rows) activitySoon(); }, MINUTE_MS);
 });
