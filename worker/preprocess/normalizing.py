@@ -146,9 +146,15 @@ def _prepared(grey: np.ndarray, profile: Profile) -> tuple[np.ndarray, tuple | N
         split = _ink_mask(ink, grainy=profile.adaptive)
         cleaned = without_lines(ink, split[1])
         ink, split = (ink, split) if cleaned is ink else (cleaned, None)
-    if int(ink.max()) - int(ink.min()) < MIN_CONTRAST:
+    if _contrast(ink) < MIN_CONTRAST:
         raise InputError("no-ink", "the image is blank: no ink found on the page")
     return ink, split
+
+
+def _contrast(image: np.ndarray) -> int:
+    """The brightest pixel less the darkest, in one pass."""
+    darkest, brightest, _, _ = cv2.minMaxLoc(image)
+    return int(brightest) - int(darkest)
 
 
 def _around_ink(grey: np.ndarray, profile: Profile) -> np.ndarray:
@@ -202,7 +208,7 @@ def _ink_window(grey: np.ndarray, profile: Profile) -> tuple | None:
     small = cv2.resize(grey, (max(1, round(grey.shape[1] * scale)), max(1, round(grey.shape[0] * scale))),
                        interpolation=cv2.INTER_AREA)
     ink = _flatten_light(_ink_bright(small, profile.paper), profile.adaptive)
-    if int(ink.max()) - int(ink.min()) < MIN_CONTRAST:
+    if _contrast(ink) < MIN_CONTRAST:
         return None
     try:
         # not v5's furniture steps: on the copy a digit is a few pixels, its strokes a pixel
