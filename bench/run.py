@@ -11,8 +11,10 @@ ratios, not the absolute numbers.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
@@ -95,9 +97,19 @@ def watch_args(inbox: Path, outbox: Path, *extra: str, quiet: bool = True) -> li
             "--outbox", str(outbox), "--settle", "0.2", *extra]
 
 
-def run_once(inbox: Path, outbox: Path, *extra: str, code: Path | None = None) -> tuple[float, int]:
-    """Seconds for ``worker watch --once`` and its peak RSS in MB; ``code``: another checkout's
-    worker (with its own shipped model) instead of ours."""
+@dataclass
+class Run:
+    """One ``worker watch --once``: wall seconds, peak RSS, and the CPU seconds it used (user and
+    system, all threads), which other jobs on a shared machine change far less than the wall."""
+
+    seconds: float
+    peak_mb: int
+    cpu_seconds: float
+
+
+def run_once(inbox: Path, outbox: Path, *extra: str, code: Path | None = None) -> Run:
+    """``worker watch --once`` on ``inbox``, timed; ``code``: another checkout's worker (with its
+    own shipped model) instead of ours."""
     env = ENV
     if code is not None:
         env = {**ENV, "PYTHONPATH": str(code), "WORKER_MODEL": str(code / "models" / "mnist.keras")}
@@ -106,7 +118,7 @@ def run_once(inbox: Path, outbox: Path, *extra: str, code: Path | None = None) -
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     assert proc.returncode == 0, "worker watch --once failed"
-    return time.perf_counter() - started, usage.ru_maxrss // 1024
+    return Run(time.perf_counter() - started, usage.ru_maxrss // 1024, usage.ru_utime + usage.ru_stime)
 
 
 class Daemon:
@@ -226,6 +238,21 @@ def previous_release(work: Path, revision: str) -> Iterator[Path]:
                        capture_output=True, check=False)
 
 
+def model_with_profile(model: Path, profile: str, folder: Path) -> Path:
+    """A copy of ``model`` in ``folder`` whose card names preprocessing ``profile``: the same
+    weights, served through that profile, for what a model trained on it would cost a page."""
+    from worker.preprocess import PROFILES
+
+    folder.mkdir(parents=True)
+    source = model.resolve()
+    for suffix in (".keras", ".tflite"):
+        shutil.copy(source.with_suffix(suffix), folder / source.with_suffix(suffix).name)
+    card = json.loads(source.with_suffix(".json").read_text())
+    card["preprocessing"] = PROFILES[profile].to_dict()
+    (folder / source.with_suffix(".json").name).write_text(json.dumps(card))
+    return folder / source.name
+
+
 def linked(files, inbox: Path) -> Path:
     """``inbox``, made, holding hard links to ``files`` (each run gets the same files, fresh)."""
     inbox.mkdir(parents=True)
@@ -236,8 +263,8 @@ def linked(files, inbox: Path) -> Path:
 
 def _bulk(folder: Path, files: list[Path], code: Path | None = None) -> tuple[float, int]:
     """Files per second of ``worker watch --once`` on links to ``files``, and its peak RSS."""
-    seconds, peak = run_once(linked(files, folder / "inbox"), folder / "outbox", code=code)
-    return len(files) / seconds, peak
+    run = run_once(linked(files, folder / "inbox"), folder / "outbox", code=code)
+    return len(files) / run.seconds, run.peak_mb
 
 
 def model_alone(model: Path, student: Path, count: int) -> list[Measure]:
@@ -249,23 +276,47 @@ def model_alone(model: Path, student: Path, count: int) -> list[Measure]:
             for threads in (defaults.WATCH_MODEL_THREADS, 2)]
 
 
-def pages(work: Path, images, count: int, revision: str) -> list[Measure]:
-    """Pages through ``worker watch --once``: ours against the previous release, same files,
-    one after the other, each with both decode threads."""
+def pages(work: Path, images, count: int, revision: str, rounds: int = 3) -> list[Measure]:
+    """Pages through ``worker watch --once``: ours against ``revision`` (its code and its own
+    model), same files, each with both decode threads. The two take turns ``rounds`` times,
+    the first to go alternating (a shared machine's load drifts); the rates are the medians,
+    and beside them the CPU each used a page, which the load changes far less."""
     measures = []
     with previous_release(work, revision) as previous:
         for suffix in (".jpg", ".png"):
             staging = work / f"pages{suffix}"
             write_pages(staging, images, count, suffix)
-            speeds = {}
-            for name, code in (("ours", None), ("previous", previous)):
-                inbox = linked(staging.iterdir(), work / f"pages-in-{name}{suffix}")
-                seconds, _ = run_once(inbox, work / f"pages-out-{name}{suffix}", code=code)
-                speeds[name] = count / seconds
+            runs: dict[str, list[Run]] = {"ours": [], "previous": []}
+            for turn in range(rounds):
+                sides = [("ours", None), ("previous", previous)]
+                for name, code in sides if turn % 2 == 0 else sides[::-1]:
+                    runs[name].append(_pages_once(staging, work / f"pages-{name}{suffix}-{turn}", code))
+            rates = {name: [count / r.seconds for r in done] for name, done in runs.items()}
+            cpu = {name: min(1000 * r.cpu_seconds / count for r in done) for name, done in runs.items()}
+            print(f"{suffix[1:]} pages/s each turn: ours {_listed(rates['ours'])}, {revision} "
+                  f"{_listed(rates['previous'])}", file=sys.stderr)
             kind = "JPEG" if suffix == ".jpg" else "PNG"
-            measures.append(Measure(f"scanned pages ({count} x 1000x1400 {kind}) vs {revision}",
-                                    speeds["ours"], speeds["previous"], "pages/s"))
+            measures += [
+                Measure(f"scanned pages ({count} x 1000x1400 {kind}) vs {revision}",
+                        statistics.median(rates["ours"]), statistics.median(rates["previous"]), "pages/s"),
+                Measure(f"  CPU a page, the least of {rounds} runs", cpu["ours"], cpu["previous"], "ms",
+                        higher_is_better=False),
+            ]
     return measures + [big_pages(work, images, 40)]
+
+
+def _pages_once(staging: Path, folder: Path, code: Path | None) -> Run:
+    """``worker watch --once`` on links to the pages in ``staging``; each must give its row (a
+    side that refused pages would look fast)."""
+    count = len(list(staging.iterdir()))
+    run = run_once(linked(staging.iterdir(), folder / "in"), folder / "out", code=code)
+    assert rows(folder / "out") >= 0.99 * count, f"{code or 'ours'}: {rows(folder / 'out')} rows of {count}"
+    shutil.rmtree(folder)
+    return run
+
+
+def _listed(values: list[float]) -> str:
+    return " ".join(f"{v:.1f}" for v in values)
 
 
 def big_pages(work: Path, images, count: int) -> Measure:
@@ -360,17 +411,24 @@ def main() -> int:
     parser.add_argument("--student", type=Path, help="also time this (distilled) model alone against --model")
     parser.add_argument("--previous", default=PREVIOUS_RELEASE,
                         help="the git revision bulk and pages are compared with, in the same run")
+    parser.add_argument("--profile", help="serve --model through this preprocessing profile (a copy of it "
+                        "whose card names it), e.g. digits-v5 before a model trained on it ships")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="pages: how many times ours and --previous take turns on the same files")
     args = parser.parse_args()
-    ENV["WORKER_MODEL"] = str(args.model.resolve())  # every daemon started here serves this model
     images = datasets.load("mnist").test_images
-    print(f"{time.strftime('%Y-%m-%d')} on {platform.node()}: {os.cpu_count()} cores, "
-          f"Python {platform.python_version()}, model {args.model.name}")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        if args.profile:
+            args.model = model_with_profile(args.model, args.profile, work / "model")
+        ENV["WORKER_MODEL"] = str(args.model.resolve())  # every daemon started here serves this model
+        print(f"{time.strftime('%Y-%m-%d')} on {platform.node()}: {os.cpu_count()} cores, "
+              f"Python {platform.python_version()}, model {args.model.name} "
+              f"({json.loads(args.model.with_suffix('.json').read_text())['preprocessing']['name']})")
         groups = {
             "bulk": lambda: bulk_and_burst(work, images, 10000, 1000, args.model,
                                            against_previous=args.previous),
-            "pages": lambda: pages(work, images, 1000, args.previous),
+            "pages": lambda: pages(work, images, 1000, args.previous, args.rounds),
             "latency": lambda: latency(work, images, 200),
             "training": lambda: training(work),
             "none": list,

@@ -116,3 +116,13 @@ def test_an_empty_or_cut_cache_file_is_passed_over(tmp_path, monkeypatch):
         pytest.skip("needs Debian's dataset-fashion-mnist")
     assert len(datasets.load("fashion-mnist").test_labels) == 10_000
     assert cache.stat().st_size > 0
+
+
+def test_new_mnist_models_are_trained_on_digits_v5_and_folders_of_marks_on_v4():
+    """`worker train`'s default (MNIST) records digits-v5, a form's furniture taken out: it
+    costs a page no more than the first release's v1 (bench/run.py --only pages --profile
+    digits-v5). A folder of one's own marks keeps v4: there a box may be the mark."""
+    from worker.preprocess import MARKS
+
+    assert datasets.DATASETS["mnist"].profile.name == "digits-v5"
+    assert MARKS.name == "digits-v4"

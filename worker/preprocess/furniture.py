@@ -101,7 +101,9 @@ def _at_half_height(ink: np.ndarray, mask: np.ndarray, stroke: int) -> np.ndarra
     (within a stroke or two): each stroke at its own half height, whatever its contrast."""
     size = 2 * stroke + 1
     peak = cv2.dilate(ink, np.ones((size, size), np.uint8))
-    halves = np.where(ink.astype(np.uint16) * 2 >= peak, 255, 0).astype(np.uint8)
+    # twice the ink, saturated at 255, is at least the peak (never above 255) exactly where the
+    # unsaturated double is
+    halves = cv2.compare(cv2.add(ink, ink), peak, cv2.CMP_GE)
     return cv2.bitwise_and(halves, cv2.dilate(mask, np.ones((3, 3), np.uint8)))
 
 

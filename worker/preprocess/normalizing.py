@@ -23,6 +23,7 @@ import numpy as np
 from worker.errors import InputError
 from worker.preprocess.furniture import near_the_digit, without_lines
 from worker.preprocess.reading import MIN_CONTRAST, WORK_SIDE
+from worker.preprocess.runs import opening_finds_above
 
 SIZE = 28
 # Ink blobs smaller than this fraction of the largest are paper noise (dust, JPEG speckles).
@@ -145,9 +146,15 @@ def _prepared(grey: np.ndarray, profile: Profile) -> tuple[np.ndarray, tuple | N
         split = _ink_mask(ink, grainy=profile.adaptive)
         cleaned = without_lines(ink, split[1])
         ink, split = (ink, split) if cleaned is ink else (cleaned, None)
-    if int(ink.max()) - int(ink.min()) < MIN_CONTRAST:
+    if _contrast(ink) < MIN_CONTRAST:
         raise InputError("no-ink", "the image is blank: no ink found on the page")
     return ink, split
+
+
+def _contrast(image: np.ndarray) -> int:
+    """The brightest pixel less the darkest, in one pass."""
+    darkest, brightest, _, _ = cv2.minMaxLoc(image)
+    return int(brightest) - int(darkest)
 
 
 def _around_ink(grey: np.ndarray, profile: Profile) -> np.ndarray:
@@ -201,13 +208,13 @@ def _ink_window(grey: np.ndarray, profile: Profile) -> tuple | None:
     small = cv2.resize(grey, (max(1, round(grey.shape[1] * scale)), max(1, round(grey.shape[0] * scale))),
                        interpolation=cv2.INTER_AREA)
     ink = _flatten_light(_ink_bright(small, profile.paper), profile.adaptive)
-    if int(ink.max()) - int(ink.min()) < MIN_CONTRAST:
+    if _contrast(ink) < MIN_CONTRAST:
         return None
     try:
         # not v5's furniture steps: on the copy a digit is a few pixels, its strokes a pixel
         # wide, and a speck may be its largest blob; the crop keeps any furniture around the
         # digit, and the second step takes it out at a size where strokes have a width
-        _, (x, y, w, h) = _keep_ink(ink, clear_background=True, adaptive=profile.adaptive)
+        _, (x, y, w, h) = _keep_ink(ink, clear_background=True, adaptive=profile.adaptive, box_only=True)
     except InputError:
         return None
     if max(w / small.shape[1], h / small.shape[0]) > LOCATE_MAX_SHARE:
@@ -266,6 +273,8 @@ def _without_rules(ink: np.ndarray) -> np.ndarray:
     may be a tall 1 in a tight crop; paper has many)."""
     height, width = ink.shape
     for length in ((width * 9 // 10, 1), (1, height * 9 // 10)):
+        if not opening_finds_above(ink, RULE_LEVEL, max(length), horizontal=length[1] == 1):
+            continue  # no run of ink that long: the opening would find no line
         lines = cv2.morphologyEx(ink, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, length))
         count, _ = cv2.connectedComponents((lines > RULE_LEVEL).astype(np.uint8))
         if count - 1 >= 2:
@@ -312,9 +321,11 @@ def _ink_mask(ink: np.ndarray, grainy: bool) -> tuple[float, np.ndarray]:
 
 
 def _keep_ink(ink: np.ndarray, *, clear_background: bool, adaptive: bool = False,
-              forms: bool = False, split: tuple | None = None) -> tuple[np.ndarray, tuple]:
+              forms: bool = False, split: tuple | None = None,
+              box_only: bool = False) -> tuple[np.ndarray | None, tuple]:
     """Find the ink (Otsu), drop speckles (and with ``forms``, blobs away from the digit: a
-    caption), return the cleaned image and the ink's bounding box.
+    caption), return the cleaned image and the ink's bounding box (``box_only``: the box alone,
+    the image None, for a caller that only needs to know where the ink is).
     Whole-image steps are OpenCV calls, which release the GIL: big pages load in parallel."""
     grainy = adaptive and min(ink.shape) >= FLATTEN_MIN_SIDE
     threshold, mask = split if split is not None and grainy else _ink_mask(ink, grainy)
@@ -327,6 +338,9 @@ def _keep_ink(ink: np.ndarray, *, clear_background: bool, adaptive: bool = False
     keep = areas >= MIN_BLOB_FRACTION * areas.max()
     if forms and min(ink.shape) >= FLATTEN_MIN_SIDE:
         keep &= near_the_digit(stats)
+    box = _box_of(stats[1:][keep])
+    if box_only:
+        return None, box
     cleaned = ink
     if not keep.all():
         kept = np.take(np.where(np.append(True, keep), 255, 0).astype(np.uint8), labels)
@@ -336,7 +350,16 @@ def _keep_ink(ink: np.ndarray, *, clear_background: bool, adaptive: bool = False
         if adaptive and min(ink.shape) >= FLATTEN_MIN_SIDE:  # a big page's grain may reach higher
             cut = max(cut, min(_paper_cut(ink, mask), int(threshold)))
         _, cleaned = cv2.threshold(cleaned, cut - 1, 0, cv2.THRESH_TOZERO)
-    return cleaned, cv2.boundingRect(mask)
+    return cleaned, box
+
+
+def _box_of(blobs: np.ndarray) -> tuple[int, int, int, int]:
+    """The bounding box (x, y, w, h) of the blobs (``connectedComponentsWithStats`` rows, at
+    least one): ``cv2.boundingRect`` of their pixels, from their own boxes."""
+    left, top = int(blobs[:, cv2.CC_STAT_LEFT].min()), int(blobs[:, cv2.CC_STAT_TOP].min())
+    right = int((blobs[:, cv2.CC_STAT_LEFT] + blobs[:, cv2.CC_STAT_WIDTH]).max())
+    bottom = int((blobs[:, cv2.CC_STAT_TOP] + blobs[:, cv2.CC_STAT_HEIGHT]).max())
+    return left, top, right - left, bottom - top
 
 
 def _stretch(patch: np.ndarray) -> np.ndarray:
@@ -363,6 +386,8 @@ def _percentile(values: np.ndarray, q: float) -> float:
 def percentile_of_counts(counts: np.ndarray, q: float) -> np.ndarray:
     """``_percentile`` of the values 0, 1, 2, ... given as how many times each occurs (the last
     axis of ``counts``; each row at least one value), without making the values."""
+    if counts.ndim == 1:
+        return np.float64(_percentile_of_one(counts, q))
     sizes = counts.sum(axis=-1)
     position = q * (sizes - 1)
     low = position.astype(np.int64)
@@ -372,6 +397,20 @@ def percentile_of_counts(counts: np.ndarray, q: float) -> np.ndarray:
     b = (cumulative <= high[..., None]).sum(axis=-1).astype(np.float64)
     t = position - low
     return np.where(t < 0.5, a + (b - a) * t, b - (b - a) * (1 - t))  # numpy's own lerp
+
+
+def _percentile_of_one(counts: np.ndarray, q: float) -> float:
+    """``percentile_of_counts`` of one row of counts, in the same float steps: a histogram's
+    median is a few calls on 256 numbers, where the rows' way makes arrays of each step."""
+    size = int(counts.sum())
+    position = q * (size - 1)
+    low = int(position)
+    high = min(low + 1, size - 1)
+    cumulative = np.cumsum(counts)
+    a = float(np.searchsorted(cumulative, low, side="right"))  # how many cumulative counts <= low
+    b = float(np.searchsorted(cumulative, high, side="right"))
+    t = position - low
+    return a + (b - a) * t if t < 0.5 else b - (b - a) * (1 - t)  # numpy's own lerp
 
 
 def _fit(patch: np.ndarray, box: int) -> np.ndarray:
