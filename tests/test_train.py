@@ -139,7 +139,7 @@ def test_a_student_learns_from_its_teachers_answers(tmp_path):
 
 def test_training_without_tensorflow_says_how_to_get_it_in_one_line(monkeypatch, tmp_path):
     """Serving needs no TensorFlow, so ./scripts/run does not install it: `worker train` then
-    names the command that does, exit 78, never a traceback."""
+    names the extra that does (./scripts/run train installs it), exit 78, never a traceback."""
     import sys
 
     from typer.testing import CliRunner
@@ -149,7 +149,8 @@ def test_training_without_tensorflow_says_how_to_get_it_in_one_line(monkeypatch,
     monkeypatch.setitem(sys.modules, "keras", None)  # as if it were not installed
     result = CliRunner().invoke(app, ["train", "--epochs", "1", "--output", str(tmp_path / "m.keras")])
     assert result.exit_code == 78, result.output
-    assert "./scripts/run train" in result.output and "Traceback" not in result.output
+    assert "needs the train extra: pip install" in result.output and "[train]" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
 
 
 def test_a_limit_holds_out_a_tenth_for_validation():
