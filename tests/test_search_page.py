@@ -196,3 +196,35 @@ def test_the_page_of_the_clothing_model_has_no_serious_accessibility_violation(b
         context.close()
     assert found == []
     assert troubles.seen == []
+
+
+@pytest.mark.parametrize("viewport", SIZES, indirect=True)
+def test_the_clothing_models_rows_filter_by_their_class_names_and_open(browser, tmp_path, viewport):  # noqa: F811
+    """Class names that are not digits, one with a slash ("T-shirt/top"): the label filter finds
+    their rows, and a row found opens with a bar for each of the ten classes."""
+    from worker.model import Classifier
+
+    with serving(tmp_path, Classifier(CLOTHING, threads=1)) as (url, _, outbox, classes):
+        rows = clothing_rows(classes, 12)
+        box = Outbox(outbox, classes)
+        box.record(rows)
+        box.close()
+        phone = viewport == PHONE
+        context = browser.new_context(viewport=viewport, has_touch=phone, is_mobile=phone)
+        page = context.new_page()
+        troubles = Troubles(page)
+        _open(page, url)
+        page.wait_for_selector("#results tbody tr")
+        page.select_option("#f-label", "T-shirt/top")
+        page.click("#search-form button[type=submit]")
+        page.wait_for_function("document.getElementById('search-said').textContent.includes('whole outbox')")
+        expected = [r for r in reversed(rows) if r.label == "T-shirt/top"]
+        assert [line[0] for line in _found(page)] == [r.file for r in expected] and len(expected) == 2
+        button = page.locator(f"#results tr[data-id='{expected[0].id}'] td.file button")
+        button.tap() if phone else button.click()
+        page.locator("#row-dialog").wait_for(state="visible")
+        assert page.inner_text("#row-title") == expected[0].file
+        assert page.locator("#row-bars tr").count() == 10
+        _no_sideways_scroll(page)
+        context.close()
+    assert troubles.seen == []
