@@ -91,7 +91,10 @@ def _turned(glyph: np.ndarray, rng: np.random.Generator, degrees: float) -> np.n
 
 
 # Scans are what most users drop; then forms, print and the web page's canvas (``form_render``).
-KINDS = (scanned, scanned, scanned, marker, coarse, on_form, on_form, on_form, "printed", "printed", canvas)
+# Coarse grids keep about the quarter they had before forms came in: with one share in eleven,
+# the low-resolution hard set fell two points.
+KINDS = (scanned, scanned, scanned, marker, coarse, coarse, coarse,
+         on_form, on_form, on_form, "printed", "printed", canvas)
 
 
 def render_many(digits: np.ndarray, profile: Profile, seed: int,
