@@ -20,10 +20,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from factories import HARD_SETS, LABELLED_SETS  # noqa: E402
 
-from worker import datasets, defaults  # noqa: E402
+from worker import defaults  # noqa: E402
 from worker.errors import InputError  # noqa: E402
-from worker.model import Classifier  # noqa: E402
+from worker.model.classifier import Classifier  # noqa: E402
 from worker.preprocess import DIGITS, PROFILES, normalize  # noqa: E402
+from worker.training import datasets  # noqa: E402
 
 
 def hard_set(name: str, count: int, seed: int = 0) -> tuple[list[np.ndarray], np.ndarray]:

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from test_live import _outbox_of, write_rows  # noqa: E402
 
-from worker.status import status  # noqa: E402
+from worker.daemon.status import status  # noqa: E402
 from worker.web import outbox_view  # noqa: E402
 from worker.web.live import LiveOutbox  # noqa: E402
 

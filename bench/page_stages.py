@@ -108,7 +108,7 @@ def main() -> None:
     parser.add_argument("--profiles", default="digits-v4,digits-v5")
     parser.add_argument("--profile-calls", action="store_true")
     args = parser.parse_args()
-    from worker import datasets
+    from worker.training import datasets
 
     images = datasets.load("mnist").test_images
     with tempfile.TemporaryDirectory() as tmp:

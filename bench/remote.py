@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from services import ClassifyWorker, RedisServer  # noqa: E402
 
-from worker import datasets  # noqa: E402
+from worker.training import datasets  # noqa: E402
 
 WORKER_COUNTS = (1, 2, 3)
 

@@ -26,7 +26,7 @@ import cv2
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from worker import datasets  # noqa: E402
+from worker.training import datasets  # noqa: E402
 
 PYTHON = sys.executable
 NAMES = 10_000

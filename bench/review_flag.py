@@ -38,9 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from factories import HARD_SETS, MORE_NOT_DIGITS, NOT_DIGITS, clothing_photo, rule_through, scan_page  # noqa: E402
 from hard_sets import taken  # noqa: E402
 
-from worker import datasets, defaults  # noqa: E402
-from worker.model import Classifier  # noqa: E402
+from worker import defaults  # noqa: E402
+from worker.model.classifier import Classifier  # noqa: E402
 from worker.preprocess import DIGITS, DIGITS_V4  # noqa: E402
+from worker.training import datasets  # noqa: E402
 
 
 def inputs(pages) -> np.ndarray:

@@ -35,7 +35,8 @@ sys.path.insert(0, str(REPO))
 
 from factories import scan_page, wait_for  # noqa: E402
 
-from worker import datasets, defaults  # noqa: E402
+from worker import defaults  # noqa: E402
+from worker.training import datasets  # noqa: E402
 
 PYTHON = sys.executable
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -156,7 +157,7 @@ def tensorflow_start(model: Path) -> tuple[float, int]:
 
 
 def litert_start(model: Path) -> tuple[float, int]:
-    code = f"from worker.model import Classifier;Classifier('{model}')"
+    code = f"from worker.model.classifier import Classifier;Classifier('{model}')"
     return _time_python(code)
 
 
@@ -165,7 +166,7 @@ def model_only_files_per_second(model: Path, count: int, threads: int = 2) -> fl
     256 (no files, no preprocessing, no writes), on ``threads`` LiteRT threads; the best of
     three passes after a warm-up batch (a shared VM's pauses only ever slow a pass down)."""
     code = (
-        "import time,numpy as np;from worker.model import Classifier;"
+        "import time,numpy as np;from worker.model.classifier import Classifier;"
         f"c=Classifier('{model}',threads={threads});"
         f"x=np.random.default_rng(0).random(({count},28,28,1),np.float32);c.predict_proba(x[:256])\n"
         "def rate():\n t=time.perf_counter();[c.predict_proba(x[i:i+256]) for i in range(0,len(x),256)]\n"
@@ -379,12 +380,12 @@ def latency(work: Path, images, count: int) -> list[Measure]:
 def training(work: Path) -> list[Measure]:
     """Seconds per full epoch (55,000 images) for each arch: the second of two epochs on 5,500
     images, scaled (the first epoch also pays for tracing and compiling the graph)."""
-    from worker.archs import ARCHS
+    from worker.training.archs import ARCHS
 
     found = []
     for arch in ARCHS:
         code = (
-            "from worker.train import train;"
+            "from worker.training.train import train;"
             f"r=train(arch='{arch}',epochs=2,limit=6500,validation=1000,"
             f"output='{work}/t-{arch}.keras',verbose=0);print(r.card['epoch_seconds'][-1])"
         )

@@ -24,10 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from factories import write_scan  # noqa: E402
 
-from worker import datasets, defaults  # noqa: E402
-from worker.classify import chunked, classify_batch  # noqa: E402
-from worker.model import Classifier  # noqa: E402
+from worker import defaults  # noqa: E402
+from worker.daemon.classify import chunked, classify_batch  # noqa: E402
+from worker.model.classifier import Classifier  # noqa: E402
 from worker.preprocess import PROFILES  # noqa: E402
+from worker.training import datasets  # noqa: E402
 
 
 def naive_inputs(paths: list[Path]) -> np.ndarray:

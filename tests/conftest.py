@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import threading
 from contextlib import contextmanager
@@ -13,13 +14,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from browsing import CHROMIUM, CHROMIUM_ARGS
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from worker import datasets, defaults  # noqa: E402
-from worker.model import Classifier, Scored  # noqa: E402
-from worker.outbox import CSV_NAME, ERROR_SUFFIX, FAILED_DIR  # noqa: E402
+from worker import defaults  # noqa: E402
+from worker.model import publish  # noqa: E402
+from worker.model.classifier import Classifier, Scored  # noqa: E402
+from worker.outbox.writer import CSV_NAME, ERROR_SUFFIX, FAILED_DIR  # noqa: E402
 from worker.preprocess import DIGITS  # noqa: E402
+from worker.training import datasets  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_USER = "worker-test"  # made by ./scripts/test; runs the daemon as the shipped unit's User=
@@ -38,8 +42,8 @@ def other_user_ids() -> tuple[int, int] | None:
 
 def drain(inbox: Path, outbox: Path, classifier, **settings) -> None:
     """``worker watch --once`` in this process (with the fake classifier, say)."""
-    from worker.daemon import Daemon
-    from worker.settings import Settings
+    from worker.daemon.loop import Daemon
+    from worker.daemon.settings import Settings
 
     daemon = Daemon(Settings(inbox=inbox, outbox=outbox, once=True, settle=0.2, retry=0.01, **settings),
                     classifier)
@@ -57,7 +61,7 @@ def records_by_file(outbox: Path) -> dict[str, str]:
 
 
 class FakeClassifier:
-    """Stands in for ``worker.model.Classifier``: label = the image's brightest row // 3."""
+    """Stands in for ``worker.model.classifier.Classifier``: label = the image's brightest row // 3."""
 
     def __init__(self) -> None:
         self.class_names = [str(d) for d in range(10)]
@@ -103,7 +107,7 @@ def shipped_models_serve() -> None:
     """A fresh clone's models/ has no ``current`` (it is not in git): the first command that
     names a model sets it up, and tests that read the shipped model's files directly need it
     done before them."""
-    from worker.repository import ensure_seeded
+    from worker.model.repository import ensure_seeded
 
     ensure_seeded(defaults.MODELS_DIR)
 
@@ -113,6 +117,14 @@ def real_model_path() -> Path:
     path = defaults.MODEL
     assert path.is_file(), f"the shipped model {path} is missing"
     return path
+
+
+@pytest.fixture
+def served(tmp_path, real_model_path) -> Path:
+    """A models folder with the shipped model published as its first version."""
+    model = tmp_path / "models" / "mnist.keras"
+    publish.publish_checked(real_model_path, model)
+    return model
 
 
 @pytest.fixture(autouse=True)
@@ -248,3 +260,16 @@ def staging(tmp_path) -> Path:
     folder = tmp_path / "staging"
     folder.mkdir()
     return folder
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium through Playwright, one a test module."""
+    if not shutil.which(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is not installed (./scripts/test installs Debian's chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()

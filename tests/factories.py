@@ -198,7 +198,7 @@ NOT_DIGITS = {"letters and symbols": letter, "noise pages": noise_page, "texture
 # --- more not-digits, for the review flag's bench and tests -------------------------------------
 #
 # Drawn apart from anything the flag is fitted on (the training split's digits and their scan
-# renderings in worker/scan_render.py): printed type in TrueType fonts, photo-like scenes,
+# renderings in worker/training/scan_render.py): printed type in TrueType fonts, photo-like scenes,
 # clothing photographed on a backdrop, texture families ``texture`` lacks.
 
 FONTS = Path("/usr/share/fonts/truetype")
@@ -371,7 +371,7 @@ MORE_NOT_DIGITS = {"printed letters and symbols": printed_symbol, "photo-like sc
 
 # --- form furniture: what a digit written on a real form comes with ----------------------------
 #
-# Drawn apart from the training renderings (worker/scan_render.py has only ruled paper, lines
+# Drawn apart from the training renderings (worker/training/scan_render.py has only ruled paper, lines
 # repeating across the whole page): here one line, one box or one comb field, or a printed
 # caption, placed by the digit's own ink, on test digits.
 
@@ -564,12 +564,12 @@ FORM_SETS = {"underlined": underlined, "boxes and combs": boxed, "captions": cap
 
 def printed_digit(label: int, rng: np.random.Generator) -> np.ndarray:
     """The digit ``label`` machine-printed, as labels, receipts and typed forms give it: in a
-    font of the families training never sees (``worker.fonts.HELD_OUT_FAMILIES``: Helvetica
+    font of the families training never sees (``worker.training.fonts.HELD_OUT_FAMILIES``: Helvetica
     clones whose 1 has a flag and no foot among them), 14-90 pixels high, dark on light paper,
     grain and JPEG (grey)."""
     from PIL import Image, ImageDraw, ImageFont
 
-    from worker.fonts import font_files
+    from worker.training.fonts import font_files
 
     fonts = font_files(held_out=True)
     assert fonts, "the held-out font families are not installed (scripts/test installs them)"

@@ -88,7 +88,7 @@ def digest(page: bytes | np.ndarray) -> str:
 
 
 def main() -> None:
-    from worker import datasets
+    from worker.training import datasets
 
     digits = datasets.load("mnist").test_images
     names, digests, fields = [], [], {p: [] for p in PINNED_PROFILES}

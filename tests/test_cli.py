@@ -111,8 +111,8 @@ def test_predict_then_report_after_watch_once(tmp_path, real_model_path):
 def test_choices_come_from_their_one_source():
     """--arch lists every architecture; --dataset every dataset (the CLI keeps its own list of
     names so that `worker --help` does not import numpy and OpenCV)."""
-    from worker import archs, datasets
     from worker.cli import Dataset
+    from worker.training import archs, datasets
 
     help_text = " ".join(runner.invoke(app, ["train", "--help"]).output.split())
     for name in archs.ARCHS:
@@ -144,8 +144,8 @@ def test_logs_for_the_journal_carry_priorities_and_no_timestamp(tmp_path):
     import os
 
     lines = _watch_once_log(tmp_path, dict(os.environ), journal=True)
-    assert any(line.startswith("<6>worker.daemon: ready:") for line in lines), lines
-    assert any(line.startswith("<4>worker.pipeline: failed bad.png") for line in lines), lines
+    assert any(line.startswith("<6>worker.daemon.loop: ready:") for line in lines), lines
+    assert any(line.startswith("<4>worker.daemon.pipeline: failed bad.png") for line in lines), lines
 
 
 @pytest.mark.slow
@@ -193,9 +193,9 @@ def test_status_from_the_folders_alone(tmp_path, fake_classifier):
     import sys
     import threading
 
-    from worker.claims import Claims
-    from worker.daemon import Daemon
-    from worker.settings import Settings
+    from worker.daemon.claims import Claims
+    from worker.daemon.loop import Daemon
+    from worker.daemon.settings import Settings
 
     inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
     write(inbox / "done.png", digit_stroke())
@@ -203,7 +203,7 @@ def test_status_from_the_folders_alone(tmp_path, fake_classifier):
     Daemon(Settings(inbox=inbox, outbox=outbox, once=True, settle=0), fake_classifier).run(threading.Event())
     for name in ("waiting-1.png", "waiting-2.png", "dead.png", "live.png"):
         write(inbox / name, digit_stroke())
-    code = ("import os, sys; from worker.claims import Claims\n"
+    code = ("import os, sys; from worker.daemon.claims import Claims\n"
             "Claims(sys.argv[1]).claim('dead.png'); os._exit(0)")
     subprocess.run([sys.executable, "-c", code, str(inbox)], check=True)  # a daemon that died holding it
     live = Claims(inbox)

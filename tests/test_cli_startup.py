@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from worker.claims import new_id
-from worker.outbox import Outbox, Row
+from worker.daemon.claims import new_id
+from worker.outbox.writer import Outbox, Row
 
 # Image, model and queue libraries, and rich (typer's boxed help): each costs tens of
 # milliseconds or more to import, and none is needed to print help or read the folders.

@@ -228,7 +228,8 @@ def _files_scraped(watcher: Watcher) -> float:
 
 
 def _served_model(tmp_path: Path) -> Path:
-    from worker import defaults, publish
+    from worker import defaults
+    from worker.model import publish
 
     model = tmp_path / "models" / "mnist.keras"
     publish.publish_checked(defaults.MODEL, model)
@@ -246,9 +247,10 @@ def test_a_version_published_mid_burst_serves_from_the_next_batch(boxes, staging
     is printed for the closing note."""
     from datetime import datetime
 
-    from test_publish import copy_set
+    from model_sets import copy_set
 
-    from worker import defaults, publish
+    from worker import defaults
+    from worker.model import publish
 
     inbox, outbox = boxes
     model = _served_model(tmp_path)
@@ -277,9 +279,10 @@ def test_a_broken_model_published_leaves_the_old_one_serving(boxes, staging, mni
     """The pointer switched by hand to a damaged version (bypassing `worker publish`'s check):
     the daemon refuses it, counts the failed reload, serves on with the old version, and takes
     the next good version published."""
-    from test_publish import copy_set
+    from model_sets import copy_set
 
-    from worker import defaults, publish
+    from worker import defaults
+    from worker.model import publish
 
     inbox, outbox = boxes
     model = _served_model(tmp_path)

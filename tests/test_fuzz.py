@@ -26,10 +26,10 @@ from factories import digit_stroke
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from worker.daemon import Daemon
-from worker.outbox import ERROR_SUFFIX, FAILED_DIR, JSONL_NAME
-from worker.settings import Settings
-from worker.watch import is_ignored
+from worker.daemon.loop import Daemon
+from worker.daemon.settings import Settings
+from worker.daemon.watch import is_ignored
+from worker.outbox.writer import ERROR_SUFFIX, FAILED_DIR, JSONL_NAME
 
 EXAMPLES = int(os.environ.get("WORKER_FUZZ_EXAMPLES", "25"))
 PATH_MAX = 4096

@@ -18,8 +18,8 @@ import pytest
 from conftest import TEST_USER, drain, errors, other_user_ids, records_by_file, rows, running
 from factories import digit_stroke, wait_for, write
 
-from worker.daemon import Daemon
-from worker.settings import Settings
+from worker.daemon.loop import Daemon
+from worker.daemon.settings import Settings
 
 
 def _old(path: Path) -> Path:
@@ -223,7 +223,7 @@ def _die_holding(inbox: Path, *rels: str) -> None:
     """A worker process that claims ``rels`` (or adopts their claims) and is killed with them
     in hand."""
     code = (
-        "import os, signal, sys; from worker.claims import Claims\n"
+        "import os, signal, sys; from worker.daemon.claims import Claims\n"
         "c = Claims(sys.argv[1]); c.recover(); [c.claim(rel) for rel in sys.argv[2:]]\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
     )
@@ -321,7 +321,7 @@ def _write_bytes(path: Path, data: bytes) -> Path:
 
 def test_a_file_renamed_in_is_ready_at_once_not_after_settle(boxes):
     """Written elsewhere, renamed in right away: watchdog calls it created, we call it moved."""
-    from worker.watch import EVENT_FILTER, MOVED, InboxEvents, arrivals_observer
+    from worker.daemon.watch import EVENT_FILTER, MOVED, InboxEvents, arrivals_observer
 
     inbox, _ = boxes
     events = InboxEvents(inbox, limit=100, recursive=False)
@@ -358,8 +358,8 @@ def test_polling_an_idle_inbox_of_ignored_files_stats_none_of_them(boxes, fake_c
 def test_a_row_written_before_two_deaths_still_reaches_the_csv(boxes, fake_classifier, faults):
     """Killed between the JSONL and the CSV append, then killed again while replaying it: the
     file did nothing wrong, and the CSV must end listing it as the JSONL does."""
-    from worker.claims import parse_token
-    from worker.outbox import Outbox, Row
+    from worker.daemon.claims import parse_token
+    from worker.outbox.writer import Outbox, Row
 
     inbox, outbox = boxes
     _old(write(inbox / "unlucky.png", digit_stroke()))

@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from worker.reviewed import label_folder
+from worker.training.reviewed import label_folder
 
 CLASSES = ("ticked ✓", "crossed/x", "empty, blank", "scribbled out", "filled ■")
 

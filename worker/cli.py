@@ -29,10 +29,10 @@ except ImportError:  # pragma: no cover
     from click.exceptions import ClickException, UsageError
 
 from worker import __version__, defaults
-from worker.archs import ARCHS, DEFAULT_ARCH
-from worker.broker import VISIBILITY_TIMEOUT
 from worker.errors import ConfigError, DatasetError, ModelError, WorkerError
-from worker.gate import PUBLISH_MODES, TOLERANCE_POINTS
+from worker.model.gate import PUBLISH_MODES, TOLERANCE_POINTS
+from worker.remote.broker import VISIBILITY_TIMEOUT
+from worker.training.archs import ARCHS, DEFAULT_ARCH
 
 app = typer.Typer(
     help="Classify scanned images dropped into a folder. Predictions go to the outbox as CSV and JSONL.",
@@ -142,7 +142,7 @@ def calibrate(
     """Fit the review flag (calibration, thresholds, the training features) of a model made
     before it, on the splits it was trained with; publish the result as a new version."""
     _need("train", "worker calibrate")
-    from worker.train import calibrate as run_calibration
+    from worker.training.train import calibrate as run_calibration
 
     card = _run(run_calibration, model, data).card
     review = card["review"]
@@ -182,7 +182,7 @@ def train(
     """Train a model, keep the best epoch, evaluate on the test split, keep it as a new version
     and serve it if it passes the gate (exit 1 if it does not)."""
     _need("train", "worker train")
-    from worker.train import train as run_training
+    from worker.training.train import train as run_training
 
     result = _run(
         run_training, dataset=dataset.value if dataset else None, arch=arch, epochs=epochs, batch_size=batch_size,
@@ -211,7 +211,7 @@ def publish(
     """Check a model and make it the version that serves: one atomic switch, which running
     daemons pick up between two batches. Publishing an older version rolls back. A version
     worse than the one serving (the gate) needs --force."""
-    from worker.publish import publish_checked
+    from worker.model.publish import publish_checked
 
     classifier = _run(publish_checked, source, model, force=force, tolerance=tolerance)
     typer.echo(f"published {model} version {classifier.version} ({classifier.card.get('dataset')})")
@@ -224,7 +224,7 @@ def models(
 ) -> None:
     """Each model and its versions (classes, arch, preprocessing, test accuracy, hard sets,
     created, size), and which version serves: 'worker publish' one to roll back."""
-    from worker.catalog import versions
+    from worker.model.catalog import versions
 
     if not models_dir.is_dir():
         raise _fail(f"--models {models_dir} is not a folder", EXIT_CONFIG)
@@ -247,7 +247,7 @@ def _version_line(v) -> str:
 
 
 def _load_classifier(model: Path, threads: int):
-    from worker.model import Classifier
+    from worker.model.classifier import Classifier
 
     return _run(Classifier, model, threads=threads)
 
@@ -262,7 +262,7 @@ def predict(
     """Classify files or folders once and print the predictions; exit 1 if any file failed."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from worker.classify import chunked, classify_batch, expand_paths
+    from worker.daemon.classify import chunked, classify_batch, expand_paths
 
     classifier = _load_classifier(model, defaults.PREDICT_MODEL_THREADS)
     failed = 0
@@ -354,9 +354,9 @@ def watch(
     resend_after: Annotated[float, typer.Option(envvar=_env("resend_after"), help="With --broker: a batch without an answer this many seconds is sent again.")] = defaults.RESEND_SECONDS,
 ) -> None:
     """Watch the inbox and classify every image dropped into it (the daemon)."""
-    from worker.daemon import Daemon
+    from worker.daemon.loop import Daemon
+    from worker.daemon.settings import Settings
     from worker.preprocess import Limits
-    from worker.settings import Settings
 
     broker, broker_key = _broker_options("worker watch --broker", broker, broker_url_file, broker_key_file)
     settings = _run(Settings(
@@ -367,8 +367,8 @@ def watch(
         limits=Limits(max_pixels=max_pixels, decode_seconds=decode_timeout, decode_memory=decode_memory * 2**20),
         broker=broker, in_flight=in_flight, resend_after=resend_after,
     ).validate)  # before the model loads: a bad setting is said at once
-    from worker.model import Classifier
-    from worker.service import ServiceNotifier
+    from worker.daemon.service import ServiceNotifier
+    from worker.model.classifier import Classifier
 
     classifier = _load_classifier(model, defaults.WATCH_MODEL_THREADS)
     log.info("model %s version %s (%s, %s runtime)", model, classifier.version, classifier.card["dataset"],
@@ -391,7 +391,7 @@ def _broker_options(command: str, url: str | None, url_file: Path | None,
     """The Redis URL (from --broker, WORKER_BROKER or --broker-url-file) and the shared key
     (from --broker-key-file or WORKER_BROKER_KEY); a bad one, or one given without the broker
     extra installed, is exit 78."""
-    from worker.broker import broker_url, load_key
+    from worker.remote.broker import broker_url, load_key
 
     url = _run(broker_url, url, url_file)
     if url is not None:
@@ -410,7 +410,7 @@ def _broker(url: str | None, key: bytes | None = None):
     """The watcher's Redis connection (Celery is imported only here, and only with --broker)."""
     if url is None:
         return None
-    from worker.remote import Broker
+    from worker.remote.watcher import Broker
 
     return _run(Broker, url, key=key)
 
@@ -429,7 +429,7 @@ def classify_worker(
 ) -> None:
     """Classify the batches a 'worker watch --broker' sends (a Celery worker; run one per host)."""
     _need("broker", "worker classify-worker")
-    from worker.classify_worker import run
+    from worker.remote.classify_worker import run
 
     if not models.is_dir():
         raise _fail(f"--models {models} is not a folder", EXIT_CONFIG)
@@ -447,7 +447,7 @@ def _metrics_server(address: str | None, textfile: Path | None):
     nor --metrics-file, (registry, None) with the file only."""
     if not address and not textfile:
         return None, None
-    from worker.metrics import Metrics, MetricsServer
+    from worker.daemon.metrics import Metrics, MetricsServer
 
     if textfile is not None and not textfile.parent.is_dir():
         raise _fail(f"--metrics-file {textfile}: its folder does not exist", EXIT_CONFIG)
@@ -496,7 +496,7 @@ def serve(
                     "with --allowed-host (requests naming any other are refused)", EXIT_CONFIG)
     import uvicorn
 
-    from worker.settings import check_writable
+    from worker.daemon.settings import check_writable
     from worker.web.app import ServeSettings, create_app
     from worker.web.server import PageServer
 
@@ -560,7 +560,7 @@ def export_reviewed(
 ) -> None:
     """Write the inputs people reviewed as a folder per (corrected) label, a dataset for
     'worker train --extra'."""
-    from worker.reviewed import export_reviewed as export
+    from worker.training.reviewed import export_reviewed as export
 
     done = _run(export, outbox, folder)
     typer.echo(f"exported {done.images} image(s) under {done.labels} label(s) into {folder}"
@@ -582,13 +582,13 @@ def status(
 ) -> None:
     """Daemons alive (each with its model and version), files claimed and waiting, the last row,
     today's failures: from the folders. Exits 0 if a daemon is alive, 3 if none is."""
-    from worker.status import format_status
-    from worker.status import status as read_status
+    from worker.daemon.status import format_status
+    from worker.daemon.status import status as read_status
 
     report = _run(read_status, inbox, outbox, recursive=recursive, ignore=tuple(ignore or ()))
     if broker or broker_url_file is not None:
         broker, key = _broker_options("worker status --broker", broker, broker_url_file, broker_key_file)
-        from worker.remote import broker_status
+        from worker.remote.watcher import broker_status
 
         report["broker"] = broker_status(broker, key)
     typer.echo(json.dumps(report, indent=2, ensure_ascii=False) if as_json else format_status(report))

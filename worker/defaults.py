@@ -80,7 +80,7 @@ RETRY_SECONDS = 5.0
 IN_FLIGHT = 8
 # With --broker: a batch without an answer this long is sent again (a second answer is dropped).
 # The last resort: a batch whose worker died or which the transport lost is sent again within
-# seconds by the heartbeats (worker/liveness.py); this catches what they miss (heartbeats
+# seconds by the heartbeats (worker/remote/liveness.py); this catches what they miss (heartbeats
 # unreadable), at twice a classify worker's default visibility timeout.
 RESEND_SECONDS = 600.0
 # Reports list predictions below this confidence as unsure, for a person to look at. It is a

@@ -3,7 +3,7 @@
 HTML file with pictures.
 
     records.py    rows and error records, streamed and filtered (a damaged line is skipped;
-                  each line checked by ``worker.outbox_lines``)
+                  each line checked by ``worker.outbox.lines``)
     truth.py      the right labels, where known: folders, a labels CSV, reviews
     summary.py    one pass's counts, and the capped lists (review queue, galleries, mistakes)
     text.py       the text report
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from worker import defaults
 from worker.errors import ConfigError, unreadable
-from worker.outbox import JSONL_NAME
+from worker.outbox.writer import JSONL_NAME
 from worker.report.parallel import FORK, FROM_THREADS, summarise
 from worker.report.records import Filters, Skipped, error_records
 from worker.report.summary import HISTOGRAM_BINS, Caps, Summary

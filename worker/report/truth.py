@@ -11,7 +11,7 @@ import csv
 from pathlib import Path
 
 from worker.errors import ConfigError
-from worker.reviews import read_reviews
+from worker.outbox.reviews import read_reviews
 
 FOLDERS = "folders"
 

@@ -34,10 +34,10 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from worker.errors import InputError
-from worker.model import Classifier, Prediction
+from worker.model.classifier import Classifier, Prediction
+from worker.outbox.reviews import ROW_ID, append_review, undo_review
 from worker.preprocess import DEFAULT_LIMITS, load_bytes
 from worker.report.thumbnails import Thumbnails, seen_uri
-from worker.reviews import ROW_ID, append_review, undo_review
 from worker.web import drop as inbox_drop
 from worker.web import outbox_view
 from worker.web.drop import is_stored_name, plain_name

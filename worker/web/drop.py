@@ -24,7 +24,7 @@ from pathlib import Path
 
 from fastapi import HTTPException
 
-from worker.watch import IGNORED_PREFIXES, IGNORED_SUFFIXES, is_ignored
+from worker.daemon.watch import IGNORED_PREFIXES, IGNORED_SUFFIXES, is_ignored
 
 # Characters never kept in a name given to the inbox: path separators and control characters.
 UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f]")

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import orjson
 
-from worker.outbox import ERROR_SUFFIX, FAILED_DIR, JSONL_NAME
-from worker.outbox_lines import MAX_LINE_BYTES, RowRecord, error_record_from, row_from
+from worker.outbox.lines import MAX_LINE_BYTES, RowRecord, error_record_from, row_from
+from worker.outbox.reviews import read_reviews
+from worker.outbox.writer import ERROR_SUFFIX, FAILED_DIR, JSONL_NAME
 from worker.report.summary import Caps, Summary, brief
 from worker.report.truth import Truth
-from worker.reviews import read_reviews
 
 # ``row_by_id`` reads the JSONL backwards this much at a time.
 BLOCK_BYTES = 1 << 20

@@ -14,8 +14,8 @@ from __future__ import annotations
 import heapq
 from collections import OrderedDict
 
+from worker.outbox.reviews import Decision, Undo
 from worker.report.summary import brief
-from worker.reviews import Decision, Undo
 
 # Rows kept for the queue: more than any page asks for, so a person's decisions (each takes a
 # row out) rarely bring it short.

@@ -12,7 +12,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query
 from fastapi import Path as PathParameter
 from fastapi.responses import StreamingResponse
 
-from worker.reviews import ROW_ID
+from worker.outbox.reviews import ROW_ID
 from worker.web import outbox_search
 from worker.web.outbox_search import RowFilter
 from worker.web.outbox_view import brief_row, row_by_id

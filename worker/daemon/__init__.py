@@ -1,0 +1,1 @@
+"""The daemon: the inbox watched, files claimed, classified in batches, written to the outbox."""

@@ -1,0 +1,1 @@
+"""The outbox: the records written (and read back), the archive, the quarantine, reviews."""

@@ -1,0 +1,1 @@
+"""``worker train``: datasets, architectures, the renderings of scans and forms, fitting."""
