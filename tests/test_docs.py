@@ -107,3 +107,12 @@ def test_every_relative_link_and_anchor_resolves(document):
 def test_every_document_in_docs_is_linked_from_the_readme():
     for document in DOCUMENTS[1:]:
         assert f"](docs/{document.name}" in README, document.name
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda path: path.name)
+def test_every_repo_path_named_exists(document):
+    """A module split or moved takes its mentions along."""
+    text = document.read_text(encoding="utf-8")
+    named = r"(?<![\w/.])((?:worker|tests|bench|scripts|deploy|samples)/[\w/.@-]*\w)"
+    for path in set(re.findall(named, text)):
+        assert (REPO / path).exists(), f"{document.name}: {path}"
