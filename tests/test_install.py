@@ -108,6 +108,8 @@ def test_the_install_makes_accounts_code_folders_and_units(installed):
     for unit in ("worker.service", "worker@.service", "worker-serve.service", "worker-classify.service"):
         assert (root / "etc/systemd/system" / unit).read_text() == (REPO / "deploy" / unit).read_text()
     assert (root / "etc/systemd/system/worker.service.d/metrics.conf").is_file()
+    share = root / "opt/worker/share"
+    assert (share / "docs/service.md").read_text() == (REPO / "docs/service.md").read_text(), "the README's links"
     assert not (root / "etc/systemd/system/worker.service.d/broker.conf").exists(), "only when asked for"
     assert "systemctl: skipped" in output
 
@@ -348,7 +350,7 @@ def test_an_upgrade_from_a_changed_checkout_rebuilds_the_venv_with_the_new_code(
     root, _ = installed
     checkout = tmp_path / "checkout"
     checkout.mkdir()
-    for name in ("scripts", "deploy", "worker", "pyproject.toml", "README.md"):
+    for name in ("scripts", "deploy", "docs", "worker", "pyproject.toml", "README.md"):
         copy = shutil.copytree if (REPO / name).is_dir() else shutil.copy
         copy(REPO / name, checkout / name)
     (checkout / "models").symlink_to(REPO / "models")

@@ -37,7 +37,7 @@ SETTLE_SECONDS = 1.0
 SETTLE_OPEN_SECONDS = 30.0
 # A file its writer closed is ready at once (0): the lowest latency, and right for every writer
 # that closes a file once, when it is whole. A scanner that closes its file between pages and
-# opens it again for the next (scan-to-folder) needs a few seconds: README, "Scanners".
+# opens it again for the next (scan-to-folder) needs a few seconds: docs/formats.md, "Scanners".
 CLOSE_SETTLE_SECONDS = 0.0
 # Full rescan of the inbox this often, because inotify events can be lost (queue overflow).
 RESCAN_SECONDS = 300.0
