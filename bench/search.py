@@ -19,7 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from worker.daemon.claims import new_id  # noqa: E402
+from worker.daemon.claim import new_id  # noqa: E402
 from worker.outbox.lines import row_from  # noqa: E402
 from worker.outbox.writer import JSONL_NAME, Outbox, Row  # noqa: E402
 from worker.web.outbox_search import RowFilter, search_rows  # noqa: E402

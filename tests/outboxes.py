@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from worker.daemon.claims import new_id
+from worker.daemon.claim import new_id
 from worker.errors import InputError
 from worker.outbox.writer import Outbox, Row, error_record
 

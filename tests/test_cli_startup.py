@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.daemon.claims import new_id
+from worker.daemon.claim import new_id
 from worker.outbox.writer import Outbox, Row
 
 # Image, model and queue libraries, and rich (typer's boxed help): each costs tens of

@@ -358,7 +358,7 @@ def test_polling_an_idle_inbox_of_ignored_files_stats_none_of_them(boxes, fake_c
 def test_a_row_written_before_two_deaths_still_reaches_the_csv(boxes, fake_classifier, faults):
     """Killed between the JSONL and the CSV append, then killed again while replaying it: the
     file did nothing wrong, and the CSV must end listing it as the JSONL does."""
-    from worker.daemon.claims import parse_token
+    from worker.daemon.claim import parse_token
     from worker.outbox.writer import Outbox, Row
 
     inbox, outbox = boxes

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+NAME_MAX = 255  # bytes in one file name on Linux file systems
 # O_NONBLOCK: a FIFO where a folder should be must fail, not block the open.
 FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 
@@ -109,3 +110,30 @@ def lstat_below(root: Path | str, rel: str) -> os.stat_result:
     """``os.lstat`` of ``root/rel`` without following a symlink on the way (and past PATH_MAX)."""
     with opened(root) as root_fd, parent_of(root_fd, rel) as (fd, name):
         return os.lstat(name, dir_fd=fd)
+
+
+def lstat_at(folder_fd: int, name: str) -> os.stat_result | None:
+    """``os.lstat`` of ``name`` in the open folder; None if there is nothing by that name."""
+    try:
+        return os.lstat(name, dir_fd=folder_fd)
+    except FileNotFoundError:
+        return None
+
+
+def exists_at(folder_fd: int, name: str) -> bool:
+    return lstat_at(folder_fd, name) is not None
+
+
+def files_below(root_fd: int, parts: list[str]) -> Iterator[list[str]]:
+    """The paths (as parts) of everything but folders below ``parts``, walked by fds: a
+    symlink is listed, never followed."""
+    fd = open_folder(root_fd, parts)
+    try:
+        entries = sorted((entry.name, entry.is_dir(follow_symlinks=False)) for entry in os.scandir(fd))
+    finally:
+        os.close(fd)
+    for name, is_dir in entries:
+        if is_dir:
+            yield from files_below(root_fd, [*parts, name])
+        else:
+            yield [*parts, name]

@@ -64,7 +64,7 @@ def test_dead_daemons_claims_are_adopted(tmp_path):
 
 
 def test_flat_name_round_trips_any_relative_path():
-    from worker.daemon.claims import flat_name, parse_flat_name
+    from worker.daemon.claim import flat_name, parse_flat_name
 
     for rel in ["x.png", "a/b/x.png", "100%/a%2Fb.png", "we=ird=.png", "ünï/数字 %25.png"]:
         assert parse_flat_name(flat_name("0123456789abcdef", rel)) == ("0123456789abcdef", rel)

@@ -19,9 +19,10 @@ from factories import digit_stroke, write
 from typer.testing import CliRunner
 
 from worker.cli import app
-from worker.daemon.claims import WORK_DIR, Claims
+from worker.daemon.claims import Claims
 from worker.daemon.loop import Daemon
 from worker.daemon.settings import Settings
+from worker.daemon.work_folder import WORK_DIR
 
 PATH_MAX = 4096
 

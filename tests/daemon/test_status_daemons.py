@@ -15,7 +15,8 @@ from factories import wait_for
 from typer.testing import CliRunner
 
 from worker.cli import app
-from worker.daemon.claims import Claims, read_about
+from worker.daemon.claims import Claims
+from worker.daemon.daemon_lock import read_about
 from worker.daemon.loop import Daemon
 from worker.daemon.settings import Settings
 from worker.model.classifier import model_version, read_card

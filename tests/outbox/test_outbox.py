@@ -10,8 +10,9 @@ import threading
 
 import pytest
 
+from worker.archive import move_unique, place
 from worker.errors import ConfigError, InputError
-from worker.files import move_unique, place, write_atomic
+from worker.files import write_atomic
 from worker.outbox.writer import Outbox, Row, csv_columns, error_record, iso_utc
 
 NAMES = [str(d) for d in range(10)]

@@ -16,8 +16,8 @@ import pytest
 from conftest import TEST_USER, drain, errors, other_user_ids, records_by_file
 from factories import digit_stroke, write
 
+from worker.archive import Folder, place
 from worker.errors import ConfigError
-from worker.files import Folder, place
 
 
 def _old(path: Path) -> Path:

@@ -25,7 +25,7 @@ from factories import digit_stroke, wait_for, write
 from watching import Watcher, assert_exactly_once
 
 from worker import defaults
-from worker.daemon.claims import Claim
+from worker.daemon.claim import Claim
 from worker.daemon.slow_lane import is_slow
 from worker.errors import InputError
 from worker.preprocess import DIGITS, Limits, load_bytes, load_input, load_many

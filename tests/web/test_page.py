@@ -15,7 +15,7 @@ from browsing import DESKTOP, PHONE, SIZES, Troubles, no_sideways_scroll
 from factories import digit_stroke, wait_for, write
 
 from worker import defaults
-from worker.daemon.claims import new_id
+from worker.daemon.claim import new_id
 from worker.outbox.reviews import read_decisions
 from worker.outbox.writer import Outbox, Row
 

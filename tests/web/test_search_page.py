@@ -16,7 +16,7 @@ from factories import digit_stroke, write
 from test_page import CLOTHING, DIGITS, _open, serving
 from test_page import _rows as clothing_rows
 
-from worker.daemon.claims import new_id
+from worker.daemon.claim import new_id
 from worker.errors import InputError
 from worker.outbox.reviews import append_review
 from worker.outbox.writer import Outbox, Row, error_record

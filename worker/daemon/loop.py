@@ -25,7 +25,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from worker import defaults
-from worker.daemon.claims import Claim, Claims
+from worker.daemon.claim import Claim
+from worker.daemon.claims import Claims
 from worker.daemon.intake import Intake
 from worker.daemon.pipeline import Pipeline
 from worker.daemon.service import ServiceNotifier

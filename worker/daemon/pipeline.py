@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from worker import defaults
-from worker.daemon.claims import Claim, Claims, claim_size
+from worker.daemon.claim import Claim, claim_size
+from worker.daemon.claims import Claims
 from worker.daemon.classify import LoadedBatch, Outcome, load_batch
 from worker.daemon.slow_lane import SlowLane, is_slow
 from worker.errors import InputError

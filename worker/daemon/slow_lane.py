@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from worker import defaults
-from worker.daemon.claims import Claim, claim_size
+from worker.daemon.claim import Claim, claim_size
 from worker.errors import InputError
 from worker.preprocess import LoadedInput
 

@@ -13,8 +13,9 @@ from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
-from worker.daemon.claims import WORK_DIR, read_about, take_lock
+from worker.daemon.daemon_lock import read_about, take_lock
 from worker.daemon.watch import ignore_patterns, scan
+from worker.daemon.work_folder import WORK_DIR
 from worker.errors import ConfigError, unreadable
 from worker.outbox.lines import error_record_from, row_from
 from worker.outbox.writer import ERROR_SUFFIX, FAILED_DIR, JSONL_NAME

@@ -39,16 +39,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from worker.archive import Folder, is_disk_trouble, move_unique, place, relative_destinations
 from worker.errors import ConfigError, InputError
-from worker.files import (
-    Folder,
-    TooBig,
-    is_disk_trouble,
-    move_unique,
-    place,
-    relative_destinations,
-    unlink_quietly,
-)
+from worker.files import unlink_quietly
+from worker.link_or_copy import TooBig
 
 if TYPE_CHECKING:  # readers such as report.py need no model code
     from worker.model.classifier import Prediction

@@ -35,7 +35,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from worker.daemon.claims import Claim, claim_size
+from worker.daemon.claim import Claim, claim_size
 from worker.daemon.classify import Outcome, outcomes_of
 from worker.daemon.pipeline import Pipeline
 from worker.errors import InputError

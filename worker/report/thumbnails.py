@@ -16,8 +16,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from worker.archive import destinations
 from worker.errors import InputError
-from worker.files import destinations
 from worker.outbox.writer import PROCESSED_DIR, claim_of
 from worker.preprocess import DEFAULT_LIMITS, DIGITS, OBJECTS, normalize
 from worker.preprocess.loading import grey_page
