@@ -109,7 +109,7 @@ def test_the_install_makes_accounts_code_folders_and_units(installed):
         assert (root / "etc/systemd/system" / unit).read_text() == (REPO / "deploy" / unit).read_text()
     assert (root / "etc/systemd/system/worker.service.d/metrics.conf").is_file()
     share = root / "opt/worker/share"
-    assert (share / "docs/service.md").read_text() == (REPO / "docs/service.md").read_text(), "the README's links"
+    assert (share / "docs/service.md").read_text() == (REPO / "docs/service.md").read_text(), "linked"
     assert not (root / "etc/systemd/system/worker.service.d/broker.conf").exists(), "only when asked for"
     assert "systemctl: skipped" in output
 
