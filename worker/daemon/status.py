@@ -17,7 +17,7 @@ from worker.daemon.claims import WORK_DIR, read_about, take_lock
 from worker.daemon.watch import ignore_patterns, scan
 from worker.errors import ConfigError, unreadable
 from worker.outbox.lines import error_record_from, row_from
-from worker.outbox.writer import ERROR_SUFFIX, FAILED_DIR, JSONL_NAME
+from worker.outbox.records import ERROR_SUFFIX, FAILED_DIR, JSONL_NAME
 
 # The last row is found in the file's last bytes: a row is well under this.
 TAIL_BYTES = 64 * 1024
