@@ -21,7 +21,8 @@ sys.path.insert(0, str(REPO))
 
 from worker.daemon.claim import new_id  # noqa: E402
 from worker.outbox.lines import row_from  # noqa: E402
-from worker.outbox.writer import JSONL_NAME, Outbox, Row  # noqa: E402
+from worker.outbox.records import JSONL_NAME, Row  # noqa: E402
+from worker.outbox.writer import Outbox  # noqa: E402
 from worker.web.outbox_search import RowFilter, search_rows  # noqa: E402
 
 DIGITS = [str(d) for d in range(10)]

@@ -21,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from worker import defaults  # noqa: E402
 from worker.model import publish  # noqa: E402
 from worker.model.classifier import Classifier, Scored  # noqa: E402
-from worker.outbox.writer import CSV_NAME, ERROR_SUFFIX, FAILED_DIR  # noqa: E402
+from worker.outbox.records import CSV_NAME, ERROR_SUFFIX, FAILED_DIR  # noqa: E402
 from worker.preprocess import DIGITS  # noqa: E402
 from worker.training import datasets  # noqa: E402
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from worker.daemon.claim import new_id
 from worker.errors import InputError
-from worker.outbox.writer import Outbox, Row, error_record
+from worker.outbox.records import Row, error_record
+from worker.outbox.writer import Outbox
 
 DIGITS = [str(d) for d in range(10)]
 

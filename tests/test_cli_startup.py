@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from worker.daemon.claim import new_id
-from worker.outbox.writer import Outbox, Row
+from worker.outbox.records import Row
+from worker.outbox.writer import Outbox
 
 # Image, model and queue libraries, and rich (typer's boxed help): each costs tens of
 # milliseconds or more to import, and none is needed to print help or read the folders.

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from worker.daemon.loop import Daemon
 from worker.daemon.settings import Settings
 from worker.daemon.watch import is_ignored
-from worker.outbox.writer import ERROR_SUFFIX, FAILED_DIR, JSONL_NAME
+from worker.outbox.records import ERROR_SUFFIX, FAILED_DIR, JSONL_NAME
 
 EXAMPLES = int(os.environ.get("WORKER_FUZZ_EXAMPLES", "25"))
 PATH_MAX = 4096

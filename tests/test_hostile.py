@@ -359,7 +359,8 @@ def test_a_row_written_before_two_deaths_still_reaches_the_csv(boxes, fake_class
     """Killed between the JSONL and the CSV append, then killed again while replaying it: the
     file did nothing wrong, and the CSV must end listing it as the JSONL does."""
     from worker.daemon.claim import parse_token
-    from worker.outbox.writer import Outbox, Row
+    from worker.outbox.records import Row
+    from worker.outbox.writer import Outbox
 
     inbox, outbox = boxes
     _old(write(inbox / "unlucky.png", digit_stroke()))

@@ -13,7 +13,8 @@ import pytest
 from worker.archive import move_unique, place
 from worker.errors import ConfigError, InputError
 from worker.files import write_atomic
-from worker.outbox.writer import Outbox, Row, csv_columns, error_record, iso_utc
+from worker.outbox.records import Row, csv_columns, error_record, iso_utc
+from worker.outbox.writer import Outbox
 
 NAMES = [str(d) for d in range(10)]
 NASTY = 'a, "quoted"\nnew line ünï\u2028\x85.png'  # the last two end a line for str.splitlines

@@ -18,7 +18,8 @@ from factories import digit_stroke, write
 from worker.daemon.loop import Daemon
 from worker.daemon.settings import Settings
 from worker.errors import ConfigError
-from worker.outbox.writer import CSV_NAME, JSONL_NAME, Outbox, Row, csv_columns
+from worker.outbox.records import CSV_NAME, JSONL_NAME, Row, csv_columns
+from worker.outbox.writer import Outbox
 
 NAMES = [str(d) for d in range(10)]
 NASTY = 'a, "quoted"\nnew line ünï\u2028\x85.png'

@@ -27,7 +27,7 @@ from worker.model.classifier import Scored
 from worker.preprocess import LoadedInput
 from worker.remote.broker import QUEUE
 from worker.remote.classify_worker import encode
-from worker.remote.messages import parse_task
+from worker.remote.task_message import parse_task
 from worker.remote.watcher import SILENCE_SHARE, Broker
 
 pytestmark = pytest.mark.skipif(not os.path.exists(REDIS_SERVER), reason="needs Debian's redis-server")

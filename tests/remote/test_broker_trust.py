@@ -28,9 +28,10 @@ from worker.cli import app
 from worker.daemon.metrics import Metrics
 from worker.errors import ConfigError
 from worker.preprocess import Limits
+from worker.remote.answer_message import pack_answer, parse_answer
 from worker.remote.broker import BATCH_SECONDS, broker_url, load_key, make_app, time_limits
 from worker.remote.classify_worker import Host, classify
-from worker.remote.messages import Task, TaskFile, pack_answer, pack_task, parse_answer, parse_task
+from worker.remote.task_message import Task, TaskFile, pack_task, parse_task
 
 needs_redis = pytest.mark.skipif(not os.path.exists(REDIS_SERVER), reason="needs Debian's redis-server")
 KEY = b"k" * 32

@@ -13,15 +13,15 @@ from typer.testing import CliRunner
 
 from worker.cli import app
 from worker.remote.liveness import ALIVE_SECONDS, UNTAKEN_SECONDS, Heart, Snapshot, forget, look, to_resend
-from worker.remote.messages import (
+from worker.remote.liveness_messages import (
     Heartbeat,
-    Rejected,
     Taken,
     pack_heartbeat,
     pack_taken,
     parse_heartbeat,
     parse_taken,
 )
+from worker.remote.messages import Rejected
 
 KEY = b"k" * 32
 A, B = ("host-a", 101), ("host-b", 202)

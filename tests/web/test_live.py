@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from worker.outbox.records import ERROR_SUFFIX, FAILED_DIR, JSONL_NAME
 from worker.outbox.reviews import REVIEWS_NAME, Decision, Undo
-from worker.outbox.writer import ERROR_SUFFIX, FAILED_DIR, JSONL_NAME
 from worker.web import outbox_view
 from worker.web.growing import GrowingFile
 from worker.web.live import LiveOutbox

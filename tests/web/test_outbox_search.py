@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from outboxes import outbox_with, row
 from test_web import web_settings
 
+from worker.outbox.records import JSONL_NAME
 from worker.outbox.reviews import append_review, undo_review
-from worker.outbox.writer import JSONL_NAME
 from worker.web.app import create_app
 from worker.web.outbox_search import RowFilter, activity, search_rows
 

@@ -16,8 +16,9 @@ from factories import digit_stroke, wait_for, write
 
 from worker import defaults
 from worker.daemon.claim import new_id
+from worker.outbox.records import Row
 from worker.outbox.reviews import read_decisions
-from worker.outbox.writer import Outbox, Row
+from worker.outbox.writer import Outbox
 
 pytestmark = pytest.mark.slow
 

@@ -18,8 +18,9 @@ from test_page import _rows as clothing_rows
 
 from worker.daemon.claim import new_id
 from worker.errors import InputError
+from worker.outbox.records import Row, error_record
 from worker.outbox.reviews import append_review
-from worker.outbox.writer import Outbox, Row, error_record
+from worker.outbox.writer import Outbox
 
 pytestmark = pytest.mark.slow
 

@@ -34,7 +34,9 @@ from worker.daemon.settings import Settings
 from worker.errors import WorkerError
 from worker.model.classifier import Classifier
 from worker.model.classifier import signature as model_signature
-from worker.outbox.writer import Outbox, Written, iso_utc
+from worker.outbox.predictions import Written
+from worker.outbox.records import iso_utc
+from worker.outbox.writer import Outbox
 
 if TYPE_CHECKING:  # prometheus_client is imported only with --metrics, Celery only with --broker
     from worker.daemon.metrics import Metrics

@@ -28,7 +28,9 @@ from worker.daemon.classify import LoadedBatch, Outcome, load_batch
 from worker.daemon.slow_lane import SlowLane, is_slow
 from worker.errors import InputError
 from worker.model.classifier import Classifier, Prediction
-from worker.outbox.writer import Outbox, Row, Written, error_record, iso_utc, page_id
+from worker.outbox.predictions import Written
+from worker.outbox.records import Row, error_record, iso_utc, page_id
+from worker.outbox.writer import Outbox
 from worker.preprocess import Limits, load_many, sandbox
 from worker.preprocess.loading import DEFERRED
 

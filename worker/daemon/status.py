@@ -18,7 +18,7 @@ from worker.daemon.watch import ignore_patterns, scan
 from worker.daemon.work_folder import WORK_DIR
 from worker.errors import ConfigError, unreadable
 from worker.outbox.lines import error_record_from, row_from
-from worker.outbox.writer import ERROR_SUFFIX, FAILED_DIR, JSONL_NAME
+from worker.outbox.records import ERROR_SUFFIX, FAILED_DIR, JSONL_NAME
 
 # The last row is found in the file's last bytes: a row is well under this.
 TAIL_BYTES = 64 * 1024

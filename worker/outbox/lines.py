@@ -46,7 +46,7 @@ class RowRecord(TypedDict):
     file: str
     label: str  # one of the keys of ``probabilities``
     confidence: float  # in [0, 1]
-    processed_at: str  # ISO 8601 UTC to the millisecond, as ``outbox.iso_utc`` writes it
+    processed_at: str  # ISO 8601 UTC to the millisecond, as ``records.iso_utc`` writes it
     id: str
     probabilities: dict[str, float]  # two classes or more, numbers that add up to 1
     model: NotRequired[str]

@@ -22,7 +22,7 @@ from typing import BinaryIO
 
 import orjson
 
-from worker.outbox.writer import iso_utc
+from worker.outbox.records import iso_utc
 
 REVIEWS_NAME = "reviews.jsonl"
 ROW_ID = re.compile(r"[0-9a-f]{20}(#[0-9]{1,4})?")

@@ -17,6 +17,7 @@ from worker.daemon.classify import model_inputs
 from worker.errors import InputError, ModelError
 from worker.model.classifier import Classifier, Scored, card_path
 from worker.preprocess import Limits, LoadedInput, load_bytes
+from worker.remote.answer_message import pack_answer
 from worker.remote.broker import (
     ANSWER_SECONDS,
     BATCH_SECONDS,
@@ -27,7 +28,8 @@ from worker.remote.broker import (
     time_limits,
 )
 from worker.remote.liveness import Heart
-from worker.remote.messages import Rejected, Task, pack_answer, parse_task
+from worker.remote.messages import Rejected
+from worker.remote.task_message import Task, parse_task
 
 log = logging.getLogger(__name__)
 

@@ -30,16 +30,16 @@ import threading
 import time
 from dataclasses import dataclass
 
-from worker.remote.messages import (
+from worker.remote.liveness_messages import (
     HOST,
     Heartbeat,
-    Rejected,
     Taken,
     pack_heartbeat,
     pack_taken,
     parse_heartbeat,
     parse_taken,
 )
+from worker.remote.messages import Rejected
 
 log = logging.getLogger(__name__)
 

@@ -40,11 +40,13 @@ from worker.daemon.classify import Outcome, outcomes_of
 from worker.daemon.pipeline import Pipeline
 from worker.errors import InputError
 from worker.model.classifier import Classifier, Scored
-from worker.outbox.writer import Written
+from worker.outbox.predictions import Written
 from worker.preprocess import LoadedInput, read_bytes
+from worker.remote.answer_message import Answer, Scores, parse_answer
 from worker.remote.broker import REPLY_KEY, TASK, check_version, make_app, redis_client, safe_url
 from worker.remote.liveness import Snapshot, forget, look, to_resend
-from worker.remote.messages import Answer, Rejected, Scores, Task, TaskFile, pack_task, parse_answer
+from worker.remote.messages import Rejected
+from worker.remote.task_message import Task, TaskFile, pack_task
 
 log = logging.getLogger(__name__)
 

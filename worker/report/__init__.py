@@ -16,7 +16,7 @@ from pathlib import Path
 
 from worker import defaults
 from worker.errors import ConfigError, unreadable
-from worker.outbox.writer import JSONL_NAME
+from worker.outbox.records import JSONL_NAME
 from worker.report.parallel import FORK, FROM_THREADS, summarise
 from worker.report.records import Filters, Skipped, error_records
 from worker.report.summary import HISTOGRAM_BINS, Caps, Summary

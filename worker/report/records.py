@@ -18,7 +18,7 @@ from orjson import JSONDecodeError, loads
 
 from worker.errors import ConfigError
 from worker.outbox.lines import MAX_LINE_BYTES, RowRecord, row_of, skip_line
-from worker.outbox.writer import ERROR_SUFFIX, FAILED_DIR, iso_utc
+from worker.outbox.records import ERROR_SUFFIX, FAILED_DIR, iso_utc
 
 log = logging.getLogger(__name__)
 

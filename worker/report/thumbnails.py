@@ -18,7 +18,7 @@ import numpy as np
 
 from worker.archive import destinations
 from worker.errors import InputError
-from worker.outbox.writer import PROCESSED_DIR, claim_of
+from worker.outbox.records import PROCESSED_DIR, claim_of
 from worker.preprocess import DEFAULT_LIMITS, DIGITS, OBJECTS, normalize
 from worker.preprocess.loading import grey_page
 from worker.preprocess.reading import read_bytes

@@ -23,8 +23,8 @@ import cv2
 import numpy as np
 
 from worker.errors import ConfigError, InputError
+from worker.outbox.records import PROCESSED_DIR, claim_of
 from worker.outbox.reviews import REVIEWS_NAME, read_decisions
-from worker.outbox.writer import PROCESSED_DIR, claim_of
 from worker.preprocess import Profile, load_input
 from worker.report.thumbnails import archived_input, page_of
 

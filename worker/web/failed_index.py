@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 from worker.outbox.lines import error_record_from
-from worker.outbox.writer import ERROR_SUFFIX
+from worker.outbox.records import ERROR_SUFFIX
 
 # The most of an error record read: a path as long as the kernel takes, escaped, and a message.
 RECORD_BYTES = 64 * 1024

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from worker.daemon.status import status as folder_status
 from worker.outbox.lines import MAX_LINE_BYTES, row_from
+from worker.outbox.records import FAILED_DIR, JSONL_NAME
 from worker.outbox.reviews import MAX_LINE as REVIEW_LINE_BYTES
 from worker.outbox.reviews import REVIEWS_NAME, parse_decision
-from worker.outbox.writer import FAILED_DIR, JSONL_NAME
 from worker.web.failed_index import FailedIndex
 from worker.web.growing import GrowingFile
 from worker.web.outbox_view import TAIL_BYTES, brief_row

@@ -23,8 +23,8 @@ from pathlib import Path
 import orjson
 
 from worker.outbox.lines import MAX_LINE_BYTES, RowRecord, error_record_from, row_from
+from worker.outbox.records import ERROR_SUFFIX, FAILED_DIR, JSONL_NAME
 from worker.outbox.reviews import MAX_LINE, REVIEWS_NAME, parse_decision
-from worker.outbox.writer import ERROR_SUFFIX, FAILED_DIR, JSONL_NAME
 from worker.web.outbox_view import TAIL_BYTES, brief_row
 
 # One page of a search reads at most this much of the JSONL (a row is about 400 bytes).

@@ -13,8 +13,8 @@ from pathlib import Path
 import orjson
 
 from worker.outbox.lines import MAX_LINE_BYTES, RowRecord, error_record_from, row_from
+from worker.outbox.records import ERROR_SUFFIX, FAILED_DIR, JSONL_NAME
 from worker.outbox.reviews import read_reviews
-from worker.outbox.writer import ERROR_SUFFIX, FAILED_DIR, JSONL_NAME
 from worker.report.summary import Caps, Summary, brief
 from worker.report.truth import Truth
 
