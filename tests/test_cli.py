@@ -111,7 +111,7 @@ def test_predict_then_report_after_watch_once(tmp_path, real_model_path):
 def test_choices_come_from_their_one_source():
     """--arch lists every architecture; --dataset every dataset (the CLI keeps its own list of
     names so that `worker --help` does not import numpy and OpenCV)."""
-    from worker.cli import Dataset
+    from worker.cli.model import Dataset
     from worker.training import archs, datasets
 
     help_text = " ".join(runner.invoke(app, ["train", "--help"]).output.split())

@@ -32,8 +32,12 @@ def row_filter(label: Annotated[str | None, Query(max_length=LABEL_LENGTH)] = No
 
 
 def add_search_routes(app: FastAPI, outbox: Path, classes: list[str], with_picture) -> None:
-    """``with_picture(row, classes)`` adds a row's pictures (the app's cache of them)."""
+    """``with_picture(row)`` adds a row's pictures (the app's cache of them)."""
+    _add_row_routes(app, outbox, classes, with_picture)
+    _add_failure_routes(app, outbox)
 
+
+def _add_row_routes(app: FastAPI, outbox: Path, classes: list[str], with_picture) -> None:
     @app.get("/api/rows")
     def rows(wanted: Annotated[RowFilter, Depends(row_filter)],
              limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -58,9 +62,11 @@ def add_search_routes(app: FastAPI, outbox: Path, classes: list[str], with_pictu
         row = row_by_id(outbox, row_id)
         if row is None:
             raise HTTPException(404, f"the outbox has no row {row_id}")
-        shown = {**with_picture(brief_row(row), classes), "probabilities": row["probabilities"]}
+        shown = {**with_picture(brief_row(row)), "probabilities": row["probabilities"]}
         return {"row": shown, "history": outbox_search.row_history(outbox, row_id)}
 
+
+def _add_failure_routes(app: FastAPI, outbox: Path) -> None:
     @app.get("/api/failures")
     def failures(kind: Annotated[str | None, Query(max_length=LABEL_LENGTH)] = None,
                  folder: Annotated[str | None, Query(max_length=FOLDER_LENGTH)] = None,
