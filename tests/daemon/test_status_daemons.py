@@ -18,7 +18,7 @@ from worker.cli import app
 from worker.daemon.claims import Claims, read_about
 from worker.daemon.loop import Daemon
 from worker.daemon.settings import Settings
-from worker.model.classifier import model_version, read_card
+from worker.model.artifact import model_version, read_card
 
 runner = CliRunner()
 

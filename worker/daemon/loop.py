@@ -31,8 +31,8 @@ from worker.daemon.pipeline import Pipeline
 from worker.daemon.service import ServiceNotifier
 from worker.daemon.settings import Settings
 from worker.errors import WorkerError
+from worker.model.artifact import signature as model_signature
 from worker.model.classifier import Classifier
-from worker.model.classifier import signature as model_signature
 from worker.outbox.writer import Outbox, Written, iso_utc
 
 if TYPE_CHECKING:  # prometheus_client is imported only with --metrics, Celery only with --broker

@@ -25,8 +25,8 @@ import numpy as np
 from worker import __version__, defaults
 from worker.errors import ConfigError, NotPublished
 from worker.extras import missing_extra
-from worker.model import classifier as model_io
-from worker.model import gate, publish, review_flag
+from worker.model import artifact, gate, publish, review_flag
+from worker.model.classifier import Classifier
 from worker.preprocess import MARKS, PROFILES, normalize_many
 from worker.training import archs, datasets, folder_dataset
 
@@ -184,7 +184,7 @@ def _epoch_log():
     return EpochLog()
 
 
-def _evaluate(classifier: model_io.Classifier, x: np.ndarray, y: np.ndarray) -> dict:
+def _evaluate(classifier: Classifier, x: np.ndarray, y: np.ndarray) -> dict:
     probs = np.concatenate([classifier.predict_proba(x[i : i + 1000]) for i in range(0, len(x), 1000)])
     pred = probs.argmax(axis=1)
     n = len(classifier.class_names)
@@ -202,7 +202,7 @@ def _evaluate(classifier: model_io.Classifier, x: np.ndarray, y: np.ndarray) -> 
 
 def _load_start(path: Path, dataset: str, arch: str, net) -> dict:
     """Copy a trained model's weights into ``net``; return what the card records about it."""
-    card = model_io.read_card(path)
+    card = artifact.read_card(path)
     if (card["dataset"], card["arch"]) != (dataset, arch):
         raise ConfigError(
             f"--init-from {path} is {card['arch']} on {card['dataset']}, not {arch} on {dataset}"
@@ -354,7 +354,7 @@ def calibrate(model_path: Path, data: Path | None = None) -> TrainResult:
     the weights are not touched. A new version, published: ``<sha of the .tflite>-r<sha of
     the review section>``, as a model calibrated again has the same .tflite."""
     model_path = Path(model_path)
-    card = model_io.read_card(model_path)
+    card = artifact.read_card(model_path)
     if card.get("data_folder"):
         raise ConfigError(f"{model_path} was trained on a folder of its own and fitted its review flag "
                           "then: there is nothing to calibrate")
@@ -370,17 +370,17 @@ def calibrate(model_path: Path, data: Path | None = None) -> TrainResult:
     net = keras.saving.load_model(model_path, compile=False)
     kept = {k: v for k, v in card.items() if k not in ("version", "review", "checks")}
     staged = _save(net, model_path, kept, splits)
-    card = model_io.read_card(staged)
+    card = artifact.read_card(staged)
     review = json.dumps(card["review"], sort_keys=True).encode()
-    card["version"] = f"{model_io.file_version(staged)}-r{hashlib.sha256(review).hexdigest()[:6]}"
-    model_io.write_card(staged, card)
+    card["version"] = f"{artifact.file_version(staged)}-r{hashlib.sha256(review).hexdigest()[:6]}"
+    artifact.write_card(staged, card)
     return _publish(staged, model_path, force=False, mode="always")  # the same weights: no gate
 
 
 def _publish(staged: Path, output: Path, force: bool, mode: str = "auto",
              tolerance: float = gate.TOLERANCE_POINTS) -> TrainResult:
     """Keep the staged model as a version; publish it as ``mode`` says (see ``train``)."""
-    card = model_io.read_card(staged)
+    card = artifact.read_card(staged)
     verdict = gate.judge(card, publish.serving_card(output), tolerance)
     version_path = publish.commit(staged, card["version"])
     if mode == "never" or (mode == "auto" and not verdict.passed):
@@ -403,17 +403,17 @@ def _save(net, output: Path, card: dict, splits: Splits) -> Path:
     staged = publish.staging_path(output)
     with _phase("exporting the model for serving"):
         net.save(staged)
-        model_io.export_serving(net, staged)
-        model_io.write_card(staged, card)
+        artifact.export_serving(net, staged)
+        artifact.write_card(staged, card)
     with _phase("fitting the review flag"):
-        card["review"] = _fit_review(model_io.Classifier(staged), splits)
-        model_io.write_card(staged, card)
+        card["review"] = _fit_review(Classifier(staged), splits)
+        artifact.write_card(staged, card)
     with _phase("evaluating on the test split as the daemon serves"):
-        classifier = model_io.Classifier(staged)
+        classifier = Classifier(staged)
         card.update(_evaluate(classifier, splits.x_test, splits.y_test), serving_runtime=classifier.runtime,
-                    checks=model_io.make_checks(classifier, splits.x_test, splits.y_test),
-                    version=model_io.file_version(staged))
-        model_io.write_card(staged, card)
+                    checks=artifact.make_checks(classifier, splits.x_test, splits.y_test),
+                    version=artifact.file_version(staged))
+        artifact.write_card(staged, card)
     return staged
 
 
@@ -452,7 +452,7 @@ def import_keras_quietly():
     return keras
 
 
-def _fit_review(classifier: model_io.Classifier, splits: Splits) -> dict:
+def _fit_review(classifier: Classifier, splits: Splits) -> dict:
     val_probabilities, val_features = _raw_outputs(classifier, splits.x_val)
     _, train_features = _raw_outputs(classifier, splits.x_train)
     review = review_flag.fit(val_probabilities, splits.y_val.astype(int), val_features,
@@ -462,7 +462,7 @@ def _fit_review(classifier: model_io.Classifier, splits: Splits) -> dict:
     return review
 
 
-def _raw_outputs(classifier: model_io.Classifier, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+def _raw_outputs(classifier: Classifier, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     parts = [classifier.raw(x[i : i + 1000]) for i in range(0, len(x), 1000)]
     features = None if parts[0][1] is None else np.concatenate([f for _, f in parts])
     return np.concatenate([p for p, _ in parts]), features
@@ -535,7 +535,7 @@ def _targets(splits: Splits, teacher: Path | None, weight: float, class_names: l
     included), and one-hot labels for validation. Returns them and what the card records."""
     if teacher is None:
         return (splits.y_train, splits.y_val), None
-    guide = model_io.Classifier(teacher)
+    guide = Classifier(teacher)
     if guide.class_names != class_names:
         raise ConfigError(f"--teacher {teacher} has other classes than this dataset")
     answers, _ = _raw_outputs(guide, splits.x_train)
@@ -602,7 +602,7 @@ def _card(output: Path, spec: datasets.DatasetSpec, architecture: archs.Arch, ne
         "name": output.stem,
         "dataset_source": splits.source,
         "class_names": list(spec.class_names),
-        "input_shape": model_io.INPUT_SHAPE,
+        "input_shape": artifact.INPUT_SHAPE,
         "preprocessing": spec.profile.to_dict(),
         "arch_description": architecture.description,
         "params": int(net.count_params()),
