@@ -418,7 +418,7 @@ def held_decoder(monkeypatch, tmp_path):
         f"    while name.startswith('held_') and os.path.exists({str(hold)!r}): time.sleep(0.05)\n"
         "    return real(data, name, *rest)\n"
         "loading.decode_and_fit = held\n"
-        "from worker.preprocess.sandbox import serve_child; serve_child()"))
+        "from worker.preprocess.sandbox_child import serve_child; serve_child()"))
     monkeypatch.setattr(sandbox, "shared", lambda: held)
     monkeypatch.setattr(sandbox, "close_shared", held.close)
 

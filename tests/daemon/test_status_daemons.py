@@ -19,7 +19,7 @@ from worker.daemon.claims import Claims
 from worker.daemon.daemon_lock import read_about
 from worker.daemon.loop import Daemon
 from worker.daemon.settings import Settings
-from worker.model.classifier import model_version, read_card
+from worker.model.artifact import model_version, read_card
 
 runner = CliRunner()
 

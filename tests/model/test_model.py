@@ -108,7 +108,7 @@ def test_no_runtime_banner_on_stderr_and_nothing_else_lost(tmp_path):
     assert done.returncode == 0 and done.stdout.split()[1] == "7", done.stderr
     assert done.stderr == "", done.stderr
 
-    code = ("import os, sys\nfrom worker.model.classifier import _stderr_without\n"
+    code = ("import os, sys\nfrom worker.model.runtimes import _stderr_without\n"
             "with _stderr_without(b'banner'):\n"
             "    os.write(2, b'one\\nthe banner here\\n')\n    print('two', file=sys.stderr)\n"
             "print('three', file=sys.stderr)\n")
@@ -120,7 +120,7 @@ def test_where_stderr_cannot_be_caught_the_model_still_opens(monkeypatch):
     """No temporary file (a full /tmp, no descriptor left): the banner shows, nothing fails."""
     import tempfile
 
-    from worker.model import classifier as model
+    from worker.model import runtimes as model
 
     def no_file(*args, **kwargs):
         raise OSError(28, "No space left on device")

@@ -28,7 +28,7 @@ from watching import (  # noqa: F401 - no_watcher_left is a fixture
 )
 
 from worker import defaults
-from worker.model.classifier import card_path
+from worker.model.artifact import card_path
 from worker.remote.liveness_messages import parse_taken
 
 pytestmark = [

@@ -102,12 +102,12 @@ def _where_the_teacher_is_wrong_the_label_alone_is_taught(teacher_path):
     from worker.model.classifier import Classifier
     from worker.preprocess import normalize_many
     from worker.training import datasets
-    from worker.training.train import _targets
+    from worker.training.fitting import training_targets
 
     data = datasets.load("mnist")
     x, y = normalize_many(data.train_images[:2000]), data.train_labels[:2000]
     splits = SimpleNamespace(x_train=x, y_train=y, y_val=y[:10])
-    (soft, _), record = _targets(splits, teacher_path, 0.7, [str(d) for d in range(10)])
+    (soft, _), record = training_targets(splits, teacher_path, 0.7, [str(d) for d in range(10)])
     wrong = Classifier(teacher_path).predict_proba(x).argmax(axis=1) != y
     assert record["label_only"] == int(wrong.sum()) > 0
     assert np.array_equal(soft[wrong], np.eye(10, dtype=np.float32)[y[wrong].astype(int)])
@@ -154,6 +154,6 @@ def test_training_without_tensorflow_says_how_to_get_it_in_one_line(monkeypatch,
 
 
 def test_a_limit_holds_out_a_tenth_for_validation():
-    from worker.training.train import validation_size
+    from worker.training.splits import validation_size
 
     assert validation_size(None) == 5000 and validation_size(2000) == 200 and validation_size(90_000) == 5000

@@ -121,19 +121,19 @@ def test_memory_mapped_images_train_in_memory_or_a_batch_at_a_time(tmp_path, mon
     """Up to the limit a folder's images are read into memory (as the built-in datasets are); a
     larger set is read a batch at a time, each row once an epoch, in a new order each epoch."""
     from worker import defaults
-    from worker.training import train as training
+    from worker.training import fitting
 
     monkeypatch.setattr(defaults, "IN_MEMORY_TRAINING_BYTES", limit)
-    streamed, batches_of = [], training._batches_of
-    monkeypatch.setattr(training, "_batches_of", lambda *args: streamed.append(args) or batches_of(*args))
+    streamed, batches_of = [], fitting._batches_of
+    monkeypatch.setattr(fitting, "_batches_of", lambda *args: streamed.append(args) or batches_of(*args))
     rows = 300
     mapped = np.memmap(tmp_path / "x.f32", dtype=np.float32, mode="w+", shape=(rows, 28, 28, 1))
     mapped[:, 0, 0, 0] = np.arange(rows)
     mapped.flush()
     x = np.memmap(tmp_path / "x.f32", dtype=np.float32, mode="r", shape=(rows, 28, 28, 1))
     y = np.arange(rows) % 10
-    train, val = training._make_datasets(x[:250], y[:250], x[250:], y[250:], batch_size=64, augment=None,
-                                         seed=1)
+    train, val = fitting._make_datasets(x[:250], y[:250], x[250:], y[250:], batch_size=64, augment=None,
+                                        seed=1)
 
     assert len(streamed) == (2 if limit == 0 else 0), "streamed only past the limit"
     epochs = [[int(v) for xb, _ in train for v in xb.numpy()[:, 0, 0, 0]] for _ in range(2)]

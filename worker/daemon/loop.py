@@ -32,8 +32,8 @@ from worker.daemon.pipeline import Pipeline
 from worker.daemon.service import ServiceNotifier
 from worker.daemon.settings import Settings
 from worker.errors import WorkerError
+from worker.model.artifact import signature as model_signature
 from worker.model.classifier import Classifier
-from worker.model.classifier import signature as model_signature
 from worker.outbox.predictions import Written
 from worker.outbox.records import iso_utc
 from worker.outbox.writer import Outbox

@@ -126,7 +126,7 @@ def _check_links(model_path: Path, force: bool) -> None:
             f"{model_path.stem}'s plain files by links to its versions in {versions_folder(model_path)}/"
         )
     if plain and model_path.is_file():
-        from worker.model.classifier import model_version, read_card
+        from worker.model.artifact import model_version, read_card
 
         try:
             version = model_version(model_path, read_card(model_path))
@@ -175,7 +175,7 @@ def _model_in(folder: Path, model_path: Path) -> Path:
 def serving_card(model_path: Path) -> dict | None:
     """The card of the version that serves at ``model_path`` (a shipped model's once it is set
     up, so that a fresh repository's first training is judged against it), or None."""
-    from worker.model.classifier import read_card
+    from worker.model.artifact import read_card
     from worker.model.repository import ensure_serving
 
     ensure_serving(model_path, copy=True)

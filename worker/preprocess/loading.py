@@ -13,7 +13,8 @@ import numpy as np
 from worker.errors import InputError
 from worker.preprocess import headers, sandbox
 from worker.preprocess.headers import Header
-from worker.preprocess.normalizing import DIGITS, Profile, normalize
+from worker.preprocess.normalizing import normalize
+from worker.preprocess.profiles import DIGITS, Profile
 from worker.preprocess.reading import (
     DEFAULT_LIMITS,
     Limits,

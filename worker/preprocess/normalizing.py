@@ -9,19 +9,20 @@ keeping the aspect ratio, centres it and scales to [0, 1]. Training runs the dat
 the same function (``normalize_many``).
 
 Fashion-MNIST was made differently (the item fills the 28x28 frame, centred by its box), so the
-model card names a ``Profile`` and serving uses the one the model was trained with.
+model card names a ``Profile`` (``profiles.py``) and serving uses the one the model was trained with.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
 
 import cv2
 import numpy as np
 
 from worker.errors import InputError
 from worker.preprocess.furniture import near_the_digit, without_lines
+from worker.preprocess.percentiles import percentile, percentile_of_counts
+from worker.preprocess.profiles import DIGITS, Profile
 from worker.preprocess.reading import MIN_CONTRAST, WORK_SIDE
 from worker.preprocess.runs import opening_finds_above
 
@@ -43,69 +44,6 @@ LOCATE_MIN_SIDE = 320
 LOCATE_SIDE = 256
 LOCATE_MAX_SHARE = 0.75
 CROP_INK = 96
-
-
-@dataclass(frozen=True)
-class Profile:
-    """How ink is fitted into the 28x28 field; recorded in the model card."""
-
-    name: str
-    box: int  # the ink's longest side after scaling
-    centre: str  # "mass": by centre of mass (MNIST); "box": by bounding box (Fashion-MNIST)
-    flatten: bool  # subtract uneven paper light (thin strokes); off for filled objects
-    stretch: bool  # scale the ink so its strokes reach full white (digits)
-    paper: str  # where to sample the paper for polarity: "median" of all pixels, or "border"
-    # A 28x28 image is already framed (Fashion-MNIST was made so): take it as it is, after
-    # polarity. Re-cropping and re-fitting it only resampled and cut faint edges.
-    framed_as_is: bool = False
-    # v3: the light-flattening opening widens with the strokes (a thick marker's are not taken
-    # for paper), and the cut below the ink's faint edges rises with the paper's noise (grain is
-    # not kept as ink). A 28x28 MNIST image is untouched by either: results stay bit-identical.
-    adaptive: bool = False
-    # v4: a big page is read in two steps: the ink found on a small copy, then only its
-    # surroundings normalised, at a bounded size (the costly whole-page steps of v3 grew with
-    # the page). Pages no bigger than LOCATE_MIN_SIDE, and so MNIST's 28x28, are untouched.
-    locate: bool = False
-    # v5: a form's furniture is taken out before the ink is cropped (``furniture``): lines under
-    # or around the digit, and blobs away from it (a printed caption). Images under
-    # FLATTEN_MIN_SIDE, and so MNIST's 28x28, are untouched.
-    forms: bool = False
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-# Ink is a minority of a digit page, so the median pixel is paper (and dark scanner edges
-# cannot flip it); a garment may fill most of its frame, so there the border is the paper.
-DIGITS_V1 = Profile(
-    name="digits-v1", box=20, centre="mass", flatten=True, stretch=True, paper="median"
-)
-DIGITS_V3 = Profile(
-    name="digits-v3", box=20, centre="mass", flatten=True, stretch=True, paper="median", adaptive=True
-)
-DIGITS_V4 = Profile(
-    name="digits-v4", box=20, centre="mass", flatten=True, stretch=True, paper="median", adaptive=True,
-    locate=True,
-)
-# The profile for marks of one's own (``worker train --data``): tick boxes, letters, symbols. Not
-# v5: there a box may be the mark itself (an empty tick box is a class), not a form's furniture.
-MARKS = DIGITS_V4
-# The profile for digits since v5 (cards of older models name theirs and keep it).
-DIGITS = Profile(
-    name="digits-v5", box=20, centre="mass", flatten=True, stretch=True, paper="median", adaptive=True,
-    locate=True, forms=True,
-)
-OBJECTS = Profile(
-    name="objects-v2", box=28, centre="box", flatten=False, stretch=False, paper="border",
-    framed_as_is=True,
-)
-PROFILES = {p.name: p for p in (DIGITS_V1, DIGITS_V3, DIGITS_V4, DIGITS, OBJECTS)}
-
-
-def profile_from_dict(data: dict) -> Profile:
-    """The profile a card records; fields added since (with defaults) may be missing from it."""
-    known = {f.name for f in fields(Profile)}
-    return Profile(**{k: v for k, v in data.items() if k in known})
 
 
 def normalize(grey: np.ndarray, profile: Profile = DIGITS) -> np.ndarray:
@@ -288,7 +226,7 @@ def _widest_stroke(ink: np.ndarray) -> int:
     _, mask = cv2.threshold(cv2.GaussianBlur(ink, (5, 5), 0), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     distances = cv2.distanceTransform(mask, cv2.DIST_L2, 3)
     inside = distances[distances > 0]
-    return int(math.ceil(_percentile(inside, 0.99))) if inside.size else 0
+    return int(math.ceil(percentile(inside, 0.99))) if inside.size else 0
 
 
 def _paper_cut(ink: np.ndarray, mask: np.ndarray) -> int:
@@ -367,50 +305,10 @@ def _stretch(patch: np.ndarray) -> np.ndarray:
     strokes = patch[patch > 0]
     if strokes.size == 0:
         return patch
-    peak = _percentile(strokes, 0.95)
+    peak = percentile(strokes, 0.95)
     if peak >= 250 or peak <= 0:
         return patch
     return np.clip(patch.astype(np.float32) * (255.0 / peak), 0, 255).astype(np.uint8)
-
-
-def _percentile(values: np.ndarray, q: float) -> float:
-    """``np.percentile(values, 100 * q)`` (linear), by partition rather than a full sort."""
-    position = q * (values.size - 1)
-    low = int(position)
-    high = min(low + 1, values.size - 1)
-    part = np.partition(values, [low, high])
-    a, b, t = float(part[low]), float(part[high]), position - low
-    return a + (b - a) * t if t < 0.5 else b - (b - a) * (1 - t)  # numpy's own lerp
-
-
-def percentile_of_counts(counts: np.ndarray, q: float) -> np.ndarray:
-    """``_percentile`` of the values 0, 1, 2, ... given as how many times each occurs (the last
-    axis of ``counts``; each row at least one value), without making the values."""
-    if counts.ndim == 1:
-        return np.float64(_percentile_of_one(counts, q))
-    sizes = counts.sum(axis=-1)
-    position = q * (sizes - 1)
-    low = position.astype(np.int64)
-    high = np.minimum(low + 1, sizes - 1)
-    cumulative = np.cumsum(counts, axis=-1)
-    a = (cumulative <= low[..., None]).sum(axis=-1).astype(np.float64)
-    b = (cumulative <= high[..., None]).sum(axis=-1).astype(np.float64)
-    t = position - low
-    return np.where(t < 0.5, a + (b - a) * t, b - (b - a) * (1 - t))  # numpy's own lerp
-
-
-def _percentile_of_one(counts: np.ndarray, q: float) -> float:
-    """``percentile_of_counts`` of one row of counts, in the same float steps: a histogram's
-    median is a few calls on 256 numbers, where the rows' way makes arrays of each step."""
-    size = int(counts.sum())
-    position = q * (size - 1)
-    low = int(position)
-    high = min(low + 1, size - 1)
-    cumulative = np.cumsum(counts)
-    a = float(np.searchsorted(cumulative, low, side="right"))  # how many cumulative counts <= low
-    b = float(np.searchsorted(cumulative, high, side="right"))
-    t = position - low
-    return a + (b - a) * t if t < 0.5 else b - (b - a) * (1 - t)  # numpy's own lerp
 
 
 def _fit(patch: np.ndarray, box: int) -> np.ndarray:

@@ -13,10 +13,10 @@ The child's answer is treated like any message from outside: a length-prefixed J
 checked field by field, then raw float32 inputs checked for shape and range. No pickle: a
 child taken over by a malicious file can send us nothing but numbers and a refusal.
 
-``Sandbox`` keeps a few children alive between files (starting one imports OpenCV, NumPy,
-Pillow and PDFium) and replaces any that died or were killed. One per process is shared by
-every caller (``shared()``); ``close()`` kills the children at once, so a stop never waits
-for a decode.
+This module is the parent's side; the child's loop is ``sandbox_child.py``. ``Sandbox`` keeps
+a few children alive between files (starting one imports OpenCV, NumPy, Pillow and PDFium)
+and replaces any that died or were killed. One per process is shared by every caller
+(``shared()``); ``close()`` kills the children at once, so a stop never waits for a decode.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import queue
-import resource
 import select
 import signal
 import struct
@@ -50,14 +49,10 @@ INPUT_BYTES = SIZE * SIZE * 4
 # this long (a longer one is no answer of ours); it names at most MAX_PAGES inputs.
 MAX_MESSAGE = 2000
 HEADER_MAX = 64 * 1024
-CHILD_MAIN = "from worker.preprocess.sandbox import serve_child; serve_child()"
-# How often a child checks that its parent is still there (it exits once orphaned).
-ORPHAN_CHECK_SECONDS = 0.5
+CHILD_MAIN = "from worker.preprocess.sandbox_child import serve_child; serve_child()"
 # How a child ends when an allocation fails under its memory cap: PDFium's and C++'s
 # allocators abort or trap rather than return an error.
 OUT_OF_MEMORY_ENDS = frozenset({-signal.SIGABRT, -signal.SIGTRAP, -signal.SIGILL, -signal.SIGBUS})
-# What OpenCV's error says when an allocation fails (it raises cv2.error, not MemoryError).
-OPENCV_OUT_OF_MEMORY = "Insufficient memory"
 # Kinds a child may give for a refused file (the rest come from the parent itself).
 CHILD_KINDS = frozenset({
     "corrupt", "truncated", "not-an-image", "unsupported", "too-large", "too-many-pages",
@@ -325,77 +320,3 @@ def _forget_after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)
-
-
-# ---- the child ---------------------------------------------------------------------------------
-
-
-def serve_child() -> None:
-    """The child's loop: a request on stdin, its answer on the protocol pipe, until EOF."""
-    protocol = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)  # whatever a library prints goes to stderr, never into an answer
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
-    from worker.preprocess.loading import decode_and_fit
-
-    requests = sys.stdin.buffer
-    while len(sizes := requests.read(12)) == 12:
-        head_length, data_length = struct.unpack("<IQ", sizes)
-        request = json.loads(requests.read(head_length))
-        data = requests.read(data_length)
-        _answer(protocol, *_fit(decode_and_fit, data, request))
-
-
-def _fit(decode_and_fit, data: bytes, request: dict) -> tuple[dict, np.ndarray | None]:
-    """One request's answer: the header and the inputs (a document's pages stacked)."""
-    from worker.preprocess import Limits, profile_from_dict
-    from worker.preprocess.loading import Document
-    from worker.preprocess.reading import decode_page
-
-    name, limits = request["name"], Limits(**request["limits"])
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    cap = _mapped() + limits.decode_memory
-    resource.setrlimit(resource.RLIMIT_AS, (cap if hard == resource.RLIM_INFINITY else min(cap, hard), hard))
-    try:
-        if "page" in request:
-            grey = decode_page(data, name, request["page"], limits)
-            return {"ok": True, "grey": list(grey.shape)}, grey
-        fitted = decode_and_fit(data, name, profile_from_dict(request["profile"]), limits)
-        if isinstance(fitted, Document):
-            return {"ok": True, "pages": [n for n, _ in fitted]}, np.stack([p for _, p in fitted])
-        return {"ok": True, "pages": None}, fitted[np.newaxis]
-    except InputError as exc:
-        return {"ok": False, "kind": exc.kind, "message": exc.message}, None
-    except Exception as exc:  # noqa: BLE001 - a decoder's bug is this file's error
-        if isinstance(exc, MemoryError) or OPENCV_OUT_OF_MEMORY in str(exc):
-            return {"ok": False, "kind": "too-large", "message": f"{name}: decoding needed more than the "
-                    f"{limits.decode_memory / 2**20:,.0f} MiB memory limit"}, None
-        return {"ok": False, "kind": "internal", "message": f"unexpected error reading {name}: {exc}"}, None
-    finally:
-        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
-
-
-def _answer(protocol, header: dict, pixels: np.ndarray | None) -> None:
-    """The header, then the inputs as little-endian float32 (or a grey page's bytes)."""
-    head = json.dumps(header).encode()
-    if pixels is None:
-        body = b""
-    elif pixels.dtype == np.uint8:
-        body = np.ascontiguousarray(pixels).tobytes()
-    else:
-        body = np.ascontiguousarray(pixels, dtype="<f4").tobytes()
-    protocol.write(struct.pack("<I", len(head)) + head + body)
-    protocol.flush()
-
-
-def _mapped() -> int:
-    """Bytes of address space the child holds now (its libraries, between files)."""
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _exit_when_orphaned(parent: int) -> None:
-    while os.getppid() == parent:
-        time.sleep(ORPHAN_CHECK_SECONDS)
-    os._exit(0)
-

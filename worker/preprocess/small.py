@@ -19,16 +19,15 @@ import numpy as np
 
 from worker.errors import InputError
 from worker.preprocess.normalizing import (
-    DIGITS,
     FLATTEN_MIN_SIDE,
     MIN_BLOB_FRACTION,
     OBJECT_LEVEL,
     SIZE,
-    Profile,
     _fit,
     normalize,
-    percentile_of_counts,
 )
+from worker.preprocess.percentiles import percentile_of_counts
+from worker.preprocess.profiles import DIGITS, Profile
 from worker.preprocess.reading import MIN_CONTRAST, WORK_SIDE
 
 # What ``normalize`` raises, in the same words.

@@ -15,7 +15,8 @@ from celery.exceptions import SoftTimeLimitExceeded
 from worker import defaults
 from worker.daemon.classify import model_inputs
 from worker.errors import InputError, ModelError
-from worker.model.classifier import Classifier, Scored, card_path
+from worker.model.artifact import card_path
+from worker.model.classifier import Classifier, Scored
 from worker.preprocess import Limits, LoadedInput, load_bytes
 from worker.remote.answer_message import pack_answer
 from worker.remote.broker import (
