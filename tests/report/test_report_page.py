@@ -74,7 +74,7 @@ def test_times_are_the_readers_with_utc_in_the_title(report_page):
     assert troubles.seen == []
 
 
-def testno_sideways_scroll_and_no_serious_accessibility_violation(report_page):
+def test_no_sideways_scroll_and_no_serious_accessibility_violation(report_page):
     page, troubles = report_page
     no_sideways_scroll(page)
     confusion = page.locator("table.confusion").bounding_box()
