@@ -16,9 +16,9 @@ from worker.daemon.settings import Settings
 from worker.errors import ConfigError, InputError
 from worker.model.classifier import Classifier, Scored
 from worker.preprocess import Limits, LoadedInput
-from worker.remote.broker import safe_url
 from worker.remote.classify_worker import Host, classify, encode, find_version
 from worker.remote.messages import Heartbeat, Taken, Task, TaskFile, pack_task, parse_answer, parse_task
+from worker.urls import safe_url
 
 REPLY_TO = "worker:answers:" + "0" * 32
 
