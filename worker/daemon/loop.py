@@ -4,10 +4,14 @@ One file's trip, module by module::
 
     intake.py    it is seen (event or scan) and is complete: ready to claim
     claims.py    claimed: renamed into .work/<daemon>/ (atomic; one daemon wins)
-    classify.py  loaded into a batch (preprocess/), the model runs, outcomes come back
-    outbox.py    its row is appended and fsynced, then it is archived (or quarantined)
-    pipeline.py  runs the last two for one batch in flight, overlapping model and loading
-                 (or, with --broker, the remote mode's pipeline, which the command line hands in)
+    loader.py    loaded into a batch (preprocess/; a file for the sandbox by the slow lane)
+    classify.py  the model runs, outcomes come back
+    pipeline.py  its row is appended and fsynced (outbox/), then it leaves .work/ (settle.py:
+                 archived, or quarantine.py), for one batch in flight, overlapping model and
+                 loading; with --broker the command line hands in the remote mode's pipeline
+
+Beside the loop: ``reload.py`` (SIGHUP, a new model published), ``recovery.py`` (the claims a
+crash left), ``inbox_folder.py`` (the inbox deleted, unmounted or replaced).
 
 ``Daemon.step(now)`` does one batch and returns how many files it took, so tests drive the loop
 without threads or sleeps; ``Daemon.run()`` is the long-lived loop around it. A kill -9
