@@ -32,7 +32,7 @@ class Settings:
     decode_threads: int = defaults.DECODE_THREADS
     queue_limit: int = defaults.QUEUE_LIMIT
     retry: float = defaults.RETRY_SECONDS  # seconds between tries after a failed write
-    broker: str | None = None  # Redis URL: batches go to classify workers (worker/remote/)
+    broker: str | None = None  # Redis URL: batches go to classify workers (the remote mode)
     in_flight: int = defaults.IN_FLIGHT  # with a broker: most batches out at a time
     resend_after: float = defaults.RESEND_SECONDS  # with a broker: a batch unanswered this long is sent again
     limits: Limits = field(default_factory=Limits)

@@ -1,6 +1,6 @@
 """The watcher's connection to Redis (``--broker``): send a task, take the answers, notice a
-restart, look at the workers' heartbeats. Celery is imported here (``make_app``), and this module
-only with ``--broker``."""
+restart, look at the workers' heartbeats. Celery is imported when a ``Broker`` is made
+(``broker.make_app``), and this module only with ``--broker``."""
 
 from __future__ import annotations
 
