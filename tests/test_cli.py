@@ -145,7 +145,7 @@ def test_logs_for_the_journal_carry_priorities_and_no_timestamp(tmp_path):
 
     lines = _watch_once_log(tmp_path, dict(os.environ), journal=True)
     assert any(line.startswith("<6>worker.daemon.loop: ready:") for line in lines), lines
-    assert any(line.startswith("<4>worker.daemon.pipeline: failed bad.png") for line in lines), lines
+    assert any(line.startswith("<4>worker.daemon.quarantine: failed bad.png") for line in lines), lines
 
 
 @pytest.mark.slow

@@ -17,10 +17,10 @@ from worker.errors import ConfigError, InputError
 from worker.model.classifier import Classifier, Scored
 from worker.preprocess import Limits, LoadedInput
 from worker.remote.answer_message import parse_answer
-from worker.remote.broker import safe_url
 from worker.remote.classify_worker import Host, classify, encode, find_version
 from worker.remote.liveness_messages import Heartbeat, Taken
 from worker.remote.task_message import Task, TaskFile, pack_task, parse_task
+from worker.urls import safe_url
 
 REPLY_TO = "worker:answers:" + "0" * 32
 

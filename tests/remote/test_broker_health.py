@@ -27,8 +27,10 @@ from worker.model.classifier import Scored
 from worker.preprocess import LoadedInput
 from worker.remote.broker import QUEUE
 from worker.remote.classify_worker import encode
+from worker.remote.connection import Broker
+from worker.remote.silence import SILENCE_SHARE
 from worker.remote.task_message import parse_task
-from worker.remote.watcher import SILENCE_SHARE, Broker
+from worker.remote.watcher import remote_pipeline
 
 pytestmark = pytest.mark.skipif(not os.path.exists(REDIS_SERVER), reason="needs Debian's redis-server")
 
@@ -42,7 +44,8 @@ def watcher(boxes, redis, fake_classifier):
     server = MetricsServer(metrics, "127.0.0.1:0")
     server.start()
     settings = Settings(inbox=inbox, outbox=outbox, settle=0.1, broker=redis.url, resend_after=2)
-    daemon = Daemon(settings, fake_classifier, metrics=metrics, broker=Broker(redis.url))
+    daemon = Daemon(settings, fake_classifier, metrics=metrics,
+                    make_pipeline=remote_pipeline(Broker(redis.url), settings))
     try:
         with running(daemon):
             yield daemon, server
@@ -67,7 +70,7 @@ def _metric(server: MetricsServer, name: str) -> float | None:
 
 def test_readyz_is_503_while_the_broker_is_down_and_its_return_is_not_a_warning(watcher, redis, caplog):
     _, server = watcher
-    caplog.set_level(logging.INFO, logger="worker.remote.watcher")
+    caplog.set_level(logging.INFO, logger="worker.remote.connection")
     assert wait_for(lambda: _get(server, "/readyz")[0] == 200, 10)
     assert _metric(server, "worker_broker_up") == 1
     redis.kill()
@@ -104,8 +107,8 @@ def _answer_one_task(redis_url: str) -> None:
 def test_no_answer_from_any_worker_is_said_once_and_an_answer_after_it_too(watcher, boxes, redis, caplog):
     inbox, outbox = boxes
     daemon, _ = watcher
-    assert daemon.pipeline.silence_after == SILENCE_SHARE * 2
-    caplog.set_level(logging.INFO, logger="worker.remote.watcher")
+    assert daemon.pipeline.silence.after == SILENCE_SHARE * 2
+    caplog.set_level(logging.INFO, logger="worker.remote.silence")
     write(inbox / "one.png", digit_stroke())
 
     def said(words: str) -> list[int]:

@@ -49,7 +49,8 @@ class Watching:
     def __init__(self, boxes, fake_classifier, url: str, key: bytes | None = None) -> None:
         from worker.daemon.claims import Claims
         from worker.outbox.writer import Outbox
-        from worker.remote.watcher import Broker, RemotePipeline
+        from worker.remote.connection import Broker
+        from worker.remote.watcher import RemotePipeline
 
         inbox, self.outbox = boxes
         self.data = _png()
@@ -350,7 +351,7 @@ class OldRedis:
 
 
 def test_a_redis_older_than_6_2_is_exit_78_in_one_line(boxes, monkeypatch):
-    import worker.remote.watcher as remote
+    import worker.remote.connection as remote
 
     monkeypatch.setattr(remote, "redis_client", lambda url: OldRedis())
     inbox, outbox = boxes

@@ -77,11 +77,11 @@ def watch(
         limits=Limits(max_pixels=max_pixels, decode_seconds=decode_timeout, decode_memory=decode_memory * 2**20),
         broker=broker, in_flight=in_flight, resend_after=resend_after,
     ).validate)  # before the model loads: a bad setting is said at once
-    _run_daemon(settings, model, metrics, metrics_file, broker, broker_key)
+    _run_daemon(settings, model, metrics, metrics_file, broker_key)
 
 
 def _run_daemon(settings, model: Path, metrics: str | None, metrics_file: Path | None,
-                broker: str | None, broker_key: bytes | None) -> None:
+                broker_key: bytes | None) -> None:
     """Load the model, start the metrics, run the daemon until a signal stops it."""
     from worker.daemon.loop import Daemon
     from worker.daemon.service import ServiceNotifier
@@ -94,7 +94,7 @@ def _run_daemon(settings, model: Path, metrics: str | None, metrics_file: Path |
     registry, server = _metrics_server(metrics, metrics_file)
     daemon = _run(Daemon, settings, classifier, service=ServiceNotifier(), metrics=registry,
                   load_model=lambda: Classifier(model, threads=defaults.WATCH_MODEL_THREADS),
-                  broker=_broker(broker, broker_key))
+                  make_pipeline=_pipeline(settings, broker_key))
     _install_signal_handlers(stop, daemon.request_reload)
     try:
         _run(daemon.run, stop)
@@ -158,13 +158,17 @@ def _broker_options(command: str, url: str | None, url_file: Path | None,
     return url, _run(load_key, key_file)
 
 
-def _broker(url: str | None, key: bytes | None = None):
-    """The watcher's Redis connection (Celery is imported only here, and only with --broker)."""
-    if url is None:
-        return None
-    from worker.remote.watcher import Broker
+def _pipeline(settings, key: bytes | None):
+    """What makes the daemon's pipeline: its own (the model in this process), or with --broker
+    the remote mode's, through the watcher's Redis connection (Celery is imported only then)."""
+    if settings.broker is None:
+        from worker.daemon.pipeline import Pipeline
 
-    return _run(Broker, url, key=key)
+        return Pipeline
+    from worker.remote.connection import Broker
+    from worker.remote.watcher import remote_pipeline
+
+    return remote_pipeline(_run(Broker, settings.broker, key=key), settings)
 
 
 def classify_worker(
@@ -210,7 +214,7 @@ def status(
     report = _run(read_status, inbox, outbox, recursive=recursive, ignore=tuple(ignore or ()))
     if broker or broker_url_file is not None:
         broker, key = _broker_options("worker status --broker", broker, broker_url_file, broker_key_file)
-        from worker.remote.watcher import broker_status
+        from worker.remote.status import broker_status
 
         report["broker"] = broker_status(broker, key)
     typer.echo(json.dumps(report, indent=2, ensure_ascii=False) if as_json else format_status(report))

@@ -10,7 +10,7 @@ from pathlib import Path
 from worker import defaults
 from worker.errors import ConfigError
 from worker.preprocess import Limits
-from worker.remote.broker import safe_url
+from worker.urls import safe_url
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class Settings:
     decode_threads: int = defaults.DECODE_THREADS
     queue_limit: int = defaults.QUEUE_LIMIT
     retry: float = defaults.RETRY_SECONDS  # seconds between tries after a failed write
-    broker: str | None = None  # Redis URL: batches go to classify workers (worker.remote.watcher)
+    broker: str | None = None  # Redis URL: batches go to classify workers (the remote mode)
     in_flight: int = defaults.IN_FLIGHT  # with a broker: most batches out at a time
     resend_after: float = defaults.RESEND_SECONDS  # with a broker: a batch unanswered this long is sent again
     limits: Limits = field(default_factory=Limits)
@@ -111,3 +111,4 @@ def check_writable(what: str, folder: Path) -> None:
         where = "" if existing == folder else f" (it would be made in {existing})"
         raise ConfigError(f"{what} {folder} is not writable by {user}{where}: give that user write access "
                           "to it, or run the worker as a user who has it")
+

@@ -26,9 +26,9 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from worker.errors import ConfigError
+from worker.urls import safe_url
 
 TASK = "worker.classify"
 QUEUE = "worker.classify"
@@ -152,11 +152,3 @@ def load_key(key_file: Path | None, environ=os.environ) -> bytes | None:
                           "(e.g. openssl rand -hex 32)")
     return key
 
-
-def safe_url(url: str) -> str:
-    """The URL without its password, for logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
