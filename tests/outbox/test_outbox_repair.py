@@ -225,27 +225,30 @@ def test_a_torn_last_record_of_ours_is_cut(tmp_path, cut):
     box.close()
     whole_csv = (tmp_path / CSV_NAME).read_bytes()
     torn = _row(5000, NASTY)
-    _tear(tmp_path, torn, CUTS[cut](_record_bytes(tmp_path, torn)))
+    record = _record_bytes(tmp_path, torn)
+    _tear(tmp_path, torn, CUTS[cut](record))
     whole_jsonl = (tmp_path / JSONL_NAME).read_bytes()
     with open(tmp_path / JSONL_NAME, "ab") as fh:
         fh.write(b'{"file": "torn')
     box = Outbox(tmp_path, NAMES)
-    assert (tmp_path / CSV_NAME).read_bytes() == whole_csv
+    # cut back, then the row the JSONL holds goes to the CSV at once (before any other batch)
+    assert (tmp_path / CSV_NAME).read_bytes() == whole_csv + record
     assert (tmp_path / JSONL_NAME).read_bytes() == whole_jsonl
-    assert box.written_ids({"id5000"}) == (set(), {"id5000"}), "the replay writes its CSV row"
+    assert box.written_ids({"id5000"}) == ({"id5000"}, {"id5000"}), "the replay writes nothing"
     box.close()
     assert _set_aside(tmp_path, CSV_NAME) == _set_aside(tmp_path, JSONL_NAME) == []
 
 
 def test_a_torn_record_of_a_non_utf8_formula_like_name_is_cut(tmp_path):
     """The row read back from the JSONL gives the CSV record byte for byte: the name shown with
-    ``\\xNN`` escapes, and neutralised."""
+    ``\\xNN`` escapes, and neutralised; cut, then written whole from the JSONL."""
     _outbox_with_rows(tmp_path)
     whole = (tmp_path / CSV_NAME).read_bytes()
     torn = Row(**{**_row(7, "=caf\udce9.png").__dict__, "review": "low-margin", "review_score": 1.5})
-    _tear(tmp_path, torn, len(_record_bytes(tmp_path, torn)) - 5)
+    record = _record_bytes(tmp_path, torn)
+    _tear(tmp_path, torn, len(record) - 5)
     Outbox(tmp_path, NAMES).close()
-    assert (tmp_path / CSV_NAME).read_bytes() == whole
+    assert (tmp_path / CSV_NAME).read_bytes() == whole + record
 
 
 def test_a_torn_record_after_an_lf_saved_file_is_cut(tmp_path):
@@ -253,9 +256,10 @@ def test_a_torn_record_after_an_lf_saved_file_is_cut(tmp_path):
     _outbox_with_rows(tmp_path)
     _resave_with_lf(tmp_path / CSV_NAME)
     whole = (tmp_path / CSV_NAME).read_bytes()
+    record = _record_bytes(tmp_path, _row(7))
     _tear(tmp_path, _row(7), 30)
     Outbox(tmp_path, NAMES).close()
-    assert (tmp_path / CSV_NAME).read_bytes() == whole
+    assert (tmp_path / CSV_NAME).read_bytes() == whole + record, "cut, then written whole"
 
 
 def test_a_record_short_of_its_line_end_only_is_set_aside_not_cut(tmp_path):
@@ -340,3 +344,46 @@ def test_a_name_a_spreadsheet_would_run_is_neutralised_in_the_csv_only(tmp_path,
     assert second[0] == f"sub/{name}", "only a cell's first character makes a formula"
     lines = (tmp_path / JSONL_NAME).read_text(encoding="utf-8").split("\n")
     assert json.loads(lines[0])["file"] == name
+
+
+# --- a batch cut short between its two writes ---------------------------------------------------
+
+def _cut_short(folder, rows: list[Row]) -> None:
+    """What a kill -9 between the JSONL's fsync and the CSV's write leaves: the batch in the
+    JSONL only."""
+    with open(folder / JSONL_NAME, "a", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in rows)
+
+
+def _ids(folder) -> tuple[list[str], list[str]]:
+    csv_ids = [r[csv_columns(NAMES).index("id")] for r in _records(folder / CSV_NAME)[1:]]
+    jsonl_ids = [json.loads(line)["id"] for line in (folder / JSONL_NAME).read_bytes().split(b"\n") if line]
+    return csv_ids, jsonl_ids
+
+
+def test_a_batch_cut_short_after_its_jsonl_write_reaches_the_csv_first_at_the_next_open(tmp_path):
+    """The replay by claim id would write its CSV rows after whatever batch came first; the
+    next open writes them at once, so both files keep one order."""
+    before = 3
+    _outbox_with_rows(tmp_path, before)
+    cut = [_row(10, NASTY), _row(11), _row(12)]
+    _cut_short(tmp_path, cut)
+    box = Outbox(tmp_path, NAMES)
+    written = box.written_ids({r.id for r in cut})
+    assert written == ({r.id for r in cut},) * 2, "in both files before any replay"
+    box.record(cut, written=written)  # the replay: nothing twice
+    box.record([_row(20), _row(21)])
+    box.close()
+    csv_ids, jsonl_ids = _ids(tmp_path)
+    assert csv_ids == jsonl_ids and len(jsonl_ids) == before + 5
+
+
+def test_a_csv_that_does_not_end_on_a_recent_row_is_not_completed(tmp_path):
+    """A last row deleted by hand (or a file saved back otherwise): nothing can be said of
+    what the CSV lacks, and nothing is added to it at open."""
+    _outbox_with_rows(tmp_path, 4)
+    lines = (tmp_path / CSV_NAME).read_bytes().split(b"\r\n")
+    (tmp_path / CSV_NAME).write_bytes(b"\r\n".join(lines[:2] + lines[3:]))  # the second row gone
+    before = (tmp_path / CSV_NAME).read_bytes()
+    Outbox(tmp_path, NAMES).close()
+    assert (tmp_path / CSV_NAME).read_bytes() == before

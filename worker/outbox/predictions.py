@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import errno
 import fcntl
+import logging
 import os
 import stat
 from collections.abc import Iterator
@@ -21,7 +22,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from worker.outbox.records import CSV_NAME, JSON_ID, JSONL_NAME, CsvLayout, Row, claim_of, json_line
-from worker.outbox.repair import csv_repaired, jsonl_repaired, set_aside
+from worker.outbox.repair import csv_missing, csv_repaired, jsonl_repaired, set_aside
+
+log = logging.getLogger(__name__)
 
 # Both files are opened by name in the outbox's folder, never through a symlink; not blocking,
 # so that a FIFO in their place is found out instead of waited on.
@@ -88,6 +91,8 @@ class PredictionFiles:
         file that is not ours by now is set aside and new ones are opened."""
         with self._locked():
             kept = self._checked()
+            if kept:
+                self._complete_csv()
         if not kept:
             self._close_files()
             os.close(self._dir)
@@ -125,9 +130,19 @@ class PredictionFiles:
             if self._checked():
                 if os.fstat(self._csv).st_size == 0:
                     _write(self._csv, self.layout.text([], header=True))
+                self._complete_csv()
                 return True
         self._close_files()
         return False
+
+    def _complete_csv(self) -> None:
+        """Under the lock: a batch cut short after its JSONL write goes to the CSV now, before
+        any later batch, so that both files hold the same rows in the same order."""
+        missing = csv_missing(self._csv, self._jsonl, self.layout)
+        if missing:
+            _write(self._csv, self.layout.text(missing))
+            log.warning("outbox %s: %d rows of a batch cut short were in %s only; written to %s too",
+                        self.root, len(missing), JSONL_NAME, CSV_NAME)
 
     def _close_files(self) -> None:
         for fd in (self._jsonl, self._csv):

@@ -5,7 +5,10 @@ last whole record. Since the JSONL file is always synced first, a row in the CSV
 same row in the JSONL. People read these files and save them back, so repair trusts nothing it
 finds: it cuts only a torn record of our own format (of the CSV, only the start of a row the
 JSONL holds whole) and sets aside whole, as ``<name>.unrecognised-<time>``, anything else in
-the files' place. The caller holds the outbox's lock (``PredictionFiles``).
+the files' place. A batch cut short between its two writes (in the JSONL, not yet in the CSV)
+is found at the next open (``csv_missing``) and its rows go to the CSV before anything else
+does, so both files keep the same rows in the same order. The caller holds the outbox's lock
+(``PredictionFiles``).
 """
 
 from __future__ import annotations
@@ -72,6 +75,28 @@ def csv_repaired(csv_fd: int, jsonl: int, layout: CsvLayout) -> bool:
             return False
     _cut(csv_fd, end, CSV_NAME)
     return True
+
+
+def csv_missing(csv_fd: int, jsonl: int, layout: CsvLayout) -> list[Row]:
+    """The rows at the JSONL's end that the CSV lacks, oldest first: those after the newest
+    row whose CSV record ends the CSV. None when no recent row ends it: a CSV of only its
+    header (new, or rotated away alone), a file saved back in another way, a row deleted by
+    hand. Nothing can be said then; the replay by claim id still writes each row once."""
+    size = os.fstat(csv_fd).st_size
+    with open(csv_fd, "rb", closefd=False) as fh:
+        fh.seek(max(0, size - CHUNK))
+        tail = fh.read()
+    missing = []
+    with open(jsonl, "rb", closefd=False) as fh:
+        for row in _recent_rows(fh, os.fstat(jsonl).st_size):
+            try:
+                record = layout.text([row]).encode()
+            except (KeyError, ValueError):
+                return []  # a row of another model's classes: not this CSV's
+            if tail.endswith(record) or tail.endswith(record.replace(b"\r\n", b"\n")):
+                return missing[::-1]
+            missing.append(row)
+    return []
 
 
 def _torn_header(fh, size: int, csv_fd: int, layout: CsvLayout) -> bool:
