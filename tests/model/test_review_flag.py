@@ -97,6 +97,7 @@ def test_review_thresholds_for_other_classes_are_refused(real_model_path, tmp_pa
     copy = _hotter_copy(real_model_path, tmp_path / "m", 1.0)
     card = json.loads(copy.with_suffix(".json").read_text())
     card["review"]["unlike_training"]["class_thresholds"] = [20.0] * 9
+    card["review"].pop("odd_shape", None)  # the shipped card's shape thresholds are for its 10
     copy.with_suffix(".json").write_text(json.dumps(card))
     with pytest.raises(ModelError, match=r"thresholds for \[9\] classes, not its 10"):
         Classifier(copy)
@@ -104,12 +105,14 @@ def test_review_thresholds_for_other_classes_are_refused(real_model_path, tmp_pa
 
 @pytest.mark.slow
 def test_flag_finds_clothing_letters_and_textures_but_few_digits(shipped):
-    """Measured on 1000 each (bench/review_flag.py): 86 % of clothing, 75 % of letters and
-    symbols, 99.6 % of textures flagged; 2.0 % of MNIST test digits. Floors a little below."""
+    """Measured on 1000 each (bench/review_flag.py, model eb480bd2c19d): 94.6 % of clothing,
+    94.4 % of letters and symbols, 99.9 % of textures flagged; 2.7 % of all MNIST test digits
+    (the issue's bound is 3 %; the first 1,000 alone, harder than the rest, 3.3 %). Floors a
+    little below."""
     rng = np.random.default_rng(7)
     fashion = datasets.load("fashion-mnist").test_images[:300]
-    mnist = datasets.load("mnist").test_images[:1000]
-    floors = {"clothing": (fashion, 0.75), "letters and symbols": (None, 0.60), "textures": (None, 0.90)}
+    mnist = datasets.load("mnist").test_images
+    floors = {"clothing": (fashion, 0.85), "letters and symbols": (None, 0.85), "textures": (None, 0.95)}
     for name, (images, floor) in floors.items():
         pages = images if images is not None else [NOT_DIGITS[name](rng) for _ in range(300)]
         reviews = shipped.predict(_inputs(pages)).reviews
@@ -205,9 +208,23 @@ def test_odd_shape_thresholds_are_per_class_and_kept_in_the_card():
         assert as_ring[0] <= 1, "a ring is a ring"
 
 
-def test_a_card_from_before_the_ink_shape_flags_as_it_did(shipped):
-    """The shipped card has neither the ink's shape nor thresholds per class: its flag is the
-    one it was published with (and no row says odd-shape)."""
+@pytest.fixture(scope="module")
+def from_before(real_model_path, tmp_path_factory) -> Classifier:
+    """The shipped model with its card as cards were before the ink's shape: no ``odd_shape``
+    and one distance threshold for every class (as 746fd7bf89b0-r4a636d, shipped until
+    eb480bd2c19d, has it)."""
+    model = _hotter_copy(real_model_path, tmp_path_factory.mktemp("before") / "model", 1.0)
+    card = json.loads(model.with_suffix(".json").read_text())
+    card["review"].pop("odd_shape")
+    card["review"]["unlike_training"].pop("class_thresholds")
+    model.with_suffix(".json").write_text(json.dumps(card))
+    return Classifier(model)
+
+
+def test_a_card_from_before_the_ink_shape_flags_as_it_did(from_before):
+    """A card with neither the ink's shape nor thresholds per class: its flag is the one it
+    was published with (and no row says odd-shape)."""
+    shipped = from_before
     assert "odd_shape" not in shipped.card["review"] and shipped.flagger.odd_shape is None
     assert shipped.flagger.max_distance.ndim == 0
     # float32, as the distances it is compared with (NumPy 1.26 compares it with the float as float64)
@@ -221,15 +238,18 @@ def test_a_card_from_before_the_ink_shape_flags_as_it_did(shipped):
 
 @pytest.fixture(scope="module")
 def shaped(shipped, real_model_path, tmp_path_factory) -> Classifier:
-    """The shipped model with the ink's shape fitted in its card, on 10,000 MNIST training
-    digits (as ``worker calibrate`` fits it on the model's own splits)."""
+    """The shipped model with the ink's shape fitted in its card, on 16,000 MNIST training
+    digits (as ``worker calibrate`` fits it on the model's own splits; with 10,000 the 99.95 %
+    thresholds of each class rest on a few digits: 0.85 % of MNIST test flagged odd-shape with
+    eb480bd2c19d, at the bound with the model before, 0.35 % with 16,000)."""
     train = datasets.load("mnist")
-    x = normalize_many(train.train_images[:10000])
-    y = train.train_labels[:10000].astype(int)
+    x = normalize_many(train.train_images[:16000])
+    y = train.train_labels[:16000].astype(int)
     temperature = shipped.card["review"]["temperature"]
     model = _hotter_copy(real_model_path, tmp_path_factory.mktemp("shaped") / "model", temperature)
     card = json.loads(model.with_suffix(".json").read_text())
-    card["review"]["odd_shape"] = OddShape.fit(x[:5000], y[:5000], x[5000:], y[5000:], classes=10).to_dict()
+    fit, held = slice(0, 8000), slice(8000, None)
+    card["review"]["odd_shape"] = OddShape.fit(x[fit], y[fit], x[held], y[held], classes=10).to_dict()
     model.with_suffix(".json").write_text(json.dumps(card))
     return Classifier(model)
 
