@@ -232,6 +232,11 @@ def previous_release(work: Path, revision: str) -> Iterator[Path]:
     folder = work / "previous-release"
     subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(folder), revision],
                    check=True, capture_output=True)
+    # What a checkout's first command does: its models' `current` points at what it ships (a
+    # revision from before `shipped` tracks its versions itself).
+    for shipped in (folder / "models").glob("*/shipped"):
+        if not shipped.with_name("current").exists():
+            shipped.with_name("current").symlink_to(os.readlink(shipped))
     try:
         yield folder
     finally:
