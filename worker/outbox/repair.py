@@ -86,6 +86,8 @@ def csv_missing(csv_fd: int, jsonl: int, layout: CsvLayout) -> list[Row]:
     with open(csv_fd, "rb", closefd=False) as fh:
         fh.seek(max(0, size - CHUNK))
         tail = fh.read()
+    if tail == layout.text([], header=True).encode():
+        return []  # no row to end on: the JSONL's rows are not read at all
     missing = []
     with open(jsonl, "rb", closefd=False) as fh:
         for row in _recent_rows(fh, os.fstat(jsonl).st_size):
