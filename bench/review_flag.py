@@ -8,12 +8,14 @@ TrueType fonts (DejaVu, Liberation: letters, Greek, punctuation, check marks, cr
 noise pages, photo-like scenes, two families of textures (tests/factories.py); an input the
 preprocessing refuses (no ink) never reaches the model and is left out. For each, AUROC (digits
 against that set) of three scores: the Mahalanobis distance the flag uses, the energy of the
-logits, and 1 - the top softmax probability; the share flagged for any reason, and for the
-ink's shape (``odd-shape``). Then digits on forms whose rule runs into the ink
+logits, and 1 - the top softmax probability; the share flagged for any reason, for the ink's
+shape (``odd-shape``) and for looking like printed letters (``not-a-digit``, fitted on letters
+and symbols printed in other fonts than these). Then digits on forms whose rule runs into the ink
 (``factories.rule_through``), read by digits-v4 (which keeps the rule: the model is given it
 attached) and by digits-v5 (which takes most out). Then, on all of MNIST test and on scan sets:
 accuracy, the share of rows flagged and the share of wrong predictions the flag catches. Last,
-what the flag costs: the model and flag on MNIST test, with and without the ink's shape.
+what the flag costs: the model and flag on MNIST test, with and without the ink's shape and
+not-a-digit.
 
 ``--compare MODEL`` scores the same images with a second model too (in brackets): the same
 weights with a card fitted by older code, say.
@@ -111,7 +113,8 @@ def not_digits(count: int, classifiers: list[Classifier], mnist, rng) -> None:
     made = NOT_DIGITS | MORE_NOT_DIGITS
     others |= {name: [make(rng) for _ in range(count)] for name, make in made.items()}
     print(f"AUROC, {count} MNIST test digits against each set (inputs the preprocessing took)")
-    print(f"{'set':<28}{'inputs':>7}{'mahalanobis':>13}{'energy':>9}{'1-softmax':>11}{'flagged':>18}{'odd-shape':>18}")
+    print(f"{'set':<28}{'inputs':>7}{'mahalanobis':>13}{'energy':>9}{'1-softmax':>11}{'flagged':>18}"
+          f"{'odd-shape':>18}{'not-a-digit':>18}")
     for name, pages in others.items():
         x = inputs(pages)
         scores = scorer.scores(x)
@@ -125,7 +128,7 @@ def rules_attached(count: int, classifiers: list[Classifier], mnist, rng) -> Non
     digits, labels = mnist.test_images[:count], mnist.test_labels[:count].astype(int)
     pages = [rule_through(d, rng) for d in digits]
     print(f"\n{count} digits on forms, a rule running into the ink (accuracy: the first model)")
-    print(f"{'read by':<28}{'inputs':>7}{'accuracy':>9}{'flagged':>18}{'odd-shape':>18}")
+    print(f"{'read by':<28}{'inputs':>7}{'accuracy':>9}{'flagged':>18}{'odd-shape':>18}{'not-a-digit':>18}")
     for profile in (DIGITS_V4, DIGITS):
         x, kept = taken(pages, profile)
         right = classifiers[0].predict(x).probabilities.argmax(axis=1) == labels[kept]
@@ -133,13 +136,14 @@ def rules_attached(count: int, classifiers: list[Classifier], mnist, rng) -> Non
 
 
 def shares(classifiers: list[Classifier], x: np.ndarray) -> str:
-    """The share of rows flagged, and flagged for the ink's shape, by each model."""
-    flagged, shaped = [], []
+    """The share of rows flagged, flagged for the ink's shape and as not a digit, by each model."""
+    flagged, shaped, not_digit = [], [], []
     for classifier in classifiers:
         reviews = classifier.predict(x).reviews
         flagged.append(np.mean([bool(r) for r in reviews]))
         shaped.append(np.mean(["odd-shape" in r for r in reviews]))
-    return "".join(f"{both(values):>18}" for values in (flagged, shaped))
+        not_digit.append(np.mean(["not-a-digit" in r for r in reviews]))
+    return "".join(f"{both(values):>18}" for values in (flagged, shaped, not_digit))
 
 
 def both(values: list[float]) -> str:
@@ -161,10 +165,10 @@ def flag_line(name: str, classifiers: list[Classifier], pages: list, labels: np.
 
 
 def cost(classifier: Classifier, x: np.ndarray, rounds: int = 5) -> None:
-    """The model and the flag on MNIST test in batches of 100, with the ink's shape and without,
-    alternated; the best of ``rounds`` each (the machine is shared)."""
-    flaggers = {"with the ink's shape": classifier.flagger,
-                "without": replace(classifier.flagger, odd_shape=None)}
+    """The model and the flag on MNIST test in batches of 100, with the ink's shape and
+    not-a-digit and without, alternated; the best of ``rounds`` each (the machine is shared)."""
+    flaggers = {"with the ink's shape and not-a-digit": classifier.flagger,
+                "without": replace(classifier.flagger, odd_shape=None, not_digit=None)}
     best = dict.fromkeys(flaggers, np.inf)
     for _ in range(rounds):
         for label, flagger in flaggers.items():

@@ -18,6 +18,7 @@ from factories import NOT_DIGITS, printed_symbol, rule_through, write
 from typer.testing import CliRunner
 
 from worker.cli import app
+from worker.model import ink_shape
 from worker.model.classifier import Classifier
 from worker.model.review_flag import (
     SHARE,
@@ -201,9 +202,9 @@ def test_odd_shape_thresholds_are_per_class_and_kept_in_the_card():
     labels = np.repeat([0, 1], 200)
     odd = OddShape.fit(inputs, labels, inputs, labels, classes=2)
     again = OddShape.from_dict(json.loads(json.dumps(odd.to_dict())))
+    measured = ink_shape.measure(np.stack([rings[0], strokes[0]])[..., None])
     for shape in (odd, again):
-        as_stroke = shape(np.stack([rings[0], strokes[0]])[..., None], np.array([0, 0]))
-        as_ring = shape(np.stack([rings[0], strokes[0]])[..., None], np.array([1, 1]))
+        as_stroke, as_ring = shape(measured, np.array([0, 0])), shape(measured, np.array([1, 1]))
         assert as_stroke[0] > 1 >= as_stroke[1], "a ring is no stroke"
         assert as_ring[0] <= 1, "a ring is a ring"
 

@@ -43,6 +43,9 @@ def test_short_training_run_saves_a_serving_model(tmp_path):
     assert len(card["review"]["unlike_training"]["class_thresholds"]) == 10
     assert Classifier(result.model_path).flagger.distance is not None
     assert Classifier(result.model_path).flagger.odd_shape is not None, "the ink's shape fitted too"
+    assert Classifier(result.model_path).flagger.not_digit is not None, "digits told from printed letters"
+    fitted_on = card["review"]["not_digit"]["fitted_on"]
+    assert fitted_on == "5000 training digits against 1000 printed letters and symbols"
 
     again = train(dataset="mnist", arch="seed-cnn", epochs=1, limit=6000, validation=1000,
                   learning_rate=1e-9, init_from=result.model_path, output=tmp_path / "tiny.keras",

@@ -56,6 +56,7 @@ def test_fashion_from_png_folders_learns_as_from_the_idx_files(tmp_path):
     assert card["preprocessing"]["name"] == "objects-v2" and card["dataset"] == "fashion"
     assert card["data_folder"]["images"] == {"train": 2700, "validation": 300, "test": 1000}
     assert card["review"]["temperature"] > 0, "the review flag fitted"
+    assert "not_digit" not in card["review"], "clothing is not told from printed letters"
 
     idx = CliRunner().invoke(app, ["train", "--dataset", "fashion-mnist", "--limit", str(TRAIN),
                                    "--output", str(tmp_path / "models" / "idx.keras"), *recipe])

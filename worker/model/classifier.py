@@ -81,8 +81,8 @@ class Classifier:
         features = self._check_outputs()
         self.has_features = features > 0
         self.flagger = Flagger.from_card(self.card, self.has_features)
-        measured = self.flagger.distance.width if self.flagger and self.flagger.distance else features
-        if measured != features:
+        measures = (self.flagger.distance, self.flagger.not_digit) if self.flagger else ()
+        for measured in {m.width for m in measures if m is not None} - {features}:
             raise ModelError(f"model {self.path} gives {features} features but its card's review section "
                              f"measures {measured}: the card does not belong to this model")
         if self.flagger and self.flagger.classes() - {len(self.class_names)}:

@@ -17,6 +17,9 @@ card (``card["review"]``):
 - ``odd-shape``: the ink has a shape the predicted class's digits never have (``OddShape``,
   ``ink_shape``): more pieces or holes, wider, more of a blot, thicker, or with a box's edges (a
   form's rule still attached). The network may be sure of such an input; its shape says no.
+- ``not-a-digit`` (digit models): the input looks like the printed letters and symbols a score
+  was fitted to tell from digits (``not_digit.py``): a printed ``#`` is a 4 to the network and
+  to every measure above, and nothing like one once such things have been seen.
 
 The thresholds are quantiles: each flags about ``SHARE`` of inputs like the training data (the
 first two mostly the same rows), so together they flag a few percent of ordinary rows. Most
@@ -34,8 +37,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from worker.model import ink_shape
+from worker.model.not_digit import NotDigit, represent
 
-SHARE = {"low-confidence": 0.02, "low-margin": 0.02, "unlike-training": 0.01, "odd-shape": 0.003}
+SHARE = {"low-confidence": 0.02, "low-margin": 0.02, "unlike-training": 0.006, "odd-shape": 0.003,
+         "not-a-digit": 0.012}
 TINY = 1e-30  # float32 softmax underflows to 0 for hopeless classes; log needs a floor
 
 
@@ -140,10 +145,10 @@ class OddShape:
             limits[name] = _per_class(measured, labels, classes, quantile)
         return cls(limits)
 
-    def __call__(self, inputs: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-        """Per row, its measure furthest past its class's threshold, as (value + 1) / (threshold
-        + 1): past it exactly when above 1, and finite where a class never has any (a 1's holes)."""
-        measured = ink_shape.measure(inputs)
+    def __call__(self, measured: dict[str, np.ndarray], predicted: np.ndarray) -> np.ndarray:
+        """Per row (``ink_shape.measure`` of the inputs), its measure furthest past its class's
+        threshold, as (value + 1) / (threshold + 1): past it exactly when above 1, and finite
+        where a class never has any (a 1's holes)."""
         return np.max([(measured[name] + 1) / (limit[predicted] + 1)
                        for name, limit in self.limits.items()], axis=0)
 
@@ -177,6 +182,7 @@ class Flagger:
     max_distance: np.ndarray | None  # per class, or one for all; None: the model gives no features
     distance: Distance | None
     odd_shape: OddShape | None = None  # None: a card from before the shape was measured
+    not_digit: NotDigit | None = None  # None: not a digit model, or a card from before
 
     @classmethod
     def from_card(cls, card: dict, has_features: bool) -> Flagger | None:
@@ -190,6 +196,8 @@ class Flagger:
             max_distance=_distance_thresholds(unlike) if unlike else None,
             distance=Distance.from_dict(unlike) if unlike else None,
             odd_shape=OddShape.from_dict(review["odd_shape"]) if review.get("odd_shape") else None,
+            not_digit=NotDigit.from_dict(review["not_digit"])
+            if review.get("not_digit") and has_features else None,
         )
 
     def classes(self) -> set[int]:
@@ -213,8 +221,12 @@ class Flagger:
         if self.distance is not None and features is not None:
             limit = self.max_distance[predicted] if self.max_distance.ndim else self.max_distance
             ratios["unlike-training"] = self.distance(features) / limit
-        if self.odd_shape is not None and inputs is not None:
-            ratios["odd-shape"] = self.odd_shape(inputs, predicted)
+        shape_read = inputs is not None and (self.odd_shape is not None or self.not_digit is not None)
+        measured = ink_shape.measure(inputs) if shape_read else None
+        if self.odd_shape is not None and measured is not None:
+            ratios["odd-shape"] = self.odd_shape(measured, predicted)
+        if self.not_digit is not None and measured is not None and features is not None:
+            ratios["not-a-digit"] = self.not_digit(represent(probabilities, features, measured))
         names = list(ratios)
         stacked = np.stack([ratios[n] for n in names], axis=1)
         past = stacked > 1
@@ -264,6 +276,19 @@ def fit(val_probabilities: np.ndarray, val_labels: np.ndarray, val_features: np.
         review["odd_shape"] = OddShape.fit(val_inputs, val_labels, train_inputs, train_labels,
                                            val_probabilities.shape[1]).to_dict()
     return review
+
+
+def fit_not_digit(temperature: float, digits: tuple, not_digits: tuple, validation: tuple) -> dict:
+    """The card's ``review["not_digit"]`` (``NotDigit``): the training split's digits against
+    printed letters and symbols, its threshold on the validation split. Each a batch's
+    (probabilities before calibration, features, inputs)."""
+    def rows(outputs: tuple) -> np.ndarray:
+        probabilities, features, inputs = outputs
+        return represent(calibrated(probabilities, temperature), features, ink_shape.measure(inputs))
+
+    fitted = NotDigit.fit(rows(digits), rows(not_digits), rows(validation), SHARE["not-a-digit"])
+    return {**fitted.to_dict(), "fitted_on": f"{len(digits[0])} training digits against "
+                                             f"{len(not_digits[0])} printed letters and symbols"}
 
 
 def _unit(features: np.ndarray) -> np.ndarray:

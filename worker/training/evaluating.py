@@ -13,6 +13,7 @@ from worker.model.classifier import Classifier
 from worker.training.splits import Splits
 
 log = logging.getLogger(__name__)
+NOT_DIGITS = 12_000  # printed at the most: half a minute on two cores, for a score of a few hundred weights
 
 
 def evaluate(classifier: Classifier, x: np.ndarray, y: np.ndarray) -> dict:
@@ -33,12 +34,29 @@ def evaluate(classifier: Classifier, x: np.ndarray, y: np.ndarray) -> dict:
 
 def fit_review(classifier: Classifier, splits: Splits) -> dict:
     val_probabilities, val_features = raw_outputs(classifier, splits.x_val)
-    _, train_features = raw_outputs(classifier, splits.x_train)
+    train_probabilities, train_features = raw_outputs(classifier, splits.x_train)
     review = review_flag.fit(val_probabilities, splits.y_val.astype(int), val_features,
                              train_features, splits.y_train.astype(int), splits.x_val, splits.x_train)
     log.info("review flag: temperature %.3f (validation ECE %.4f -> %.4f)", review["temperature"],
              *review["expected_calibration_error"].values())
+    x_not = _not_digits(classifier, len(splits.x_train)) if val_features is not None else None
+    if x_not is not None and len(x_not):
+        review["not_digit"] = review_flag.fit_not_digit(
+            review["temperature"], (train_probabilities, train_features, splits.x_train),
+            (*raw_outputs(classifier, x_not), x_not), (val_probabilities, val_features, splits.x_val))
     return review
+
+
+def _not_digits(classifier: Classifier, train_size: int) -> np.ndarray | None:
+    """Printed letters and symbols for a digit model's ``not-a-digit``, as many as a fifth of its
+    training split up to ``NOT_DIGITS`` (None for a model of other classes)."""
+    if tuple(classifier.class_names) != tuple("0123456789"):
+        return None
+    from worker.training.scan_render import render_not_digits
+
+    count = min(NOT_DIGITS, max(200, train_size // 5))
+    log.info("printing %d letters and symbols for the review flag's not-a-digit", count)
+    return render_not_digits(count, classifier.profile, seed=0)
 
 
 def raw_outputs(classifier: Classifier, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:

@@ -5,16 +5,25 @@ Used by ``scan_render.py`` (``worker train --scan-augment``), each rendering the
 the real preprocessing (digits-v5 takes the form's furniture out) so the model learns what it
 will be served. Drawn apart from the hard sets of ``tests/factories.py``: other ranges, other
 code, captions in the system's fonts rather than OpenCV's, and printed digits in the training
-font families only (``fonts.py``).
+font families only (``fonts.py``). Printed letters and symbols too: what is not a digit, for the
+review flag (``printed_glyph``).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 
-from worker.training.fonts import font_files
+from worker.training.fonts import font_files, glyph_font_files
 
+# Printed letters and symbols that are no digit, for the review flag's ``not-a-digit``
+# (``worker/model/not_digit.py``): letters that pass for none (no O, l, I, S, Z, B, G, b, g, q),
+# Greek and Cyrillic of the same kind, punctuation, currency, arrows and marks.
+NOT_DIGIT_GLYPHS = ("ACEFHKLMNPRTUVWXYacdefhkmnprtuvwxy" "ΓΔΛΞΠΣΦΨΩαγεηκλμνξπφχψω"
+                    "ДЖИЛМПФЦШЩЫЭЮЯдждилмпфцшщыэюя" "#@%&?*+=$<>!;:~±÷×≠≈§¶©®€£¥¢¿¡µ"
+                    "←→↑↓↔⇒•■□▲△●◆★☆♥♦♣♠✓✗")
 CAPTION_WORDS = ("Nr", "ID", "Qty:", "Amount", "Year", "Box", "Page", "Line", "Lot", "Zip", "Tel.",
                  "Week", "Month", "Row", "Bin", "Rate", "Part", "Case")
 
@@ -44,15 +53,18 @@ def _scanned(page: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return cv2.imdecode(encoded, cv2.IMREAD_GRAYSCALE)
 
 
-def _text(text: str, height: int, rng: np.random.Generator) -> np.ndarray | None:
-    """``text`` in one of the training fonts, about ``height`` pixels high, cropped to its ink
-    (float32 coverage 0 to 1); None if this system has no fonts."""
+def _text(text: str, height: int, rng: np.random.Generator,
+          fonts: tuple[Path, ...] | None = None) -> np.ndarray | None:
+    """``text`` in one of ``fonts`` (the training fonts), about ``height`` pixels high, cropped to
+    its ink (float32 coverage 0 to 1); None if this system has no fonts, or the font drawn lacks it."""
     from PIL import Image, ImageDraw, ImageFont
 
-    fonts = font_files()
+    fonts = font_files() if fonts is None else fonts
     if not fonts:
         return None
     font = ImageFont.truetype(str(fonts[int(rng.integers(len(fonts)))]), max(6, height))
+    if not _draws(font, text):
+        return None
     canvas = Image.new("L", (height * (len(text) + 2), height * 3), 0)
     ImageDraw.Draw(canvas).text((height, height), text, fill=255, font=font)
     cover = np.asarray(canvas, np.float32) / 255
@@ -60,6 +72,13 @@ def _text(text: str, height: int, rng: np.random.Generator) -> np.ndarray | None
     if not len(rows):
         return None
     return cover[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+
+
+def _draws(font, text: str) -> bool:
+    """Whether ``font`` has ``text``'s characters, not the box it draws for what it lacks."""
+    missing = font.getmask("\ue000")  # a private use character: no font here has one
+    return all(font.getmask(c).size != missing.size or bytes(font.getmask(c)) != bytes(missing)
+               for c in text if not c.isspace())
 
 
 def _turn(cover: np.ndarray, degrees: float, shear: float = 0.0) -> np.ndarray:
@@ -78,16 +97,28 @@ def printed(label: int, rng: np.random.Generator) -> np.ndarray | None:
     """The digit ``label`` printed in a training font, 16-120 pixels high, maybe bold, slanted
     or turned a little, on a label, receipt or form (grey uint8); None if there are no fonts."""
     height = int(rng.integers(16, 120))
-    cover = _text(str(label), height, rng)
+    return _print(_text(str(label), height, rng), height, rng, degrees=4)
+
+
+def printed_glyph(rng: np.random.Generator) -> np.ndarray | None:
+    """A letter or symbol that is no digit (``NOT_DIGIT_GLYPHS``), printed as ``printed`` prints
+    a digit, in the glyph fonts (``fonts.py``), turned up to 8 degrees; None if there are none
+    or the font drawn lacks it."""
+    height = int(rng.integers(16, 120))
+    glyph = NOT_DIGIT_GLYPHS[int(rng.integers(len(NOT_DIGIT_GLYPHS)))]
+    return _print(_text(glyph, height, rng, glyph_font_files()), height, rng, degrees=8)
+
+
+def _print(cover: np.ndarray | None, height: int, rng: np.random.Generator,
+           degrees: float) -> np.ndarray | None:
     if cover is None:
         return None
     if rng.random() < 0.25:  # bolder print, or a heavy toner
         width = max(1, round(height * float(rng.uniform(0.02, 0.06))))
         cover = cv2.dilate(cover, np.ones((width, width), np.uint8))
-    degrees = float(rng.uniform(-4, 4))
+    turn = float(rng.uniform(-degrees, degrees))
     slant = float(rng.uniform(-0.2, 0.2)) if rng.random() < 0.3 else 0.0  # an oblique face
-    cover = _turn(cover, degrees, slant)
-    cover = _crop(cover)
+    cover = _crop(_turn(cover, turn, slant))
     return _on_a_page(cover, rng, darkness=float(rng.uniform(0, 90)))
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from worker.errors import InputError
 from worker.preprocess import Profile, normalize, normalize_many
-from worker.training.form_render import canvas, on_form, printed
+from worker.training.form_render import canvas, on_form, printed, printed_glyph
 
 
 def scanned(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -97,18 +97,34 @@ KINDS = (scanned, scanned, scanned, marker, coarse, coarse, coarse,
          on_form, on_form, on_form, "printed", "printed", canvas)
 
 
+_CHUNKS = max(1, os.cpu_count() or 1) * 4
+
+
 def render_many(digits: np.ndarray, profile: Profile, seed: int,
                 labels: np.ndarray | None = None) -> np.ndarray:
     """Each digit (uint8 28x28, white on black) rendered as one of ``KINDS`` and normalized with
     ``profile``: float32 (N, 28, 28, 1). "printed" draws the digit's label (0-9) in a font
     instead; without ``labels``, or fonts, it is a scan. A rendering the preprocessing refuses
     (its ink lost in the grain) keeps the original digit. Spread over the cores."""
-    chunks = np.array_split(np.arange(len(digits)), max(1, os.cpu_count() or 1) * 4)
+    chunks = np.array_split(np.arange(len(digits)), _CHUNKS)
     labels = np.full(len(digits), -1) if labels is None else labels
     jobs = [(digits[c], labels[c], profile, seed + i) for i, c in enumerate(chunks) if len(c)]
+    return _spread(_render_chunk, jobs)
+
+
+def render_not_digits(count: int, profile: Profile, seed: int) -> np.ndarray:
+    """``count`` letters and symbols that are no digit, printed (``form_render.printed_glyph``)
+    and normalized with ``profile``, as the review flag's ``not-a-digit`` is fitted on: float32
+    (count, 28, 28, 1), fewer only if this system has no fonts. Spread over the cores."""
+    sizes = [len(chunk) for chunk in np.array_split(np.arange(count), _CHUNKS)]
+    jobs = [(size, profile, seed + i) for i, size in enumerate(sizes) if size]
+    return _spread(_glyph_chunk, jobs)
+
+
+def _spread(work, jobs: list[tuple]) -> np.ndarray:
     # spawn, not fork: training has TensorFlow's threads running by now
     with ProcessPoolExecutor(os.cpu_count(), mp_context=multiprocessing.get_context("spawn")) as pool:
-        parts = list(pool.map(_render_chunk, *zip(*jobs, strict=True)))
+        parts = [part for part in pool.map(work, *zip(*jobs, strict=True)) if len(part)]
     return np.concatenate(parts) if parts else np.zeros((0, 28, 28, 1), np.float32)
 
 
@@ -122,3 +138,20 @@ def _render_chunk(digits: np.ndarray, labels: np.ndarray, profile: Profile, seed
         except InputError:
             out.append(normalize_many(digit[None], profile)[0])
     return np.stack(out).astype(np.float32)
+
+
+def _glyph_chunk(count: int, profile: Profile, seed: int) -> np.ndarray:
+    """``count`` glyphs; a font without the glyph drawn, or a page the preprocessing refuses,
+    draws again (a system without fonts: none at all)."""
+    rng, out = np.random.default_rng(seed), []
+    for _ in range(count * 5):
+        if len(out) == count:
+            break
+        page = printed_glyph(rng)
+        if page is None:
+            continue
+        try:
+            out.append(normalize(page, profile))
+        except InputError:
+            continue
+    return np.stack(out).astype(np.float32) if out else np.zeros((0, 28, 28, 1), np.float32)
