@@ -104,6 +104,25 @@ def test_review_thresholds_for_other_classes_are_refused(real_model_path, tmp_pa
         Classifier(copy)
 
 
+@pytest.mark.parametrize("edit", [
+    lambda review: review.update(temperature="hot"),
+    lambda review: review["unlike_training"].update(means="not base64!"),
+    lambda review: review["odd_shape"].update(limits=[1, 2]),
+    lambda review: review.pop("min_margin"),
+])
+def test_a_review_section_edited_into_nonsense_is_refused_when_the_model_loads(real_model_path, tmp_path,
+                                                                               edit):
+    """One line and exit 78 (a ModelError), never a traceback at the first prediction."""
+    from worker.errors import ModelError
+
+    copy = _hotter_copy(real_model_path, tmp_path / "m", 1.0)
+    card = json.loads(copy.with_suffix(".json").read_text())
+    edit(card["review"])
+    copy.with_suffix(".json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="review section is malformed"):
+        Classifier(copy)
+
+
 @pytest.mark.slow
 def test_flag_finds_clothing_letters_and_textures_but_few_digits(shipped):
     """Measured on 1000 each (bench/review_flag.py, model eb480bd2c19d): 94.6 % of clothing,
@@ -217,6 +236,7 @@ def from_before(real_model_path, tmp_path_factory) -> Classifier:
     model = _hotter_copy(real_model_path, tmp_path_factory.mktemp("before") / "model", 1.0)
     card = json.loads(model.with_suffix(".json").read_text())
     card["review"].pop("odd_shape")
+    card["review"].pop("not_digit")
     card["review"]["unlike_training"].pop("class_thresholds")
     model.with_suffix(".json").write_text(json.dumps(card))
     return Classifier(model)

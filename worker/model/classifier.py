@@ -82,9 +82,10 @@ class Classifier:
         self.has_features = features > 0
         self.flagger = Flagger.from_card(self.card, self.has_features)
         measures = (self.flagger.distance, self.flagger.not_digit) if self.flagger else ()
-        for measured in {m.width for m in measures if m is not None} - {features}:
+        foreign = sorted({m.width for m in measures if m is not None} - {features})
+        if foreign:
             raise ModelError(f"model {self.path} gives {features} features but its card's review section "
-                             f"measures {measured}: the card does not belong to this model")
+                             f"measures {foreign[0]}: the card does not belong to this model")
         if self.flagger and self.flagger.classes() - {len(self.class_names)}:
             raise ModelError(f"the review section of {self.path}'s card has thresholds for "
                              f"{sorted(self.flagger.classes())} classes, not its {len(self.class_names)}")

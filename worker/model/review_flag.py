@@ -1,6 +1,6 @@
 """The review flag: which predictions a person should look at, and why.
 
-Four reasons, each a measure with a threshold fitted when the model is made and kept in its
+Five reasons, each a measure with a threshold fitted when the model is made and kept in its
 card (``card["review"]``):
 
 - ``low-confidence``: the calibrated confidence is low. The network's softmax is over-sure;
@@ -32,10 +32,12 @@ and the shape find what is not a digit with little. A card from before a reason 
 from __future__ import annotations
 
 import base64
+import binascii
 from dataclasses import dataclass
 
 import numpy as np
 
+from worker.errors import ModelError
 from worker.model import ink_shape
 from worker.model.not_digit import NotDigit, represent
 
@@ -190,15 +192,20 @@ class Flagger:
         if not review:
             return None
         unlike = review.get("unlike_training") if has_features else None
-        return cls(
-            temperature=float(review["temperature"]),
-            min_confidence=float(review["min_confidence"]), min_margin=float(review["min_margin"]),
-            max_distance=_distance_thresholds(unlike) if unlike else None,
-            distance=Distance.from_dict(unlike) if unlike else None,
-            odd_shape=OddShape.from_dict(review["odd_shape"]) if review.get("odd_shape") else None,
-            not_digit=NotDigit.from_dict(review["not_digit"])
-            if review.get("not_digit") and has_features else None,
-        )
+        try:
+            return cls(
+                temperature=float(review["temperature"]),
+                min_confidence=float(review["min_confidence"]), min_margin=float(review["min_margin"]),
+                max_distance=_distance_thresholds(unlike) if unlike else None,
+                distance=Distance.from_dict(unlike) if unlike else None,
+                odd_shape=OddShape.from_dict(review["odd_shape"]) if review.get("odd_shape") else None,
+                not_digit=NotDigit.from_dict(review["not_digit"])
+                if review.get("not_digit") and has_features else None,
+            )
+        except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as error:
+            # the card is a file a person may edit: one line and exit 78, not a traceback
+            raise ModelError(f"the card's review section is malformed ({error!r}): "
+                             "'worker calibrate' fits a new one") from None
 
     def classes(self) -> set[int]:
         """How many classes its per-class thresholds are for (empty: none are per class)."""
@@ -211,7 +218,7 @@ class Flagger:
                  inputs: np.ndarray | None = None):
         """Calibrated probabilities, and per row its reasons (a list) and its score;
         ``inputs``, the batch the model was given, for the ink's shape."""
-        probabilities = calibrated(probabilities, self.temperature)
+        raw, probabilities = probabilities, calibrated(probabilities, self.temperature)
         top = np.sort(probabilities, axis=1)[:, ::-1]
         predicted = probabilities.argmax(axis=1)
         ratios = {
@@ -226,7 +233,7 @@ class Flagger:
         if self.odd_shape is not None and measured is not None:
             ratios["odd-shape"] = self.odd_shape(measured, predicted)
         if self.not_digit is not None and measured is not None and features is not None:
-            ratios["not-a-digit"] = self.not_digit(represent(probabilities, features, measured))
+            ratios["not-a-digit"] = self.not_digit(represent(raw, features, measured))
         names = list(ratios)
         stacked = np.stack([ratios[n] for n in names], axis=1)
         past = stacked > 1
@@ -278,13 +285,13 @@ def fit(val_probabilities: np.ndarray, val_labels: np.ndarray, val_features: np.
     return review
 
 
-def fit_not_digit(temperature: float, digits: tuple, not_digits: tuple, validation: tuple) -> dict:
+def fit_not_digit(digits: tuple, not_digits: tuple, validation: tuple) -> dict:
     """The card's ``review["not_digit"]`` (``NotDigit``): the training split's digits against
     printed letters and symbols, its threshold on the validation split. Each a batch's
     (probabilities before calibration, features, inputs)."""
     def rows(outputs: tuple) -> np.ndarray:
         probabilities, features, inputs = outputs
-        return represent(calibrated(probabilities, temperature), features, ink_shape.measure(inputs))
+        return represent(probabilities, features, ink_shape.measure(inputs))
 
     fitted = NotDigit.fit(rows(digits), rows(not_digits), rows(validation), SHARE["not-a-digit"])
     return {**fitted.to_dict(), "fitted_on": f"{len(digits[0])} training digits against "

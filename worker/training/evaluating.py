@@ -10,10 +10,11 @@ import numpy as np
 
 from worker.model import review_flag
 from worker.model.classifier import Classifier
+from worker.training.fonts import FONT_FOLDERS
 from worker.training.splits import Splits
 
 log = logging.getLogger(__name__)
-NOT_DIGITS = 12_000  # printed at the most: half a minute on two cores, for a score of a few hundred weights
+NOT_DIGITS = 12_000  # printed at the most: plenty for a score of a few hundred weights
 
 
 def evaluate(classifier: Classifier, x: np.ndarray, y: np.ndarray) -> dict:
@@ -42,7 +43,7 @@ def fit_review(classifier: Classifier, splits: Splits) -> dict:
     x_not = _not_digits(classifier, len(splits.x_train)) if val_features is not None else None
     if x_not is not None and len(x_not):
         review["not_digit"] = review_flag.fit_not_digit(
-            review["temperature"], (train_probabilities, train_features, splits.x_train),
+            (train_probabilities, train_features, splits.x_train),
             (*raw_outputs(classifier, x_not), x_not), (val_probabilities, val_features, splits.x_val))
     return review
 
@@ -56,7 +57,11 @@ def _not_digits(classifier: Classifier, train_size: int) -> np.ndarray | None:
 
     count = min(NOT_DIGITS, max(200, train_size // 5))
     log.info("printing %d letters and symbols for the review flag's not-a-digit", count)
-    return render_not_digits(count, classifier.profile, seed=0)
+    printed = render_not_digits(count, classifier.profile, seed=0)
+    if not len(printed):
+        log.warning("no fonts to print letters in (%s): the review flag has no not-a-digit; install "
+                    "the font packages scripts/test names", ", ".join(map(str, FONT_FOLDERS)))
+    return printed
 
 
 def raw_outputs(classifier: Classifier, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:

@@ -22,7 +22,7 @@ from worker.training.fonts import font_files, glyph_font_files
 # (``worker/model/not_digit.py``): letters that pass for none (no O, l, I, S, Z, B, G, b, g, q),
 # Greek and Cyrillic of the same kind, punctuation, currency, arrows and marks.
 NOT_DIGIT_GLYPHS = ("ACEFHKLMNPRTUVWXYacdefhkmnprtuvwxy" "ΓΔΛΞΠΣΦΨΩαγεηκλμνξπφχψω"
-                    "ДЖИЛМПФЦШЩЫЭЮЯдждилмпфцшщыэюя" "#@%&?*+=$<>!;:~±÷×≠≈§¶©®€£¥¢¿¡µ"
+                    "ДЖИЛМПФЦШЩЫЭЮЯджилмпфцшщыэюя" "#@%&?*+=$<>!;:~±÷×≠≈§¶©®€£¥¢¿¡µ"
                     "←→↑↓↔⇒•■□▲△●◆★☆♥♦♣♠✓✗")
 CAPTION_WORDS = ("Nr", "ID", "Qty:", "Amount", "Year", "Box", "Page", "Line", "Lot", "Zip", "Tel.",
                  "Week", "Month", "Row", "Bin", "Rate", "Part", "Case")
@@ -76,7 +76,7 @@ def _text(text: str, height: int, rng: np.random.Generator,
 
 def _draws(font, text: str) -> bool:
     """Whether ``font`` has ``text``'s characters, not the box it draws for what it lacks."""
-    missing = font.getmask("\ue000")  # a private use character: no font here has one
+    missing = font.getmask("\U0010fffd")  # a noncharacter: every font draws its box for it
     return all(font.getmask(c).size != missing.size or bytes(font.getmask(c)) != bytes(missing)
                for c in text if not c.isspace())
 
@@ -111,6 +111,7 @@ def printed_glyph(rng: np.random.Generator) -> np.ndarray | None:
 
 def _print(cover: np.ndarray | None, height: int, rng: np.random.Generator,
            degrees: float) -> np.ndarray | None:
+    """``cover`` (printed type, or None) as a printer and a scanner give it, on a page."""
     if cover is None:
         return None
     if rng.random() < 0.25:  # bolder print, or a heavy toner

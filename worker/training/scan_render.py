@@ -115,7 +115,7 @@ def render_many(digits: np.ndarray, profile: Profile, seed: int,
 def render_not_digits(count: int, profile: Profile, seed: int) -> np.ndarray:
     """``count`` letters and symbols that are no digit, printed (``form_render.printed_glyph``)
     and normalized with ``profile``, as the review flag's ``not-a-digit`` is fitted on: float32
-    (count, 28, 28, 1), fewer only if this system has no fonts. Spread over the cores."""
+    (count, 28, 28, 1); none if this system has no fonts to print them in. Spread over the cores."""
     sizes = [len(chunk) for chunk in np.array_split(np.arange(count), _CHUNKS)]
     jobs = [(size, profile, seed + i) for i, size in enumerate(sizes) if size]
     return _spread(_glyph_chunk, jobs)
@@ -141,8 +141,8 @@ def _render_chunk(digits: np.ndarray, labels: np.ndarray, profile: Profile, seed
 
 
 def _glyph_chunk(count: int, profile: Profile, seed: int) -> np.ndarray:
-    """``count`` glyphs; a font without the glyph drawn, or a page the preprocessing refuses,
-    draws again (a system without fonts: none at all)."""
+    """``count`` glyphs, drawn again where the font drawn lacks one or the preprocessing refuses
+    the page, in five times as many draws at the most (none at all on a system without fonts)."""
     rng, out = np.random.default_rng(seed), []
     for _ in range(count * 5):
         if len(out) == count:
