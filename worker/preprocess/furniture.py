@@ -49,7 +49,9 @@ MIN_CORE = 2
 NEAR = 0.35
 BIG_BLOB = 0.3
 TALL_BLOB = 0.6
-WIDE_BLOB = 0.25  # and not a thin line (a comb's divider, a table's rule)
+# ... and this share of its longer side wide: not a thin line (a comb's divider, a table's rule;
+# a share of its width alone lets a divider through beside a 1, itself narrow).
+WIDE_BLOB = 0.25
 
 
 def without_lines(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -208,7 +210,9 @@ def _thickness(x: np.ndarray) -> float:
 def near_the_digit(stats: np.ndarray) -> np.ndarray:
     """Which blobs (``connectedComponentsWithStats`` rows, the background's first) belong to the
     digit: the largest, the big and tall ones, and those within NEAR of the largest's size of
-    its box."""
+    its box. A big one is as wide as a share of the largest's longer side, not of its width: a
+    comb's divider far from a 1 is as tall as the 1 and, at the locate step's scale, not much
+    narrower."""
     blobs = stats[1:]
     areas = blobs[:, cv2.CC_STAT_AREA]
     x, y, w, h = (int(v) for v in blobs[int(areas.argmax()), :4])
@@ -217,5 +221,5 @@ def near_the_digit(stats: np.ndarray) -> np.ndarray:
     right, bottom = left + blobs[:, cv2.CC_STAT_WIDTH], top + blobs[:, cv2.CC_STAT_HEIGHT]
     near = (right >= x - margin) & (left <= x + w + margin) & (bottom >= y - margin) & (top <= y + h + margin)
     big = ((areas >= BIG_BLOB * areas.max()) & (blobs[:, cv2.CC_STAT_HEIGHT] >= TALL_BLOB * h)
-           & (blobs[:, cv2.CC_STAT_WIDTH] >= WIDE_BLOB * w))
+           & (blobs[:, cv2.CC_STAT_WIDTH] >= WIDE_BLOB * max(w, h)))
     return near | big
