@@ -8,6 +8,8 @@ takes them out before the ink is cropped:
   longer than the widest pen stroke is wide, and the thin sides of a box around the ink. A pen
   stroke is never that long (the bar of a 7 or a 4, a 1, are a few strokes long), and a box's
   sides are told from a 1 by being thinner than the pen and having the ink on their inner side.
+  Where the pen is too thin for that (a small or light printed digit, strokes a pixel or two
+  wide), the digit's own strokes are as thin as a side: only thin lines apart from it go.
   Where a stroke crosses a line, the line's pixels between the stroke's two sides are put back.
 - ``near_the_digit``: which ink blobs belong to the digit: the largest and those beside it or big;
   a printed caption is small letters a little way off, and is left out of the crop.
@@ -38,13 +40,18 @@ BORDER_SHARE = 0.5
 BORDER_HEIGHT = 0.07
 # ... and at least this many of the widest pen strokes long (a cell is about a digit high).
 BORDER_STROKES = 4
+# The narrowest opening that tells a side from a pen stroke (a one-pixel line is thin to any
+# opening, so a pen whose half is below it leaves no side thinner than half of it).
+MIN_CORE = 2
 # Blobs further from the digit's largest blob than this share of its size are not the digit (a
 # caption's letters, a cell's tick, a stamp), unless they are big: BIG_BLOB of its area and
 # TALL_BLOB of its height (a caption's word may outweigh a thin digit, never outgrow it).
 NEAR = 0.35
 BIG_BLOB = 0.3
 TALL_BLOB = 0.6
-WIDE_BLOB = 0.25  # and not a thin line (a comb's divider, a table's rule)
+# ... and this share of its longer side wide: not a thin line (a comb's divider, a table's rule;
+# a share of its width alone lets a divider through beside a 1, itself narrow).
+WIDE_BLOB = 0.25
 
 
 def without_lines(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -60,11 +67,13 @@ def without_lines(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
     halves = _at_half_height(ink, mask, stroke)
     pen = _widest_stroke(halves)
     rows = np.nonzero(mask.any(axis=1))[0]
-    core = max(2, round(min(BORDER_SHARE * pen, BORDER_HEIGHT * (rows[-1] - rows[0] + 1))))
+    core = max(MIN_CORE, round(min(BORDER_SHARE * pen, BORDER_HEIGHT * (rows[-1] - rows[0] + 1))))
     # thin: not within a pixel of a pen stroke's core (a stroke's own edges are not a line)
     thick = cv2.morphologyEx(halves, cv2.MORPH_OPEN, np.ones((core, core), np.uint8))
     thick = cv2.dilate(thick, np.ones((3, 3), np.uint8))
     thin = cv2.subtract(halves, thick)
+    if BORDER_SHARE * pen < MIN_CORE:
+        thin = _off_the_largest(thin, mask)
     border = max(MIN_LINE // 2, BORDER_STROKES * pen)
     if cv2.countNonZero(thin) < border // 2:  # not pixels enough for a side (most clean digits)
         across, down = long, np.zeros_like(long)
@@ -74,6 +83,19 @@ def without_lines(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
     if not (across.any() or down.any()):
         return ink
     return _taken_out(ink, _cores(across), _cores(down.T).T, _reach(length) * 2 + stroke + 2)
+
+
+def _off_the_largest(thin: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``thin`` less its pixels on the mask's largest blob: for a pen so thin that half of it is
+    below MIN_CORE, a side cannot be told from its strokes by width (the stem of a light printed
+    1, the sides of a 0, are a pixel wide at half height and as long as a cell's side), so
+    the digit, the largest blob, keeps its strokes; a thin ring or box apart from it (a stamp
+    beside the digit) is still taken out."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if count < 2:
+        return thin
+    largest = 1 + int(stats[1:, cv2.CC_STAT_AREA].argmax())
+    return np.where(labels == largest, 0, thin).astype(np.uint8)
 
 
 def _longer_than_the_rest(lines: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -188,7 +210,9 @@ def _thickness(x: np.ndarray) -> float:
 def near_the_digit(stats: np.ndarray) -> np.ndarray:
     """Which blobs (``connectedComponentsWithStats`` rows, the background's first) belong to the
     digit: the largest, the big and tall ones, and those within NEAR of the largest's size of
-    its box."""
+    its box. A big one is as wide as a share of the largest's longer side, not of its width: a
+    comb's divider far from a 1 is as tall as the 1 and, at the locate step's scale, not much
+    narrower."""
     blobs = stats[1:]
     areas = blobs[:, cv2.CC_STAT_AREA]
     x, y, w, h = (int(v) for v in blobs[int(areas.argmax()), :4])
@@ -197,5 +221,5 @@ def near_the_digit(stats: np.ndarray) -> np.ndarray:
     right, bottom = left + blobs[:, cv2.CC_STAT_WIDTH], top + blobs[:, cv2.CC_STAT_HEIGHT]
     near = (right >= x - margin) & (left <= x + w + margin) & (bottom >= y - margin) & (top <= y + h + margin)
     big = ((areas >= BIG_BLOB * areas.max()) & (blobs[:, cv2.CC_STAT_HEIGHT] >= TALL_BLOB * h)
-           & (blobs[:, cv2.CC_STAT_WIDTH] >= WIDE_BLOB * w))
+           & (blobs[:, cv2.CC_STAT_WIDTH] >= WIDE_BLOB * max(w, h)))
     return near | big
