@@ -210,6 +210,19 @@ PRINTED_GLYPHS = ("ACEFHKMNPRTUVWXYacdefhkmnprtuvwxy" "ΓΔΛΞΠΣΦΨΩαεη�
 DINGBATS = "✓✔✗✘×←→↑↓↔⇒★☆♥♦♣♠•■▲"
 
 
+def printed_on_card(glyph: str, size: int = 90, side: int | None = None,
+                    font: str = "dejavu/DejaVuSans.ttf") -> np.ndarray:
+    """``glyph`` ``size`` pixels in ``font`` (under FONTS), black in the middle of a white card
+    ``side`` pixels square (twice the size without one)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    side = side or 2 * size
+    card = Image.new("L", (side, side), 235)
+    face = ImageFont.truetype(str(FONTS / font), size)
+    ImageDraw.Draw(card).text((side // 2, side // 2), glyph, fill=20, font=face, anchor="mm")
+    return np.asarray(card)
+
+
 def _font_files(*patterns: str) -> list[Path]:
     found = sorted(p for pattern in patterns for p in FONTS.glob(pattern) if "ExtraLight" not in p.name)
     assert found, f"no fonts {', '.join(patterns)} under {FONTS}: install fonts-dejavu, fonts-liberation"

@@ -1,11 +1,16 @@
 """Model files for tests of publishing and serving: copies of the shipped model, its card
-changed (the repository with it published is conftest's ``served``)."""
+changed (the repository with it published is conftest's ``served``); pages as the model gets them."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
+
+import numpy as np
+
+from worker.preprocess import DIGITS, Profile
 
 SUFFIXES = (".keras", ".tflite", ".json")
 
@@ -19,3 +24,12 @@ def copy_set(source: Path, target: Path, **card_changes) -> Path:
     card.update(card_changes)
     target.with_suffix(".json").write_text(json.dumps(card))
     return target
+
+
+def model_inputs(pages, profile: Profile = DIGITS) -> np.ndarray:
+    """What reaches the model from grey ``pages``: a page without ink is an error record, never
+    a row (``bench/hard_sets.py``)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from hard_sets import taken
+
+    return taken(pages, profile)[0]

@@ -5,13 +5,12 @@ printed letters and symbols (worker/model/not_digit.py), the glyphs it is fitted
 from __future__ import annotations
 
 import json
-import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from factories import FONTS, printed_symbol
+from factories import printed_on_card, printed_symbol
+from model_sets import copy_set, model_inputs
 
 from worker.model import ink_shape
 from worker.model.classifier import Classifier
@@ -48,13 +47,9 @@ def test_the_score_tells_two_groups_apart_at_the_share_asked_and_is_kept_in_the_
 
 def _card_with(real_model_path, folder: Path, change) -> Path:
     """The shipped model's files, its card's ``review.not_digit`` changed by ``change``."""
-    folder.mkdir()
-    for suffix in (".keras", ".tflite"):
-        shutil.copy(real_model_path.with_suffix(suffix), folder / f"m{suffix}")
-    card = json.loads(real_model_path.with_suffix(".json").read_text())
-    change(card["review"]["not_digit"])
-    (folder / "m.json").write_text(json.dumps(card))
-    return folder / "m.keras"
+    review = json.loads(real_model_path.with_suffix(".json").read_text())["review"]
+    change(review["not_digit"])
+    return copy_set(real_model_path, folder / "m.keras", review=review)
 
 
 @pytest.mark.parametrize(("name", "change", "says"), [
@@ -109,30 +104,14 @@ def test_the_shipped_flag_names_printed_letters_in_unseen_fonts_but_few_digits(r
     shipped = Classifier(real_model_path)
     assert shipped.flagger.not_digit is not None
     rng = np.random.default_rng(11)
-    letters = _inputs([printed_symbol(rng) for _ in range(300)])
+    letters = model_inputs([printed_symbol(rng) for _ in range(300)])
     reviews = shipped.predict(letters).reviews
     assert np.mean([bool(r) for r in reviews]) >= 0.85
     assert np.mean(["not-a-digit" in r for r in reviews]) >= 0.65
-    glyphs = _inputs([_printed(glyph, size) for glyph in "ψ©♣" for size in (60, 90, 120)])
+    liberation = "liberation/LiberationSans-Regular.ttf"
+    glyphs = model_inputs([printed_on_card(glyph, size, font=liberation)
+                           for glyph in "ψ©♣" for size in (60, 90, 120)])
     assert all("not-a-digit" in r for r in shipped.predict(glyphs).reviews)
     digits = shipped.predict(normalize_many(datasets.load("mnist").test_images)).reviews
     assert np.mean(["not-a-digit" in r for r in digits]) <= SHARE["not-a-digit"] + 0.005
     assert np.mean([bool(r) for r in digits]) <= 0.03
-
-
-def _inputs(pages) -> np.ndarray:
-    """What reaches the model: a page without ink is an error record, never a row."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-    from hard_sets import taken
-
-    return taken(pages, DIGITS)[0]
-
-
-def _printed(glyph: str, size: int) -> np.ndarray:
-    """``glyph`` in Liberation Sans, black on a white card."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    card = Image.new("L", (size * 2, size * 2), 235)
-    font = ImageFont.truetype(str(FONTS / "liberation/LiberationSans-Regular.ttf"), size)
-    ImageDraw.Draw(card).text((size, size), glyph, fill=20, font=font, anchor="mm")
-    return np.asarray(card)

@@ -8,13 +8,12 @@ import base64
 import csv
 import json
 import shutil
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
-from factories import NOT_DIGITS, printed_symbol, rule_through, write
+from factories import NOT_DIGITS, printed_on_card, printed_symbol, rule_through, write
+from model_sets import model_inputs
 from typer.testing import CliRunner
 
 from worker.cli import app
@@ -135,19 +134,11 @@ def test_flag_finds_clothing_letters_and_textures_but_few_digits(shipped):
     floors = {"clothing": (fashion, 0.85), "letters and symbols": (None, 0.85), "textures": (None, 0.95)}
     for name, (images, floor) in floors.items():
         pages = images if images is not None else [NOT_DIGITS[name](rng) for _ in range(300)]
-        reviews = shipped.predict(_inputs(pages)).reviews
+        reviews = shipped.predict(model_inputs(pages)).reviews
         assert np.mean([bool(r) for r in reviews]) >= floor, name
         assert np.mean(["unlike-training" in r for r in reviews]) >= floor - 0.2, name
     digits = shipped.predict(normalize_many(mnist)).reviews
     assert np.mean([bool(r) for r in digits]) <= 0.03
-
-
-def _inputs(pages, profile=DIGITS) -> np.ndarray:
-    """What reaches the model: a page without ink is an error record, never a row."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-    from hard_sets import taken
-
-    return taken(pages, profile)[0]
 
 
 def _hotter_copy(real_model_path, folder, temperature: float):
@@ -253,7 +244,7 @@ def test_a_card_from_before_the_ink_shape_flags_as_it_did(from_before):
     assert shipped.flagger.max_distance == pytest.approx(threshold)
     rng = np.random.default_rng(4)
     mnist = datasets.load("mnist").test_images[:50]
-    x = _inputs([rule_through(d, rng) for d in mnist] + [printed_symbol(rng) for _ in range(50)])
+    x = model_inputs([rule_through(d, rng) for d in mnist] + [printed_symbol(rng) for _ in range(50)])
     assert not any("odd-shape" in r for r in shipped.predict(x).reviews)
 
 
@@ -283,23 +274,13 @@ def test_odd_shape_names_rules_still_attached_and_letters_but_few_digits(shaped)
     rng = np.random.default_rng(5)
     mnist = datasets.load("mnist").test_images
     attached = [rule_through(d, rng) for d in mnist[:200]]
-    reviews = shaped.predict(_inputs(attached, DIGITS_V4)).reviews
+    reviews = shaped.predict(model_inputs(attached, DIGITS_V4)).reviews
     assert np.mean(["odd-shape" in r for r in reviews]) >= 0.5
-    letters = [_printed(glyph) for glyph in "%÷mw©"]
-    for glyph, review in zip("%÷mw©", shaped.predict(_inputs(letters)).reviews, strict=True):
+    letters = [printed_on_card(glyph, 90, side=160) for glyph in "%÷mw©"]
+    for glyph, review in zip("%÷mw©", shaped.predict(model_inputs(letters)).reviews, strict=True):
         assert "odd-shape" in review, glyph
     digits = shaped.predict(normalize_many(mnist[:2000])).reviews
     assert np.mean(["odd-shape" in r for r in digits]) <= SHARE["odd-shape"] + 0.005
-
-
-def _printed(glyph: str) -> np.ndarray:
-    """``glyph`` in DejaVu Sans, black on a white card."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    card = Image.new("L", (160, 160), 235)
-    font = ImageFont.truetype("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", 90)
-    ImageDraw.Draw(card).text((80, 80), glyph, fill=20, font=font, anchor="mm")
-    return np.asarray(card)
 
 
 def test_a_flagger_without_the_inputs_skips_the_ink_shape(shipped):
