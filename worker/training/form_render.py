@@ -76,9 +76,13 @@ def _text(text: str, height: int, rng: np.random.Generator,
 
 def _draws(font, text: str) -> bool:
     """Whether ``font`` has ``text``'s characters, not the box it draws for what it lacks."""
-    missing = font.getmask("\U0010fffd")  # a noncharacter: every font draws its box for it
-    return all(font.getmask(c).size != missing.size or bytes(font.getmask(c)) != bytes(missing)
-               for c in text if not c.isspace())
+    box = _mask_bytes(font, "\U0010fffd")  # a noncharacter: every font draws its box for it
+    return all(_mask_bytes(font, c) != box for c in text if not c.isspace())
+
+
+def _mask_bytes(font, character: str) -> tuple:
+    mask = font.getmask(character)
+    return mask.size, bytes(mask)
 
 
 def _turn(cover: np.ndarray, degrees: float, shear: float = 0.0) -> np.ndarray:
